@@ -1,0 +1,190 @@
+//! The one error type of `bank-core`.
+//!
+//! Every variant says what the caller can do about it ([`Error::action`]): fix the input, retry
+//! later, or give up. Adapters map their own failures into [`Error::Storage`] with a retryable
+//! flag; servers map each variant to a stable problem type ([`Error::code`]) in one place.
+
+use rust_decimal::Decimal;
+
+use crate::account::AccountStatus;
+use crate::ids::{AccountId, HoldId};
+use crate::ledger::{EntryKey, HoldStatus};
+use crate::money::{AmountError, Currency};
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a caller can do about an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// The request is wrong; retrying it unchanged will fail the same way.
+    FixInput,
+    /// The request is valid but the state of the bank refuses it now (funds, status); it may
+    /// succeed later once the state changes.
+    Refused,
+    /// Something referenced does not exist.
+    NotFound,
+    /// A transient failure: retrying the same request (with the same idempotency key) is safe.
+    Retry,
+    /// An internal failure that retrying will not fix.
+    GiveUp,
+}
+
+/// Every failure `bank-core` reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An amount is zero, negative, too precise for its currency, too large, or not a number.
+    #[error("invalid amount: {reason}")]
+    InvalidAmount {
+        /// Why.
+        reason: AmountError,
+    },
+    /// The currency code is not a supported ISO 4217 code.
+    #[error("unknown currency {code:?}")]
+    UnknownCurrency {
+        /// The code as given (truncated).
+        code: String,
+    },
+    /// A line or request names a currency other than the account's.
+    #[error("currency mismatch: account {account} is in {expected}, not {found}")]
+    CurrencyMismatch {
+        /// The account concerned.
+        account: AccountId,
+        /// The account's currency.
+        expected: Currency,
+        /// The currency given.
+        found: Currency,
+    },
+    /// A journal entry's debits and credits differ in some currency.
+    #[error("unbalanced entry: debits and credits differ in {currency}")]
+    UnbalancedEntry {
+        /// The first currency found unbalanced.
+        currency: Currency,
+    },
+    /// A malformed request: bad id, too many lines, an over-long text, a bad cursor or limit.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// No such account.
+    #[error("account {0} not found")]
+    AccountNotFound(AccountId),
+    /// The account's status forbids this operation (a debit from a frozen account, anything on
+    /// a closed one).
+    #[error("account {account} is {status}")]
+    AccountNotOpen {
+        /// The account concerned.
+        account: AccountId,
+        /// Its status.
+        status: AccountStatus,
+    },
+    /// The debit would take the account below its overdraft limit.
+    #[error("insufficient funds in account {account}: available {available}, requested {requested}")]
+    InsufficientFunds {
+        /// The account concerned.
+        account: AccountId,
+        /// What was available (including the overdraft limit).
+        available: Decimal,
+        /// What the operation needed.
+        requested: Decimal,
+    },
+    /// The account cannot be closed while it holds money or funds are on hold.
+    #[error("account {0} still has a balance or holds")]
+    AccountNotEmpty(AccountId),
+    /// A key or id was used before for a *different* request (entry, hold, account, reversal).
+    #[error("{0} was already used for a different request")]
+    KeyReused(String),
+    /// No such hold.
+    #[error("hold {0} not found")]
+    HoldNotFound(HoldId),
+    /// The hold was already posted, voided or has expired.
+    #[error("hold {hold} is {status}")]
+    HoldNotActive {
+        /// The hold concerned.
+        hold: HoldId,
+        /// Its status.
+        status: HoldStatus,
+    },
+    /// A hold was posted for more than it reserves.
+    #[error("hold {hold} reserves {held}, cannot post {requested}")]
+    HoldExceeded {
+        /// The hold concerned.
+        hold: HoldId,
+        /// What it reserves.
+        held: Decimal,
+        /// What was asked.
+        requested: Decimal,
+    },
+    /// No entry was posted under this key.
+    #[error("entry {0} not found")]
+    EntryNotFound(EntryKey),
+    /// The entry was already reversed (by another key).
+    #[error("entry {0} was already reversed")]
+    AlreadyReversed(EntryKey),
+    /// The storage backend failed. `retryable` says whether the same call may succeed later.
+    #[error("storage failure: {message}")]
+    Storage {
+        /// A description safe to log (no secrets, no SQL with values).
+        message: String,
+        /// Whether retrying may succeed (connection loss, busy database, timeout).
+        retryable: bool,
+    },
+}
+
+impl Error {
+    /// What the caller can do about this error.
+    pub fn action(&self) -> ErrorAction {
+        match self {
+            Error::InvalidAmount { .. }
+            | Error::UnknownCurrency { .. }
+            | Error::CurrencyMismatch { .. }
+            | Error::UnbalancedEntry { .. }
+            | Error::InvalidInput(_)
+            | Error::KeyReused(_)
+            | Error::HoldExceeded { .. } => ErrorAction::FixInput,
+            Error::AccountNotOpen { .. }
+            | Error::InsufficientFunds { .. }
+            | Error::AccountNotEmpty(_)
+            | Error::HoldNotActive { .. }
+            | Error::AlreadyReversed(_) => ErrorAction::Refused,
+            Error::AccountNotFound(_) | Error::HoldNotFound(_) | Error::EntryNotFound(_) => ErrorAction::NotFound,
+            Error::Storage { retryable: true, .. } => ErrorAction::Retry,
+            Error::Storage { retryable: false, .. } => ErrorAction::GiveUp,
+        }
+    }
+
+    /// Whether the same call may succeed if retried unchanged.
+    pub fn is_retryable(&self) -> bool {
+        self.action() == ErrorAction::Retry
+    }
+
+    /// A stable, kebab-case identifier of the error kind (the suffix of the problem `type` URI).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidAmount { .. } => "invalid-amount",
+            Error::UnknownCurrency { .. } => "unknown-currency",
+            Error::CurrencyMismatch { .. } => "currency-mismatch",
+            Error::UnbalancedEntry { .. } => "unbalanced-entry",
+            Error::InvalidInput(_) => "invalid-input",
+            Error::AccountNotFound(_) => "account-not-found",
+            Error::AccountNotOpen { .. } => "account-not-open",
+            Error::InsufficientFunds { .. } => "insufficient-funds",
+            Error::AccountNotEmpty(_) => "account-not-empty",
+            Error::KeyReused(_) => "key-reused",
+            Error::HoldNotFound(_) => "hold-not-found",
+            Error::HoldNotActive { .. } => "hold-not-active",
+            Error::HoldExceeded { .. } => "hold-exceeded",
+            Error::EntryNotFound(_) => "entry-not-found",
+            Error::AlreadyReversed(_) => "already-reversed",
+            Error::Storage { .. } => "storage-failure",
+        }
+    }
+
+    /// A storage failure built from any error, for adapters.
+    pub fn storage(err: impl std::fmt::Display, retryable: bool) -> Self {
+        Error::Storage { message: err.to_string(), retryable }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+}

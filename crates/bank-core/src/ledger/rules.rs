@@ -1,0 +1,142 @@
+//! The posting rules, as pure functions over [`AccountState`].
+//!
+//! Every store runs these while holding whatever makes check-and-write atomic for it:
+//! - in memory: one mutex over the ledger;
+//! - SQLite: the single writer transaction (`BEGIN IMMEDIATE`), which also lets a batch of entries
+//!   be planned one after another on the same in-transaction states and committed together;
+//! - PostgreSQL: `SELECT … FOR UPDATE` of the touched account rows **in account-id order** (so two
+//!   postings never deadlock), then these rules, then the inserts and the balance update in the
+//!   same transaction; a unique index on `(transfer_id, leg)` turns a concurrent duplicate into a
+//!   replay instead of a second posting.
+//!
+//! The functions only read; they return the new values, and the caller writes them all or none.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::entry::{NewEntry, PostedEntry, PostedLine, Side};
+use crate::account::{AccountState, AccountStatus};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, EntryId};
+use crate::money::{Money, checked_add, checked_sub};
+
+/// Funds a hold releases on the account it reserved, as part of posting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// The held account.
+    pub account_id: AccountId,
+    /// The full amount the hold reserved.
+    pub amount: Decimal,
+}
+
+/// What posting one line does to its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedLine {
+    /// The line as it will be recorded (sequence and balance after).
+    pub line: PostedLine,
+    /// The account's held amount after the entry.
+    pub held_after: Decimal,
+}
+
+/// Checks `entry` against the current account states and returns each line's effect.
+///
+/// Refuses, changing nothing: an unknown account, a currency other than the account's, a debit
+/// from an account that is not open, a credit to a closed one, and a debit that would take the
+/// account's `available` below zero (that is, its posted balance below `held − overdraft_limit`).
+pub fn plan_entry<'a>(
+    entry: &NewEntry,
+    release: Option<Release>,
+    mut state_of: impl FnMut(AccountId) -> Option<&'a AccountState>,
+) -> Result<Vec<PlannedLine>> {
+    entry
+        .lines()
+        .iter()
+        .map(|line| {
+            let state = state_of(line.account_id).ok_or(Error::AccountNotFound(line.account_id))?;
+            check_currency(state, line.money)?;
+            let amount = line.money.value();
+            let held_after = match release {
+                Some(r) if r.account_id == line.account_id => checked_sub(state.held, r.amount)?,
+                _ => state.held,
+            };
+            let posted_after = match line.side {
+                Side::Debit => {
+                    state.check_debit_if_held(amount, held_after)?;
+                    checked_sub(state.posted, amount)?
+                }
+                Side::Credit => {
+                    state.check_can_credit()?;
+                    checked_add(state.posted, amount)?
+                }
+            };
+            let line = PostedLine {
+                account_id: line.account_id,
+                side: line.side,
+                money: line.money,
+                sequence: state.sequence + 1,
+                balance_after: posted_after,
+            };
+            Ok(PlannedLine { line, held_after })
+        })
+        .collect()
+}
+
+/// Applies a planned line to its account's state.
+pub fn apply_line(state: &mut AccountState, planned: &PlannedLine) {
+    debug_assert_eq!(state.account.id, planned.line.account_id);
+    debug_assert_eq!(state.sequence + 1, planned.line.sequence, "sequence numbers must stay gap-free");
+    state.posted = planned.line.balance_after;
+    state.held = planned.held_after;
+    state.sequence = planned.line.sequence;
+}
+
+/// The entry a successful plan records.
+pub fn posted_entry(
+    id: EntryId,
+    entry: &NewEntry,
+    planned: &[PlannedLine],
+    now: DateTime<Utc>,
+    reverses: Option<super::EntryKey>,
+) -> PostedEntry {
+    PostedEntry {
+        id,
+        key: entry.key(),
+        lines: planned.iter().map(|p| p.line).collect(),
+        reference: entry.reference().to_owned(),
+        posted_at: now,
+        reverses,
+    }
+}
+
+/// Checks a new hold of `money` on `state` and returns the account's held amount after it.
+pub fn plan_hold(state: &AccountState, money: Money) -> Result<Decimal> {
+    check_currency(state, money)?;
+    state.check_debit(money.value())?;
+    checked_add(state.held, money.value())
+}
+
+/// Checks a status change: a closed account stays closed, and only an account with a zero
+/// balance and no active hold can be closed.
+pub fn check_status_change(state: &AccountState, to: AccountStatus) -> Result<()> {
+    match (state.account.status, to) {
+        (from, to) if from == to => Ok(()),
+        (AccountStatus::Closed, _) => {
+            Err(Error::AccountNotOpen { account: state.account.id, status: AccountStatus::Closed })
+        }
+        (_, AccountStatus::Closed) if !state.posted.is_zero() || !state.held.is_zero() => {
+            Err(Error::AccountNotEmpty(state.account.id))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_currency(state: &AccountState, money: Money) -> Result<()> {
+    if money.currency != state.account.currency {
+        return Err(Error::CurrencyMismatch {
+            account: state.account.id,
+            expected: state.account.currency,
+            found: money.currency,
+        });
+    }
+    Ok(())
+}

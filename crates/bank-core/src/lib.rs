@@ -1,0 +1,26 @@
+//! # bank-core
+//!
+//! Every rule of the bank, with no storage, web framework or cloud SDK in sight.
+//!
+//! - [`money`]: currencies, amounts and checked arithmetic (never `f64`).
+//! - [`ids`]: typed identifiers.
+//! - [`account`]: accounts, their status, overdraft limits and balances.
+//! - [`ledger`]: double-entry journal entries, holds, history and the posting rules.
+//! - [`ports`]: the traits adapters implement ([`ports::LedgerStore`], [`ports::Clock`]).
+//! - [`memory`]: in-memory adapters.
+//! - `testkit` (feature `testkit`): conformance suites every adapter runs.
+//!
+//! Money rules are pure functions in [`ledger::rules`]; a storage adapter supplies only atomicity.
+
+pub mod account;
+pub mod clock;
+mod error;
+pub mod ids;
+pub mod ledger;
+pub mod memory;
+pub mod money;
+pub mod ports;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{Error, ErrorAction, Result};

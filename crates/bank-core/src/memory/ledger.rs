@@ -1,0 +1,337 @@
+//! [`MemoryLedger`]: the ledger in one mutex.
+//!
+//! One lock over the whole ledger makes every call trivially atomic and serializable; the critical
+//! sections are short (a few map lookups and the rules), which is faster than finer locks at the
+//! sizes an in-process ledger sees.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
+use crate::account::{Account, AccountState, AccountStatus, Balance, NewAccount};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CustomerId, EntryId, HoldId};
+use crate::ledger::rules::{self, Release};
+use crate::ledger::{
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+};
+use crate::money::{Currency, checked_add, checked_sub};
+use crate::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
+
+/// A ledger held in memory.
+#[derive(Debug)]
+pub struct MemoryLedger {
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: FxHashMap<AccountId, Slot>,
+    by_owner: FxHashMap<CustomerId, Vec<AccountId>>,
+    entries: Vec<PostedEntry>,
+    by_key: FxHashMap<EntryKey, usize>,
+    /// original entry → the key of its reversal.
+    reversed_by: FxHashMap<EntryKey, EntryKey>,
+    holds: FxHashMap<HoldId, Hold>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: AccountState,
+    /// (entry index, line index) of each posted entry, in sequence order.
+    history: Vec<(usize, usize)>,
+    /// Active holds by expiry, so expired ones are released in O(log n).
+    active_holds: BTreeSet<(DateTime<Utc>, HoldId)>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        MemoryLedger { clock, inner: Mutex::new(Inner::default()) }
+    }
+}
+
+impl Inner {
+    /// Releases the holds of `account` that expired by `now`.
+    fn release_expired(&mut self, account: AccountId, now: DateTime<Utc>) -> Result<()> {
+        let Some(slot) = self.accounts.get_mut(&account) else { return Ok(()) };
+        while let Some(&(expires_at, hold_id)) = slot.active_holds.first()
+            && expires_at <= now
+        {
+            slot.active_holds.pop_first();
+            if let Some(hold) = self.holds.get_mut(&hold_id) {
+                hold.status = HoldStatus::Expired;
+                slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: AccountId) -> Result<&Slot> {
+        self.accounts.get(&id).ok_or(Error::AccountNotFound(id))
+    }
+
+    fn replay(&self, entry: &NewEntry) -> Option<Result<PostedEntry>> {
+        let &index = self.by_key.get(&entry.key())?;
+        let posted = &self.entries[index];
+        Some(if entry.is_same_as(posted) {
+            Ok(posted.clone())
+        } else {
+            Err(Error::KeyReused(format!("entry key {}", entry.key())))
+        })
+    }
+
+    /// Checks and records `entry`; on error nothing changed.
+    fn post(
+        &mut self,
+        entry: &NewEntry,
+        release: Option<(HoldId, Release)>,
+        reverses: Option<EntryKey>,
+        now: DateTime<Utc>,
+    ) -> Result<PostedEntry> {
+        if let Some(replayed) = self.replay(entry) {
+            return replayed;
+        }
+        for line in entry.lines() {
+            self.release_expired(line.account_id, now)?;
+        }
+        let planned =
+            rules::plan_entry(entry, release.map(|(_, r)| r), |id| self.accounts.get(&id).map(|slot| &slot.state))?;
+        let index = self.entries.len();
+        for (line_index, p) in planned.iter().enumerate() {
+            let slot = self.accounts.get_mut(&p.line.account_id).ok_or(Error::AccountNotFound(p.line.account_id))?;
+            rules::apply_line(&mut slot.state, p);
+            slot.history.push((index, line_index));
+        }
+        if let Some((hold_id, _)) = release
+            && let Some(hold) = self.holds.get_mut(&hold_id)
+        {
+            hold.status = HoldStatus::Posted;
+            hold.posted_entry = Some(entry.key());
+            if let Some(slot) = self.accounts.get_mut(&hold.account_id) {
+                slot.active_holds.remove(&(hold.expires_at, hold_id));
+            }
+        }
+        let posted = rules::posted_entry(EntryId::new(), entry, &planned, now, reverses);
+        self.by_key.insert(entry.key(), index);
+        if let Some(original) = reverses {
+            self.reversed_by.insert(original, entry.key());
+        }
+        self.entries.push(posted.clone());
+        Ok(posted)
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryLedger {
+    async fn open_account(&self, new: NewAccount) -> Result<Account> {
+        new.validate()?;
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        if let Some(slot) = inner.accounts.get(&new.id) {
+            return if slot.state.account.matches(&new) {
+                Ok(slot.state.account.clone())
+            } else {
+                Err(Error::KeyReused(format!("account id {}", new.id)))
+            };
+        }
+        let owned = inner.by_owner.get(&new.owner).map_or(0, Vec::len);
+        if owned >= ACCOUNTS_PER_OWNER_MAX {
+            return Err(Error::invalid(format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts")));
+        }
+        let account = Account::from_new(new, now);
+        inner.by_owner.entry(account.owner).or_default().push(account.id);
+        inner.accounts.insert(
+            account.id,
+            Slot { state: AccountState::new(account.clone()), history: Vec::new(), active_holds: BTreeSet::new() },
+        );
+        Ok(account)
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Account> {
+        Ok(self.inner.lock().slot(id)?.state.account.clone())
+    }
+
+    async fn accounts_of(&self, owner: CustomerId) -> Result<Vec<Account>> {
+        let inner = self.inner.lock();
+        let ids = inner.by_owner.get(&owner).map(Vec::as_slice).unwrap_or_default();
+        ids.iter().map(|id| Ok(inner.slot(*id)?.state.account.clone())).collect()
+    }
+
+    async fn set_status(&self, id: AccountId, status: AccountStatus) -> Result<Account> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        inner.release_expired(id, now)?;
+        let slot = inner.accounts.get_mut(&id).ok_or(Error::AccountNotFound(id))?;
+        rules::check_status_change(&slot.state, status)?;
+        slot.state.account.status = status;
+        Ok(slot.state.account.clone())
+    }
+
+    async fn post(&self, entry: NewEntry) -> Result<PostedEntry> {
+        let now = self.clock.now();
+        self.inner.lock().post(&entry, None, None, now)
+    }
+
+    async fn post_batch(&self, entries: Vec<NewEntry>) -> Vec<Result<PostedEntry>> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        entries.iter().map(|entry| inner.post(entry, None, None, now)).collect()
+    }
+
+    async fn entry(&self, key: EntryKey) -> Result<PostedEntry> {
+        let inner = self.inner.lock();
+        let index = inner.by_key.get(&key).ok_or(Error::EntryNotFound(key))?;
+        Ok(inner.entries[*index].clone())
+    }
+
+    async fn reverse(&self, reversal: Reversal) -> Result<PostedEntry> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        let original = inner.by_key.get(&reversal.original).ok_or(Error::EntryNotFound(reversal.original))?;
+        let entry = reversal.to_entry(&inner.entries[*original])?;
+        if let Some(replayed) = inner.replay(&entry) {
+            return replayed;
+        }
+        if inner.reversed_by.contains_key(&reversal.original) {
+            return Err(Error::AlreadyReversed(reversal.original));
+        }
+        inner.post(&entry, None, Some(reversal.original), now)
+    }
+
+    async fn hold(&self, new: NewHold) -> Result<Hold> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        if let Some(existing) = inner.holds.get(&new.id) {
+            return if existing.matches(&new) {
+                Ok(existing.clone().as_of(now))
+            } else {
+                Err(Error::KeyReused(format!("hold id {}", new.id)))
+            };
+        }
+        new.validate(now)?;
+        inner.release_expired(new.account_id, now)?;
+        let slot = inner.accounts.get_mut(&new.account_id).ok_or(Error::AccountNotFound(new.account_id))?;
+        slot.state.held = rules::plan_hold(&slot.state, new.money)?;
+        slot.active_holds.insert((new.expires_at, new.id));
+        let hold = Hold::from_new(new, now);
+        inner.holds.insert(hold.id, hold.clone());
+        Ok(hold)
+    }
+
+    async fn get_hold(&self, id: HoldId) -> Result<Hold> {
+        let now = self.clock.now();
+        let inner = self.inner.lock();
+        Ok(inner.holds.get(&id).ok_or(Error::HoldNotFound(id))?.clone().as_of(now))
+    }
+
+    async fn post_hold(&self, request: PostHold) -> Result<PostedEntry> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        let hold = inner.holds.get(&request.hold_id).ok_or(Error::HoldNotFound(request.hold_id))?.clone().as_of(now);
+        let money = request.amount_from(&hold)?;
+        let entry = NewEntry::transfer(request.key, hold.account_id, request.credit_account, money, request.reference)?;
+        if let Some(replayed) = inner.replay(&entry) {
+            return replayed;
+        }
+        if hold.status != HoldStatus::Active {
+            return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });
+        }
+        let release = Release { account_id: hold.account_id, amount: hold.money.value() };
+        inner.post(&entry, Some((hold.id, release)), None, now)
+    }
+
+    async fn void_hold(&self, id: HoldId) -> Result<Hold> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        let account_id = inner.holds.get(&id).ok_or(Error::HoldNotFound(id))?.account_id;
+        inner.release_expired(account_id, now)?;
+        let Inner { holds, accounts, .. } = &mut *inner;
+        let hold = holds.get_mut(&id).ok_or(Error::HoldNotFound(id))?;
+        match hold.status {
+            HoldStatus::Active => {
+                let slot = accounts.get_mut(&account_id).ok_or(Error::AccountNotFound(account_id))?;
+                slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
+                slot.active_holds.remove(&(hold.expires_at, id));
+                hold.status = HoldStatus::Voided;
+                Ok(hold.clone())
+            }
+            HoldStatus::Voided | HoldStatus::Expired => Ok(hold.clone()),
+            HoldStatus::Posted => Err(Error::HoldNotActive { hold: id, status: HoldStatus::Posted }),
+        }
+    }
+
+    async fn expire_holds(&self) -> Result<u64> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        let due: Vec<AccountId> = inner
+            .accounts
+            .iter()
+            .filter(|(_, slot)| slot.active_holds.first().is_some_and(|(at, _)| *at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        let before = inner.holds.values().filter(|h| h.status == HoldStatus::Expired).count();
+        for id in due {
+            inner.release_expired(id, now)?;
+        }
+        let after = inner.holds.values().filter(|h| h.status == HoldStatus::Expired).count();
+        Ok((after - before) as u64)
+    }
+
+    async fn balance(&self, id: AccountId) -> Result<Balance> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        inner.release_expired(id, now)?;
+        inner.slot(id)?.state.balance()
+    }
+
+    async fn history(&self, id: AccountId, query: HistoryQuery) -> Result<Page<HistoryItem>> {
+        let inner = self.inner.lock();
+        let slot = inner.slot(id)?;
+        // history[i] has sequence i + 1.
+        let end =
+            usize::try_from(query.before_sequence().saturating_sub(1)).unwrap_or(usize::MAX).min(slot.history.len());
+        let items: Vec<HistoryItem> = slot.history[..end]
+            .iter()
+            .rev()
+            .take(query.limit() as usize)
+            .map(|&(entry_index, line_index)| {
+                let entry = &inner.entries[entry_index];
+                let line = &entry.lines[line_index];
+                HistoryItem {
+                    entry_id: entry.id,
+                    key: entry.key,
+                    sequence: line.sequence,
+                    direction: line.side,
+                    money: line.money,
+                    balance_after: line.balance_after,
+                    reference: entry.reference.clone(),
+                    posted_at: entry.posted_at,
+                }
+            })
+            .collect();
+        let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.sequence));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {
+        let inner = self.inner.lock();
+        let mut totals: Vec<(Currency, Decimal)> = Vec::new();
+        for slot in inner.accounts.values() {
+            let currency = slot.state.account.currency;
+            match totals.iter_mut().find(|(c, _)| *c == currency) {
+                Some((_, sum)) => *sum = checked_add(*sum, slot.state.posted)?,
+                None => totals.push((currency, slot.state.posted)),
+            }
+        }
+        totals.sort_by_key(|(c, _)| *c);
+        Ok(totals)
+    }
+}

@@ -1,0 +1,418 @@
+//! Money: ISO 4217 currencies, positive amounts and signed balances.
+//!
+//! This module owns every rule about what a monetary value may be. Nothing here is ever an `f64`:
+//! values are [`rust_decimal::Decimal`], arithmetic is checked (overflow is an [`Error`], never a
+//! panic or a wrap), and an amount with more decimals than its currency allows is **rejected, never
+//! rounded**. On the wire every value is a decimal string (`"12.34"`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// The largest amount a single transfer, hold or entry line may carry (one trillion units of any
+/// currency). Bounding it keeps every balance far from `Decimal`'s own limit, so sums of many lines
+/// stay exact.
+pub const TRANSFER_AMOUNT_MAX: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+
+/// An ISO 4217 currency this bank handles, with its number of minor units.
+///
+/// The set is closed on purpose: an unknown code is rejected at the edge rather than carried around
+/// with a guessed exponent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Currency {
+    /// United States dollar (2 decimals).
+    Usd,
+    /// Euro (2 decimals).
+    Eur,
+    /// Pound sterling (2 decimals).
+    Gbp,
+    /// Swiss franc (2 decimals).
+    Chf,
+    /// Japanese yen (0 decimals).
+    Jpy,
+    /// Kuwaiti dinar (3 decimals).
+    Kwd,
+    /// Bahraini dinar (3 decimals).
+    Bhd,
+    /// Canadian dollar (2 decimals).
+    Cad,
+    /// Australian dollar (2 decimals).
+    Aud,
+    /// Swedish krona (2 decimals).
+    Sek,
+    /// Norwegian krone (2 decimals).
+    Nok,
+    /// Danish krone (2 decimals).
+    Dkk,
+    /// Polish złoty (2 decimals).
+    Pln,
+    /// Indian rupee (2 decimals).
+    Inr,
+}
+
+impl Currency {
+    /// Every supported currency, in code order.
+    pub const ALL: [Currency; 14] = [
+        Currency::Aud,
+        Currency::Bhd,
+        Currency::Cad,
+        Currency::Chf,
+        Currency::Dkk,
+        Currency::Eur,
+        Currency::Gbp,
+        Currency::Inr,
+        Currency::Jpy,
+        Currency::Kwd,
+        Currency::Nok,
+        Currency::Pln,
+        Currency::Sek,
+        Currency::Usd,
+    ];
+
+    /// The three-letter ISO 4217 code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Currency::Usd => "USD",
+            Currency::Eur => "EUR",
+            Currency::Gbp => "GBP",
+            Currency::Chf => "CHF",
+            Currency::Jpy => "JPY",
+            Currency::Kwd => "KWD",
+            Currency::Bhd => "BHD",
+            Currency::Cad => "CAD",
+            Currency::Aud => "AUD",
+            Currency::Sek => "SEK",
+            Currency::Nok => "NOK",
+            Currency::Dkk => "DKK",
+            Currency::Pln => "PLN",
+            Currency::Inr => "INR",
+        }
+    }
+
+    /// Number of decimals of the minor unit (2 for cents, 0 for yen, 3 for fils).
+    pub const fn exponent(self) -> u32 {
+        match self {
+            Currency::Jpy => 0,
+            Currency::Kwd | Currency::Bhd => 3,
+            _ => 2,
+        }
+    }
+}
+
+impl FromStr for Currency {
+    type Err = Error;
+
+    /// Parses an upper-case ISO 4217 code. Lower case is refused rather than guessed at.
+    fn from_str(code: &str) -> Result<Self> {
+        Currency::ALL
+            .into_iter()
+            .find(|c| c.code() == code)
+            .ok_or_else(|| Error::UnknownCurrency { code: truncate_for_error(code) })
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let code = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        code.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A strictly positive amount, valid for one currency: scale within the currency's exponent and
+/// at most [`TRANSFER_AMOUNT_MAX`].
+///
+/// An `Amount` does not carry its currency (see [`Money`]); it was checked against one when built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    /// Checks `value` against `currency`: positive, not above [`TRANSFER_AMOUNT_MAX`], and with no
+    /// more significant decimals than the currency has. Trailing zeros are not significant:
+    /// `"12.50"` is a valid USD amount and `"100.00"` a valid JPY one, but `"1.5"` JPY is refused.
+    pub fn new(value: Decimal, currency: Currency) -> Result<Self> {
+        if value.is_sign_negative() && !value.is_zero() {
+            return Err(Error::InvalidAmount { reason: AmountError::Negative });
+        }
+        if value.is_zero() {
+            return Err(Error::InvalidAmount { reason: AmountError::Zero });
+        }
+        if value > TRANSFER_AMOUNT_MAX {
+            return Err(Error::InvalidAmount { reason: AmountError::TooLarge });
+        }
+        // `normalize` drops trailing zeros, so "12.50" in USD or "100.000" in JPY are accepted as the
+        // exact values they name; "12.345" in USD is refused, never rounded.
+        let normalized = value.normalize();
+        if normalized.scale() > currency.exponent() {
+            return Err(Error::InvalidAmount {
+                reason: AmountError::TooManyDecimals { currency, max: currency.exponent() },
+            });
+        }
+        Ok(Amount(normalized))
+    }
+
+    /// Parses a decimal string (`"12.34"`) for `currency`. Exponent notation, signs other than a
+    /// leading minus (which is then refused as negative) and empty strings are refused.
+    pub fn parse(text: &str, currency: Currency) -> Result<Self> {
+        Amount::new(parse_decimal(text)?, currency)
+    }
+
+    /// The value.
+    pub const fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Why an amount was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmountError {
+    /// The amount is zero.
+    #[error("amount must be greater than zero")]
+    Zero,
+    /// The amount is below zero.
+    #[error("amount must not be negative")]
+    Negative,
+    /// More decimals than the currency's minor unit.
+    #[error("{currency} amounts have at most {max} decimals")]
+    TooManyDecimals {
+        /// The currency the amount was checked against.
+        currency: Currency,
+        /// Its exponent.
+        max: u32,
+    },
+    /// Above [`TRANSFER_AMOUNT_MAX`].
+    #[error("amount exceeds the maximum of {}", TRANSFER_AMOUNT_MAX)]
+    TooLarge,
+    /// Not a decimal number.
+    #[error("not a decimal number")]
+    NotANumber,
+    /// A sum or difference left the representable range.
+    #[error("arithmetic overflow")]
+    Overflow,
+}
+
+/// An amount together with its currency: what an entry line, a hold or a transfer moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Money {
+    /// The positive amount.
+    pub amount: Amount,
+    /// Its currency.
+    pub currency: Currency,
+}
+
+impl Money {
+    /// Builds a checked value; see [`Amount::new`].
+    pub fn new(value: Decimal, currency: Currency) -> Result<Self> {
+        Ok(Money { amount: Amount::new(value, currency)?, currency })
+    }
+
+    /// Parses `"12.34"` and `"EUR"`.
+    pub fn parse(amount: &str, currency: &str) -> Result<Self> {
+        let currency: Currency = currency.parse()?;
+        Ok(Money { amount: Amount::parse(amount, currency)?, currency })
+    }
+
+    /// The value as a `Decimal`.
+    pub const fn value(self) -> Decimal {
+        self.amount.0
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire<'a> {
+            #[serde(borrow)]
+            amount: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            currency: std::borrow::Cow<'a, str>,
+        }
+        let wire = Wire::deserialize(d)?;
+        Money::parse(&wire.amount, &wire.currency).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a plain decimal string. Refuses exponents, spaces, `+`, and anything
+/// `Decimal` cannot hold exactly (too many digits).
+pub fn parse_decimal(text: &str) -> Result<Decimal> {
+    let bad = || Error::InvalidAmount { reason: AmountError::NotANumber };
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let mut parts = digits.splitn(2, '.');
+    let int_part = parts.next().unwrap_or_default();
+    let frac_part = parts.next();
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !all_digits(int_part) || frac_part.is_some_and(|f| f.is_empty() || !all_digits(f)) {
+        return Err(bad());
+    }
+    // `from_str_exact` refuses values it would have to round (more than 28 fractional digits).
+    Decimal::from_str_exact(text)
+        .map_err(|_| if int_part.len() > 28 { Error::InvalidAmount { reason: AmountError::TooLarge } } else { bad() })
+}
+
+/// Checked `a + b`.
+pub fn checked_add(a: Decimal, b: Decimal) -> Result<Decimal> {
+    a.checked_add(b).ok_or(Error::InvalidAmount { reason: AmountError::Overflow })
+}
+
+/// Checked `a - b`.
+pub fn checked_sub(a: Decimal, b: Decimal) -> Result<Decimal> {
+    a.checked_sub(b).ok_or(Error::InvalidAmount { reason: AmountError::Overflow })
+}
+
+/// Serde helpers for signed `Decimal` balances as strings (`"-12.30"`).
+pub mod decimal_string {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the decimal as a string.
+    pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    /// Reads a decimal string, refusing anything `parse_decimal` refuses.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        super::parse_decimal(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde helpers for optional decimals as strings or `null`.
+pub mod decimal_string_option {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the decimal as a string, or `null`.
+    pub fn serialize<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads a decimal string or `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        text.map(|t| super::parse_decimal(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// Keeps error messages bounded when echoing user input.
+pub(crate) fn truncate_for_error(text: &str) -> String {
+    const ECHO_CHARS_MAX: usize = 16;
+    text.chars().take(ECHO_CHARS_MAX).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn currencies_parse_with_their_exponents() {
+        assert_eq!("USD".parse::<Currency>().unwrap().exponent(), 2);
+        assert_eq!("JPY".parse::<Currency>().unwrap().exponent(), 0);
+        assert_eq!("KWD".parse::<Currency>().unwrap().exponent(), 3);
+        assert_eq!("BHD".parse::<Currency>().unwrap().exponent(), 3);
+        for c in Currency::ALL {
+            assert_eq!(c.code().parse::<Currency>().unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn unknown_or_lowercase_currency_is_refused() {
+        for code in ["XXX", "usd", "", "US", "USDD", "€"] {
+            assert!(matches!(code.parse::<Currency>(), Err(Error::UnknownCurrency { .. })), "{code}");
+        }
+    }
+
+    #[test]
+    fn amounts_are_checked_never_rounded() {
+        let usd = Currency::Usd;
+        assert_eq!(Amount::parse("12.34", usd).unwrap().value(), dec!(12.34));
+        assert_eq!(Amount::parse("12.50", usd).unwrap().value(), dec!(12.5));
+        assert!(matches!(
+            Amount::parse("12.345", usd),
+            Err(Error::InvalidAmount { reason: AmountError::TooManyDecimals { .. } })
+        ));
+        assert!(matches!(Amount::parse("1.5", Currency::Jpy), Err(Error::InvalidAmount { .. })));
+        assert!(Amount::parse("100.000", Currency::Jpy).is_ok());
+        assert!(Amount::parse("1.234", Currency::Kwd).is_ok());
+        assert!(Amount::parse("1.2345", Currency::Bhd).is_err());
+        assert!(matches!(Amount::parse("0", usd), Err(Error::InvalidAmount { reason: AmountError::Zero })));
+        assert!(matches!(Amount::parse("0.00", usd), Err(Error::InvalidAmount { reason: AmountError::Zero })));
+        assert!(matches!(Amount::parse("-1", usd), Err(Error::InvalidAmount { reason: AmountError::Negative })));
+        assert!(matches!(
+            Amount::parse("1000000000000.01", usd),
+            Err(Error::InvalidAmount { reason: AmountError::TooLarge })
+        ));
+        assert!(Amount::parse("1000000000000", usd).is_ok());
+        assert!(matches!(
+            Amount::parse("99999999999999999999999999999999", usd),
+            Err(Error::InvalidAmount { reason: AmountError::TooLarge })
+        ));
+        for bad in ["", "abc", "1e3", "+1", " 1", "1 ", "1.", ".5", "1.2.3", "NaN", "inf", "0x10", "１"] {
+            assert!(
+                matches!(Amount::parse(bad, usd), Err(Error::InvalidAmount { reason: AmountError::NotANumber })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_constant_is_one_trillion() {
+        assert_eq!(TRANSFER_AMOUNT_MAX, dec!(1_000_000_000_000));
+    }
+
+    #[test]
+    fn money_round_trips_as_strings() {
+        let m = Money::parse("12.34", "EUR").unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"amount":"12.34","currency":"EUR"}"#);
+        assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
+        assert!(serde_json::from_str::<Money>(r#"{"amount":12.34,"currency":"EUR"}"#).is_err());
+        assert!(serde_json::from_str::<Money>(r#"{"amount":"1.001","currency":"EUR"}"#).is_err());
+        assert!(serde_json::from_str::<Money>(r#"{"amount":"1","currency":"XYZ"}"#).is_err());
+    }
+
+    #[test]
+    fn checked_arithmetic_reports_overflow() {
+        assert!(checked_add(Decimal::MAX, Decimal::ONE).is_err());
+        assert!(checked_sub(Decimal::MIN, Decimal::ONE).is_err());
+        assert_eq!(checked_add(dec!(1.1), dec!(2.2)).unwrap(), dec!(3.3));
+    }
+}

@@ -1,0 +1,1 @@
+//! LedgerStore conformance suite.

@@ -1,0 +1,3 @@
+//! Conformance kit: generic suites every port implementation runs from its own tests.
+
+pub mod ledger;

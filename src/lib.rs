@@ -1,0 +1,2 @@
+//! Umbrella package: re-exports `bank-core`; it exists to hold the top-level examples, tests and benches.
+pub use bank_core::*;
