@@ -22,7 +22,7 @@ pub const TRANSFER_AMOUNT_MAX: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 
 ///
 /// The set is closed on purpose: an unknown code is rejected at the edge rather than carried around
 /// with a guessed exponent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Currency {
     /// United States dollar (2 decimals).
@@ -101,6 +101,19 @@ impl Currency {
             Currency::Kwd | Currency::Bhd => 3,
             _ => 2,
         }
+    }
+}
+
+impl PartialOrd for Currency {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Currency {
+    /// Alphabetical by ISO code, so sorted lists read naturally.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.code().cmp(other.code())
     }
 }
 

@@ -48,12 +48,25 @@ pub fn plan_entry<'a>(
     release: Option<Release>,
     mut state_of: impl FnMut(AccountId) -> Option<&'a AccountState>,
 ) -> Result<Vec<PlannedLine>> {
-    entry
+    // First every account, so a missing or closed one is reported before any funds check.
+    let states = entry
         .lines()
         .iter()
         .map(|line| {
             let state = state_of(line.account_id).ok_or(Error::AccountNotFound(line.account_id))?;
             check_currency(state, line.money)?;
+            match line.side {
+                Side::Debit => state.check_can_debit()?,
+                Side::Credit => state.check_can_credit()?,
+            }
+            Ok(state)
+        })
+        .collect::<Result<Vec<&AccountState>>>()?;
+    entry
+        .lines()
+        .iter()
+        .zip(states)
+        .map(|(line, state)| {
             let amount = line.money.value();
             let held_after = match release {
                 Some(r) if r.account_id == line.account_id => checked_sub(state.held, r.amount)?,
@@ -64,10 +77,7 @@ pub fn plan_entry<'a>(
                     state.check_debit_if_held(amount, held_after)?;
                     checked_sub(state.posted, amount)?
                 }
-                Side::Credit => {
-                    state.check_can_credit()?;
-                    checked_add(state.posted, amount)?
-                }
+                Side::Credit => checked_add(state.posted, amount)?,
             };
             let line = PostedLine {
                 account_id: line.account_id,
