@@ -7,7 +7,7 @@
 use rust_decimal::Decimal;
 
 use crate::account::AccountStatus;
-use crate::ids::{AccountId, HoldId};
+use crate::ids::{AccountId, HoldId, TransferId};
 use crate::ledger::{EntryKey, HoldStatus};
 use crate::money::{AmountError, Currency};
 
@@ -120,6 +120,30 @@ pub enum Error {
     /// The entry was already reversed (by another key).
     #[error("entry {0} was already reversed")]
     AlreadyReversed(EntryKey),
+    /// The idempotency key was used before with a different request.
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    /// A request with this idempotency key is still being processed.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyInFlight,
+    /// The lease on an idempotency key ran out and another attempt took it over.
+    #[error("the idempotency key's lease was lost to another attempt")]
+    LeaseLost,
+    /// No such transfer.
+    #[error("transfer {0} not found")]
+    TransferNotFound(TransferId),
+    /// A record changed since it was read (optimistic concurrency); re-read and retry.
+    #[error("concurrent update; re-read and retry")]
+    VersionConflict,
+    /// The queue is at capacity.
+    #[error("the transfer queue is full")]
+    QueueFull,
+    /// A queue receipt no longer names an in-flight delivery (it was redelivered or acknowledged).
+    #[error("stale queue receipt")]
+    StaleReceipt,
+    /// Processing stopped at a fault-injection point (tests and simulations only).
+    #[error("interrupted at {0}")]
+    Interrupted(&'static str),
     /// The storage backend failed. `retryable` says whether the same call may succeed later.
     #[error("storage failure: {message}")]
     Storage {
@@ -140,13 +164,23 @@ impl Error {
             | Error::UnbalancedEntry { .. }
             | Error::InvalidInput(_)
             | Error::KeyReused(_)
-            | Error::HoldExceeded { .. } => ErrorAction::FixInput,
+            | Error::HoldExceeded { .. }
+            | Error::IdempotencyMismatch => ErrorAction::FixInput,
             Error::AccountNotOpen { .. }
             | Error::InsufficientFunds { .. }
             | Error::AccountNotEmpty(_)
             | Error::HoldNotActive { .. }
-            | Error::AlreadyReversed(_) => ErrorAction::Refused,
-            Error::AccountNotFound(_) | Error::HoldNotFound(_) | Error::EntryNotFound(_) => ErrorAction::NotFound,
+            | Error::AlreadyReversed(_)
+            | Error::StaleReceipt => ErrorAction::Refused,
+            Error::AccountNotFound(_)
+            | Error::HoldNotFound(_)
+            | Error::EntryNotFound(_)
+            | Error::TransferNotFound(_) => ErrorAction::NotFound,
+            Error::IdempotencyInFlight
+            | Error::LeaseLost
+            | Error::VersionConflict
+            | Error::QueueFull
+            | Error::Interrupted(_) => ErrorAction::Retry,
             Error::Storage { retryable: true, .. } => ErrorAction::Retry,
             Error::Storage { retryable: false, .. } => ErrorAction::GiveUp,
         }
@@ -175,6 +209,14 @@ impl Error {
             Error::HoldExceeded { .. } => "hold-exceeded",
             Error::EntryNotFound(_) => "entry-not-found",
             Error::AlreadyReversed(_) => "already-reversed",
+            Error::IdempotencyMismatch => "idempotency-key-reused",
+            Error::IdempotencyInFlight => "idempotency-key-in-flight",
+            Error::LeaseLost => "idempotency-lease-lost",
+            Error::TransferNotFound(_) => "transfer-not-found",
+            Error::VersionConflict => "version-conflict",
+            Error::QueueFull => "queue-full",
+            Error::StaleReceipt => "stale-receipt",
+            Error::Interrupted(_) => "interrupted",
             Error::Storage { .. } => "storage-failure",
         }
     }

@@ -111,6 +111,12 @@ uuid_id!(
     "hold id"
 );
 
+uuid_id!(
+    /// An event (consumers deduplicate on it).
+    EventId,
+    "event id"
+);
+
 impl From<TransferId> for HoldId {
     /// A transfer reserves its funds with at most one hold, named after the transfer.
     fn from(id: TransferId) -> Self {

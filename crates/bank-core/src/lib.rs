@@ -15,12 +15,18 @@
 pub mod account;
 pub mod clock;
 mod error;
+pub mod events;
+pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod memory;
 pub mod money;
+pub mod notifications;
 pub mod ports;
+pub mod queue;
+pub mod rail;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transfer;
 
 pub use error::{Error, ErrorAction, Result};

@@ -4,15 +4,21 @@
 //! [`crate::memory`] and a conformance suite in `testkit` that every implementation runs.
 
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
 use crate::error::Result;
-use crate::ids::{AccountId, CustomerId, HoldId};
+use crate::events::{Event, OutboxMessage, OutboxRecord};
+use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
+use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
 use crate::ledger::{
     EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
 use crate::money::Currency;
+use crate::queue::{Delivery, QueueMessage, QueueStats, Receipt};
+use crate::rail::{RailConfirmation, RailError, RailPayment, RailStatus};
+use crate::transfer::{Fingerprint, Transfer, TransferStatus};
 
 pub use crate::clock::Clock;
 
@@ -90,4 +96,141 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug + 'static {
     /// The sum of all posted balances per currency (zero for every currency, by double entry);
     /// used by audits and tests.
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>>;
+}
+
+/// Idempotency records (Stripe semantics; see [`crate::idempotency`]). Implementations read the
+/// time from their [`Clock`].
+///
+/// # Contract
+/// - `begin` on an unknown (or expired) scope stores an in-flight record naming `resource` with a
+///   lease of `lease` and returns [`Begin::Started`]. Exactly one of many concurrent `begin`s on
+///   the same scope starts; the others see `IdempotencyInFlight` (or a replay, once completed).
+/// - Same scope, different fingerprint → `IdempotencyMismatch`, whatever the record's state.
+/// - Same fingerprint: completed → [`Begin::Replay`]; in flight with a live lease →
+///   `IdempotencyInFlight`; in flight with an expired lease → a takeover: a new token, the
+///   *stored* resource and first-seen time, `takeover: true`.
+/// - `complete` and `release` need the current token, else `LeaseLost`. `release` forgets the key
+///   (the request failed before doing anything).
+/// - Records are forgotten [`crate::idempotency::IDEMPOTENCY_RETENTION_HOURS`] after first use.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Claims a key for a request, or reports what an earlier request with it did.
+    async fn begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: Fingerprint,
+        resource: &str,
+        lease: TimeDelta,
+    ) -> Result<Begin>;
+
+    /// Stores the response of a finished request.
+    async fn complete(&self, scope: &IdempotencyScope, token: LeaseToken, response: Vec<u8>) -> Result<()>;
+
+    /// Forgets an in-flight key whose request failed before any effect.
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<()>;
+
+    /// In-flight records whose lease ran out (their request died), oldest first, at most `limit`.
+    async fn abandoned(&self, limit: usize) -> Result<Vec<IdempotencyRecord>>;
+
+    /// Deletes records past retention; returns how many.
+    async fn purge_expired(&self) -> Result<u64>;
+}
+
+/// The transfer queue (SQS FIFO semantics; see [`crate::queue`]). Implementations read the time
+/// from their [`Clock`].
+#[async_trait]
+pub trait TransferQueue: Send + Sync + std::fmt::Debug + 'static {
+    /// Adds a message at the end of its group. Returns `false` when its `dedup_id` was seen within
+    /// the deduplication window (nothing added); `QueueFull` at capacity.
+    async fn enqueue(&self, message: QueueMessage) -> Result<bool>;
+
+    /// Up to `max` messages, at most one per group and always the oldest of its group; each stays
+    /// invisible for `visibility`. A group with a message in flight delivers nothing else.
+    /// A message past its delivery budget goes to the dead-letter queue instead.
+    async fn receive(&self, max: usize, visibility: TimeDelta) -> Result<Vec<Delivery>>;
+
+    /// Deletes a delivered message. `StaleReceipt` if the delivery is no longer current.
+    async fn ack(&self, receipt: &Receipt) -> Result<()>;
+
+    /// Makes a delivered message visible again after `delay` (its group stays blocked until then).
+    async fn retry_later(&self, receipt: &Receipt, delay: TimeDelta) -> Result<()>;
+
+    /// Depth figures.
+    async fn stats(&self) -> Result<QueueStats>;
+
+    /// The dead-lettered messages, oldest first, at most `limit`.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<QueueMessage>>;
+}
+
+/// Whether a transfer insert created it or found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored now (with its `seq` assigned).
+    Created(Transfer),
+    /// A transfer with this id already existed; here it is, unchanged.
+    Existing(Transfer),
+}
+
+/// Transfers and their outbox.
+///
+/// # Contract
+/// - `insert` and `update` write the transfer **and** its outbox messages atomically.
+/// - `update` succeeds only if the stored version equals `transfer.version`; it stores
+///   `version + 1` and returns the stored transfer. Otherwise `VersionConflict`.
+/// - The outbox is read in `seq` order; `outbox_done(upto)` marks every record up to `upto` as
+///   relayed so it is not returned again.
+#[async_trait]
+pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new transfer (assigning `seq`), or returns the one already stored under its id.
+    async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted>;
+
+    /// One transfer.
+    async fn get(&self, id: TransferId) -> Result<Transfer>;
+
+    /// Replaces a transfer if unchanged since read, with its outbox messages.
+    async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer>;
+
+    /// Transfers from or to `account`, newest first: at most `limit` with `seq < before_seq`.
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        limit: usize,
+        before_seq: Option<u64>,
+    ) -> Result<Vec<Transfer>>;
+
+    /// Non-final transfers whose `next_attempt_at` is at or before `now`, oldest first.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Transfer>>;
+
+    /// Count of transfers per status.
+    async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>>;
+
+    /// Unrelayed outbox records in order, at most `limit`.
+    async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>>;
+
+    /// Marks outbox records up to and including `upto` as relayed.
+    async fn outbox_done(&self, upto: u64) -> Result<()>;
+
+    /// (unrelayed records, age in ms of the oldest one) for metrics.
+    async fn outbox_lag(&self) -> Result<(u64, Option<u64>)>;
+}
+
+/// Where relayed events go (an in-process bus, SNS, …). Delivery is at least once; consumers
+/// deduplicate on [`Event::id`].
+#[async_trait]
+pub trait EventPublisher: Send + Sync + std::fmt::Debug + 'static {
+    /// Publishes events in order. On error, some may have been published; the relay retries all.
+    async fn publish(&self, events: &[Event]) -> Result<()>;
+}
+
+/// A payment rail (see [`crate::rail`]). Calls carry the transfer id as the idempotency key.
+#[async_trait]
+pub trait PaymentRail: Send + Sync + std::fmt::Debug + 'static {
+    /// The rail's name (metrics, logs, circuit breaker).
+    fn name(&self) -> &str;
+
+    /// Submits a payment; submitting the same transfer id again returns the first outcome.
+    async fn submit(&self, payment: &RailPayment) -> std::result::Result<RailConfirmation, RailError>;
+
+    /// What the rail knows about a transfer id.
+    async fn status(&self, transfer_id: TransferId) -> std::result::Result<RailStatus, RailError>;
 }

@@ -3,6 +3,10 @@
 //! They back unit tests, simulations and benchmarks, and are the reference every other adapter's
 //! conformance run is compared against.
 
+pub mod bus;
+pub mod idempotency;
 mod ledger;
+pub mod queue;
+pub mod transfers;
 
 pub use ledger::MemoryLedger;

@@ -4,7 +4,11 @@
 //! and invokes the suite's macro, which expands to one `#[tokio::test]` per case, so a failure
 //! names the rule that broke. The in-memory adapters run the same suites in `bank-core`'s tests.
 
+pub mod idempotency;
 pub mod ledger;
+pub mod notifications;
+pub mod outbox;
+pub mod queue;
 
 /// Shorthand for building test values: panics on bad input, which in a test is a bug in the test.
 pub mod fixtures {

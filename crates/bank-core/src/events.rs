@@ -1,0 +1,117 @@
+//! Domain events and the outbox that carries them.
+//!
+//! Every transfer state change writes its event (and, on acceptance, its queue message) into the
+//! outbox **in the same atomic write as the change**; a relay then delivers them at least once.
+//! Each event has a unique [`EventId`] consumers deduplicate on.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, CustomerId, EventId, TransferId};
+use crate::money::Money;
+use crate::queue::QueueMessage;
+use crate::transfer::{FailureReason, Transfer, TransferStatus};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A transfer was accepted and its funds held.
+    TransferAccepted,
+    /// A transfer waits for the payment rail.
+    TransferPending,
+    /// A transfer's money moved.
+    TransferSettled,
+    /// A transfer failed; its hold was released.
+    TransferFailed,
+}
+
+impl EventKind {
+    /// The event a transfer entering `status` emits, if any (`processing` emits none).
+    pub const fn for_status(status: TransferStatus) -> Option<EventKind> {
+        match status {
+            TransferStatus::Accepted => Some(EventKind::TransferAccepted),
+            TransferStatus::Pending => Some(EventKind::TransferPending),
+            TransferStatus::Settled => Some(EventKind::TransferSettled),
+            TransferStatus::Failed => Some(EventKind::TransferFailed),
+            TransferStatus::Processing => None,
+        }
+    }
+
+    /// Dotted name (`transfer.settled`), used as the SNS/webhook event type.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TransferAccepted => "transfer.accepted",
+            EventKind::TransferPending => "transfer.pending",
+            EventKind::TransferSettled => "transfer.settled",
+            EventKind::TransferFailed => "transfer.failed",
+        }
+    }
+}
+
+/// A domain event about a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id; consumers deduplicate on it.
+    pub id: EventId,
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// The transfer.
+    pub transfer_id: TransferId,
+    /// Who sent it.
+    pub owner: CustomerId,
+    /// The account debited.
+    pub from_account_id: AccountId,
+    /// The internal account credited, if internal.
+    pub to_account_id: Option<AccountId>,
+    /// The owner of that account, to notify the receiver.
+    pub to_owner: Option<CustomerId>,
+    /// How much.
+    pub money: Money,
+    /// The transfer's reference.
+    pub reference: String,
+    /// Why it failed, for `TransferFailed`.
+    pub failure_reason: Option<FailureReason>,
+}
+
+impl Event {
+    /// The event of `transfer` entering its current status, if that status has one.
+    pub fn of(transfer: &Transfer, to_owner: Option<CustomerId>, now: DateTime<Utc>) -> Option<Event> {
+        Some(Event {
+            id: EventId::new(),
+            kind: EventKind::for_status(transfer.status)?,
+            occurred_at: now,
+            transfer_id: transfer.id,
+            owner: transfer.owner,
+            from_account_id: transfer.from_account_id,
+            to_account_id: transfer.to_account_id(),
+            to_owner,
+            money: transfer.money,
+            reference: transfer.reference.clone(),
+            failure_reason: transfer.failure_reason.clone(),
+        })
+    }
+}
+
+/// What the outbox carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum OutboxMessage {
+    /// Put a message on the transfer queue.
+    Enqueue(QueueMessage),
+    /// Publish an event.
+    Publish(Event),
+}
+
+/// An outbox row, in write order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Position in the outbox (increasing).
+    pub seq: u64,
+    /// The message.
+    pub message: OutboxMessage,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
