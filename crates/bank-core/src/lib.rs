@@ -16,12 +16,14 @@ pub mod account;
 pub mod clock;
 mod error;
 pub mod events;
+pub mod faults;
 pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod memory;
 pub mod money;
 pub mod notifications;
+// pub mod payments; (enabled once rail::breaker lands)
 pub mod ports;
 pub mod queue;
 pub mod rail;

@@ -26,7 +26,7 @@ pub struct QueueMessage {
     pub transfer_id: TransferId,
     /// FIFO group: the source account.
     pub group: AccountId,
-    /// Deduplication id: `{transfer_id}` for the first enqueue, `{transfer_id}:{attempt}` for
+    /// Deduplication id: `{transfer_id}` for the first enqueue, `{transfer_id}:{version}` for
     /// re-enqueues by the scheduler.
     pub dedup_id: String,
 }
@@ -37,9 +37,10 @@ impl QueueMessage {
         QueueMessage { transfer_id, group, dedup_id: transfer_id.to_string() }
     }
 
-    /// A re-enqueue for attempt `attempt`.
-    pub fn retry(transfer_id: TransferId, group: AccountId, attempt: u32) -> Self {
-        QueueMessage { transfer_id, group, dedup_id: format!("{transfer_id}:{attempt}") }
+    /// A re-enqueue by the scheduler; `generation` (the transfer's version) makes it distinct
+    /// from earlier messages of the same transfer.
+    pub fn retry(transfer_id: TransferId, group: AccountId, generation: u64) -> Self {
+        QueueMessage { transfer_id, group, dedup_id: format!("{transfer_id}:{generation}") }
     }
 }
 

@@ -1,0 +1,239 @@
+//! [`PaymentsService`]: accepting transfers.
+//!
+//! Accepting checks ownership, status, currency and funds, places a hold for the amount (so an
+//! accepted transfer can never overdraw), and stores the transfer together with its queue message
+//! and `TransferAccepted` event in one outbox write. The idempotency key is claimed first and
+//! completed last; a request that dies in between leaves a lease that runs out, and whoever comes
+//! next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
+//! or undoes the same transfer id.
+
+use tracing::instrument;
+
+use super::{PaymentsConfig, PaymentsPorts};
+use crate::error::{Error, ErrorAction, Result};
+use crate::events::{Event, OutboxMessage};
+use crate::faults::FaultPoint;
+use crate::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
+use crate::ids::{CustomerId, HoldId, TransferId};
+use crate::ledger::NewHold;
+use crate::ports::Inserted;
+use crate::queue::QueueMessage;
+use crate::transfer::{Destination, Transfer, TransferRequest};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The customer.
+    pub customer: CustomerId,
+}
+
+impl Caller {
+    fn scope(&self, key: IdempotencyKey) -> IdempotencyScope {
+        IdempotencyScope { caller: self.customer.to_string(), key }
+    }
+}
+
+/// The result of accepting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The transfer as first accepted (on a replay: the stored first response).
+    pub transfer: Transfer,
+    /// Whether this is a replay of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// Accepts transfers and answers questions about them.
+#[derive(Debug, Clone)]
+pub struct PaymentsService {
+    ports: PaymentsPorts,
+    config: PaymentsConfig,
+}
+
+impl PaymentsService {
+    /// A service over `ports`.
+    pub fn new(ports: PaymentsPorts, config: PaymentsConfig) -> Self {
+        PaymentsService { ports, config }
+    }
+
+    /// Accepts a transfer under an idempotency key.
+    ///
+    /// Refusals (unknown or foreign source account — reported as not found —, closed or frozen
+    /// account, currency mismatch, insufficient funds, bad destination) store nothing, hold
+    /// nothing and free the key for a corrected retry.
+    #[instrument(skip_all, fields(customer = %caller.customer, from = %request.from_account_id))]
+    pub async fn accept(&self, caller: &Caller, key: IdempotencyKey, request: TransferRequest) -> Result<Accepted> {
+        request.validate()?;
+        let scope = caller.scope(key);
+        let proposed = request.id.unwrap_or_default();
+        let begin = self
+            .ports
+            .idempotency
+            .begin(&scope, request.fingerprint(), &proposed.to_string(), self.config.idempotency_lease)
+            .await?;
+        let (resource, token, first_seen_at) = match begin {
+            Begin::Replay { response, .. } => {
+                let transfer = serde_json::from_slice(&response)
+                    .map_err(|e| Error::storage(format!("stored idempotent response is unreadable: {e}"), false))?;
+                return Ok(Accepted { transfer, replayed: true });
+            }
+            Begin::Started { resource, token, first_seen_at, .. } => (resource, token, first_seen_at),
+        };
+        let id: TransferId = resource.parse()?;
+        match self.accept_started(caller, id, &request, first_seen_at).await {
+            Ok(transfer) => {
+                let response = serde_json::to_vec(&transfer)
+                    .map_err(|e| Error::storage(format!("cannot encode transfer: {e}"), false))?;
+                self.ports.idempotency.complete(&scope, token, response).await?;
+                Ok(Accepted { transfer, replayed: false })
+            }
+            Err(err) => {
+                self.give_up_key(&scope, token, &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Frees the key after a refusal that changed nothing. After a crash or a transient failure
+    /// the key stays in flight: its lease runs out and a retry (or the recovery sweep) resumes.
+    async fn give_up_key(&self, scope: &IdempotencyScope, token: LeaseToken, err: &Error) {
+        if matches!(err.action(), ErrorAction::Retry | ErrorAction::GiveUp) {
+            return;
+        }
+        if let Err(release_err) = self.ports.idempotency.release(scope, token).await {
+            tracing::warn!(error = %release_err, "could not release idempotency key; it will expire");
+        }
+    }
+
+    async fn accept_started(
+        &self,
+        caller: &Caller,
+        id: TransferId,
+        request: &TransferRequest,
+        first_seen_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Transfer> {
+        // A takeover, or a client reusing its own transfer id: the transfer may already exist.
+        match self.ports.transfers.get(id).await {
+            Ok(existing) => return same_request(existing, caller, request),
+            Err(Error::TransferNotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+        self.check_accounts(caller, request).await?;
+        let hold = NewHold {
+            id: HoldId::from(id),
+            account_id: request.from_account_id,
+            money: request.money,
+            // Derived from the key's first use, so a takeover places the identical hold (a replay).
+            expires_at: first_seen_at + self.config.hold_duration,
+            reference: request.reference.clone(),
+        };
+        self.ports.ledger.hold(hold).await?;
+        self.ports.faults.check(FaultPoint::AcceptAfterHold, Some(id))?;
+
+        let now = self.ports.clock.now();
+        let transfer = Transfer::accepted(id, caller.customer, request, now, now + self.config.stuck_after);
+        let mut outbox = vec![OutboxMessage::Enqueue(QueueMessage::first(id, request.from_account_id))];
+        outbox.extend(Event::of(&transfer, None, now).map(OutboxMessage::Publish));
+        let inserted = match self.ports.transfers.insert(transfer, outbox).await {
+            Ok(Inserted::Created(t)) => t,
+            Ok(Inserted::Existing(t)) => return same_request(t, caller, request),
+            Err(err) => {
+                if !err.is_retryable() {
+                    self.release_hold(id).await;
+                }
+                return Err(err);
+            }
+        };
+        self.ports.faults.check(FaultPoint::AcceptAfterInsert, Some(id))?;
+        Ok(inserted)
+    }
+
+    /// The checks that need the ledger: a foreign account is reported exactly like a missing one.
+    async fn check_accounts(&self, caller: &Caller, request: &TransferRequest) -> Result<()> {
+        let from = request.from_account_id;
+        let source = match self.ports.ledger.account(from).await {
+            Ok(account) if account.owner == caller.customer => account,
+            Ok(_) | Err(Error::AccountNotFound(_)) => return Err(Error::AccountNotFound(from)),
+            Err(other) => return Err(other),
+        };
+        if source.currency != request.money.currency {
+            return Err(Error::CurrencyMismatch { account: from, expected: source.currency, found: request.money.currency });
+        }
+        if let Destination::Internal { account_id } = request.destination {
+            let destination = self.ports.ledger.account(account_id).await?;
+            if destination.currency != request.money.currency {
+                return Err(Error::CurrencyMismatch {
+                    account: account_id,
+                    expected: destination.currency,
+                    found: request.money.currency,
+                });
+            }
+            if destination.status == crate::account::AccountStatus::Closed {
+                return Err(Error::AccountNotOpen { account: account_id, status: destination.status });
+            }
+        }
+        // Status and funds are checked atomically by the hold itself.
+        Ok(())
+    }
+
+    async fn release_hold(&self, id: TransferId) {
+        match self.ports.ledger.void_hold(HoldId::from(id)).await {
+            Ok(_) | Err(Error::HoldNotFound(_)) => {}
+            Err(err) => tracing::warn!(transfer_id = %id, error = %err, "could not release hold; it will expire"),
+        }
+    }
+
+    /// A transfer, if `caller` may see it (one they sent, or one into an account they own);
+    /// anything else reads as not found.
+    pub async fn get(&self, caller: &Caller, id: TransferId) -> Result<Transfer> {
+        let transfer = self.ports.transfers.get(id).await?;
+        if transfer.owner == caller.customer {
+            return Ok(transfer);
+        }
+        if let Some(to) = transfer.to_account_id()
+            && self.ports.ledger.account(to).await.is_ok_and(|a| a.owner == caller.customer)
+        {
+            return Ok(transfer);
+        }
+        Err(Error::TransferNotFound(id))
+    }
+
+    /// Finishes or undoes requests that died holding their key (lease expired): if the transfer
+    /// was stored, the key is completed with it; if not, the hold is released and the key freed.
+    /// Returns how many keys it resolved.
+    pub async fn recover_abandoned(&self, limit: usize) -> Result<usize> {
+        let mut resolved = 0;
+        for record in self.ports.idempotency.abandoned(limit).await? {
+            let begin = self
+                .ports
+                .idempotency
+                .begin(&record.scope, record.fingerprint, &record.resource, self.config.idempotency_lease)
+                .await;
+            let Ok(Begin::Started { resource, token, .. }) = begin else { continue };
+            let id: TransferId = resource.parse()?;
+            match self.ports.transfers.get(id).await {
+                Ok(transfer) => {
+                    let response = serde_json::to_vec(&transfer)
+                        .map_err(|e| Error::storage(format!("cannot encode transfer: {e}"), false))?;
+                    self.ports.idempotency.complete(&record.scope, token, response).await?;
+                }
+                Err(Error::TransferNotFound(_)) => {
+                    self.release_hold(id).await;
+                    self.ports.idempotency.release(&record.scope, token).await?;
+                }
+                Err(other) => return Err(other),
+            }
+            resolved += 1;
+        }
+        Ok(resolved)
+    }
+}
+
+/// An existing transfer under the same id must be the same request by the same caller.
+fn same_request(existing: Transfer, caller: &Caller, request: &TransferRequest) -> Result<Transfer> {
+    let same = existing.owner == caller.customer
+        && existing.from_account_id == request.from_account_id
+        && existing.destination == request.destination
+        && existing.money == request.money
+        && existing.reference == request.reference;
+    if same { Ok(existing) } else { Err(Error::KeyReused(format!("transfer id {}", existing.id))) }
+}

@@ -1,0 +1,69 @@
+//! The bank's own accounts the pipeline books against, with stable ids so every process (and
+//! every restart) finds the same ones.
+
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::account::{AccountKind, NewAccount};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CustomerId};
+use crate::money::Currency;
+use crate::ports::LedgerStore;
+
+/// The bank's settlement accounts, per currency.
+#[derive(Debug, Clone)]
+pub struct SystemAccounts {
+    /// The bank's owner id.
+    pub owner: CustomerId,
+    /// Where deposits come from (money entering the bank).
+    deposits: FxHashMap<Currency, AccountId>,
+    /// Where external payments go (money leaving through a rail).
+    rail: FxHashMap<Currency, AccountId>,
+}
+
+/// A stable UUID (version 8) derived from a name.
+fn stable_uuid(name: &str) -> Uuid {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
+impl SystemAccounts {
+    /// The bank's owner id.
+    pub fn bank_owner() -> CustomerId {
+        CustomerId::from_uuid(stable_uuid("bank:system-owner")).unwrap_or_default()
+    }
+
+    /// Opens (idempotently) the settlement accounts of every currency in `currencies`.
+    pub async fn ensure(ledger: &dyn LedgerStore, currencies: &[Currency]) -> Result<Self> {
+        let owner = Self::bank_owner();
+        let mut deposits = FxHashMap::default();
+        let mut rail = FxHashMap::default();
+        for &currency in currencies {
+            for (kind, map, label) in [
+                (AccountKind::Settlement, &mut deposits, "deposits"),
+                (AccountKind::Clearing, &mut rail, "rail"),
+            ] {
+                let name = format!("{currency} {label} settlement");
+                let id = AccountId::from_uuid(stable_uuid(&format!("bank:{label}:{currency}")))?;
+                let mut new = NewAccount::internal(owner, name, currency, kind);
+                new.id = id;
+                ledger.open_account(new).await?;
+                map.insert(currency, id);
+            }
+        }
+        Ok(SystemAccounts { owner, deposits, rail })
+    }
+
+    /// The deposits settlement account of `currency`.
+    pub fn deposits(&self, currency: Currency) -> Result<AccountId> {
+        self.deposits.get(&currency).copied().ok_or_else(|| Error::invalid(format!("{currency} is not enabled")))
+    }
+
+    /// The outgoing rail settlement account of `currency`.
+    pub fn rail(&self, currency: Currency) -> Result<AccountId> {
+        self.rail.get(&currency).copied().ok_or_else(|| Error::invalid(format!("{currency} is not enabled")))
+    }
+}

@@ -1,0 +1,304 @@
+//! [`PaymentsWorker`]: processes queued transfers, one per account group at a time.
+//!
+//! Each delivery runs the same idempotent steps whatever happened before:
+//! 1. read the transfer; a final one is just acknowledged (duplicate delivery);
+//! 2. mark it `processing` (compare-and-swap: two workers never both proceed);
+//! 3. internal: post the hold to the destination (keyed by the transfer, so a replay moves
+//!    nothing); external: ask the circuit breaker, then the rail — with the transfer id as the
+//!    rail's idempotency key, first asking the rail's status when an earlier call timed out —,
+//!    then post the hold to the rail's settlement account;
+//! 4. record the outcome with its event in one write; 5. acknowledge.
+//!
+//! A crash anywhere leaves the message unacknowledged: it is delivered again and the steps above
+//! find what was already done.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use tracing::instrument;
+
+use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
+use crate::error::{Error, Result};
+use crate::events::{Event, OutboxMessage};
+use crate::faults::FaultPoint;
+use crate::ids::{CustomerId, HoldId};
+use crate::ledger::{HoldStatus, PostHold, PostedEntry};
+use crate::ports::PaymentRail;
+use crate::queue::Delivery;
+use crate::rail::breaker::CircuitBreaker;
+use crate::rail::{RailError, RailPayment, RailStatus};
+use crate::transfer::{Destination, FailureCode, Transfer, TransferStatus};
+
+/// What one `run_once` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Deliveries received.
+    pub received: usize,
+    /// Transfers that reached `settled` in this run.
+    pub settled: usize,
+    /// Transfers that reached `failed`.
+    pub failed: usize,
+    /// Transfers left `pending` for a later retry.
+    pub pending: usize,
+    /// Deliveries left unacknowledged because processing stopped (redelivered later).
+    pub interrupted: usize,
+}
+
+/// Outcome of one processing attempt.
+enum Outcome {
+    Settled,
+    Failed(FailureCode, String),
+    Pending { retry_at: DateTime<Utc>, outcome_unknown: bool },
+}
+
+/// Processes transfers from the queue.
+#[derive(Debug, Clone)]
+pub struct PaymentsWorker {
+    ports: PaymentsPorts,
+    config: PaymentsConfig,
+    system: SystemAccounts,
+    rail: Arc<dyn PaymentRail>,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl PaymentsWorker {
+    /// A worker booking external transfers through `rail`, guarded by `breaker`.
+    pub fn new(
+        ports: PaymentsPorts,
+        config: PaymentsConfig,
+        system: SystemAccounts,
+        rail: Arc<dyn PaymentRail>,
+        breaker: Arc<CircuitBreaker>,
+    ) -> Self {
+        PaymentsWorker { ports, config, system, rail, breaker }
+    }
+
+    /// Receives one batch (at most one message per account group) and processes it, groups in
+    /// parallel.
+    pub async fn run_once(&self) -> Result<WorkerReport> {
+        let deliveries = self.ports.queue.receive(self.config.worker_batch, self.config.visibility).await?;
+        let mut report = WorkerReport { received: deliveries.len(), ..WorkerReport::default() };
+        for result in join_all(deliveries.into_iter().map(|d| self.process(d))).await {
+            match result {
+                Ok(Some(TransferStatus::Settled)) => report.settled += 1,
+                Ok(Some(TransferStatus::Failed)) => report.failed += 1,
+                Ok(Some(TransferStatus::Pending)) => report.pending += 1,
+                Ok(_) => {}
+                Err(err) => {
+                    if !matches!(err, Error::Interrupted(_)) {
+                        tracing::warn!(error = %err, "transfer processing stopped; the message will be redelivered");
+                    }
+                    report.interrupted += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Processes one delivery; returns the status it left the transfer in (None if the
+    /// delivery was a duplicate of finished work).
+    #[instrument(skip_all, fields(transfer_id = %delivery.message.transfer_id))]
+    pub async fn process(&self, delivery: Delivery) -> Result<Option<TransferStatus>> {
+        let id = delivery.message.transfer_id;
+        self.ports.faults.check(FaultPoint::WorkerStart, Some(id))?;
+        let transfer = match self.ports.transfers.get(id).await {
+            Ok(t) => t,
+            Err(Error::TransferNotFound(_)) => {
+                tracing::warn!("message for an unknown transfer; dropping it");
+                self.ack(&delivery).await?;
+                return Ok(None);
+            }
+            Err(other) => return Err(other),
+        };
+        if transfer.status.is_final() {
+            self.ack(&delivery).await?;
+            return Ok(None);
+        }
+        let now = self.ports.clock.now();
+        let mut marked = transfer;
+        marked.enter(TransferStatus::Processing, now);
+        marked.attempts = marked.attempts.saturating_add(1);
+        marked.next_attempt_at = Some(now + self.config.stuck_after);
+        let transfer = self.ports.transfers.update(marked, Vec::new()).await?;
+        self.ports.faults.check(FaultPoint::WorkerAfterMark, Some(id))?;
+
+        let outcome = match &transfer.destination {
+            Destination::Internal { account_id } => self.settle_internal(&transfer, *account_id).await?,
+            Destination::External { .. } => self.settle_external(&transfer).await?,
+        };
+        let status = self.record(transfer, outcome).await?;
+        self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
+        self.ack(&delivery).await?;
+        Ok(Some(status))
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        match self.ports.queue.ack(&delivery.receipt).await {
+            // Redelivered meanwhile: the other delivery finds the work done.
+            Ok(()) | Err(Error::StaleReceipt) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn settle_internal(&self, transfer: &Transfer, to: crate::ids::AccountId) -> Result<Outcome> {
+        self.post(transfer, to).await
+    }
+
+    /// Posts the transfer's hold to `credit`; maps a refusal to a visible failure.
+    async fn post(&self, transfer: &Transfer, credit: crate::ids::AccountId) -> Result<Outcome> {
+        let request = PostHold {
+            hold_id: HoldId::from(transfer.id),
+            key: transfer.settle_key(),
+            amount: None,
+            credit_account: credit,
+            reference: transfer.reference.clone(),
+        };
+        let result: Result<PostedEntry> = self.ports.ledger.post_hold(request).await;
+        match result {
+            Ok(_) => {
+                self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
+                Ok(Outcome::Settled)
+            }
+            Err(Error::HoldNotActive { status: HoldStatus::Expired | HoldStatus::Voided, .. }) => {
+                Ok(Outcome::Failed(FailureCode::HoldExpired, "the reservation lapsed before the transfer ran".into()))
+            }
+            Err(Error::AccountNotOpen { account, .. } | Error::AccountNotFound(account)) => {
+                self.void(transfer).await?;
+                let (code, detail) = if account == transfer.from_account_id {
+                    (FailureCode::SourceUnavailable, "the source account is no longer open")
+                } else {
+                    (FailureCode::DestinationUnavailable, "the destination account is closed")
+                };
+                Ok(Outcome::Failed(code, detail.into()))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn void(&self, transfer: &Transfer) -> Result<()> {
+        match self.ports.ledger.void_hold(HoldId::from(transfer.id)).await {
+            Ok(_) | Err(Error::HoldNotFound(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn settle_external(&self, transfer: &Transfer) -> Result<Outcome> {
+        let Destination::External { beneficiary } = &transfer.destination else {
+            return Err(Error::invalid("not an external transfer"));
+        };
+        let now = self.ports.clock.now();
+        let permit = match self.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(open) => {
+                return Ok(Outcome::Pending { retry_at: open.retry_at, outcome_unknown: transfer.outcome_unknown });
+            }
+        };
+        let rail_account = self.system.rail(transfer.money.currency)?;
+        if transfer.outcome_unknown {
+            // An earlier call may have reached the rail: ask before paying again.
+            match self.rail.status(transfer.id).await {
+                Ok(RailStatus::Accepted(_)) => {
+                    self.breaker.record_success(permit);
+                    self.ports.faults.check(FaultPoint::WorkerAfterRail, Some(transfer.id))?;
+                    return self.post(transfer, rail_account).await;
+                }
+                Ok(RailStatus::Rejected { code, message }) => {
+                    self.breaker.record_success(permit);
+                    self.void(transfer).await?;
+                    return Ok(Outcome::Failed(FailureCode::RailRejected, format!("{code}: {message}")));
+                }
+                Ok(RailStatus::NotFound) => {
+                    return self.submit(transfer, beneficiary, rail_account, permit).await;
+                }
+                Err(_) => {
+                    self.breaker.record_failure(permit);
+                    return Ok(self.retry_later(transfer, now, true));
+                }
+            }
+        }
+        self.submit(transfer, beneficiary, rail_account, permit).await
+    }
+
+    async fn submit(
+        &self,
+        transfer: &Transfer,
+        beneficiary: &crate::transfer::Beneficiary,
+        rail_account: crate::ids::AccountId,
+        permit: crate::rail::breaker::Permit,
+    ) -> Result<Outcome> {
+        let payment = RailPayment {
+            transfer_id: transfer.id,
+            money: transfer.money,
+            beneficiary: beneficiary.clone(),
+            reference: transfer.reference.clone(),
+        };
+        self.ports.faults.check(FaultPoint::WorkerBeforeRail, Some(transfer.id))?;
+        let answer = self.rail.submit(&payment).await;
+        self.ports.faults.check(FaultPoint::WorkerAfterRail, Some(transfer.id))?;
+        let now = self.ports.clock.now();
+        match answer {
+            Ok(_) => {
+                self.breaker.record_success(permit);
+                self.post(transfer, rail_account).await
+            }
+            Err(RailError::Rejected { code, message }) => {
+                self.breaker.record_success(permit);
+                self.void(transfer).await?;
+                Ok(Outcome::Failed(FailureCode::RailRejected, format!("{code}: {message}")))
+            }
+            Err(RailError::Unavailable(_)) => {
+                self.breaker.record_failure(permit);
+                if transfer.attempts >= self.config.max_attempts {
+                    // Unavailable means the rail never took the payment, and any earlier timeout was
+                    // resolved by a status query first: failing now cannot lose or double money.
+                    self.void(transfer).await?;
+                    return Ok(Outcome::Failed(
+                        FailureCode::RailUnavailable,
+                        format!("the payment rail stayed unavailable for {} attempts", transfer.attempts),
+                    ));
+                }
+                Ok(self.retry_later(transfer, now, false))
+            }
+            Err(RailError::Timeout) => {
+                self.breaker.record_failure(permit);
+                Ok(self.retry_later(transfer, now, true))
+            }
+        }
+    }
+
+    fn retry_later(&self, transfer: &Transfer, now: DateTime<Utc>, outcome_unknown: bool) -> Outcome {
+        let salt = transfer.id.as_uuid().as_u64_pair().1;
+        Outcome::Pending { retry_at: now + self.config.backoff(transfer.attempts, salt), outcome_unknown }
+    }
+
+    /// Writes the outcome and its event in one store update.
+    async fn record(&self, mut transfer: Transfer, outcome: Outcome) -> Result<TransferStatus> {
+        let now = self.ports.clock.now();
+        let was_pending_before = transfer.history.iter().any(|h| h.status == TransferStatus::Pending);
+        match outcome {
+            Outcome::Settled => {
+                transfer.outcome_unknown = false;
+                transfer.enter(TransferStatus::Settled, now);
+            }
+            Outcome::Failed(code, detail) => transfer.fail(code, detail, now),
+            Outcome::Pending { retry_at, outcome_unknown } => {
+                transfer.outcome_unknown = outcome_unknown;
+                transfer.enter(TransferStatus::Pending, now);
+                transfer.next_attempt_at = Some(retry_at);
+            }
+        }
+        let emit = transfer.status != TransferStatus::Pending || !was_pending_before;
+        let to_owner = self.to_owner(&transfer).await;
+        let outbox: Vec<OutboxMessage> =
+            if emit { Event::of(&transfer, to_owner, now).map(OutboxMessage::Publish).into_iter().collect() } else { Vec::new() };
+        let status = transfer.status;
+        self.ports.transfers.update(transfer, outbox).await?;
+        Ok(status)
+    }
+
+    async fn to_owner(&self, transfer: &Transfer) -> Option<CustomerId> {
+        let to = transfer.to_account_id()?;
+        self.ports.ledger.account(to).await.ok().map(|a| a.owner)
+    }
+}
