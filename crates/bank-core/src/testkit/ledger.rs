@@ -267,7 +267,8 @@ pub async fn refused_postings_change_nothing(harness: &dyn LedgerHarness) {
     let before = w.snapshot(&ids).await;
 
     let unknown = AccountId::new();
-    let cases: Vec<(NewEntry, fn(&Error) -> bool)> = vec![
+    type Expect = fn(&Error) -> bool;
+    let cases: Vec<(NewEntry, Expect)> = vec![
         (transfer(w.alice, unknown, usd("1.00")), |e| matches!(e, Error::AccountNotFound(_))),
         (transfer(unknown, w.alice, usd("1.00")), |e| matches!(e, Error::AccountNotFound(_))),
         (transfer(w.alice, w.bob, usd("20.01")), |e| matches!(e, Error::InsufficientFunds { .. })),

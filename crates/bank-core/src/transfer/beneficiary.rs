@@ -102,7 +102,7 @@ fn check_routing_number(routing: &str) -> Result<()> {
     }
     let d: Vec<u32> = routing.bytes().map(|b| u32::from(b - b'0')).collect();
     let sum = 3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8]);
-    if sum % 10 != 0 {
+    if !sum.is_multiple_of(10) {
         return Err(bad());
     }
     Ok(())
