@@ -258,6 +258,14 @@ impl Money {
     pub const fn value(self) -> Decimal {
         self.amount.0
     }
+
+    /// Re-checks the amount against the currency. The fields are public for ergonomic reading,
+    /// so a hand-built `Money` could pair an amount checked for one currency with another; every
+    /// ledger entry point calls this before trusting a value.
+    pub fn check(self) -> Result<Self> {
+        Amount::new(self.amount.0, self.currency)?;
+        Ok(self)
+    }
 }
 
 impl fmt::Display for Money {

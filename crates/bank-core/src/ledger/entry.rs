@@ -106,6 +106,7 @@ impl NewEntry {
             return Err(Error::invalid(format!("an entry has 2 to {ENTRY_LINES_MAX} lines")));
         }
         for (i, line) in lines.iter().enumerate() {
+            line.money.check()?;
             if lines[..i].iter().any(|l| l.account_id == line.account_id) {
                 return Err(Error::invalid(format!("account {} appears twice in one entry", line.account_id)));
             }

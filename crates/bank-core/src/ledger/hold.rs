@@ -62,6 +62,7 @@ impl NewHold {
     /// [`HOLD_DURATION_SECONDS_MAX`], reference valid.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<()> {
         check_reference(&self.reference)?;
+        self.money.check()?;
         let seconds = (self.expires_at - now).num_seconds();
         if self.expires_at <= now || seconds > HOLD_DURATION_SECONDS_MAX {
             return Err(Error::invalid(format!(
@@ -152,6 +153,6 @@ impl PostHold {
         if amount.value() > hold.money.value() {
             return Err(Error::HoldExceeded { hold: hold.id, held: hold.money.value(), requested: amount.value() });
         }
-        Ok(Money { amount, currency: hold.money.currency })
+        Money { amount, currency: hold.money.currency }.check()
     }
 }

@@ -197,8 +197,12 @@ impl LedgerStore for MemoryLedger {
         let mut inner = self.inner.lock();
         let original = inner.by_key.get(&reversal.original).ok_or(Error::EntryNotFound(reversal.original))?;
         let entry = reversal.to_entry(&inner.entries[*original])?;
-        if let Some(replayed) = inner.replay(&entry) {
-            return replayed;
+        if let Some(&index) = inner.by_key.get(&entry.key()) {
+            // The key is taken: a replay only if it reversed this very entry.
+            if inner.entries[index].reverses != Some(reversal.original) {
+                return Err(Error::KeyReused(format!("entry key {}", entry.key())));
+            }
+            return inner.replay(&entry).unwrap_or_else(|| Err(Error::EntryNotFound(entry.key())));
         }
         if inner.reversed_by.contains_key(&reversal.original) {
             return Err(Error::AlreadyReversed(reversal.original));
@@ -238,8 +242,12 @@ impl LedgerStore for MemoryLedger {
         let hold = inner.holds.get(&request.hold_id).ok_or(Error::HoldNotFound(request.hold_id))?.clone().as_of(now);
         let money = request.amount_from(&hold)?;
         let entry = NewEntry::transfer(request.key, hold.account_id, request.credit_account, money, request.reference)?;
-        if let Some(replayed) = inner.replay(&entry) {
-            return replayed;
+        if inner.by_key.contains_key(&entry.key()) {
+            // The key is taken: a replay only if it posted this very hold.
+            if hold.posted_entry != Some(entry.key()) {
+                return Err(Error::KeyReused(format!("entry key {}", entry.key())));
+            }
+            return inner.replay(&entry).unwrap_or_else(|| Err(Error::EntryNotFound(entry.key())));
         }
         if hold.status != HoldStatus::Active {
             return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });

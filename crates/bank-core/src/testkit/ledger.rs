@@ -507,6 +507,20 @@ pub async fn holds_reserve_and_release_funds(harness: &dyn LedgerHarness) {
     assert!(matches!(w.ledger.void_hold(hold.id).await, Err(Error::HoldNotActive { status: HoldStatus::Posted, .. })));
     let stored = w.ledger.get_hold(hold.id).await.expect("get hold");
     assert_eq!((stored.status, stored.posted_entry), (HoldStatus::Posted, Some(capture.key)));
+    // Another hold captured under the used key is not a replay of the first capture.
+    let other = w.ledger.hold(new_hold(w.alice, usd("1.00"), expiry)).await.expect("hold");
+    let reused_key = PostHold { hold_id: other.id, amount: None, ..capture.clone() };
+    assert!(matches!(w.ledger.post_hold(reused_key).await, Err(Error::KeyReused(_))));
+    // An amount checked for a three-decimal currency is re-checked against the hold's.
+    let too_precise = PostHold {
+        hold_id: other.id,
+        key: key(),
+        amount: Some(Amount::parse("0.001", Currency::Kwd).expect("amount")),
+        credit_account: w.bob,
+        reference: "".into(),
+    };
+    assert!(matches!(w.ledger.post_hold(too_precise).await, Err(Error::InvalidAmount { .. })));
+    w.ledger.void_hold(other.id).await.expect("void");
 
     let full = w.ledger.hold(new_hold(w.alice, usd("20.00"), expiry)).await.expect("hold");
     let voided = w.ledger.void_hold(full.id).await.expect("void");
@@ -568,6 +582,12 @@ pub async fn reversals_restore_balances_once(harness: &dyn LedgerHarness) {
     assert_eq!(w.ledger.reverse(reversal.clone()).await.expect("replay"), reversed);
     let again = Reversal { key: key(), ..reversal.clone() };
     assert!(matches!(w.ledger.reverse(again).await, Err(Error::AlreadyReversed(_))));
+    // The reversal's key cannot be reused to reverse a different (even identical-looking) entry.
+    let twin = transfer(w.alice, w.bob, usd("12.00"));
+    w.ledger.post(twin.clone()).await.expect("post");
+    let reused = Reversal { original: twin.key(), ..reversal.clone() };
+    assert!(matches!(w.ledger.reverse(reused).await, Err(Error::KeyReused(_))));
+    w.ledger.reverse(Reversal { original: twin.key(), key: key(), reference: "refund".into() }).await.expect("rev");
     assert!(matches!(
         w.ledger.reverse(Reversal { original: key(), key: key(), reference: "".into() }).await,
         Err(Error::EntryNotFound(_))
