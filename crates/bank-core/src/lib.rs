@@ -23,7 +23,7 @@ pub mod ledger;
 pub mod memory;
 pub mod money;
 pub mod notifications;
-// pub mod payments; (enabled once rail::breaker lands)
+pub mod payments;
 pub mod ports;
 pub mod queue;
 pub mod rail;

@@ -14,8 +14,8 @@ mod system;
 mod worker;
 
 pub use config::PaymentsConfig;
-pub use relay::OutboxRelay;
-pub use scheduler::{PaymentsScheduler, SchedulerReport};
+pub use relay::{OutboxRelay, RELAY_BATCH_MAX};
+pub use scheduler::{PaymentsScheduler, SCHEDULER_BATCH_MAX, SchedulerReport};
 pub use service::{Accepted, Caller, PaymentsService};
 pub use system::SystemAccounts;
 pub use worker::{PaymentsWorker, WorkerReport};

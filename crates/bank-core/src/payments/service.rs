@@ -156,7 +156,11 @@ impl PaymentsService {
             Err(other) => return Err(other),
         };
         if source.currency != request.money.currency {
-            return Err(Error::CurrencyMismatch { account: from, expected: source.currency, found: request.money.currency });
+            return Err(Error::CurrencyMismatch {
+                account: from,
+                expected: source.currency,
+                found: request.money.currency,
+            });
         }
         if let Destination::Internal { account_id } = request.destination {
             let destination = self.ports.ledger.account(account_id).await?;

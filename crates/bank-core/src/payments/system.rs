@@ -42,10 +42,9 @@ impl SystemAccounts {
         let mut deposits = FxHashMap::default();
         let mut rail = FxHashMap::default();
         for &currency in currencies {
-            for (kind, map, label) in [
-                (AccountKind::Settlement, &mut deposits, "deposits"),
-                (AccountKind::Clearing, &mut rail, "rail"),
-            ] {
+            for (kind, map, label) in
+                [(AccountKind::Settlement, &mut deposits, "deposits"), (AccountKind::Clearing, &mut rail, "rail")]
+            {
                 let name = format!("{currency} {label} settlement");
                 let id = AccountId::from_uuid(stable_uuid(&format!("bank:{label}:{currency}")))?;
                 let mut new = NewAccount::internal(owner, name, currency, kind);

@@ -290,8 +290,11 @@ impl PaymentsWorker {
         }
         let emit = transfer.status != TransferStatus::Pending || !was_pending_before;
         let to_owner = self.to_owner(&transfer).await;
-        let outbox: Vec<OutboxMessage> =
-            if emit { Event::of(&transfer, to_owner, now).map(OutboxMessage::Publish).into_iter().collect() } else { Vec::new() };
+        let outbox: Vec<OutboxMessage> = if emit {
+            Event::of(&transfer, to_owner, now).map(OutboxMessage::Publish).into_iter().collect()
+        } else {
+            Vec::new()
+        };
         let status = transfer.status;
         self.ports.transfers.update(transfer, outbox).await?;
         Ok(status)

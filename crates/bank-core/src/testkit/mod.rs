@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod notifications;
 pub mod outbox;
 pub mod queue;
+pub mod simulation;
 
 /// Shorthand for building test values: panics on bad input, which in a test is a bug in the test.
 pub mod fixtures {

@@ -1,0 +1,575 @@
+//! Deterministic fault simulation of the whole transfers pipeline.
+//!
+//! One seed drives everything: which clients call, with which idempotency keys (fresh, reused
+//! with the same request, reused with a different one, several at once), which worker step
+//! crashes, when the rail is down or times out after accepting, when messages are duplicated and
+//! how far virtual time jumps. After the chaos, faults stop, the pipeline runs to quiescence, and
+//! the invariants are checked:
+//!
+//! - the ledger sums to zero per currency, and the rail settlement accounts hold exactly what was
+//!   paid out;
+//! - no transfer moved money twice (one settle entry at most, one rail execution at most);
+//! - every accepted transfer ended `settled` or `failed`, and failed ones moved nothing;
+//! - per source account, transfers started processing in the order they were accepted;
+//! - no hold is left behind, and sequence numbers are gap-free;
+//! - every event was notified exactly once per channel and recipient;
+//! - one idempotency key never produced two transfers, and replays returned the first response.
+//!
+//! A failing seed is reported by number; `run_seed` replays it alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use parking_lot::Mutex;
+use rust_decimal::Decimal;
+
+use crate::account::{AccountStatus, NewAccount};
+use crate::clock::{Clock, ManualClock};
+use crate::error::{Error, Result};
+use crate::faults::{FaultPoint, Faults};
+use crate::idempotency::IdempotencyKey;
+use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
+use crate::ledger::{EntryKey, HistoryQuery, HoldStatus, NewEntry, PAGE_LIMIT_MAX};
+use crate::memory::bus::MemoryEventBus;
+use crate::money::{Currency, Money};
+use crate::notifications::{Channel, LogNotifier, MemoryNotificationLog, NotificationsService, Notifier};
+use crate::payments::{
+    Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsScheduler, PaymentsService, PaymentsWorker,
+    SystemAccounts,
+};
+use crate::ports::{IdempotencyStore, LedgerStore, TransferQueue, TransferStore};
+use crate::queue::{QueueConfig, QueueMessage};
+use crate::rail::breaker::{BreakerConfig, CircuitBreaker};
+use crate::rail::simulator::{SimulatedRail, SimulatorConfig};
+use crate::transfer::{Beneficiary, Destination, TransferRequest, TransferStatus};
+
+/// The stores a simulation runs on; adapters provide fresh ones per seed.
+#[derive(Debug, Clone)]
+pub struct SimStores {
+    /// Ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Transfers and outbox.
+    pub transfers: Arc<dyn TransferStore>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Queue.
+    pub queue: Arc<dyn TransferQueue>,
+}
+
+/// Builds fresh stores for one seed.
+#[async_trait]
+pub trait SimHarness: Send + Sync {
+    /// Empty stores reading time from `clock`; the queue must use `queue_config`.
+    async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores;
+}
+
+/// In-memory stores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemorySimHarness;
+
+#[async_trait]
+impl SimHarness for MemorySimHarness {
+    async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores {
+        SimStores {
+            ledger: Arc::new(crate::memory::MemoryLedger::new(clock.clone())),
+            transfers: Arc::new(crate::memory::transfers::MemoryTransferStore::new(clock.clone())),
+            idempotency: Arc::new(crate::memory::idempotency::MemoryIdempotencyStore::new(clock.clone())),
+            queue: Arc::new(crate::memory::queue::MemoryQueue::new(clock, queue_config)),
+        }
+    }
+}
+
+/// What a seed did, for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Transfers accepted.
+    pub accepted: usize,
+    /// Of which settled.
+    pub settled: usize,
+    /// Of which failed.
+    pub failed: usize,
+    /// Requests refused at acceptance (funds, keys, accounts).
+    pub refused: usize,
+    /// Crashes injected.
+    pub crashes: usize,
+    /// Rounds needed to reach quiescence.
+    pub quiescence_rounds: usize,
+}
+
+/// SplitMix64: small, seedable, good enough to pick actions.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        let index = usize::try_from(self.below(items.len() as u64)).unwrap_or(0);
+        &items[index]
+    }
+}
+
+fn rng_index(rng: &mut Rng, len: usize) -> usize {
+    usize::try_from(rng.below(len as u64)).unwrap_or(0)
+}
+
+/// Crashes steps at random while enabled; never crashes one transfer more than
+/// [`CRASHES_PER_TRANSFER_MAX`] times (below the queue's dead-letter threshold, so crashes
+/// alone never dead-letter a message).
+#[derive(Debug)]
+struct SimFaults {
+    state: Mutex<FaultState>,
+}
+
+const CRASHES_PER_TRANSFER_MAX: u32 = 3;
+
+#[derive(Debug)]
+struct FaultState {
+    rng: Rng,
+    enabled: bool,
+    crash_percent: u64,
+    crashes: usize,
+    per_transfer: HashMap<TransferId, u32>,
+    /// Transfers in the order a worker first started on them.
+    started: Vec<TransferId>,
+    started_set: BTreeSet<TransferId>,
+}
+
+impl Faults for SimFaults {
+    fn check(&self, point: FaultPoint, transfer: Option<TransferId>) -> Result<()> {
+        let mut s = self.state.lock();
+        if point == FaultPoint::WorkerStart
+            && let Some(id) = transfer
+            && s.started_set.insert(id)
+        {
+            s.started.push(id);
+        }
+        if !s.enabled {
+            return Ok(());
+        }
+        let percent = s.crash_percent;
+        if !s.rng.chance(percent) {
+            return Ok(());
+        }
+        if let Some(id) = transfer {
+            let count = s.per_transfer.entry(id).or_default();
+            if *count >= CRASHES_PER_TRANSFER_MAX {
+                return Ok(());
+            }
+            *count += 1;
+        }
+        s.crashes += 1;
+        Err(Error::Interrupted(point.as_str()))
+    }
+}
+
+struct Customer {
+    id: CustomerId,
+    accounts: Vec<AccountId>,
+}
+
+/// A request a client made, and what it got.
+struct Call {
+    caller: CustomerId,
+    key: IdempotencyKey,
+    request: TransferRequest,
+}
+
+/// Number of seeds the default test runs (`SIM_SEEDS` overrides).
+pub const DEFAULT_SEEDS: u64 = 2_000;
+
+/// Runs seeds `0..count` (or the one in `SIM_SEED`), panicking with the failing seed.
+pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED must be a number")],
+        Err(_) => {
+            let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
+            (0..count).collect()
+        }
+    };
+    let mut total = SimReport::default();
+    for seed in &seeds {
+        match run_seed(harness, *seed).await {
+            Ok(r) => {
+                total.accepted += r.accepted;
+                total.settled += r.settled;
+                total.failed += r.failed;
+                total.refused += r.refused;
+                total.crashes += r.crashes;
+                total.quiescence_rounds = total.quiescence_rounds.max(r.quiescence_rounds);
+            }
+            Err(why) => panic!("simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
+        }
+    }
+    println!("simulation: {} seeds, {total:?}", seeds.len());
+}
+
+/// Runs one seed; `Err` names the broken invariant.
+pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Result<SimReport, String> {
+    let mut rng = Rng(seed);
+    let clock = ManualClock::at_epoch();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let queue_config = QueueConfig { capacity: 10_000, max_receives: 10, dedup_window_seconds: 300 };
+    let stores = harness.stores(dyn_clock.clone(), queue_config).await;
+    let faults = Arc::new(SimFaults {
+        state: Mutex::new(FaultState {
+            rng: Rng(seed ^ 0xFA17),
+            enabled: true,
+            crash_percent: 2 + rng.below(8),
+            crashes: 0,
+            per_transfer: HashMap::new(),
+            started: Vec::new(),
+            started_set: BTreeSet::new(),
+        }),
+    });
+    let ports = PaymentsPorts {
+        ledger: stores.ledger.clone(),
+        transfers: stores.transfers.clone(),
+        idempotency: stores.idempotency.clone(),
+        queue: stores.queue.clone(),
+        clock: dyn_clock.clone(),
+        faults: faults.clone(),
+    };
+    let config = PaymentsConfig { worker_batch: 8, max_attempts: 6, ..PaymentsConfig::default() };
+    let system = SystemAccounts::ensure(ports.ledger.as_ref(), &[Currency::Usd, Currency::Eur])
+        .await
+        .map_err(|e| format!("system accounts: {e}"))?;
+    let rail = Arc::new(SimulatedRail::new(
+        SimulatorConfig {
+            seed,
+            failure_rate_ppm: u32::try_from(rng.below(200_000)).unwrap_or(0),
+            reject_rate_ppm: 50_000,
+            timeout_after_success_ppm: u32::try_from(rng.below(150_000)).unwrap_or(0),
+            status_timeout_ppm: 50_000,
+            ..SimulatorConfig::default()
+        },
+        dyn_clock.clone(),
+    ));
+    let breaker = Arc::new(CircuitBreaker::new(
+        "sim-rail",
+        BreakerConfig { failure_threshold: 3, open_duration: TimeDelta::seconds(30), half_open_max_calls: 1 },
+        dyn_clock.clone(),
+    ));
+    let service = PaymentsService::new(ports.clone(), config.clone());
+    let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker);
+    let bus = Arc::new(MemoryEventBus::new(100_000));
+    let relay = OutboxRelay::new(ports.clone(), bus.clone());
+    let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
+    let notifier = Arc::new(LogNotifier::new(Channel::Email));
+    let notifications = NotificationsService::new(
+        vec![notifier.clone() as Arc<dyn Notifier>],
+        Arc::new(MemoryNotificationLog::default()),
+    );
+    let subscription = bus.subscribe("notifications");
+
+    // Customers with funded accounts (USD, one EUR), and one closed account.
+    let mut customers = Vec::new();
+    let mut deposited: BTreeMap<Currency, Decimal> = BTreeMap::new();
+    for c in 0..4 {
+        let owner = CustomerId::new();
+        let mut accounts = Vec::new();
+        let currencies: &[Currency] = if c == 0 { &[Currency::Usd, Currency::Eur] } else { &[Currency::Usd] };
+        for (i, &currency) in currencies.iter().chain(if c == 1 { &[Currency::Usd][..] } else { &[][..] }).enumerate() {
+            let account = ports
+                .ledger
+                .open_account(NewAccount::customer(owner, format!("c{c}a{i}"), currency))
+                .await
+                .map_err(|e| format!("open: {e}"))?;
+            let amount = Money::new(Decimal::from(100 + rng.below(400)), currency).map_err(|e| e.to_string())?;
+            let entry = NewEntry::transfer(
+                EntryKey::new(TransferId::new(), 0),
+                system.deposits(currency).map_err(|e| e.to_string())?,
+                account.id,
+                amount,
+                "deposit",
+            )
+            .map_err(|e| e.to_string())?;
+            ports.ledger.post(entry).await.map_err(|e| format!("deposit: {e}"))?;
+            *deposited.entry(currency).or_default() += amount.value();
+            accounts.push(account.id);
+        }
+        customers.push(Customer { id: owner, accounts });
+    }
+    let closed = ports
+        .ledger
+        .open_account(NewAccount::customer(customers[1].id, "closed", Currency::Usd))
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    ports.ledger.set_status(closed.id, AccountStatus::Closed).await.map_err(|e| format!("close: {e}"))?;
+    let all_accounts: Vec<AccountId> =
+        customers.iter().flat_map(|c| c.accounts.iter().copied()).chain([closed.id]).collect();
+
+    let mut report = SimReport::default();
+    let mut calls: Vec<Call> = Vec::new();
+    // (caller, key) → transfer ids returned with success.
+    let mut by_key: BTreeMap<(CustomerId, IdempotencyKey), BTreeSet<TransferId>> = BTreeMap::new();
+    let mut first_response: BTreeMap<(CustomerId, IdempotencyKey), crate::transfer::Transfer> = BTreeMap::new();
+    let mut accepted: BTreeSet<TransferId> = BTreeSet::new();
+    let steps = 40 + rng.below(40);
+
+    for _ in 0..steps {
+        match rng.below(100) {
+            0..=34 => {
+                // One client call, or several at once with the same key.
+                let burst = if rng.chance(15) { 2 + rng.below(3) } else { 1 };
+                let (caller, key, request) = if !calls.is_empty() && rng.chance(25) {
+                    let previous = rng.pick(&calls);
+                    let mut request = previous.request.clone();
+                    if rng.chance(30) {
+                        request.reference = format!("changed {}", rng.below(1000));
+                    }
+                    (previous.caller, previous.key.clone(), request)
+                } else {
+                    let customer = rng.pick(&customers);
+                    let from = if rng.chance(5) { *rng.pick(&all_accounts) } else { *rng.pick(&customer.accounts) };
+                    let from_currency = ports.ledger.account(from).await.map(|a| a.currency).unwrap_or(Currency::Usd);
+                    let destination = if rng.chance(40) {
+                        let iban: [&str; 3] =
+                            ["DE89370400440532013000", "GB82WEST12345698765432", "FR1420041010050500013M02606"];
+                        Destination::External {
+                            beneficiary: Beneficiary::iban("Payee", iban[rng_index(&mut rng, iban.len())])
+                                .map_err(|e| e.to_string())?,
+                        }
+                    } else {
+                        Destination::Internal { account_id: *rng.pick(&all_accounts) }
+                    };
+                    let amount = Decimal::new(i64::try_from(1 + rng.below(30_000)).unwrap_or(1), 2);
+                    let request = TransferRequest {
+                        id: None,
+                        from_account_id: from,
+                        destination,
+                        money: Money::new(amount, from_currency).map_err(|e| e.to_string())?,
+                        reference: format!("sim {}", rng.below(1_000_000)),
+                    };
+                    let key = IdempotencyKey::new(format!("k-{seed}-{}", rng.next())).map_err(|e| e.to_string())?;
+                    (customer.id, key, request)
+                };
+                let caller_value = Caller { customer: caller };
+                let results = futures::future::join_all(
+                    (0..burst).map(|_| service.accept(&caller_value, key.clone(), request.clone())),
+                )
+                .await;
+                for result in results {
+                    match result {
+                        Ok(outcome) => {
+                            let entry = (caller, key.clone());
+                            if outcome.replayed {
+                                let first = first_response.get(&entry);
+                                if first.is_some_and(|f| f != &outcome.transfer) {
+                                    return Err(format!("replay of {key:?} differs from the first response"));
+                                }
+                            } else {
+                                first_response.insert(entry.clone(), outcome.transfer.clone());
+                            }
+                            by_key.entry(entry).or_default().insert(outcome.transfer.id);
+                            accepted.insert(outcome.transfer.id);
+                        }
+                        Err(_) => report.refused += 1,
+                    }
+                }
+                calls.push(Call { caller, key, request });
+            }
+            35..=54 => {
+                let _ = worker.run_once().await;
+            }
+            55..=64 => {
+                let _ = relay.run_once(64).await;
+            }
+            65..=71 => {
+                let _ = scheduler.run_once().await;
+            }
+            72..=77 => {
+                let _ = notifications.run_once(subscription.as_ref(), 64).await;
+            }
+            78..=87 => clock.advance(TimeDelta::seconds(i64::try_from(1 + rng.below(90)).unwrap_or(1))),
+            88..=92 => rail.set_outage(rng.chance(50)),
+            _ => {
+                // A duplicate delivery of a transfer a worker has already started on.
+                let started = faults.state.lock().started.clone();
+                if !started.is_empty() {
+                    let id = *rng.pick(&started);
+                    if let Ok(t) = ports.transfers.get(id).await {
+                        let _ = ports.queue.enqueue(QueueMessage::retry(id, t.from_account_id, rng.next())).await;
+                    }
+                }
+            }
+        }
+    }
+
+    // Quiescence: no more faults, the rail comes back, time moves on.
+    faults.state.lock().enabled = false;
+    rail.set_outage(false);
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        if rounds > 400 {
+            let counts = ports.transfers.count_by_status().await.map_err(|e| e.to_string())?;
+            let stats = ports.queue.stats().await.map_err(|e| e.to_string())?;
+            let outbox = ports.transfers.outbox_lag().await.map_err(|e| e.to_string())?;
+            return Err(format!(
+                "no quiescence in 400 rounds: transfers {counts:?}, queue {stats:?}, outbox {outbox:?}"
+            ));
+        }
+        clock.advance(TimeDelta::seconds(61));
+        let _ = scheduler.run_once().await.map_err(|e| format!("scheduler: {e}"))?;
+        while relay.run_once(1024).await.map_err(|e| format!("relay: {e}"))? > 0 {}
+        while worker.run_once().await.map_err(|e| format!("worker: {e}"))?.received > 0 {}
+        while relay.run_once(1024).await.map_err(|e| format!("relay: {e}"))? > 0 {}
+        while notifications.run_once(subscription.as_ref(), 1024).await.map_err(|e| format!("notify: {e}"))? > 0 {}
+        let counts = ports.transfers.count_by_status().await.map_err(|e| e.to_string())?;
+        let open: u64 = counts.iter().filter(|(s, _)| !s.is_final()).map(|(_, n)| n).sum();
+        let (outbox, _) = ports.transfers.outbox_lag().await.map_err(|e| e.to_string())?;
+        let stats = ports.queue.stats().await.map_err(|e| e.to_string())?;
+        if open == 0 && outbox == 0 && stats.visible == 0 && stats.in_flight == 0 {
+            break;
+        }
+    }
+    report.quiescence_rounds = rounds;
+    report.crashes = faults.state.lock().crashes;
+
+    // 1. Money is conserved.
+    for (currency, total) in ports.ledger.trial_balance().await.map_err(|e| e.to_string())? {
+        if !total.is_zero() {
+            return Err(format!("{currency} balances sum to {total}"));
+        }
+    }
+    // 2–4. Every transfer is final and moved money exactly as its status says.
+    let mut paid_out: BTreeMap<Currency, Decimal> = BTreeMap::new();
+    let mut transfers = Vec::new();
+    for account in &all_accounts {
+        let mut before = None;
+        loop {
+            let page = ports.transfers.list_for_account(*account, 100, before).await.map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.seq);
+            transfers.extend(page.into_iter().filter(|t| t.from_account_id == *account));
+        }
+    }
+    let stored: BTreeSet<TransferId> = transfers.iter().map(|t| t.id).collect();
+    if let Some(missing) = accepted.iter().find(|id| !stored.contains(id)) {
+        return Err(format!("accepted transfer {missing} is not stored"));
+    }
+    for t in &transfers {
+        let entry = ports.ledger.entry(t.settle_key()).await;
+        let executed = rail.payments_executed(t.id);
+        if executed > 1 {
+            return Err(format!("rail executed {} {executed} times", t.id));
+        }
+        match t.status {
+            TransferStatus::Settled => {
+                let entry = entry.map_err(|e| format!("settled {} has no entry: {e}", t.id))?;
+                let debit = entry.line_of(t.from_account_id).map(|l| l.money);
+                if debit != Some(t.money) {
+                    return Err(format!("settled {} debited {debit:?}, not {}", t.id, t.money));
+                }
+                if let Destination::External { .. } = t.destination {
+                    if executed != 1 {
+                        return Err(format!("external {} settled but the rail executed it {executed} times", t.id));
+                    }
+                    *paid_out.entry(t.money.currency).or_default() += t.money.value();
+                }
+                report.settled += 1;
+            }
+            TransferStatus::Failed => {
+                if entry.is_ok() {
+                    return Err(format!("failed transfer {} has a ledger entry", t.id));
+                }
+                if executed != 0 {
+                    return Err(format!("failed transfer {} was paid by the rail", t.id));
+                }
+                report.failed += 1;
+            }
+            other => return Err(format!("transfer {} ended {other}", t.id)),
+        }
+        let hold = ports.ledger.get_hold(HoldId::from(t.id)).await.map_err(|e| e.to_string())?;
+        if hold.status == HoldStatus::Active {
+            return Err(format!("transfer {} left an active hold", t.id));
+        }
+    }
+    report.accepted = transfers.len();
+    for (currency, amount) in paid_out {
+        let rail_account = system.rail(currency).map_err(|e| e.to_string())?;
+        let posted = ports.ledger.balance(rail_account).await.map_err(|e| e.to_string())?.posted;
+        if posted != amount {
+            return Err(format!("rail settlement {currency} holds {posted}, paid out {amount}"));
+        }
+    }
+    // 5. Per-account acceptance order was kept, no hold or sequence gap remains.
+    let started = faults.state.lock().started.clone();
+    let position: HashMap<TransferId, usize> = started.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut by_group: BTreeMap<AccountId, Vec<(u64, usize)>> = BTreeMap::new();
+    for t in &transfers {
+        if let Some(p) = position.get(&t.id) {
+            by_group.entry(t.from_account_id).or_default().push((t.seq, *p));
+        }
+    }
+    for (account, mut order) in by_group {
+        order.sort();
+        if order.windows(2).any(|w| w[0].1 > w[1].1) {
+            return Err(format!("account {account}: transfers started out of acceptance order"));
+        }
+    }
+    for account in &all_accounts {
+        let balance = ports.ledger.balance(*account).await.map_err(|e| e.to_string())?;
+        if !balance.pending.is_zero() {
+            return Err(format!("account {account} still has {} on hold", balance.pending));
+        }
+        if balance.available.is_some_and(|a| a.is_sign_negative() && !a.is_zero()) {
+            return Err(format!("account {account} is overdrawn"));
+        }
+        let mut expected = balance.sequence;
+        let mut cursor = None;
+        loop {
+            let query = HistoryQuery::new(PAGE_LIMIT_MAX, cursor).map_err(|e| e.to_string())?;
+            let page = ports.ledger.history(*account, query).await.map_err(|e| e.to_string())?;
+            for item in &page.items {
+                if item.sequence != expected {
+                    return Err(format!("account {account}: sequence {} where {expected} was due", item.sequence));
+                }
+                expected -= 1;
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if expected != 0 {
+            return Err(format!("account {account}: history stops at sequence {expected}"));
+        }
+    }
+    // 6. One notification per event, channel and recipient.
+    let mut delivered: HashMap<(crate::ids::EventId, CustomerId), usize> = HashMap::new();
+    for n in notifier.sent() {
+        *delivered.entry((n.event_id, n.recipient)).or_default() += 1;
+    }
+    if let Some(((event, recipient), count)) = delivered.iter().find(|(_, count)| **count != 1) {
+        return Err(format!("event {event} notified {count} times to {recipient}"));
+    }
+    let events: BTreeSet<crate::ids::EventId> = bus.published().iter().map(|e| e.id).collect();
+    let notified: BTreeSet<crate::ids::EventId> = delivered.keys().map(|(e, _)| *e).collect();
+    if events != notified {
+        return Err(format!("{} events published, {} notified", events.len(), notified.len()));
+    }
+    // 7. One transfer per idempotency key.
+    if let Some((key, ids)) = by_key.iter().find(|(_, ids)| ids.len() > 1) {
+        return Err(format!("key {:?} produced {} transfers", key.1, ids.len()));
+    }
+    let _ = deposited;
+    Ok(report)
+}

@@ -1,0 +1,528 @@
+//! The transfers pipeline over in-memory ports: acceptance rules, idempotency, internal and
+//! external settlement, rail failures, the circuit breaker and crash recovery — one scenario per
+//! rule. The seeded fault simulation (`simulation.rs`) covers the same rules under random chaos.
+
+use std::sync::Arc;
+
+use bank_core::Error;
+use bank_core::account::{AccountStatus, NewAccount};
+use bank_core::clock::{Clock, ManualClock};
+use bank_core::events::EventKind;
+use bank_core::faults::{FaultPoint, Faults};
+use bank_core::idempotency::IdempotencyKey;
+use bank_core::ids::{AccountId, CustomerId, HoldId, TransferId};
+use bank_core::ledger::{EntryKey, HoldStatus, NewEntry};
+use bank_core::memory::MemoryLedger;
+use bank_core::memory::bus::MemoryEventBus;
+use bank_core::memory::idempotency::MemoryIdempotencyStore;
+use bank_core::memory::queue::MemoryQueue;
+use bank_core::memory::transfers::MemoryTransferStore;
+use bank_core::money::{Currency, Money};
+use bank_core::payments::{
+    Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsScheduler, PaymentsService, PaymentsWorker,
+    SystemAccounts,
+};
+use bank_core::ports::{LedgerStore, TransferQueue, TransferStore};
+use bank_core::queue::QueueConfig;
+use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
+use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
+use bank_core::transfer::{Beneficiary, Destination, FailureCode, TransferRequest, TransferStatus};
+use chrono::TimeDelta;
+use parking_lot::Mutex;
+use rust_decimal::Decimal;
+
+/// Interrupts the first check at one chosen point.
+#[derive(Debug, Default)]
+struct CrashOnce {
+    point: Mutex<Option<FaultPoint>>,
+}
+
+impl Faults for CrashOnce {
+    fn check(&self, point: FaultPoint, _transfer: Option<TransferId>) -> bank_core::Result<()> {
+        let mut armed = self.point.lock();
+        if *armed == Some(point) {
+            *armed = None;
+            return Err(Error::Interrupted(point.as_str()));
+        }
+        Ok(())
+    }
+}
+
+struct Bank {
+    clock: ManualClock,
+    ledger: Arc<dyn LedgerStore>,
+    transfers: Arc<dyn TransferStore>,
+    queue: Arc<dyn TransferQueue>,
+    service: PaymentsService,
+    worker: PaymentsWorker,
+    relay: OutboxRelay,
+    scheduler: PaymentsScheduler,
+    rail: Arc<SimulatedRail>,
+    bus: Arc<MemoryEventBus>,
+    system: SystemAccounts,
+    crash: Arc<CrashOnce>,
+    alice: CustomerId,
+    alice_usd: AccountId,
+    bob: CustomerId,
+    bob_usd: AccountId,
+}
+
+async fn bank_with(rail_config: SimulatorConfig, breaker_threshold: u32) -> Bank {
+    let clock = ManualClock::at_epoch();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let crash = Arc::new(CrashOnce::default());
+    let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(dyn_clock.clone()));
+    let transfers: Arc<dyn TransferStore> = Arc::new(MemoryTransferStore::new(dyn_clock.clone()));
+    let queue: Arc<dyn TransferQueue> = Arc::new(MemoryQueue::new(dyn_clock.clone(), QueueConfig::default()));
+    let ports = PaymentsPorts {
+        ledger: ledger.clone(),
+        transfers: transfers.clone(),
+        idempotency: Arc::new(MemoryIdempotencyStore::new(dyn_clock.clone())),
+        queue: queue.clone(),
+        clock: dyn_clock.clone(),
+        faults: crash.clone(),
+    };
+    let config = PaymentsConfig { max_attempts: 4, ..PaymentsConfig::default() };
+    let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd, Currency::Eur]).await.expect("system");
+    let rail = Arc::new(SimulatedRail::new(rail_config, dyn_clock.clone()));
+    let breaker = Arc::new(CircuitBreaker::new(
+        "test-rail",
+        BreakerConfig {
+            failure_threshold: breaker_threshold,
+            open_duration: TimeDelta::seconds(30),
+            half_open_max_calls: 1,
+        },
+        dyn_clock.clone(),
+    ));
+    let bus = Arc::new(MemoryEventBus::new(10_000));
+    let bank = Bank {
+        service: PaymentsService::new(ports.clone(), config.clone()),
+        worker: PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker),
+        relay: OutboxRelay::new(ports.clone(), bus.clone()),
+        scheduler: PaymentsScheduler::new(ports.clone(), config),
+        clock,
+        ledger,
+        transfers,
+        queue,
+        rail,
+        bus,
+        system,
+        crash,
+        alice: CustomerId::new(),
+        alice_usd: AccountId::new(),
+        bob: CustomerId::new(),
+        bob_usd: AccountId::new(),
+    };
+    let mut b = bank;
+    b.alice_usd = b.open(b.alice, Currency::Usd).await;
+    b.bob_usd = b.open(b.bob, Currency::Usd).await;
+    b.deposit(b.alice_usd, "100.00").await;
+    b
+}
+
+async fn bank() -> Bank {
+    bank_with(SimulatorConfig { seed: 7, ..SimulatorConfig::default() }, 3).await
+}
+
+impl Bank {
+    async fn open(&self, owner: CustomerId, currency: Currency) -> AccountId {
+        self.ledger.open_account(NewAccount::customer(owner, "acct", currency)).await.expect("open").id
+    }
+
+    async fn deposit(&self, to: AccountId, amount: &str) {
+        let currency = self.ledger.account(to).await.expect("account").currency;
+        let money = Money::parse(amount, currency.code()).expect("money");
+        let from = self.system.deposits(currency).expect("deposits account");
+        let entry = NewEntry::transfer(EntryKey::new(TransferId::new(), 0), from, to, money, "deposit").expect("entry");
+        self.ledger.post(entry).await.expect("deposit");
+    }
+
+    fn internal(&self, amount: &str) -> TransferRequest {
+        TransferRequest {
+            id: None,
+            from_account_id: self.alice_usd,
+            destination: Destination::Internal { account_id: self.bob_usd },
+            money: Money::parse(amount, "USD").expect("money"),
+            reference: "dinner".into(),
+        }
+    }
+
+    fn external(&self, amount: &str) -> TransferRequest {
+        TransferRequest {
+            destination: Destination::External {
+                beneficiary: Beneficiary::iban("Jane Roe", "DE89370400440532013000").expect("iban"),
+            },
+            ..self.internal(amount)
+        }
+    }
+
+    async fn accept(&self, request: TransferRequest) -> bank_core::Result<bank_core::transfer::Transfer> {
+        let key = IdempotencyKey::new(TransferId::new().to_string()).expect("key");
+        Ok(self.service.accept(&Caller { customer: self.alice }, key, request).await?.transfer)
+    }
+
+    /// Relay and work until nothing moves.
+    async fn drain(&self) {
+        for _ in 0..20 {
+            // An injected crash surfaces here as an error; the next round (or the next drain,
+            // after the visibility timeout) picks the work up again.
+            let relayed = self.relay.run_once(1000).await.unwrap_or(0);
+            let worked = self.worker.run_once().await.map_or(0, |r| r.received);
+            if relayed == 0 && worked == 0 {
+                return;
+            }
+        }
+    }
+
+    async fn status(&self, id: TransferId) -> TransferStatus {
+        self.transfers.get(id).await.expect("transfer").status
+    }
+
+    async fn balance(&self, id: AccountId) -> (Decimal, Decimal) {
+        let b = self.ledger.balance(id).await.expect("balance");
+        (b.posted, b.pending)
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    bank_core::money::parse_decimal(s).expect("decimal")
+}
+
+#[tokio::test]
+async fn internal_transfer_holds_then_settles_and_emits_events() {
+    let b = bank().await;
+    let t = b.accept(b.internal("30.00")).await.expect("accept");
+    assert_eq!(t.status, TransferStatus::Accepted);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("30.00")), "accepted funds are held");
+    b.drain().await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("70.00"), dec("0")));
+    assert_eq!(b.balance(b.bob_usd).await, (dec("30.00"), dec("0")));
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    let path: Vec<TransferStatus> = stored.history.iter().map(|h| h.status).collect();
+    assert_eq!(path, vec![TransferStatus::Accepted, TransferStatus::Processing, TransferStatus::Settled]);
+    let kinds: Vec<EventKind> = b.bus.published().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::TransferAccepted, EventKind::TransferSettled]);
+    let settled = b.bus.published().into_iter().find(|e| e.kind == EventKind::TransferSettled).expect("event");
+    assert_eq!(settled.to_owner, Some(b.bob), "the receiver is named so they can be notified");
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_refuses_changes_and_frees_on_refusal() {
+    let b = bank().await;
+    let caller = Caller { customer: b.alice };
+    let key = IdempotencyKey::new("order-42").expect("key");
+    let first = b.service.accept(&caller, key.clone(), b.internal("10.00")).await.expect("accept");
+    assert!(!first.replayed);
+    let again = b.service.accept(&caller, key.clone(), b.internal("10.00")).await.expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.transfer, first.transfer);
+    assert!(matches!(
+        b.service.accept(&caller, key.clone(), b.internal("10.01")).await,
+        Err(Error::IdempotencyMismatch)
+    ));
+    assert_eq!(b.balance(b.alice_usd).await.1, dec("10.00"), "only one hold");
+    // Another customer's identical key is theirs alone.
+    b.deposit(b.bob_usd, "50.00").await;
+    let bobs = TransferRequest {
+        from_account_id: b.bob_usd,
+        destination: Destination::Internal { account_id: b.alice_usd },
+        ..b.internal("10.00")
+    };
+    let bob_first = b.service.accept(&Caller { customer: b.bob }, key.clone(), bobs).await.expect("bob");
+    assert!(!bob_first.replayed);
+    // A refusal frees the key: the corrected retry with the same key goes through.
+    let key2 = IdempotencyKey::new("order-43").expect("key");
+    assert!(matches!(
+        b.service.accept(&caller, key2.clone(), b.internal("95.00")).await,
+        Err(Error::InsufficientFunds { .. })
+    ));
+    b.deposit(b.alice_usd, "10.00").await;
+    let retried = b.service.accept(&caller, key2, b.internal("95.00")).await.expect("after deposit");
+    assert!(!retried.replayed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_concurrent_callers_with_one_key_make_one_transfer() {
+    let b = Arc::new(bank().await);
+    let key = IdempotencyKey::new("same-key").expect("key");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let b = Arc::clone(&b);
+            let key = key.clone();
+            tokio::spawn(async move { b.service.accept(&Caller { customer: b.alice }, key, b.internal("1.00")).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut in_flight = 0;
+    for result in futures::future::join_all(tasks).await {
+        match result.expect("task") {
+            Ok(accepted) => {
+                ids.insert(accepted.transfer.id);
+            }
+            Err(Error::IdempotencyInFlight) => in_flight += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one key, one transfer");
+    assert!(in_flight < 100);
+    assert_eq!(b.balance(b.alice_usd).await.1, dec("1.00"));
+    let listed = b.transfers.list_for_account(b.alice_usd, 100, None).await.expect("list");
+    assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_requests_store_nothing_and_hold_nothing() {
+    let b = bank().await;
+    let carol = CustomerId::new();
+    let carol_usd = b.open(carol, Currency::Usd).await;
+    b.deposit(carol_usd, "5.00").await;
+    let alice_eur = b.open(b.alice, Currency::Eur).await;
+    let closed = b.open(b.alice, Currency::Usd).await;
+    b.ledger.set_status(closed, AccountStatus::Closed).await.expect("close");
+    let frozen = b.open(b.alice, Currency::Usd).await;
+    b.deposit(frozen, "5.00").await;
+    b.ledger.set_status(frozen, AccountStatus::Frozen).await.expect("freeze");
+
+    let base = b.internal("10.00");
+    let cases: Vec<(TransferRequest, &str)> = vec![
+        (TransferRequest { from_account_id: AccountId::new(), ..base.clone() }, "account-not-found"),
+        (TransferRequest { from_account_id: carol_usd, ..base.clone() }, "account-not-found"),
+        (TransferRequest { from_account_id: closed, ..base.clone() }, "account-not-open"),
+        (TransferRequest { from_account_id: frozen, ..b.internal("1.00") }, "account-not-open"),
+        (b.internal("100.01"), "insufficient-funds"),
+        (
+            TransferRequest { destination: Destination::Internal { account_id: b.alice_usd }, ..base.clone() },
+            "invalid-input",
+        ),
+        (
+            TransferRequest { destination: Destination::Internal { account_id: AccountId::new() }, ..base.clone() },
+            "account-not-found",
+        ),
+        (
+            TransferRequest { destination: Destination::Internal { account_id: closed }, ..base.clone() },
+            "account-not-open",
+        ),
+        (
+            TransferRequest { destination: Destination::Internal { account_id: alice_eur }, ..base.clone() },
+            "currency-mismatch",
+        ),
+        (TransferRequest { money: Money::parse("10.00", "EUR").expect("m"), ..base.clone() }, "currency-mismatch"),
+        (TransferRequest { reference: "x".repeat(141), ..base.clone() }, "invalid-input"),
+        (
+            TransferRequest {
+                destination: Destination::External {
+                    beneficiary: Beneficiary {
+                        name: "Jane".into(),
+                        account: bank_core::transfer::BeneficiaryAccount::Iban {
+                            iban: "DE00370400440532013000".into(),
+                        },
+                    },
+                },
+                ..base.clone()
+            },
+            "invalid-input",
+        ),
+    ];
+    for (request, code) in cases {
+        let err = b.accept(request.clone()).await.expect_err("must be refused");
+        assert_eq!(err.code(), code, "{request:?}: {err}");
+    }
+    assert!(
+        Money::parse("0", "USD").is_err()
+            && Money::parse("-1", "USD").is_err()
+            && Money::parse("1.001", "USD").is_err()
+    );
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "nothing held");
+    assert_eq!(b.balance(frozen).await, (dec("5.00"), dec("0")));
+    assert!(b.transfers.list_for_account(b.alice_usd, 10, None).await.expect("list").is_empty());
+    assert!(b.transfers.outbox_batch(10).await.expect("outbox").is_empty());
+}
+
+#[tokio::test]
+async fn external_transfer_pays_the_rail_once_and_books_to_its_settlement_account() {
+    let b = bank().await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    let rail_account = b.system.rail(Currency::Usd).expect("rail account");
+    assert_eq!(b.balance(rail_account).await.0, dec("25.00"));
+    assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")));
+}
+
+#[tokio::test]
+async fn rail_outage_leaves_transfer_pending_until_the_rail_returns() {
+    let b = bank().await;
+    b.rail.set_outage(true);
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Pending);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("25.00")), "still held while pending");
+    assert!(b.bus.published().iter().any(|e| e.kind == EventKind::TransferPending));
+    b.rail.set_outage(false);
+    for _ in 0..10 {
+        b.clock.advance(TimeDelta::minutes(1));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")));
+}
+
+#[tokio::test]
+async fn open_breaker_keeps_transfers_pending_without_calling_the_rail() {
+    let b = bank().await;
+    b.rail.set_outage(true);
+    for _ in 0..3 {
+        b.accept(b.external("1.00")).await.expect("accept");
+    }
+    b.drain().await;
+    let calls = b.rail.submit_calls();
+    let t = b.accept(b.external("1.00")).await.expect("accept");
+    b.drain().await;
+    assert_eq!(b.rail.submit_calls(), calls, "the open breaker must not call the rail");
+    assert_eq!(b.status(t.id).await, TransferStatus::Pending);
+}
+
+#[tokio::test]
+async fn rail_rejection_fails_the_transfer_and_releases_the_hold() {
+    let b = bank_with(SimulatorConfig { seed: 1, reject_rate_ppm: 1_000_000, ..SimulatorConfig::default() }, 3).await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert_eq!(stored.status, TransferStatus::Failed);
+    assert_eq!(stored.failure_reason.map(|r| r.code), Some(FailureCode::RailRejected));
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
+    assert_eq!(b.ledger.get_hold(HoldId::from(t.id)).await.expect("hold").status, HoldStatus::Voided);
+    assert!(b.bus.published().iter().any(|e| e.kind == EventKind::TransferFailed));
+}
+
+#[tokio::test]
+async fn timeout_after_success_is_resolved_by_asking_the_rail() {
+    let b =
+        bank_with(SimulatorConfig { seed: 3, timeout_after_success_ppm: 1_000_000, ..SimulatorConfig::default() }, 10)
+            .await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert_eq!(stored.status, TransferStatus::Pending);
+    assert!(stored.outcome_unknown);
+    for _ in 0..10 {
+        b.clock.advance(TimeDelta::minutes(1));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1, "the status query prevented a second payment");
+}
+
+#[tokio::test]
+async fn rail_down_past_the_retry_budget_fails_visibly() {
+    let b = bank_with(SimulatorConfig { seed: 5, ..SimulatorConfig::default() }, 100).await;
+    b.rail.set_outage(true);
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    for _ in 0..30 {
+        b.clock.advance(TimeDelta::minutes(6));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert_eq!(stored.status, TransferStatus::Failed);
+    assert_eq!(stored.failure_reason.map(|r| r.code), Some(FailureCode::RailUnavailable));
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
+    assert_eq!(b.rail.payments_executed(t.id), 0);
+}
+
+#[tokio::test]
+async fn worker_crash_at_every_step_settles_exactly_once() {
+    for point in [
+        FaultPoint::WorkerStart,
+        FaultPoint::WorkerAfterMark,
+        FaultPoint::WorkerBeforeRail,
+        FaultPoint::WorkerAfterRail,
+        FaultPoint::WorkerAfterLedger,
+        FaultPoint::WorkerBeforeAck,
+        FaultPoint::RelayBeforeDone,
+    ] {
+        for external in [false, true] {
+            let rail_step = matches!(point, FaultPoint::WorkerBeforeRail | FaultPoint::WorkerAfterRail);
+            if rail_step && !external {
+                continue;
+            }
+            let b = bank().await;
+            *b.crash.point.lock() = Some(point);
+            let request = if external { b.external("40.00") } else { b.internal("40.00") };
+            let t = b.accept(request).await.expect("accept");
+            b.drain().await;
+            // The crashed delivery comes back after the visibility timeout.
+            b.clock.advance(TimeDelta::seconds(61));
+            b.drain().await;
+            assert_eq!(b.status(t.id).await, TransferStatus::Settled, "{point:?} external={external}");
+            assert_eq!(b.balance(b.alice_usd).await, (dec("60.00"), dec("0")), "{point:?} external={external}");
+            if external {
+                assert_eq!(b.rail.payments_executed(t.id), 1, "{point:?}");
+            } else {
+                assert_eq!(b.balance(b.bob_usd).await.0, dec("40.00"), "{point:?}");
+            }
+            assert!(b.crash.point.lock().is_none(), "{point:?} was never reached");
+        }
+    }
+}
+
+#[tokio::test]
+async fn crash_during_accept_is_finished_by_the_retry_or_undone_by_recovery() {
+    // Crash after the transfer is stored: the client's retry (after the lease) gets it.
+    let b = bank().await;
+    let caller = Caller { customer: b.alice };
+    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterInsert);
+    let key = IdempotencyKey::new("crashy").expect("key");
+    assert!(matches!(b.service.accept(&caller, key.clone(), b.internal("10.00")).await, Err(Error::Interrupted(_))));
+    assert!(matches!(
+        b.service.accept(&caller, key.clone(), b.internal("10.00")).await,
+        Err(Error::IdempotencyInFlight)
+    ));
+    b.clock.advance(TimeDelta::seconds(31));
+    let retried = b.service.accept(&caller, key, b.internal("10.00")).await.expect("takeover");
+    b.drain().await;
+    assert_eq!(b.status(retried.transfer.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")));
+
+    // Crash after the hold, before the transfer exists, and no retry: recovery frees the hold.
+    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterHold);
+    let key = IdempotencyKey::new("abandoned").expect("key");
+    assert!(b.service.accept(&caller, key.clone(), b.internal("20.00")).await.is_err());
+    assert_eq!(b.balance(b.alice_usd).await.1, dec("20.00"));
+    b.clock.advance(TimeDelta::seconds(31));
+    let report = b.scheduler.run_once().await.expect("scheduler");
+    assert_eq!(report.recovered_keys, 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")), "the orphaned hold is released");
+    // The key is free again.
+    b.service.accept(&caller, key, b.internal("20.00")).await.expect("fresh start");
+}
+
+#[tokio::test]
+async fn customers_see_only_their_transfers() {
+    let b = bank().await;
+    let t = b.accept(b.internal("5.00")).await.expect("accept");
+    assert_eq!(b.service.get(&Caller { customer: b.alice }, t.id).await.expect("sender").id, t.id);
+    assert_eq!(b.service.get(&Caller { customer: b.bob }, t.id).await.expect("receiver").id, t.id);
+    assert!(matches!(
+        b.service.get(&Caller { customer: CustomerId::new() }, t.id).await,
+        Err(Error::TransferNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_do_not_move_money_twice() {
+    let b = bank().await;
+    let t = b.accept(b.internal("10.00")).await.expect("accept");
+    b.relay.run_once(100).await.expect("relay");
+    for generation in 1..=3 {
+        b.queue.enqueue(bank_core::queue::QueueMessage::retry(t.id, b.alice_usd, generation)).await.expect("duplicate");
+    }
+    b.drain().await;
+    assert_eq!(b.balance(b.bob_usd).await.0, dec("10.00"));
+    assert_eq!(b.queue.stats().await.expect("stats").visible, 0);
+}
