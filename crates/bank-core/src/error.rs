@@ -141,6 +141,17 @@ pub enum Error {
     /// A queue receipt no longer names an in-flight delivery (it was redelivered or acknowledged).
     #[error("stale queue receipt")]
     StaleReceipt,
+    /// No object under this key.
+    #[error("object {0} not found")]
+    BlobNotFound(String),
+    /// The object is under retention: it cannot be overwritten or deleted yet.
+    #[error("object {key} is retained until {until}")]
+    Retained {
+        /// The object.
+        key: String,
+        /// End of retention.
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// Processing stopped at a fault-injection point (tests and simulations only).
     #[error("interrupted at {0}")]
     Interrupted(&'static str),
@@ -171,11 +182,13 @@ impl Error {
             | Error::AccountNotEmpty(_)
             | Error::HoldNotActive { .. }
             | Error::AlreadyReversed(_)
-            | Error::StaleReceipt => ErrorAction::Refused,
+            | Error::StaleReceipt
+            | Error::Retained { .. } => ErrorAction::Refused,
             Error::AccountNotFound(_)
             | Error::HoldNotFound(_)
             | Error::EntryNotFound(_)
-            | Error::TransferNotFound(_) => ErrorAction::NotFound,
+            | Error::TransferNotFound(_)
+            | Error::BlobNotFound(_) => ErrorAction::NotFound,
             Error::IdempotencyInFlight
             | Error::LeaseLost
             | Error::VersionConflict
@@ -217,6 +230,8 @@ impl Error {
             Error::QueueFull => "queue-full",
             Error::StaleReceipt => "stale-receipt",
             Error::Interrupted(_) => "interrupted",
+            Error::BlobNotFound(_) => "object-not-found",
+            Error::Retained { .. } => "object-retained",
             Error::Storage { .. } => "storage-failure",
         }
     }

@@ -13,6 +13,7 @@
 //! Money rules are pure functions in [`ledger::rules`]; a storage adapter supplies only atomicity.
 
 pub mod account;
+pub mod blob;
 pub mod clock;
 mod error;
 pub mod events;

@@ -21,6 +21,8 @@ use crate::rail::{RailConfirmation, RailError, RailPayment, RailStatus};
 use crate::transfer::{Fingerprint, Transfer, TransferStatus};
 
 pub use crate::clock::Clock;
+/// Notification ports live beside their types in [`crate::notifications`].
+pub use crate::notifications::{EventSubscriber, EventSubscription, NotificationLog, Notifier};
 
 /// Most accounts one owner may hold (bounds `accounts_of`).
 pub const ACCOUNTS_PER_OWNER_MAX: usize = 100;
@@ -233,4 +235,39 @@ pub trait PaymentRail: Send + Sync + std::fmt::Debug + 'static {
 
     /// What the rail knows about a transfer id.
     async fn status(&self, transfer_id: TransferId) -> std::result::Result<RailStatus, RailError>;
+}
+
+/// Immutable object storage with retention (see [`crate::blob`]).
+///
+/// # Contract
+/// - `put` on a new key stores the bytes; on an existing key with identical bytes it returns the
+///   stored metadata (replay); with different bytes it fails with `Retained` while the object is
+///   retained and `KeyReused` after.
+/// - `delete` fails with `Retained` before `retain_until`.
+/// - `presign_get` returns a URL that grants read access to one object until it expires.
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes an object once.
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        retain_until: DateTime<Utc>,
+    ) -> Result<crate::blob::BlobMeta>;
+
+    /// Reads an object.
+    async fn get(&self, key: &str) -> Result<(crate::blob::BlobMeta, Vec<u8>)>;
+
+    /// Reads an object's metadata.
+    async fn head(&self, key: &str) -> Result<crate::blob::BlobMeta>;
+
+    /// Deletes an object whose retention has ended.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Objects whose key starts with `prefix`, in key order, at most `limit`.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<crate::blob::BlobMeta>>;
+
+    /// A URL reading the object, valid for `expires_in`.
+    async fn presign_get(&self, key: &str, expires_in: TimeDelta) -> Result<String>;
 }
