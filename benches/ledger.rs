@@ -83,7 +83,9 @@ impl Fixture {
     /// [`TRANSFER_AMOUNT_MAX`] (no run of [`POSTINGS_PER_LEDGER_MAX`] postings of at most
     /// 100.00 can drain one), and `accounts[0]` with `hot_deposits` more.
     async fn new(hot_deposits: u32) -> Fixture {
-        let ledger = MemoryLedger::new(Arc::new(SystemClock));
+        // Sized for the postings it will take: see `MemoryLedger::with_capacity`.
+        let ledger =
+            MemoryLedger::with_capacity(Arc::new(SystemClock), POSTINGS_PER_LEDGER_MAX as usize + ACCOUNTS * 8);
         let bank = CustomerId::new();
         let settlement = ledger
             .open_account(NewAccount::internal(bank, "settlement", Currency::Usd, AccountKind::Settlement))

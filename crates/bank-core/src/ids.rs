@@ -24,6 +24,13 @@ macro_rules! uuid_id {
                 $name(Uuid::now_v7())
             }
 
+            /// A new UUID v7 for the instant `at` (saves a clock read when the caller has one).
+            pub fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
+                let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+                let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
+                $name(Uuid::new_v7(ts))
+            }
+
             /// Wraps an existing UUID; the nil UUID is refused.
             pub fn from_uuid(uuid: Uuid) -> Result<Self> {
                 if uuid.is_nil() {

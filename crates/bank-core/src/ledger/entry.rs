@@ -141,6 +141,11 @@ impl NewEntry {
         &self.reference
     }
 
+    /// Key, lines and reference, moved out.
+    pub fn into_parts(self) -> (EntryKey, Vec<Line>, String) {
+        (self.key, self.lines, self.reference)
+    }
+
     /// Whether `posted` records exactly this request (same lines in the same order, same
     /// reference): a repeat of it is a harmless replay, anything else reuses the key.
     pub fn is_same_as(&self, posted: &PostedEntry) -> bool {

@@ -29,93 +29,79 @@ pub struct Release {
     pub amount: Decimal,
 }
 
-/// What posting one line does to its account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlannedLine {
-    /// The line as it will be recorded (sequence and balance after).
-    pub line: PostedLine,
-    /// The account's held amount after the entry.
-    pub held_after: Decimal,
-}
-
-/// Checks `entry` against the current account states and returns each line's effect.
+/// Checks `entry` against the current account states and returns its lines as they will be
+/// recorded (each with the account's next sequence number and balance after).
 ///
 /// Refuses, changing nothing: an unknown account, a currency other than the account's, a debit
 /// from an account that is not open, a credit to a closed one, and a debit that would take the
-/// account's `available` below zero (that is, its posted balance below `held − overdraft_limit`).
+/// account's `available` below zero (that is, its posted balance below `held − overdraft_limit`,
+/// where `held` already excludes the hold being posted, if any).
 pub fn plan_entry<'a>(
     entry: &NewEntry,
     release: Option<Release>,
-    mut state_of: impl FnMut(AccountId) -> Option<&'a AccountState>,
-) -> Result<Vec<PlannedLine>> {
+    state_of: impl Fn(AccountId) -> Option<&'a AccountState>,
+) -> Result<Vec<PostedLine>> {
     // First every account, so a missing or closed one is reported before any funds check.
-    let states = entry
+    for line in entry.lines() {
+        let state = state_of(line.account_id).ok_or(Error::AccountNotFound(line.account_id))?;
+        check_currency(state, line.money)?;
+        match line.side {
+            Side::Debit => state.check_can_debit()?,
+            Side::Credit => state.check_can_credit()?,
+        }
+    }
+    entry
         .lines()
         .iter()
         .map(|line| {
             let state = state_of(line.account_id).ok_or(Error::AccountNotFound(line.account_id))?;
-            check_currency(state, line.money)?;
-            match line.side {
-                Side::Debit => state.check_can_debit()?,
-                Side::Credit => state.check_can_credit()?,
-            }
-            Ok(state)
-        })
-        .collect::<Result<Vec<&AccountState>>>()?;
-    entry
-        .lines()
-        .iter()
-        .zip(states)
-        .map(|(line, state)| {
             let amount = line.money.value();
-            let held_after = match release {
-                Some(r) if r.account_id == line.account_id => checked_sub(state.held, r.amount)?,
-                _ => state.held,
-            };
             let posted_after = match line.side {
                 Side::Debit => {
-                    state.check_debit_if_held(amount, held_after)?;
+                    state.check_debit_if_held(amount, held_after(state, release)?)?;
                     checked_sub(state.posted, amount)?
                 }
                 Side::Credit => checked_add(state.posted, amount)?,
             };
-            let line = PostedLine {
+            Ok(PostedLine {
                 account_id: line.account_id,
                 side: line.side,
                 money: line.money,
                 sequence: state.sequence + 1,
                 balance_after: posted_after,
-            };
-            Ok(PlannedLine { line, held_after })
+            })
         })
         .collect()
 }
 
-/// Applies a planned line to its account's state.
-pub fn apply_line(state: &mut AccountState, planned: &PlannedLine) {
-    debug_assert_eq!(state.account.id, planned.line.account_id);
-    debug_assert_eq!(state.sequence + 1, planned.line.sequence, "sequence numbers must stay gap-free");
-    state.posted = planned.line.balance_after;
-    state.held = planned.held_after;
-    state.sequence = planned.line.sequence;
+/// The account's held amount once `release` (if it concerns this account) is applied.
+pub fn held_after(state: &AccountState, release: Option<Release>) -> Result<Decimal> {
+    match release {
+        Some(r) if r.account_id == state.account.id => checked_sub(state.held, r.amount),
+        _ => Ok(state.held),
+    }
+}
+
+/// Applies a planned line (and the hold it releases, if any) to its account's state.
+pub fn apply_line(state: &mut AccountState, line: &PostedLine, release: Option<Release>) -> Result<()> {
+    debug_assert_eq!(state.account.id, line.account_id);
+    debug_assert_eq!(state.sequence + 1, line.sequence, "sequence numbers must stay gap-free");
+    state.held = held_after(state, release)?;
+    state.posted = line.balance_after;
+    state.sequence = line.sequence;
+    Ok(())
 }
 
 /// The entry a successful plan records.
 pub fn posted_entry(
     id: EntryId,
-    entry: &NewEntry,
-    planned: &[PlannedLine],
+    entry: NewEntry,
+    lines: Vec<PostedLine>,
     now: DateTime<Utc>,
     reverses: Option<super::EntryKey>,
 ) -> PostedEntry {
-    PostedEntry {
-        id,
-        key: entry.key(),
-        lines: planned.iter().map(|p| p.line).collect(),
-        reference: entry.reference().to_owned(),
-        posted_at: now,
-        reverses,
-    }
+    let (key, _, reference) = entry.into_parts();
+    PostedEntry { id, key, lines, reference, posted_at: now, reverses }
 }
 
 /// Checks a new hold of `money` on `state` and returns the account's held amount after it.

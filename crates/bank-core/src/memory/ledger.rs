@@ -4,7 +4,7 @@
 //! sections are short (a few map lookups and the rules), which is faster than finer locks at the
 //! sizes an in-process ledger sees.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, EntryId, HoldId};
 use crate::ledger::rules::{self, Release};
 use crate::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, PostedLine,
+    Reversal,
 };
 use crate::money::{Currency, checked_add, checked_sub};
 use crate::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
@@ -35,8 +36,10 @@ pub struct MemoryLedger {
 struct Inner {
     accounts: FxHashMap<AccountId, Slot>,
     by_owner: FxHashMap<CustomerId, Vec<AccountId>>,
-    entries: Vec<PostedEntry>,
-    by_key: FxHashMap<EntryKey, usize>,
+    journal: Journal,
+    /// Entry keys carry time-ordered (UUID v7) transfer ids, so an ordered map appends at its right
+    /// edge and stays cache-friendly where a hash map would touch a random slot per posting.
+    by_key: BTreeMap<EntryKey, usize>,
     /// original entry → the key of its reversal.
     reversed_by: FxHashMap<EntryKey, EntryKey>,
     holds: FxHashMap<HoldId, Hold>,
@@ -56,22 +59,26 @@ impl MemoryLedger {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryLedger { clock, inner: Mutex::new(Inner::default()) }
     }
+
+    /// An empty ledger with room for `entries` postings before its indexes grow (growing a large
+    /// index rehashes it under the lock, stalling every caller for a moment).
+    pub fn with_capacity(clock: Arc<dyn Clock>, entries: usize) -> Self {
+        let inner = Inner {
+            journal: Journal {
+                entries: Vec::with_capacity(entries),
+                lines: Vec::with_capacity(entries * 2),
+                text: String::with_capacity(entries * 16),
+            },
+            ..Inner::default()
+        };
+        MemoryLedger { clock, inner: Mutex::new(inner) }
+    }
 }
 
 impl Inner {
     /// Releases the holds of `account` that expired by `now`.
     fn release_expired(&mut self, account: AccountId, now: DateTime<Utc>) -> Result<()> {
-        let Some(slot) = self.accounts.get_mut(&account) else { return Ok(()) };
-        while let Some(&(expires_at, hold_id)) = slot.active_holds.first()
-            && expires_at <= now
-        {
-            slot.active_holds.pop_first();
-            if let Some(hold) = self.holds.get_mut(&hold_id) {
-                hold.status = HoldStatus::Expired;
-                slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
-            }
-        }
-        Ok(())
+        release_expired(&mut self.accounts, &mut self.holds, account, now)
     }
 
     fn slot(&self, id: AccountId) -> Result<&Slot> {
@@ -80,53 +87,136 @@ impl Inner {
 
     fn replay(&self, entry: &NewEntry) -> Option<Result<PostedEntry>> {
         let &index = self.by_key.get(&entry.key())?;
-        let posted = &self.entries[index];
-        Some(if entry.is_same_as(posted) {
-            Ok(posted.clone())
-        } else {
-            Err(Error::KeyReused(format!("entry key {}", entry.key())))
-        })
+        Some(replay_of(&self.journal, index, entry))
     }
 
     /// Checks and records `entry`; on error nothing changed.
     fn post(
         &mut self,
-        entry: &NewEntry,
+        entry: NewEntry,
         release: Option<(HoldId, Release)>,
         reverses: Option<EntryKey>,
         now: DateTime<Utc>,
     ) -> Result<PostedEntry> {
-        if let Some(replayed) = self.replay(entry) {
-            return replayed;
-        }
+        let Inner { accounts, journal, by_key, reversed_by, holds, .. } = self;
+        let key = entry.key();
+        // One probe of the key index serves both the replay check and the insert.
+        let vacant = match by_key.entry(key) {
+            btree_map::Entry::Occupied(found) => return replay_of(journal, *found.get(), &entry),
+            btree_map::Entry::Vacant(vacant) => vacant,
+        };
         for line in entry.lines() {
-            self.release_expired(line.account_id, now)?;
+            release_expired(accounts, holds, line.account_id, now)?;
         }
-        let planned =
-            rules::plan_entry(entry, release.map(|(_, r)| r), |id| self.accounts.get(&id).map(|slot| &slot.state))?;
-        let index = self.entries.len();
-        for (line_index, p) in planned.iter().enumerate() {
-            let slot = self.accounts.get_mut(&p.line.account_id).ok_or(Error::AccountNotFound(p.line.account_id))?;
-            rules::apply_line(&mut slot.state, p);
+        let release_amount = release.map(|(_, r)| r);
+        let lines = rules::plan_entry(&entry, release_amount, |id| accounts.get(&id).map(|slot| &slot.state))?;
+        let index = journal.entries.len();
+        for (line_index, line) in lines.iter().enumerate() {
+            let slot = accounts.get_mut(&line.account_id).ok_or(Error::AccountNotFound(line.account_id))?;
+            rules::apply_line(&mut slot.state, line, release_amount)?;
             slot.history.push((index, line_index));
         }
         if let Some((hold_id, _)) = release
-            && let Some(hold) = self.holds.get_mut(&hold_id)
+            && let Some(hold) = holds.get_mut(&hold_id)
         {
             hold.status = HoldStatus::Posted;
-            hold.posted_entry = Some(entry.key());
-            if let Some(slot) = self.accounts.get_mut(&hold.account_id) {
+            hold.posted_entry = Some(key);
+            if let Some(slot) = accounts.get_mut(&hold.account_id) {
                 slot.active_holds.remove(&(hold.expires_at, hold_id));
             }
         }
-        let posted = rules::posted_entry(EntryId::new(), entry, &planned, now, reverses);
-        self.by_key.insert(entry.key(), index);
+        let posted = rules::posted_entry(EntryId::at(now), entry, lines, now, reverses);
+        vacant.insert(index);
         if let Some(original) = reverses {
-            self.reversed_by.insert(original, entry.key());
+            reversed_by.insert(original, key);
         }
-        self.entries.push(posted.clone());
+        journal.push(&posted);
         Ok(posted)
     }
+}
+
+/// A repeat of `entry` under its used key: the first result if it is the same request.
+fn replay_of(journal: &Journal, index: usize, entry: &NewEntry) -> Result<PostedEntry> {
+    let posted = journal.get(index);
+    if entry.is_same_as(&posted) { Ok(posted) } else { Err(Error::KeyReused(format!("entry key {}", entry.key()))) }
+}
+
+/// Posted entries in compact form: lines and references live in two shared arenas, so storing an
+/// entry allocates nothing (amortized) and the journal stays dense in memory.
+#[derive(Debug, Default)]
+struct Journal {
+    entries: Vec<StoredEntry>,
+    lines: Vec<PostedLine>,
+    text: String,
+}
+
+#[derive(Debug)]
+struct StoredEntry {
+    id: EntryId,
+    key: EntryKey,
+    posted_at: DateTime<Utc>,
+    reverses: Option<EntryKey>,
+    lines_start: usize,
+    lines_len: usize,
+    text_start: usize,
+    text_len: usize,
+}
+
+impl Journal {
+    fn push(&mut self, posted: &PostedEntry) {
+        self.entries.push(StoredEntry {
+            id: posted.id,
+            key: posted.key,
+            posted_at: posted.posted_at,
+            reverses: posted.reverses,
+            lines_start: self.lines.len(),
+            lines_len: posted.lines.len(),
+            text_start: self.text.len(),
+            text_len: posted.reference.len(),
+        });
+        self.lines.extend_from_slice(&posted.lines);
+        self.text.push_str(&posted.reference);
+    }
+
+    fn lines(&self, e: &StoredEntry) -> &[PostedLine] {
+        &self.lines[e.lines_start..e.lines_start + e.lines_len]
+    }
+
+    fn reference(&self, e: &StoredEntry) -> &str {
+        &self.text[e.text_start..e.text_start + e.text_len]
+    }
+
+    fn get(&self, index: usize) -> PostedEntry {
+        let e = &self.entries[index];
+        PostedEntry {
+            id: e.id,
+            key: e.key,
+            lines: self.lines(e).to_vec(),
+            reference: self.reference(e).to_owned(),
+            posted_at: e.posted_at,
+            reverses: e.reverses,
+        }
+    }
+}
+
+/// Releases the holds of `account` that expired by `now`.
+fn release_expired(
+    accounts: &mut FxHashMap<AccountId, Slot>,
+    holds: &mut FxHashMap<HoldId, Hold>,
+    account: AccountId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(slot) = accounts.get_mut(&account) else { return Ok(()) };
+    while let Some(&(expires_at, hold_id)) = slot.active_holds.first()
+        && expires_at <= now
+    {
+        slot.active_holds.pop_first();
+        if let Some(hold) = holds.get_mut(&hold_id) {
+            hold.status = HoldStatus::Expired;
+            slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -177,29 +267,29 @@ impl LedgerStore for MemoryLedger {
 
     async fn post(&self, entry: NewEntry) -> Result<PostedEntry> {
         let now = self.clock.now();
-        self.inner.lock().post(&entry, None, None, now)
+        self.inner.lock().post(entry, None, None, now)
     }
 
     async fn post_batch(&self, entries: Vec<NewEntry>) -> Vec<Result<PostedEntry>> {
         let now = self.clock.now();
         let mut inner = self.inner.lock();
-        entries.iter().map(|entry| inner.post(entry, None, None, now)).collect()
+        entries.into_iter().map(|entry| inner.post(entry, None, None, now)).collect()
     }
 
     async fn entry(&self, key: EntryKey) -> Result<PostedEntry> {
         let inner = self.inner.lock();
         let index = inner.by_key.get(&key).ok_or(Error::EntryNotFound(key))?;
-        Ok(inner.entries[*index].clone())
+        Ok(inner.journal.get(*index))
     }
 
     async fn reverse(&self, reversal: Reversal) -> Result<PostedEntry> {
         let now = self.clock.now();
         let mut inner = self.inner.lock();
         let original = inner.by_key.get(&reversal.original).ok_or(Error::EntryNotFound(reversal.original))?;
-        let entry = reversal.to_entry(&inner.entries[*original])?;
+        let entry = reversal.to_entry(&inner.journal.get(*original))?;
         if let Some(&index) = inner.by_key.get(&entry.key()) {
             // The key is taken: a replay only if it reversed this very entry.
-            if inner.entries[index].reverses != Some(reversal.original) {
+            if inner.journal.entries[index].reverses != Some(reversal.original) {
                 return Err(Error::KeyReused(format!("entry key {}", entry.key())));
             }
             return inner.replay(&entry).unwrap_or_else(|| Err(Error::EntryNotFound(entry.key())));
@@ -207,7 +297,7 @@ impl LedgerStore for MemoryLedger {
         if inner.reversed_by.contains_key(&reversal.original) {
             return Err(Error::AlreadyReversed(reversal.original));
         }
-        inner.post(&entry, None, Some(reversal.original), now)
+        inner.post(entry, None, Some(reversal.original), now)
     }
 
     async fn hold(&self, new: NewHold) -> Result<Hold> {
@@ -253,7 +343,7 @@ impl LedgerStore for MemoryLedger {
             return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });
         }
         let release = Release { account_id: hold.account_id, amount: hold.money.value() };
-        inner.post(&entry, Some((hold.id, release)), None, now)
+        inner.post(entry, Some((hold.id, release)), None, now)
     }
 
     async fn void_hold(&self, id: HoldId) -> Result<Hold> {
@@ -311,8 +401,8 @@ impl LedgerStore for MemoryLedger {
             .rev()
             .take(query.limit() as usize)
             .map(|&(entry_index, line_index)| {
-                let entry = &inner.entries[entry_index];
-                let line = &entry.lines[line_index];
+                let entry = &inner.journal.entries[entry_index];
+                let line = &inner.journal.lines(entry)[line_index];
                 HistoryItem {
                     entry_id: entry.id,
                     key: entry.key,
@@ -320,7 +410,7 @@ impl LedgerStore for MemoryLedger {
                     direction: line.side,
                     money: line.money,
                     balance_after: line.balance_after,
-                    reference: entry.reference.clone(),
+                    reference: inner.journal.reference(entry).to_owned(),
                     posted_at: entry.posted_at,
                 }
             })

@@ -1,13 +1,30 @@
 //! [`SimulatedRail`]: a payment rail for local runs and tests.
 //!
-//! Deterministic for a seed: every decision is a hash of (seed, transfer id, call number), so the
-//! same calls get the same answers whatever else runs. Like a real rail it is idempotent on the
-//! transfer id: once a payment is accepted or rejected, every later submit returns that outcome,
-//! and money moves at most once per id ([`SimulatedRail::payments_executed`] tells).
+//! **Deterministic for a seed.** Every decision is a hash of (seed, transfer id, attempt number,
+//! decision kind), where the attempt number counts the calls *about that transfer id* (submits
+//! and status queries separately). So the same calls about one payment get the same answers
+//! whatever other payments run alongside and however their calls interleave; only the clock
+//! (outage windows) and the manual outage switch add anything.
 //!
-//! Failure modes, each a rate in parts per million: unavailable (nothing recorded), definite
-//! rejection, timeout *after* accepting (the "outcome unknown" case), status queries timing out,
-//! plus outage windows and a manual outage switch.
+//! **Idempotent like a real rail.** The transfer id is the idempotency key: once a payment is
+//! accepted or rejected, every later submit returns that outcome, and money moves at most once
+//! per id ([`SimulatedRail::payments_executed`] tells; an assertion guards it).
+//!
+//! **Failure modes**, each a rate in parts per million ([`PPM`]; a rate ≥ `PPM` means always):
+//! - `failure_rate_ppm`: `Unavailable`, nothing recorded (the payment never reached the rail);
+//! - `reject_rate_ppm`: a definite rejection, recorded (later submits get it again);
+//! - `timeout_after_success_ppm`: the payment is recorded as accepted, then the answer is lost
+//!   (`Timeout`): the "outcome unknown" case, resolved by [`PaymentRail::status`];
+//! - `status_timeout_ppm`: status queries that time out;
+//! - outage windows (read from the injected [`Clock`]) and [`SimulatedRail::set_outage`]:
+//!   every call is `Unavailable` and nothing is recorded.
+//!
+//! Latency goes through an optional sleep hook ([`SimulatedRail::with_sleep`]) so `bank-core`
+//! needs no async runtime; without one, calls answer at once.
+//!
+//! The simulator tracks at most [`SIMULATOR_IDS_MAX`] transfer ids; past that it answers
+//! `Unavailable` for new ones rather than grow without bound (or forget a payment, which would
+//! break idempotency).
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,6 +44,12 @@ use crate::ports::PaymentRail;
 /// One million: rates are parts per million.
 pub const PPM: u32 = 1_000_000;
 
+/// Most transfer ids one simulator remembers (bounds its memory in long local runs).
+pub const SIMULATOR_IDS_MAX: usize = 1_000_000;
+
+/// The reason code of a simulated rejection (ISO 20022 "incorrect account number").
+pub const REJECTION_CODE: &str = "AC01";
+
 /// A sleep function (the server passes `tokio::time::sleep`), so latency needs no runtime here.
 pub type SleepFn = Arc<dyn Fn(std::time::Duration) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -39,7 +62,7 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// Added to each call when a sleep hook is set.
     pub latency: TimeDelta,
-    /// Calls answered `Unavailable` without recording anything.
+    /// Submits answered `Unavailable` without recording anything.
     pub failure_rate_ppm: u32,
     /// Payments definitely rejected.
     pub reject_rate_ppm: u32,
@@ -47,11 +70,12 @@ pub struct SimulatorConfig {
     pub timeout_after_success_ppm: u32,
     /// Status queries that time out.
     pub status_timeout_ppm: u32,
-    /// Windows during which every call is `Unavailable`.
+    /// Windows `[from, to)` during which every call is `Unavailable`.
     pub outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Default for SimulatorConfig {
+    /// A rail that accepts everything at once.
     fn default() -> Self {
         SimulatorConfig {
             name: "simulated-rail".into(),
@@ -66,17 +90,45 @@ impl Default for SimulatorConfig {
     }
 }
 
+/// What a decision is about: each kind gets its own independent draw.
+#[derive(Debug, Clone, Copy)]
+enum Decision {
+    Unavailable = 1,
+    Reject = 2,
+    LoseAnswer = 3,
+    StatusTimeout = 4,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Recorded {
     Accepted(RailConfirmation),
     Rejected { code: String, message: String },
 }
 
+/// What the rail knows about one transfer id.
+#[derive(Debug, Default)]
+struct Track {
+    outcome: Option<Recorded>,
+    submit_attempts: u64,
+    status_queries: u64,
+    /// Times money moved: 0 or 1.
+    executed: u32,
+}
+
 #[derive(Debug, Default)]
 struct Book {
-    payments: FxHashMap<TransferId, Recorded>,
-    calls: FxHashMap<TransferId, u64>,
-    executed: FxHashMap<TransferId, u32>,
+    ids: FxHashMap<TransferId, Track>,
+    accepted: usize,
+}
+
+impl Book {
+    /// The track of `id`, created if there is room.
+    fn track(&mut self, id: TransferId) -> Option<&mut Track> {
+        if self.ids.len() >= SIMULATOR_IDS_MAX && !self.ids.contains_key(&id) {
+            return None;
+        }
+        Some(self.ids.entry(id).or_default())
+    }
 }
 
 /// A deterministic, idempotent payment rail.
@@ -86,6 +138,7 @@ pub struct SimulatedRail {
     sleep: Option<SleepFn>,
     outage: AtomicBool,
     submit_calls: AtomicU64,
+    status_calls: AtomicU64,
     book: Mutex<Book>,
 }
 
@@ -93,13 +146,16 @@ impl fmt::Debug for SimulatedRail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimulatedRail")
             .field("config", &self.config)
+            .field("sleep", &self.sleep.as_ref().map(|_| "<fn>"))
             .field("outage", &self.outage.load(Ordering::Relaxed))
+            .field("submit_calls", &self.submit_calls.load(Ordering::Relaxed))
+            .field("status_calls", &self.status_calls.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
-/// SplitMix64 finaliser.
-fn mix(mut z: u64) -> u64 {
+/// The SplitMix64 finaliser: a cheap, well-mixing 64-bit hash step.
+const fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -115,29 +171,36 @@ impl SimulatedRail {
             sleep: None,
             outage: AtomicBool::new(false),
             submit_calls: AtomicU64::new(0),
+            status_calls: AtomicU64::new(0),
             book: Mutex::new(Book::default()),
         }
     }
 
-    /// Adds latency through `sleep`.
+    /// Adds `config.latency` to every call through `sleep` (e.g. `tokio::time::sleep`).
     pub fn with_sleep(mut self, sleep: SleepFn) -> Self {
         self.sleep = Some(sleep);
         self
     }
 
-    /// Switches a manual outage on or off.
+    /// The configuration.
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.config
+    }
+
+    /// Switches a manual outage on or off. While on, every call is `Unavailable` whatever the
+    /// configured windows say; while off, the windows apply.
     pub fn set_outage(&self, down: bool) {
         self.outage.store(down, Ordering::SeqCst);
     }
 
     /// How many times money actually moved for `id` (never more than 1).
     pub fn payments_executed(&self, id: TransferId) -> u32 {
-        self.book.lock().executed.get(&id).copied().unwrap_or(0)
+        self.book.lock().ids.get(&id).map_or(0, |t| t.executed)
     }
 
     /// Payments accepted so far.
     pub fn accepted_count(&self) -> usize {
-        self.book.lock().payments.values().filter(|p| matches!(p, Recorded::Accepted(_))).count()
+        self.book.lock().accepted
     }
 
     /// `submit` calls so far (including refused ones).
@@ -145,20 +208,43 @@ impl SimulatedRail {
         self.submit_calls.load(Ordering::SeqCst)
     }
 
-    fn is_down(&self) -> bool {
-        let now = self.clock.now();
-        self.outage.load(Ordering::SeqCst) || self.config.outages.iter().any(|(from, to)| *from <= now && now < *to)
+    /// `status` calls so far (including refused ones).
+    pub fn status_calls(&self) -> u64 {
+        self.status_calls.load(Ordering::SeqCst)
     }
 
-    /// A draw in `0..PPM` for call `call` about `id`, and a second independent one.
-    fn draws(&self, id: TransferId, call: u64, salt: u64) -> u32 {
+    fn is_down(&self) -> bool {
+        if self.outage.load(Ordering::SeqCst) {
+            return true;
+        }
+        let now = self.clock.now();
+        self.config.outages.iter().any(|(from, to)| *from <= now && now < *to)
+    }
+
+    fn down(&self) -> RailError {
+        RailError::Unavailable(format!("{} is down", self.config.name))
+    }
+
+    /// Whether the `attempt`-th call about `id` hits a rate of `rate_ppm` for `decision`.
+    fn hits(&self, rate_ppm: u32, id: TransferId, attempt: u64, decision: Decision) -> bool {
+        if rate_ppm == 0 {
+            return false;
+        }
         let (hi, lo) = id.as_uuid().as_u64_pair();
-        let h = mix(self.config.seed ^ mix(hi ^ mix(lo ^ mix(call.wrapping_mul(31).wrapping_add(salt)))));
-        u32::try_from(h % u64::from(PPM)).unwrap_or(0)
+        let mut h = mix(self.config.seed);
+        for word in [hi, lo, attempt, decision as u64] {
+            h = mix(h ^ word);
+        }
+        // `h % PPM` is below one million, so it always fits in a u32.
+        let draw = u32::try_from(h % u64::from(PPM)).unwrap_or(0);
+        draw < rate_ppm
     }
 
     async fn latency(&self) {
-        if let (Some(sleep), Ok(latency)) = (&self.sleep, self.config.latency.to_std()) {
+        if let Some(sleep) = &self.sleep
+            && self.config.latency > TimeDelta::zero()
+            && let Ok(latency) = self.config.latency.to_std()
+        {
             sleep(latency).await;
         }
     }
@@ -174,64 +260,96 @@ impl PaymentRail for SimulatedRail {
         self.submit_calls.fetch_add(1, Ordering::SeqCst);
         self.latency().await;
         if self.is_down() {
-            return Err(RailError::Unavailable(format!("{} is down", self.config.name)));
+            return Err(self.down());
         }
         let id = payment.transfer_id;
-        let mut book = self.book.lock();
-        let call = {
-            let calls = book.calls.entry(id).or_default();
-            *calls += 1;
-            *calls
-        };
-        let (lost_answer, recorded) = match book.payments.get(&id) {
-            Some(recorded) => (false, recorded.clone()),
-            None => {
-                if self.draws(id, call, 1) < self.config.failure_rate_ppm {
+        let (outcome, lost_answer) = {
+            let mut book = self.book.lock();
+            let Some(track) = book.track(id) else {
+                return Err(RailError::Unavailable(format!("{} is full", self.config.name)));
+            };
+            track.submit_attempts += 1;
+            let attempt = track.submit_attempts;
+            if let Some(outcome) = &track.outcome {
+                // Idempotent replay: the first outcome, and no money moves.
+                (outcome.clone(), false)
+            } else {
+                if self.hits(self.config.failure_rate_ppm, id, attempt, Decision::Unavailable) {
                     return Err(RailError::Unavailable(format!("{} refused the connection", self.config.name)));
                 }
-                let recorded = if self.draws(id, call, 2) < self.config.reject_rate_ppm {
-                    Recorded::Rejected { code: "AC01".into(), message: "incorrect account number".into() }
+                let outcome = if self.hits(self.config.reject_rate_ppm, id, attempt, Decision::Reject) {
+                    Recorded::Rejected { code: REJECTION_CODE.into(), message: "incorrect account number".into() }
                 } else {
-                    *book.executed.entry(id).or_default() += 1;
+                    track.executed += 1;
                     Recorded::Accepted(RailConfirmation { rail_reference: format!("SIM-{}", id.as_uuid().simple()) })
                 };
-                book.payments.insert(id, recorded.clone());
-                let lost = matches!(recorded, Recorded::Accepted(_))
-                    && self.draws(id, call, 3) < self.config.timeout_after_success_ppm;
-                (lost, recorded)
+                assert!(track.executed <= 1, "a rail pays at most once per transfer id");
+                track.outcome = Some(outcome.clone());
+                let accepted = matches!(outcome, Recorded::Accepted(_));
+                let lost =
+                    accepted && self.hits(self.config.timeout_after_success_ppm, id, attempt, Decision::LoseAnswer);
+                if accepted {
+                    book.accepted += 1;
+                }
+                (outcome, lost)
             }
         };
-        debug_assert!(book.executed.get(&id).copied().unwrap_or(0) <= 1, "a rail pays at most once per id");
-        drop(book);
         if lost_answer {
             return Err(RailError::Timeout);
         }
-        match recorded {
+        match outcome {
             Recorded::Accepted(confirmation) => Ok(confirmation),
             Recorded::Rejected { code, message } => Err(RailError::Rejected { code, message }),
         }
     }
 
     async fn status(&self, transfer_id: TransferId) -> Result<RailStatus, RailError> {
+        self.status_calls.fetch_add(1, Ordering::SeqCst);
         self.latency().await;
         if self.is_down() {
-            return Err(RailError::Unavailable(format!("{} is down", self.config.name)));
+            return Err(self.down());
         }
         let mut book = self.book.lock();
-        let call = {
-            let calls = book.calls.entry(transfer_id).or_default();
-            *calls += 1;
-            *calls
+        let Some(track) = book.track(transfer_id) else {
+            return Err(RailError::Unavailable(format!("{} is full", self.config.name)));
         };
-        if self.draws(transfer_id, call, 4) < self.config.status_timeout_ppm {
+        track.status_queries += 1;
+        if self.hits(self.config.status_timeout_ppm, transfer_id, track.status_queries, Decision::StatusTimeout) {
             return Err(RailError::Timeout);
         }
-        Ok(match book.payments.get(&transfer_id) {
+        Ok(match &track.outcome {
             None => RailStatus::NotFound,
             Some(Recorded::Accepted(c)) => RailStatus::Accepted(c.clone()),
             Some(Recorded::Rejected { code, message }) => {
                 RailStatus::Rejected { code: code.clone(), message: message.clone() }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_is_the_reference_splitmix64() {
+        // First outputs of the reference SplitMix64 generator seeded with 0 (state += golden
+        // ratio, then the finaliser): a typo in a constant would change them.
+        assert_eq!(mix(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(mix(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn rates_are_roughly_honoured_and_bounded() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::at_epoch());
+        let rail = SimulatedRail::new(SimulatorConfig { seed: 42, ..SimulatorConfig::default() }, clock);
+        let ids: Vec<TransferId> =
+            (1..=10_000u128).map(|n| TransferId::from_uuid(uuid::Uuid::from_u128(n)).expect("non-nil")).collect();
+        let count = |rate| ids.iter().filter(|id| rail.hits(rate, **id, 1, Decision::Reject)).count();
+        assert_eq!(count(0), 0);
+        assert_eq!(count(PPM), ids.len());
+        assert_eq!(count(u32::MAX), ids.len());
+        let quarter = count(PPM / 4);
+        assert!((2_300..=2_700).contains(&quarter), "25% of 10,000 draws gave {quarter}");
     }
 }
