@@ -1,7 +1,7 @@
 //! [`MemoryTransferStore`]: transfers and their outbox in one mutex, so a transfer change and its
 //! outbox messages are written together or not at all.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,7 +25,8 @@ pub struct MemoryTransferStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    transfers: FxHashMap<TransferId, Transfer>,
+    /// Ordered by id: transfer ids are time-ordered (UUID v7), so inserts append at the right edge.
+    transfers: BTreeMap<TransferId, Transfer>,
     /// Per account (source and internal destination): (seq, id), in seq order.
     by_account: FxHashMap<AccountId, Vec<(u64, TransferId)>>,
     /// Non-final transfers by due time.

@@ -7,6 +7,7 @@
 //! next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
 //! or undoes the same transfer id.
 
+use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::{PaymentsConfig, PaymentsPorts};
@@ -72,25 +73,37 @@ impl PaymentsService {
             .await?;
         let (resource, token, first_seen_at) = match begin {
             Begin::Replay { response, .. } => {
-                let transfer = serde_json::from_slice(&response)
-                    .map_err(|e| Error::storage(format!("stored idempotent response is unreadable: {e}"), false))?;
-                return Ok(Accepted { transfer, replayed: true });
+                let first = AcceptedResponse::decode(&response)?;
+                return Ok(Accepted { transfer: self.rebuild(first, caller, &request), replayed: true });
             }
             Begin::Started { resource, token, first_seen_at, .. } => (resource, token, first_seen_at),
         };
         let id: TransferId = resource.parse()?;
         match self.accept_started(caller, id, &request, first_seen_at).await {
             Ok(transfer) => {
-                let response = serde_json::to_vec(&transfer)
-                    .map_err(|e| Error::storage(format!("cannot encode transfer: {e}"), false))?;
-                self.ports.idempotency.complete(&scope, token, response).await?;
-                Ok(Accepted { transfer, replayed: false })
+                // The response is the transfer as accepted, also when a takeover finds it further
+                // along: the first answer and every replay are then the same.
+                let first = AcceptedResponse::of(&transfer);
+                self.ports.idempotency.complete(&scope, token, first.encode()).await?;
+                Ok(Accepted { transfer: self.rebuild(first, caller, &request), replayed: false })
             }
             Err(err) => {
                 self.give_up_key(&scope, token, &err).await;
                 Err(err)
             }
         }
+    }
+
+    fn rebuild(&self, first: AcceptedResponse, caller: &Caller, request: &TransferRequest) -> Transfer {
+        let mut transfer = Transfer::accepted(
+            first.id,
+            caller.customer,
+            request,
+            first.created_at,
+            first.created_at + self.config.stuck_after,
+        );
+        transfer.seq = first.seq;
+        transfer
     }
 
     /// Frees the key after a refusal that changed nothing. After a crash or a transient failure
@@ -109,7 +122,7 @@ impl PaymentsService {
         caller: &Caller,
         id: TransferId,
         request: &TransferRequest,
-        first_seen_at: chrono::DateTime<chrono::Utc>,
+        first_seen_at: DateTime<Utc>,
     ) -> Result<Transfer> {
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
         match self.ports.transfers.get(id).await {
@@ -216,8 +229,7 @@ impl PaymentsService {
             let id: TransferId = resource.parse()?;
             match self.ports.transfers.get(id).await {
                 Ok(transfer) => {
-                    let response = serde_json::to_vec(&transfer)
-                        .map_err(|e| Error::storage(format!("cannot encode transfer: {e}"), false))?;
+                    let response = AcceptedResponse::of(&transfer).encode();
                     self.ports.idempotency.complete(&record.scope, token, response).await?;
                 }
                 Err(Error::TransferNotFound(_)) => {
@@ -232,6 +244,49 @@ impl PaymentsService {
     }
 }
 
+/// What an idempotent replay needs to give back the first response: the transfer as accepted is
+/// fully determined by the request (identical on a replay: same fingerprint), the caller, the
+/// configuration and these three values. Storing them instead of the whole transfer keeps the
+/// record to 37 bytes and the accept path free of serialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AcceptedResponse {
+    id: TransferId,
+    created_at: DateTime<Utc>,
+    seq: u64,
+}
+
+const ACCEPTED_RESPONSE_V1: u8 = 1;
+const ACCEPTED_RESPONSE_LEN: usize = 1 + 16 + 12 + 8;
+
+impl AcceptedResponse {
+    fn of(transfer: &Transfer) -> Self {
+        AcceptedResponse { id: transfer.id, created_at: transfer.created_at, seq: transfer.seq }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ACCEPTED_RESPONSE_LEN);
+        out.push(ACCEPTED_RESPONSE_V1);
+        out.extend_from_slice(self.id.as_uuid().as_bytes());
+        out.extend_from_slice(&self.created_at.timestamp().to_be_bytes());
+        out.extend_from_slice(&self.created_at.timestamp_subsec_nanos().to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::storage("stored idempotent response is unreadable", false);
+        if bytes.len() != ACCEPTED_RESPONSE_LEN || bytes[0] != ACCEPTED_RESPONSE_V1 {
+            return Err(bad());
+        }
+        let id = TransferId::from_uuid(uuid::Uuid::from_slice(&bytes[1..17]).map_err(|_| bad())?)?;
+        let secs = i64::from_be_bytes(bytes[17..25].try_into().map_err(|_| bad())?);
+        let nanos = u32::from_be_bytes(bytes[25..29].try_into().map_err(|_| bad())?);
+        let created_at = DateTime::from_timestamp(secs, nanos).ok_or_else(bad)?;
+        let seq = u64::from_be_bytes(bytes[29..37].try_into().map_err(|_| bad())?);
+        Ok(AcceptedResponse { id, created_at, seq })
+    }
+}
+
 /// An existing transfer under the same id must be the same request by the same caller.
 fn same_request(existing: Transfer, caller: &Caller, request: &TransferRequest) -> Result<Transfer> {
     let same = existing.owner == caller.customer
@@ -240,4 +295,25 @@ fn same_request(existing: Transfer, caller: &Caller, request: &TransferRequest) 
         && existing.money == request.money
         && existing.reference == request.reference;
     if same { Ok(existing) } else { Err(Error::KeyReused(format!("transfer id {}", existing.id))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_response_round_trips_and_refuses_garbage() {
+        let at = DateTime::from_timestamp(1_767_225_600, 123_456_789).expect("time");
+        let first = AcceptedResponse { id: TransferId::new(), created_at: at, seq: 42 };
+        let bytes = first.encode();
+        assert_eq!(bytes.len(), ACCEPTED_RESPONSE_LEN);
+        assert_eq!(AcceptedResponse::decode(&bytes).expect("decode"), first);
+        assert!(AcceptedResponse::decode(&bytes[..36]).is_err());
+        let mut other_version = bytes.clone();
+        other_version[0] = 2;
+        assert!(AcceptedResponse::decode(&other_version).is_err());
+        let mut nil = bytes;
+        nil[1..17].fill(0);
+        assert!(AcceptedResponse::decode(&nil).is_err());
+    }
 }
