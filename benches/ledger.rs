@@ -85,7 +85,7 @@ impl Fixture {
     async fn new(hot_deposits: u32) -> Fixture {
         // Sized for the postings it will take: see `MemoryLedger::with_capacity`.
         let ledger =
-            MemoryLedger::with_capacity(Arc::new(SystemClock), POSTINGS_PER_LEDGER_MAX as usize + ACCOUNTS * 8);
+            MemoryLedger::with_capacity(Arc::new(SystemClock), usize::try_from(POSTINGS_PER_LEDGER_MAX).expect("fits"));
         let bank = CustomerId::new();
         let settlement = ledger
             .open_account(NewAccount::internal(bank, "settlement", Currency::Usd, AccountKind::Settlement))
