@@ -43,17 +43,23 @@ else
 fi
 
 # --- Tests ---------------------------------------------------------------------------------------
+summary_log="$(mktemp)"
 if cargo nextest --version >/dev/null 2>&1; then
-  step "tests (cargo nextest)"
-  cargo nextest run --workspace --all-features --no-fail-fast
-  # nextest does not run doctests.
+  # nextest does not run doctests: run them first, so the last runner summary is the main one.
   step "doctests"
   cargo test --workspace --doc --all-features
+  step "tests (cargo nextest)"
+  cargo nextest run --workspace --all-features --no-fail-fast 2>&1 | tee "$summary_log"
+  passed=$(grep -Eo '[0-9]+ passed' "$summary_log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+  failed=$(grep -Eo '[0-9]+ failed' "$summary_log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 else
   # Plain cargo test runs the doctests too.
   step "tests (cargo test; install cargo-nextest for a faster run and one summary)"
-  cargo test --workspace --all-features --no-fail-fast
+  cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$summary_log"
+  passed=$(grep -Eo '[0-9]+ passed' "$summary_log" | awk '{s += $1} END {print s + 0}')
+  failed=$(grep -Eo '[0-9]+ failed' "$summary_log" | awk '{s += $1} END {print s + 0}')
 fi
+rm -f "$summary_log"
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.
@@ -64,3 +70,5 @@ step "cargo run --example quickstart"
 cargo run --example quickstart
 
 step "all checks passed in ${SECONDS}s"
+# The plain closing line CI reads.
+echo "tests: ${passed} passed, ${failed} failed"

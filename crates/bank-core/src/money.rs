@@ -234,7 +234,7 @@ pub enum AmountError {
 }
 
 /// An amount together with its currency: what an entry line, a hold or a transfer moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Money {
     /// The positive amount.
     pub amount: Amount,
@@ -270,8 +270,30 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.amount, self.currency)
+        write!(f, "{} {}", in_minor_units(self.value(), self.currency), self.currency)
     }
+}
+
+impl Serialize for Money {
+    /// `{"amount": "12.50", "currency": "EUR"}`: always with the currency's number of decimals.
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Money", 2)?;
+        st.serialize_field("amount", &in_minor_units(self.value(), self.currency).to_string())?;
+        st.serialize_field("currency", &self.currency)?;
+        st.end()
+    }
+}
+
+/// `value` written with exactly the currency's decimals (`12.5` USD → `12.50`, `-3` KWD →
+/// `-3.000`): how amounts and balances are shown and sent. A value with more decimals than the
+/// currency (impossible for a ledger balance) keeps them rather than being rounded.
+pub fn in_minor_units(value: Decimal, currency: Currency) -> Decimal {
+    let mut shown = value;
+    if shown.scale() < currency.exponent() {
+        shown.rescale(currency.exponent());
+    }
+    shown
 }
 
 impl<'de> Deserialize<'de> for Money {
@@ -424,6 +446,12 @@ mod tests {
         let m = Money::parse("12.34", "EUR").unwrap();
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"amount":"12.34","currency":"EUR"}"#);
+        let whole = Money::parse("12.50", "USD").unwrap();
+        assert_eq!(serde_json::to_string(&whole).unwrap(), r#"{"amount":"12.50","currency":"USD"}"#);
+        assert_eq!(whole.to_string(), "12.50 USD");
+        assert_eq!(Money::parse("7", "KWD").unwrap().to_string(), "7.000 KWD");
+        assert_eq!(Money::parse("7.00", "JPY").unwrap().to_string(), "7 JPY");
+        assert_eq!(in_minor_units(Decimal::new(-3, 0), Currency::Bhd).to_string(), "-3.000");
         assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
         assert!(serde_json::from_str::<Money>(r#"{"amount":12.34,"currency":"EUR"}"#).is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1.001","currency":"EUR"}"#).is_err());
