@@ -46,7 +46,7 @@ pub trait IdempotencyHarness: Send + Sync {
 #[macro_export]
 macro_rules! idempotency_conformance_tests {
     ($harness:expr) => {
-        $crate::idempotency_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(idempotency, $harness;
             new_key_starts,
             same_request_in_flight_is_refused,
             completed_request_is_replayed,
@@ -62,14 +62,6 @@ macro_rules! idempotency_conformance_tests {
             concurrent_takeovers_start_exactly_once,
             concurrent_begins_after_completion_replay,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::idempotency::$case(&$harness).await;
-            }
-        )+
     };
 }
 

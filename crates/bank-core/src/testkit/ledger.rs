@@ -46,7 +46,7 @@ pub trait LedgerHarness: Send + Sync {
 #[macro_export]
 macro_rules! ledger_conformance_tests {
     ($harness:expr) => {
-        $crate::ledger_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(ledger, $harness;
             open_account_is_idempotent_and_validated,
             post_moves_money_and_conserves_it,
             post_is_idempotent_on_its_key,
@@ -63,14 +63,6 @@ macro_rules! ledger_conformance_tests {
             concurrent_replays_post_once,
             concurrent_holds_never_overcommit,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::ledger::$case(&$harness).await;
-            }
-        )+
     };
 }
 

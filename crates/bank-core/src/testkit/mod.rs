@@ -4,6 +4,22 @@
 //! and invokes the suite's macro, which expands to one `#[tokio::test]` per case, so a failure
 //! names the rule that broke. The in-memory adapters run the same suites in `bank-core`'s tests.
 
+/// Expands to one multi-threaded `#[tokio::test]` per case of suite `$module`, each calling
+/// `$crate::testkit::$module::$case(&$harness)`. The suites' own macros
+/// (`ledger_conformance_tests!`, …) list their cases through it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! conformance_cases {
+    ($module:ident, $harness:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testkit::$module::$case(&$harness).await;
+            }
+        )+
+    };
+}
+
 pub mod idempotency;
 pub mod ledger;
 pub mod notifications;

@@ -137,21 +137,13 @@ pub trait NotificationLogHarness: Send + Sync {
 #[macro_export]
 macro_rules! notification_log_conformance_tests {
     ($harness:expr) => {
-        $crate::notification_log_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(notifications, $harness;
             log_claim_is_won_once_under_concurrency,
             log_mark_records_the_outcome_and_keeps_the_claim,
             log_release_allows_a_new_claim,
             log_release_never_frees_a_recorded_outcome,
             log_keys_are_independent,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::notifications::$case(&$harness).await;
-            }
-        )+
     };
 }
 
@@ -287,7 +279,7 @@ pub trait EventBusHarness: Send + Sync {
 #[macro_export]
 macro_rules! event_bus_conformance_tests {
     ($harness:expr) => {
-        $crate::event_bus_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(notifications, $harness;
             bus_poll_without_commit_redelivers,
             bus_commit_advances_the_cursor,
             bus_subscriptions_are_independent,
@@ -298,14 +290,6 @@ macro_rules! event_bus_conformance_tests {
             bus_concurrent_publishes_are_all_delivered_in_order,
             bus_full_bus_refuses_retryably_until_consumed,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::notifications::$case(&$harness).await;
-            }
-        )+
     };
 }
 

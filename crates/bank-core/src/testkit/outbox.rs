@@ -26,7 +26,7 @@ pub trait TransferStoreHarness: Send + Sync {
 #[macro_export]
 macro_rules! transfer_store_conformance_tests {
     ($harness:expr) => {
-        $crate::transfer_store_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(outbox, $harness;
             insert_assigns_order_and_is_idempotent,
             update_is_compare_and_swap,
             outbox_is_written_with_changes_and_read_in_order,
@@ -34,14 +34,6 @@ macro_rules! transfer_store_conformance_tests {
             list_for_account_pages_newest_first,
             concurrent_updates_have_one_winner,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::outbox::$case(&$harness).await;
-            }
-        )+
     };
 }
 

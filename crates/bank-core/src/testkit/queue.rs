@@ -51,7 +51,7 @@ pub trait QueueHarness: Send + Sync {
 #[macro_export]
 macro_rules! queue_conformance_tests {
     ($harness:expr) => {
-        $crate::queue_conformance_tests!(@cases $harness;
+        $crate::conformance_cases!(queue, $harness;
             fifo_within_a_group,
             groups_are_delivered_in_parallel,
             a_group_is_blocked_while_its_head_is_in_flight,
@@ -65,14 +65,6 @@ macro_rules! queue_conformance_tests {
             receive_max_bounds_the_batch,
             concurrent_consumers_process_each_message_once_in_order,
         );
-    };
-    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $crate::testkit::queue::$case(&$harness).await;
-            }
-        )+
     };
 }
 
