@@ -1,0 +1,12 @@
+//! # bank-local
+//!
+//! The embedded default backend: every `bank-core` port implemented durably in one process,
+//! with one data directory (`BANK_DATA_DIR`, default `./data`) and no cloud account.
+//!
+//! - [`db`]: opening the SQLite database (WAL), refusing a corrupt or foreign file, migrations.
+//! - [`ledger`]: [`ledger::SqliteLedger`], the `LedgerStore` with group commit.
+//! - [`blob`]: [`blob::FileBlobStore`], write-once files with retention and signed URLs.
+
+pub mod blob;
+pub mod db;
+pub mod ledger;
