@@ -113,7 +113,13 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug + 'static {
 ///   *stored* resource and first-seen time, `takeover: true`.
 /// - `complete` and `release` need the current token, else `LeaseLost`. `release` forgets the key
 ///   (the request failed before doing anything).
-/// - Records are forgotten [`crate::idempotency::IDEMPOTENCY_RETENTION_HOURS`] after first use.
+/// - Records are forgotten [`crate::idempotency::IDEMPOTENCY_RETENTION_HOURS`] after first use
+///   (`now < created_at + retention` keeps it); a record past retention counts as absent
+///   everywhere, `abandoned` included.
+/// - A lease is live while `now < lease_until`; a token stays current after its lease ran out
+///   until someone takes over. A second `complete` with the same token is Ok and keeps the first
+///   response; `release` on a completed record is `LeaseLost` (work that happened is never
+///   forgotten). `abandoned` lists oldest `created_at` first. The lease must be positive.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Claims a key for a request, or reports what an earlier request with it did.
@@ -140,6 +146,16 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug + 'static {
 
 /// The transfer queue (SQS FIFO semantics; see [`crate::queue`]). Implementations read the time
 /// from their [`Clock`].
+///
+/// # Contract (beyond each method's doc)
+/// - A receipt stays valid until its message is acknowledged, dead-lettered or delivered again.
+/// - A message delayed by `retry_later` counts as in flight; visibility ends when `now >= until`,
+///   and the redelivery raises its receive count.
+/// - Dead-lettering happens at receive time, when a message would exceed `max_receives`.
+/// - Deduplication covers the whole queue; a refused enqueue (full, bad input) records nothing.
+/// - The order *between* groups is not guaranteed; within a group it is FIFO.
+/// - Visibility and delays are at most 12 hours; dedup ids 1 to 128 bytes (SQS's limits), else
+///   `InvalidInput`.
 #[async_trait]
 pub trait TransferQueue: Send + Sync + std::fmt::Debug + 'static {
     /// Adds a message at the end of its group. Returns `false` when its `dedup_id` was seen within
