@@ -68,6 +68,11 @@ struct Bank {
 }
 
 async fn bank_with(rail_config: SimulatorConfig, breaker_threshold: u32) -> Bank {
+    bank_with_config(rail_config, breaker_threshold, PaymentsConfig { max_attempts: 4, ..PaymentsConfig::default() })
+        .await
+}
+
+async fn bank_with_config(rail_config: SimulatorConfig, breaker_threshold: u32, config: PaymentsConfig) -> Bank {
     let clock = ManualClock::at_epoch();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let crash = Arc::new(CrashOnce::default());
@@ -82,7 +87,6 @@ async fn bank_with(rail_config: SimulatorConfig, breaker_threshold: u32) -> Bank
         clock: dyn_clock.clone(),
         faults: crash.clone(),
     };
-    let config = PaymentsConfig { max_attempts: 4, ..PaymentsConfig::default() };
     let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd, Currency::Eur]).await.expect("system");
     let rail = Arc::new(SimulatedRail::new(rail_config, dyn_clock.clone()));
     let breaker = Arc::new(CircuitBreaker::new(
@@ -525,4 +529,66 @@ async fn duplicate_deliveries_do_not_move_money_twice() {
     b.drain().await;
     assert_eq!(b.balance(b.bob_usd).await.0, dec("10.00"));
     assert_eq!(b.queue.stats().await.expect("stats").visible, 0);
+}
+
+async fn lapsed_hold_bank() -> Bank {
+    let config = PaymentsConfig { hold_duration: TimeDelta::minutes(10), ..PaymentsConfig::default() };
+    let rail = SimulatorConfig { seed: 11, timeout_after_success_ppm: 1_000_000, ..SimulatorConfig::default() };
+    bank_with_config(rail, 10, config).await
+}
+
+/// Keeps re-driving the pipeline until `id` is final (bounded).
+async fn settle(b: &Bank, id: TransferId) {
+    for _ in 0..20 {
+        b.clock.advance(TimeDelta::minutes(1));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+        if b.status(id).await.is_final() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_payment_the_rail_accepted_after_the_hold_lapsed_is_still_booked() {
+    let b = lapsed_hold_bank().await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Pending, "the rail's answer was lost");
+    b.clock.advance(TimeDelta::minutes(11));
+    b.scheduler.run_once().await.expect("expires the hold");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
+    settle(&b, t.id).await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")), "the source is debited directly");
+    assert_eq!(b.balance(b.system.rail(Currency::Usd).expect("rail")).await.0, dec("25.00"));
+}
+
+#[tokio::test]
+async fn a_payment_the_source_can_no_longer_cover_is_booked_to_suspense() {
+    let b = lapsed_hold_bank().await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    b.clock.advance(TimeDelta::minutes(11));
+    b.scheduler.run_once().await.expect("expires the hold");
+    // Alice spends everything once the reservation has lapsed.
+    let spend = NewEntry::transfer(
+        EntryKey::new(TransferId::new(), 0),
+        b.alice_usd,
+        b.bob_usd,
+        Money::parse("100.00", "USD").expect("money"),
+        "rent",
+    )
+    .expect("entry");
+    b.ledger.post(spend).await.expect("spend");
+    settle(&b, t.id).await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled, "the money left: the transfer is settled");
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("0.00"), dec("0")), "no overdraft is created");
+    assert_eq!(b.balance(b.system.rail(Currency::Usd).expect("rail")).await.0, dec("25.00"));
+    assert_eq!(b.balance(b.system.suspense(Currency::Usd).expect("suspense")).await.0, dec("-25.00"));
+    for (currency, total) in b.ledger.trial_balance().await.expect("trial balance") {
+        assert!(total.is_zero(), "{currency} sums to {total}");
+    }
 }

@@ -20,6 +20,8 @@ pub struct SystemAccounts {
     deposits: FxHashMap<Currency, AccountId>,
     /// Where external payments go (money leaving through a rail).
     rail: FxHashMap<Currency, AccountId>,
+    /// Where money the bank had to book without a customer to debit waits for an operator.
+    suspense: FxHashMap<Currency, AccountId>,
 }
 
 /// A stable UUID (version 8) derived from a name.
@@ -41,11 +43,14 @@ impl SystemAccounts {
         let owner = Self::bank_owner();
         let mut deposits = FxHashMap::default();
         let mut rail = FxHashMap::default();
+        let mut suspense = FxHashMap::default();
         for &currency in currencies {
-            for (kind, map, label) in
-                [(AccountKind::Settlement, &mut deposits, "deposits"), (AccountKind::Clearing, &mut rail, "rail")]
-            {
-                let name = format!("{currency} {label} settlement");
+            for (kind, map, label) in [
+                (AccountKind::Settlement, &mut deposits, "deposits"),
+                (AccountKind::Clearing, &mut rail, "rail"),
+                (AccountKind::Suspense, &mut suspense, "suspense"),
+            ] {
+                let name = format!("{currency} {label}");
                 let id = AccountId::from_uuid(stable_uuid(&format!("bank:{label}:{currency}")))?;
                 let mut new = NewAccount::internal(owner, name, currency, kind);
                 new.id = id;
@@ -53,12 +58,17 @@ impl SystemAccounts {
                 map.insert(currency, id);
             }
         }
-        Ok(SystemAccounts { owner, deposits, rail })
+        Ok(SystemAccounts { owner, deposits, rail, suspense })
     }
 
     /// The deposits settlement account of `currency`.
     pub fn deposits(&self, currency: Currency) -> Result<AccountId> {
         self.deposits.get(&currency).copied().ok_or_else(|| Error::invalid(format!("{currency} is not enabled")))
+    }
+
+    /// The suspense account of `currency`.
+    pub fn suspense(&self, currency: Currency) -> Result<AccountId> {
+        self.suspense.get(&currency).copied().ok_or_else(|| Error::invalid(format!("{currency} is not enabled")))
     }
 
     /// The outgoing rail settlement account of `currency`.

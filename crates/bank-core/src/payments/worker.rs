@@ -22,8 +22,8 @@ use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
 use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage};
 use crate::faults::FaultPoint;
-use crate::ids::{CustomerId, HoldId};
-use crate::ledger::{HoldStatus, PostHold, PostedEntry};
+use crate::ids::{AccountId, CustomerId, HoldId};
+use crate::ledger::{HoldStatus, NewEntry, PostHold, PostedEntry};
 use crate::ports::PaymentRail;
 use crate::queue::Delivery;
 use crate::rail::breaker::CircuitBreaker;
@@ -176,6 +176,49 @@ impl PaymentsWorker {
         }
     }
 
+    /// Books a payment the rail has accepted: the money has left, so the ledger must show it
+    /// whatever happened to the hold meanwhile. Normally the hold is posted; if it lapsed or the
+    /// source account was frozen or closed, the source is debited directly; if even that is
+    /// refused, the payout is booked against the suspense account for an operator to resolve.
+    async fn book_payout(&self, transfer: &Transfer, rail_account: AccountId) -> Result<Outcome> {
+        if self.ports.ledger.entry(transfer.settle_key()).await.is_ok() {
+            return Ok(Outcome::Settled); // booked by an earlier attempt, one way or another
+        }
+        let request = PostHold {
+            hold_id: HoldId::from(transfer.id),
+            key: transfer.settle_key(),
+            amount: None,
+            credit_account: rail_account,
+            reference: transfer.reference.clone(),
+        };
+        match self.ports.ledger.post_hold(request).await {
+            Ok(_) => {
+                self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
+                return Ok(Outcome::Settled);
+            }
+            Err(Error::HoldNotActive { .. } | Error::HoldNotFound(_) | Error::AccountNotOpen { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        let (from, reference) = (transfer.from_account_id, transfer.reference.clone());
+        let direct = NewEntry::transfer(transfer.settle_key(), from, rail_account, transfer.money, reference.clone())?;
+        if let Err(refused) = self.ports.ledger.post(direct).await {
+            if refused.is_retryable() {
+                return Err(refused);
+            }
+            let suspense = self.system.suspense(transfer.money.currency)?;
+            tracing::warn!(
+                transfer_id = %transfer.id,
+                reason = refused.code(),
+                "rail paid but the source could not be debited; booked to suspense"
+            );
+            let booked = NewEntry::transfer(transfer.settle_key(), suspense, rail_account, transfer.money, reference)?;
+            self.ports.ledger.post(booked).await?;
+        }
+        self.void(transfer).await?;
+        self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
+        Ok(Outcome::Settled)
+    }
+
     async fn void(&self, transfer: &Transfer) -> Result<()> {
         match self.ports.ledger.void_hold(HoldId::from(transfer.id)).await {
             Ok(_) | Err(Error::HoldNotFound(_)) => Ok(()),
@@ -201,7 +244,7 @@ impl PaymentsWorker {
                 Ok(RailStatus::Accepted(_)) => {
                     self.breaker.record_success(permit);
                     self.ports.faults.check(FaultPoint::WorkerAfterRail, Some(transfer.id))?;
-                    return self.post(transfer, rail_account).await;
+                    return self.book_payout(transfer, rail_account).await;
                 }
                 Ok(RailStatus::Rejected { code, message }) => {
                     self.breaker.record_success(permit);
@@ -240,7 +283,7 @@ impl PaymentsWorker {
         match answer {
             Ok(_) => {
                 self.breaker.record_success(permit);
-                self.post(transfer, rail_account).await
+                self.book_payout(transfer, rail_account).await
             }
             Err(RailError::Rejected { code, message }) => {
                 self.breaker.record_success(permit);
