@@ -124,7 +124,7 @@ impl PaymentsWorker {
         self.ports.faults.check(FaultPoint::WorkerAfterMark, Some(id))?;
 
         let outcome = match &transfer.destination {
-            Destination::Internal { account_id } => self.settle_internal(&transfer, *account_id).await?,
+            Destination::Internal { account_id } => self.post(&transfer, *account_id).await?,
             Destination::External { .. } => self.settle_external(&transfer).await?,
         };
         let status = self.record(transfer, outcome).await?;
@@ -141,12 +141,8 @@ impl PaymentsWorker {
         }
     }
 
-    async fn settle_internal(&self, transfer: &Transfer, to: crate::ids::AccountId) -> Result<Outcome> {
-        self.post(transfer, to).await
-    }
-
     /// Posts the transfer's hold to `credit`; maps a refusal to a visible failure.
-    async fn post(&self, transfer: &Transfer, credit: crate::ids::AccountId) -> Result<Outcome> {
+    async fn post(&self, transfer: &Transfer, credit: AccountId) -> Result<Outcome> {
         let request = PostHold {
             hold_id: HoldId::from(transfer.id),
             key: transfer.settle_key(),
@@ -267,7 +263,7 @@ impl PaymentsWorker {
         &self,
         transfer: &Transfer,
         beneficiary: &crate::transfer::Beneficiary,
-        rail_account: crate::ids::AccountId,
+        rail_account: AccountId,
         permit: crate::rail::breaker::Permit,
     ) -> Result<Outcome> {
         let payment = RailPayment {
