@@ -3,6 +3,7 @@
 //! They back unit tests, simulations and benchmarks, and are the reference every other adapter's
 //! conformance run is compared against.
 
+pub mod blob;
 pub mod bus;
 pub mod idempotency;
 mod ledger;

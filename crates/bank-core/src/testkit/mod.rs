@@ -20,6 +20,7 @@ macro_rules! conformance_cases {
     };
 }
 
+pub mod blob;
 pub mod idempotency;
 pub mod ledger;
 pub mod notifications;

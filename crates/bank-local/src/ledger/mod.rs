@@ -1,0 +1,267 @@
+//! [`SqliteLedger`]: the durable [`LedgerStore`], one SQLite file, group commit.
+//!
+//! # Design
+//!
+//! - **One writer task** owns the only writing connection. Callers send it a command over a
+//!   bounded channel ([`WRITE_QUEUE_CAPACITY`]) and wait on a oneshot reply. The task takes every
+//!   command waiting (up to [`BATCH_COMMANDS_MAX`](writer::BATCH_COMMANDS_MAX)), runs them in one
+//!   `BEGIN IMMEDIATE` transaction — each in its own `SAVEPOINT`, so a refused command rolls back
+//!   alone —, commits **once**, and only then answers them all. Under load one fsync (see
+//!   [`crate::db`]: `synchronous=FULL`) thus serves hundreds of postings: group commit.
+//! - A posting costs **one** round trip to SQLite: the rules decide on the cached states, then a
+//!   single multi-statement query opens the posting's savepoint, inserts the entry and its lines,
+//!   updates the account rows and releases the savepoint (sqlx runs SQLite on a worker thread, so
+//!   round trips, not SQL, dominate the cost; this took the measurement from about 2,400 to about
+//!   14,000 postings/s on two cores).
+//! - **Every money rule comes from [`bank_core::ledger::rules`]**; this module only stores what
+//!   they decide. The writer keeps each account's [`AccountState`](bank_core::account::AccountState)
+//!   (and its active holds) in memory, loaded on first use, so planning a posting reads no row.
+//! - **Reads** (`account`, `accounts_of`, `balance`, `history`, `entry`, `get_hold`,
+//!   `trial_balance`) use the read-only pool. The writer answers only after COMMIT and WAL readers
+//!   see every committed transaction, so a caller always reads its own writes. `balance` and
+//!   `get_hold` discount holds past their expiry in the same statement, exactly as if they had
+//!   been released (which the writer does lazily, on the account's next use, or in
+//!   `expire_holds`).
+//! - Entries, lines and reversals are append-only in the schema too: triggers abort any UPDATE or
+//!   DELETE.
+//!
+//! # Why it is safe
+//!
+//! - *Concurrency*: all changes run one at a time in the single writer, so calls are serializable
+//!   by construction, and the cache cannot diverge from the database: a failed command rolls back
+//!   to its savepoint and evicts the accounts it touched; a failed COMMIT rolls the batch back,
+//!   clears the cache, and answers every command of the batch with a retryable
+//!   [`Error::Storage`] (retrying is safe: every write is idempotent on its key or id).
+//! - *Crash*: a batch is one SQLite transaction, so it is on disk entirely or not at all. A crash
+//!   loses only batches that had not committed — and no caller of those got an answer, so none of
+//!   them believes its posting happened; a retry with the same key posts it once.
+
+mod command;
+mod rows;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use bank_core::account::{Account, AccountStatus, Balance, NewAccount};
+use bank_core::clock::Clock;
+use bank_core::ids::{AccountId, CustomerId, HoldId};
+use bank_core::ledger::{
+    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+};
+use bank_core::money::{Currency, checked_add, checked_sub};
+use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
+use bank_core::{Error, Result};
+use rust_decimal::Decimal;
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::LocalDb;
+use command::{Command, Counters};
+use rows::{ACCOUNT_COLUMNS, db_err, nanos, sql_sequence};
+use writer::Writer;
+
+/// Commands that may wait for the writer before senders wait for room (back-pressure).
+pub const WRITE_QUEUE_CAPACITY: usize = 4096;
+
+/// What the writer has done since the store started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions (batches) run.
+    pub batches: u64,
+    /// Commands run (a `post_batch` counts once).
+    pub commands: u64,
+}
+
+/// The ledger in SQLite. Cheap to share behind an `Arc`; dropping the last handle stops the
+/// writer task once it has answered every queued command.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    commands: mpsc::Sender<Command>,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    counters: Arc<Counters>,
+}
+
+impl SqliteLedger {
+    /// A ledger over `db`, reading time from `clock`. Spawns the writer task, so it must be
+    /// called inside a Tokio runtime.
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
+        let (commands, receiver) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::new(db.writer().clone(), Arc::clone(&clock), Arc::clone(&counters));
+        tokio::spawn(writer.run(receiver));
+        SqliteLedger { commands, reader: db.reader().clone(), clock, counters }
+    }
+
+    /// Batches and commands the writer has run.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            commands: self.counters.commands.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a command to the writer and waits for its answer.
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(command(tx)).await.map_err(|_| writer_gone())?;
+        rx.await.map_err(|_| writer_gone())
+    }
+
+    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        self.reader.acquire().await.map_err(db_err)
+    }
+}
+
+fn writer_gone() -> Error {
+    Error::Storage { message: "the ledger writer task has stopped".into(), retryable: false }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteLedger {
+    async fn open_account(&self, new: NewAccount) -> Result<Account> {
+        new.validate()?;
+        self.call(|tx| Command::Open(new, tx)).await?
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Account> {
+        let mut conn = self.reader().await?;
+        Ok(rows::load_account(&mut conn, id).await?.ok_or(Error::AccountNotFound(id))?.account)
+    }
+
+    async fn accounts_of(&self, owner: CustomerId) -> Result<Vec<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = ?1 ORDER BY rowid LIMIT ?2");
+        sqlx::query(&sql)
+            .bind(owner.as_uuid())
+            .bind(ACCOUNTS_PER_OWNER_MAX as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| Ok(rows::account_state(row)?.account))
+            .collect()
+    }
+
+    async fn set_status(&self, id: AccountId, status: AccountStatus) -> Result<Account> {
+        self.call(|tx| Command::SetStatus(id, status, tx)).await?
+    }
+
+    async fn post(&self, entry: NewEntry) -> Result<PostedEntry> {
+        let mut results = self.post_batch(vec![entry]).await;
+        results.pop().unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    async fn post_batch(&self, entries: Vec<NewEntry>) -> Vec<Result<PostedEntry>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let count = entries.len();
+        match self.call(|tx| Command::Post(entries, tx)).await {
+            Ok(results) => results,
+            Err(_) => (0..count).map(|_| Err(writer_gone())).collect(),
+        }
+    }
+
+    async fn entry(&self, key: EntryKey) -> Result<PostedEntry> {
+        let mut conn = self.reader().await?;
+        rows::load_entry(&mut conn, key).await?.ok_or(Error::EntryNotFound(key))
+    }
+
+    async fn reverse(&self, reversal: Reversal) -> Result<PostedEntry> {
+        self.call(|tx| Command::Reverse(reversal, tx)).await?
+    }
+
+    async fn hold(&self, hold: NewHold) -> Result<Hold> {
+        self.call(|tx| Command::Hold(hold, tx)).await?
+    }
+
+    async fn get_hold(&self, id: HoldId) -> Result<Hold> {
+        let now = self.clock.now();
+        let mut conn = self.reader().await?;
+        Ok(rows::load_hold(&mut conn, id).await?.ok_or(Error::HoldNotFound(id))?.as_of(now))
+    }
+
+    async fn post_hold(&self, request: PostHold) -> Result<PostedEntry> {
+        self.call(|tx| Command::PostHold(request, tx)).await?
+    }
+
+    async fn void_hold(&self, id: HoldId) -> Result<Hold> {
+        self.call(|tx| Command::VoidHold(id, tx)).await?
+    }
+
+    async fn expire_holds(&self) -> Result<u64> {
+        self.call(Command::ExpireHolds).await?
+    }
+
+    async fn balance(&self, id: AccountId) -> Result<Balance> {
+        let now = self.clock.now();
+        // One statement, so the account row and its lapsed holds are read from one snapshot.
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS}, (SELECT group_concat(amount, ' ') FROM holds \
+             WHERE account_id = a.id AND status = 'active' AND expires_at <= ?2) AS lapsed \
+             FROM accounts a WHERE id = ?1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_uuid())
+            .bind(nanos(now)?)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .ok_or(Error::AccountNotFound(id))?;
+        let mut state = rows::account_state(&row)?;
+        let lapsed: Option<String> =
+            sqlx::Row::try_get(&row, "lapsed").map_err(|e| rows::corrupt(format!("lapsed: {e}")))?;
+        for amount in lapsed.as_deref().unwrap_or_default().split_whitespace() {
+            state.held = checked_sub(state.held, rows::decimal(amount)?)?;
+        }
+        state.balance()
+    }
+
+    async fn history(&self, id: AccountId, query: HistoryQuery) -> Result<Page<HistoryItem>> {
+        let mut conn = self.reader().await?;
+        let items: Vec<HistoryItem> = sqlx::query(
+            "SELECT l.sequence, l.side, l.amount, l.currency, l.balance_after, e.entry_id, e.transfer_id, e.leg, \
+             e.reference, e.posted_at FROM entry_lines l JOIN entries e ON e.id = l.entry \
+             WHERE l.account_id = ?1 AND l.sequence < ?2 ORDER BY l.sequence DESC LIMIT ?3",
+        )
+        .bind(id.as_uuid())
+        .bind(sql_sequence(query.before_sequence()))
+        .bind(i64::from(query.limit()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(rows::history_item)
+        .collect::<Result<_>>()?;
+        if items.is_empty() {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?1")
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            if exists.is_none() {
+                return Err(Error::AccountNotFound(id));
+            }
+        }
+        let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.sequence));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {
+        let rows =
+            sqlx::query("SELECT currency, posted FROM accounts").fetch_all(&self.reader).await.map_err(db_err)?;
+        let mut totals: Vec<(Currency, Decimal)> = Vec::new();
+        for row in &rows {
+            let currency = rows::currency_column(row)?;
+            let posted = rows::decimal_column(row, "posted")?;
+            match totals.iter_mut().find(|(c, _)| *c == currency) {
+                Some((_, sum)) => *sum = checked_add(*sum, posted)?,
+                None => totals.push((currency, posted)),
+            }
+        }
+        totals.sort_by_key(|(c, _)| *c);
+        Ok(totals)
+    }
+}

@@ -1,0 +1,306 @@
+//! Encoding of ledger values in SQLite columns, and the queries both the writer and the readers
+//! use. Money is exact decimal TEXT, ids are UUID BLOBs, times are INTEGER nanoseconds (UTC).
+//! A value that does not decode is reported as a non-retryable storage failure (a damaged or
+//! hand-edited database), never guessed at.
+
+use std::str::FromStr;
+
+use bank_core::account::{Account, AccountKind, AccountState, AccountStatus, OverdraftLimit};
+use bank_core::ids::{AccountId, CustomerId, EntryId, HoldId, TransferId};
+use bank_core::ledger::{EntryKey, Hold, HoldStatus, PostedEntry, PostedLine, Side};
+use bank_core::money::{Currency, Money};
+use bank_core::{Error, Result};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+/// Columns of an account row, in the order [`account_state`] reads them.
+pub(super) const ACCOUNT_COLUMNS: &str =
+    "id, owner, name, currency, kind, status, overdraft_limit, posted, held, sequence, created_at";
+
+/// A storage failure from SQLite: retryable when the database was busy or the pool timed out.
+pub(super) fn db_err(err: sqlx::Error) -> Error {
+    let retryable = match &err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("5" | "6" | "261" | "262" | "517" | "773"))
+        }
+        _ => false,
+    };
+    Error::Storage { message: format!("sqlite: {err}"), retryable }
+}
+
+pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage { message: format!("undecodable ledger row: {what}"), retryable: false }
+}
+
+pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64> {
+    at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput("time outside the storable range".into()))
+}
+
+pub(super) fn time(nanos: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(nanos)
+}
+
+pub(super) fn decimal(text: &str) -> Result<Decimal> {
+    Decimal::from_str_exact(text).map_err(|_| corrupt(format!("decimal {text:?}")))
+}
+
+fn currency(code: &str) -> Result<Currency> {
+    Currency::from_str(code).map_err(|_| corrupt(format!("currency {code:?}")))
+}
+
+fn money(amount: &str, code: &str) -> Result<Money> {
+    Money::new(decimal(amount)?, currency(code)?).map_err(corrupt)
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+pub(super) fn uuid_to<T>(uuid: Uuid, make: fn(Uuid) -> Result<T>) -> Result<T> {
+    make(uuid).map_err(corrupt)
+}
+
+fn leg(value: i64) -> Result<u16> {
+    u16::try_from(value).map_err(|_| corrupt(format!("leg {value}")))
+}
+
+fn sequence(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(format!("sequence {value}")))
+}
+
+/// A sequence number as SQLite's signed integer (sequences never come near `i64::MAX`).
+pub(super) fn sql_sequence(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(super) fn status_str(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Open => "open",
+        AccountStatus::Frozen => "frozen",
+        AccountStatus::Closed => "closed",
+    }
+}
+
+fn status(text: &str) -> Result<AccountStatus> {
+    match text {
+        "open" => Ok(AccountStatus::Open),
+        "frozen" => Ok(AccountStatus::Frozen),
+        "closed" => Ok(AccountStatus::Closed),
+        other => Err(corrupt(format!("account status {other:?}"))),
+    }
+}
+
+pub(super) fn kind_str(kind: AccountKind) -> Result<&'static str> {
+    match kind {
+        AccountKind::Customer => Ok("customer"),
+        AccountKind::Settlement => Ok("settlement"),
+        AccountKind::Clearing => Ok("clearing"),
+        AccountKind::Suspense => Ok("suspense"),
+        other => Err(Error::InvalidInput(format!("account kind {other:?} is not supported by this store"))),
+    }
+}
+
+fn kind(text: &str) -> Result<AccountKind> {
+    match text {
+        "customer" => Ok(AccountKind::Customer),
+        "settlement" => Ok(AccountKind::Settlement),
+        "clearing" => Ok(AccountKind::Clearing),
+        "suspense" => Ok(AccountKind::Suspense),
+        other => Err(corrupt(format!("account kind {other:?}"))),
+    }
+}
+
+pub(super) fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Debit => "debit",
+        Side::Credit => "credit",
+    }
+}
+
+fn side(text: &str) -> Result<Side> {
+    match text {
+        "debit" => Ok(Side::Debit),
+        "credit" => Ok(Side::Credit),
+        other => Err(corrupt(format!("side {other:?}"))),
+    }
+}
+
+fn hold_status(text: &str) -> Result<HoldStatus> {
+    match text {
+        "active" => Ok(HoldStatus::Active),
+        "posted" => Ok(HoldStatus::Posted),
+        "voided" => Ok(HoldStatus::Voided),
+        "expired" => Ok(HoldStatus::Expired),
+        other => Err(corrupt(format!("hold status {other:?}"))),
+    }
+}
+
+/// The overdraft limit column: the limit as text, `NULL` for unlimited.
+pub(super) fn limit_text(limit: OverdraftLimit) -> Option<String> {
+    match limit {
+        OverdraftLimit::Limited(limit) => Some(limit.to_string()),
+        OverdraftLimit::Unlimited => None,
+    }
+}
+
+/// An account row (selected with [`ACCOUNT_COLUMNS`]) as the state the rules work on.
+pub(super) fn account_state(row: &SqliteRow) -> Result<AccountState> {
+    let limit: Option<String> = get(row, "overdraft_limit")?;
+    let account = Account {
+        id: uuid_to(get(row, "id")?, AccountId::from_uuid)?,
+        owner: uuid_to(get(row, "owner")?, CustomerId::from_uuid)?,
+        name: get(row, "name")?,
+        currency: currency(&get::<String>(row, "currency")?)?,
+        kind: kind(&get::<String>(row, "kind")?)?,
+        status: status(&get::<String>(row, "status")?)?,
+        overdraft_limit: match limit {
+            Some(text) => OverdraftLimit::Limited(decimal(&text)?),
+            None => OverdraftLimit::Unlimited,
+        },
+        created_at: time(get(row, "created_at")?),
+    };
+    Ok(AccountState {
+        account,
+        posted: decimal(&get::<String>(row, "posted")?)?,
+        held: decimal(&get::<String>(row, "held")?)?,
+        sequence: sequence(get(row, "sequence")?)?,
+    })
+}
+
+/// One account's row, if it exists.
+pub(super) async fn load_account(conn: &mut SqliteConnection, id: AccountId) -> Result<Option<AccountState>> {
+    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
+    let row = sqlx::query(&sql).bind(id.as_uuid()).fetch_optional(&mut *conn).await.map_err(db_err)?;
+    row.as_ref().map(account_state).transpose()
+}
+
+/// The entry posted under `key`, with its lines in order.
+pub(super) async fn load_entry(conn: &mut SqliteConnection, key: EntryKey) -> Result<Option<PostedEntry>> {
+    let row = sqlx::query(
+        "SELECT id, entry_id, reference, posted_at, reverses_transfer_id, reverses_leg \
+         FROM entries WHERE transfer_id = ?1 AND leg = ?2",
+    )
+    .bind(key.transfer_id.as_uuid())
+    .bind(i64::from(key.leg))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let rowid: i64 = get(&row, "id")?;
+    let reverses_transfer: Option<Uuid> = get(&row, "reverses_transfer_id")?;
+    let reverses_leg: Option<i64> = get(&row, "reverses_leg")?;
+    let reverses = match (reverses_transfer, reverses_leg) {
+        (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
+        _ => None,
+    };
+    let lines = sqlx::query(
+        "SELECT account_id, side, amount, currency, sequence, balance_after \
+         FROM entry_lines WHERE entry = ?1 ORDER BY line_no",
+    )
+    .bind(rowid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .iter()
+    .map(|line| {
+        Ok(PostedLine {
+            account_id: uuid_to(get(line, "account_id")?, AccountId::from_uuid)?,
+            side: side(&get::<String>(line, "side")?)?,
+            money: money(&get::<String>(line, "amount")?, &get::<String>(line, "currency")?)?,
+            sequence: sequence(get(line, "sequence")?)?,
+            balance_after: decimal(&get::<String>(line, "balance_after")?)?,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(PostedEntry {
+        id: uuid_to(get(&row, "entry_id")?, EntryId::from_uuid)?,
+        key,
+        lines,
+        reference: get(&row, "reference")?,
+        posted_at: time(get(&row, "posted_at")?),
+        reverses,
+    }))
+}
+
+/// A hold as stored (an expired-but-unmarked hold still reads `Active`; callers apply
+/// [`Hold::as_of`]).
+pub(super) async fn load_hold(conn: &mut SqliteConnection, id: HoldId) -> Result<Option<Hold>> {
+    let row = sqlx::query(
+        "SELECT account_id, amount, currency, status, created_at, expires_at, reference, posted_transfer_id, \
+         posted_leg FROM holds WHERE id = ?1",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let posted_transfer: Option<Uuid> = get(&row, "posted_transfer_id")?;
+    let posted_leg: Option<i64> = get(&row, "posted_leg")?;
+    let posted_entry = match (posted_transfer, posted_leg) {
+        (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
+        _ => None,
+    };
+    Ok(Some(Hold {
+        id,
+        account_id: uuid_to(get(&row, "account_id")?, AccountId::from_uuid)?,
+        money: money(&get::<String>(&row, "amount")?, &get::<String>(&row, "currency")?)?,
+        status: hold_status(&get::<String>(&row, "status")?)?,
+        created_at: time(get(&row, "created_at")?),
+        expires_at: time(get(&row, "expires_at")?),
+        reference: get(&row, "reference")?,
+        posted_entry,
+    }))
+}
+
+/// The holds of `account` still marked active: (expires_at, id, amount).
+pub(super) async fn active_holds(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+) -> Result<Vec<(DateTime<Utc>, HoldId, Decimal)>> {
+    sqlx::query("SELECT id, amount, expires_at FROM holds WHERE account_id = ?1 AND status = 'active'")
+        .bind(account.as_uuid())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|row| {
+            Ok((
+                time(get(row, "expires_at")?),
+                uuid_to(get(row, "id")?, HoldId::from_uuid)?,
+                decimal(&get::<String>(row, "amount")?)?,
+            ))
+        })
+        .collect()
+}
+
+/// One history row (see `SqliteLedger::history`) as an item.
+pub(super) fn history_item(row: &SqliteRow) -> Result<bank_core::ledger::HistoryItem> {
+    Ok(bank_core::ledger::HistoryItem {
+        entry_id: uuid_to(get(row, "entry_id")?, EntryId::from_uuid)?,
+        key: EntryKey::new(uuid_to(get(row, "transfer_id")?, TransferId::from_uuid)?, leg(get(row, "leg")?)?),
+        sequence: sequence(get(row, "sequence")?)?,
+        direction: side(&get::<String>(row, "side")?)?,
+        money: money(&get::<String>(row, "amount")?, &get::<String>(row, "currency")?)?,
+        balance_after: decimal(&get::<String>(row, "balance_after")?)?,
+        reference: get(row, "reference")?,
+        posted_at: time(get(row, "posted_at")?),
+    })
+}
+
+/// Parses a currency column (trial balance).
+pub(super) fn currency_column(row: &SqliteRow) -> Result<Currency> {
+    currency(&get::<String>(row, "currency")?)
+}
+
+/// Parses a decimal column by name.
+pub(super) fn decimal_column(row: &SqliteRow, column: &str) -> Result<Decimal> {
+    decimal(&get::<String>(row, column)?)
+}

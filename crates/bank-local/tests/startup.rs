@@ -1,0 +1,109 @@
+//! `LocalDb::open` refuses what it must not touch — a garbage file, a corrupt database, another
+//! program's database, an unwritable data directory — with an error naming the path, and never
+//! creates a new database in their place.
+
+use std::path::Path;
+
+use bank_core::Error;
+use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LocalDb};
+use sqlx::{Connection, SqliteConnection};
+use tempfile::TempDir;
+
+/// Opening must fail with a non-retryable storage error whose message names `path`.
+async fn assert_refused(data_dir: &Path, path: &Path, why: &str) -> String {
+    match LocalDb::open(data_dir).await {
+        Ok(_) => panic!("{why}: opened instead of refusing"),
+        Err(Error::Storage { message, retryable }) => {
+            assert!(!retryable, "{why}: a retry cannot fix this");
+            assert!(message.contains(&path.display().to_string()), "{why}: {message:?} does not name {path:?}");
+            message
+        }
+        Err(other) => panic!("{why}: unexpected error {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join(DB_FILE_NAME);
+    let garbage = b"this is not a database, just some bytes \x00\x01\x02\xff".repeat(100);
+    std::fs::write(&path, &garbage).expect("write garbage");
+    let message = assert_refused(dir.path(), &path, "garbage file").await;
+    assert!(message.contains("not an SQLite database"), "{message}");
+    assert_eq!(std::fs::read(&path).expect("read"), garbage, "the file was modified");
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join(DB_FILE_NAME);
+    let db = LocalDb::open(dir.path()).await.expect("create");
+    db.close().await;
+    // Keep the 100-byte header (so it still looks like SQLite) and wreck every page after it.
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert!(bytes.len() > 4096, "the schema spans several pages");
+    for (i, byte) in bytes.iter_mut().enumerate().skip(100) {
+        *byte = u8::try_from(i % 251).unwrap_or(0);
+    }
+    std::fs::write(&path, &bytes).expect("corrupt");
+    assert_refused(dir.path(), &path, "corrupt database").await;
+}
+
+#[tokio::test]
+async fn another_programs_database_is_refused_and_left_alone() {
+    // One with tables and no application id, one with another application id.
+    for (setup, why) in [
+        ("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)", "tables, application_id 0"),
+        ("PRAGMA application_id = 1234", "another application_id"),
+    ] {
+        let dir = TempDir::new().expect("temp dir");
+        let path = dir.path().join(DB_FILE_NAME);
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = SqliteConnection::connect(&url).await.expect("create foreign database");
+        sqlx::query(setup).execute(&mut conn).await.expect("setup");
+        conn.close().await.expect("close");
+        let before = std::fs::read(&path).expect("read");
+
+        let message = assert_refused(dir.path(), &path, why).await;
+        assert!(message.contains("another application"), "{message}");
+        assert_eq!(std::fs::read(&path).expect("read"), before, "{why}: the foreign database was modified");
+        assert!(!dir.path().join(format!("{DB_FILE_NAME}-wal")).exists(), "{why}: switched to WAL");
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_data_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = TempDir::new().expect("temp dir");
+    let locked = root.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    // Root ignores permission bits; then make creation itself impossible: a directory below a
+    // regular file.
+    let data_dir = if std::fs::write(locked.join("probe"), b"x").is_ok() {
+        std::fs::remove_file(locked.join("probe")).expect("cleanup");
+        let file = root.path().join("a-file");
+        std::fs::write(&file, b"not a directory").expect("write");
+        file.join("data")
+    } else {
+        locked.clone()
+    };
+    assert_refused(&data_dir, &data_dir, "unwritable data directory").await;
+    assert!(!data_dir.join(DB_FILE_NAME).exists(), "a database was created");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).expect("chmod back");
+}
+
+#[tokio::test]
+async fn a_new_directory_gets_a_claimed_database_that_reopens() {
+    let root = TempDir::new().expect("temp dir");
+    let data_dir = root.path().join("nested").join("data");
+    let db = LocalDb::open(&data_dir).await.expect("create");
+    assert_eq!(db.path(), data_dir.join(DB_FILE_NAME));
+    let id: i32 = sqlx::query_scalar("PRAGMA application_id").fetch_one(db.reader()).await.expect("read id");
+    assert_eq!(id, APPLICATION_ID);
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.writer()).await.expect("mode");
+    assert_eq!(mode, "wal");
+    db.close().await;
+    let again = LocalDb::open(&data_dir).await.expect("reopen");
+    again.close().await;
+}
