@@ -24,11 +24,15 @@
 //! commit amortises it over every posting in the batch.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bank_core::Error;
+use parking_lot::Mutex;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
+
+use crate::writer::WriterSlot;
 
 /// `PRAGMA application_id` of a database created by this crate ("BANK" in ASCII).
 pub const APPLICATION_ID: i32 = 0x4241_4E4B;
@@ -42,12 +46,14 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// The first 16 bytes of every SQLite 3 database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// The opened database: its path and its two pools.
+/// The opened database: its path, its two pools, and (once a store starts it) its one writer
+/// task ([`crate::writer::WriterHandle::for_db`]), shared by every clone.
 #[derive(Debug, Clone)]
 pub struct LocalDb {
     path: PathBuf,
     writer: SqlitePool,
     reader: SqlitePool,
+    writer_slot: Arc<Mutex<WriterSlot>>,
 }
 
 impl LocalDb {
@@ -96,7 +102,7 @@ impl LocalDb {
             .connect_with(base.read_only(true))
             .await
             .map_err(|e| fatal(&path, "cannot open the database for reading", e))?;
-        Ok(LocalDb { path, writer, reader })
+        Ok(LocalDb { path, writer, reader, writer_slot: Arc::default() })
     }
 
     /// Path of the database file.
@@ -104,9 +110,15 @@ impl LocalDb {
         &self.path
     }
 
-    /// The single-connection writer pool. Only one task should write (the ledger's writer).
+    /// The single-connection writer pool. Only one task should write: the writer task behind
+    /// [`crate::writer::WriterHandle`]; stores send their writes there.
     pub fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Where the running writer task of this database is remembered.
+    pub(crate) fn writer_slot(&self) -> &Mutex<WriterSlot> {
+        &self.writer_slot
     }
 
     /// The read-only pool.

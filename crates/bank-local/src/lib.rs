@@ -6,7 +6,12 @@
 //! - [`db`]: opening the SQLite database (WAL), refusing a corrupt or foreign file, migrations.
 //! - [`ledger`]: [`ledger::SqliteLedger`], the `LedgerStore` with group commit.
 //! - [`blob`]: [`blob::FileBlobStore`], write-once files with retention and signed URLs.
+//! - [`writer`]: [`writer::WriterHandle`], the database's one writer task (group commit), shared
+//!   by every store that writes.
+//! - [`idempotency`]: [`idempotency::SqliteIdempotencyStore`], durable idempotency keys.
 
 pub mod blob;
 pub mod db;
+pub mod idempotency;
 pub mod ledger;
+pub mod writer;

@@ -1,18 +1,48 @@
 //! What callers send the writer task, and how each gets its answer after the batch commits.
 
+use std::any::Any;
+use std::fmt;
 use std::sync::atomic::AtomicU64;
 
 use bank_core::account::{Account, AccountStatus, NewAccount};
 use bank_core::ids::{AccountId, HoldId};
 use bank_core::ledger::{Hold, NewEntry, NewHold, PostHold, PostedEntry, Reversal};
 use bank_core::{Error, Result};
+use futures::future::BoxFuture;
+use sqlx::SqliteConnection;
 use tokio::sync::oneshot;
 
-pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
-/// A change to the ledger, with where to send its result.
+/// What a [`Job`] returns: any value, typed again by [`crate::writer::WriterHandle::run`].
+pub(crate) type JobOutput = Box<dyn Any + Send>;
+
+type JobFn = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<JobOutput>> + Send>;
+
+/// Work of another store, run by the writer on its connection inside the command's savepoint.
+pub(crate) struct Job(JobFn);
+
+impl Job {
+    pub(crate) fn new(
+        job: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<JobOutput>> + Send + 'static,
+    ) -> Self {
+        Job(Box::new(job))
+    }
+
+    pub(super) fn run(self, conn: &mut SqliteConnection) -> BoxFuture<'_, Result<JobOutput>> {
+        (self.0)(conn)
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// A change to the database, with where to send its result.
 #[derive(Debug)]
-pub(super) enum Command {
+pub(crate) enum Command {
     Open(NewAccount, Reply<Account>),
     SetStatus(AccountId, AccountStatus, Reply<Account>),
     Post(Vec<NewEntry>, oneshot::Sender<Vec<Result<PostedEntry>>>),
@@ -21,6 +51,8 @@ pub(super) enum Command {
     PostHold(PostHold, Reply<PostedEntry>),
     VoidHold(HoldId, Reply<Hold>),
     ExpireHolds(Reply<u64>),
+    /// Another store's work (see [`crate::writer`]).
+    Job(Job, Reply<JobOutput>),
 }
 
 /// A command's result, held until its batch has committed.
@@ -30,6 +62,7 @@ pub(super) enum Pending {
     Entries(oneshot::Sender<Vec<Result<PostedEntry>>>, Vec<Result<PostedEntry>>),
     Hold(Reply<Hold>, Result<Hold>),
     Count(Reply<u64>, Result<u64>),
+    Job(Reply<JobOutput>, Result<JobOutput>),
 }
 
 pub(super) fn batch_failed(message: &str) -> Error {
@@ -52,6 +85,7 @@ impl Pending {
             Pending::Entry(tx, r) => drop(tx.send(outcome(r, failure))),
             Pending::Hold(tx, r) => drop(tx.send(outcome(r, failure))),
             Pending::Count(tx, r) => drop(tx.send(outcome(r, failure))),
+            Pending::Job(tx, r) => drop(tx.send(outcome(r, failure))),
             Pending::Entries(tx, rs) => drop(tx.send(rs.into_iter().map(|r| outcome(r, failure)).collect())),
         }
     }
@@ -69,13 +103,14 @@ impl Command {
             Command::Reverse(_, tx) | Command::PostHold(_, tx) => drop(tx.send(failed(message))),
             Command::Hold(_, tx) | Command::VoidHold(_, tx) => drop(tx.send(failed(message))),
             Command::ExpireHolds(tx) => drop(tx.send(failed(message))),
+            Command::Job(_, tx) => drop(tx.send(failed(message))),
         }
     }
 }
 
 /// Counters of the writer's work (for tests, metrics and the group-commit figure).
 #[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) batches: AtomicU64,
-    pub(super) commands: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) commands: AtomicU64,
 }

@@ -2,9 +2,10 @@
 //!
 //! # Design
 //!
-//! - **One writer task** owns the only writing connection. Callers send it a command over a
-//!   bounded channel ([`WRITE_QUEUE_CAPACITY`]) and wait on a oneshot reply. The task takes every
-//!   command waiting (up to [`BATCH_COMMANDS_MAX`](writer::BATCH_COMMANDS_MAX)), runs them in one
+//! - **One writer task** owns the only writing connection (shared with the database's other
+//!   stores through [`WriterHandle`], which run their jobs in the same batches). Callers send it a
+//!   command over a bounded channel ([`WRITE_QUEUE_CAPACITY`]) and wait on a oneshot reply. The
+//!   task takes every command waiting (up to `writer::BATCH_COMMANDS_MAX`, 256), runs them in one
 //!   `BEGIN IMMEDIATE` transaction — each in its own `SAVEPOINT`, so a refused command rolls back
 //!   alone —, commits **once**, and only then answers them all. Under load one fsync (see
 //!   [`crate::db`]: `synchronous=FULL`) thus serves hundreds of postings: group commit.
@@ -36,12 +37,11 @@
 //!   loses only batches that had not committed — and no caller of those got an answer, so none of
 //!   them believes its posting happened; a retry with the same key posts it once.
 
-mod command;
-mod rows;
-mod writer;
+pub(crate) mod command;
+pub(crate) mod rows;
+pub(crate) mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use bank_core::account::{Account, AccountStatus, Balance, NewAccount};
@@ -55,68 +55,52 @@ use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
 use bank_core::{Error, Result};
 use rust_decimal::Decimal;
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::db::LocalDb;
-use command::{Command, Counters};
+use crate::writer::{WriterHandle, writer_gone};
+use command::Command;
 use rows::{ACCOUNT_COLUMNS, db_err, nanos, sql_sequence};
-use writer::Writer;
 
-/// Commands that may wait for the writer before senders wait for room (back-pressure).
-pub const WRITE_QUEUE_CAPACITY: usize = 4096;
-
-/// What the writer has done since the store started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Transactions (batches) run.
-    pub batches: u64,
-    /// Commands run (a `post_batch` counts once).
-    pub commands: u64,
-}
+pub use crate::writer::{WRITE_QUEUE_CAPACITY, WriterStats};
 
 /// The ledger in SQLite. Cheap to share behind an `Arc`; dropping the last handle stops the
 /// writer task once it has answered every queued command.
 #[derive(Debug)]
 pub struct SqliteLedger {
-    commands: mpsc::Sender<Command>,
+    writer: WriterHandle,
     reader: SqlitePool,
     clock: Arc<dyn Clock>,
-    counters: Arc<Counters>,
 }
 
 impl SqliteLedger {
-    /// A ledger over `db`, reading time from `clock`. Spawns the writer task, so it must be
-    /// called inside a Tokio runtime.
+    /// A ledger over `db`, reading time from `clock`, writing through the database's one writer
+    /// task ([`WriterHandle::for_db`]: started here if no store of `db` runs it yet, in which case
+    /// this must be called inside a Tokio runtime).
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
-        let (commands, receiver) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let counters = Arc::new(Counters::default());
-        let writer = Writer::new(db.writer().clone(), Arc::clone(&clock), Arc::clone(&counters));
-        tokio::spawn(writer.run(receiver));
-        SqliteLedger { commands, reader: db.reader().clone(), clock, counters }
+        let writer = WriterHandle::for_db(db, clock);
+        let clock = Arc::clone(writer.clock());
+        SqliteLedger { writer, reader: db.reader().clone(), clock }
     }
 
-    /// Batches and commands the writer has run.
+    /// Batches and commands the writer has run (for every store sharing it).
     pub fn writer_stats(&self) -> WriterStats {
-        WriterStats {
-            batches: self.counters.batches.load(Ordering::Relaxed),
-            commands: self.counters.commands.load(Ordering::Relaxed),
-        }
+        self.writer.stats()
+    }
+
+    /// The database's writer, for stores that share it.
+    pub fn writer(&self) -> &WriterHandle {
+        &self.writer
     }
 
     /// Sends a command to the writer and waits for its answer.
     async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(command(tx)).await.map_err(|_| writer_gone())?;
-        rx.await.map_err(|_| writer_gone())
+        self.writer.call(command).await
     }
 
     async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
         self.reader.acquire().await.map_err(db_err)
     }
-}
-
-fn writer_gone() -> Error {
-    Error::Storage { message: "the ledger writer task has stopped".into(), retryable: false }
 }
 
 #[async_trait]

@@ -21,7 +21,7 @@ pub(super) const ACCOUNT_COLUMNS: &str =
     "id, owner, name, currency, kind, status, overdraft_limit, posted, held, sequence, created_at";
 
 /// A storage failure from SQLite: retryable when the database was busy or the pool timed out.
-pub(super) fn db_err(err: sqlx::Error) -> Error {
+pub(crate) fn db_err(err: sqlx::Error) -> Error {
     let retryable = match &err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
         // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
@@ -37,11 +37,11 @@ pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage { message: format!("undecodable ledger row: {what}"), retryable: false }
 }
 
-pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64> {
+pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64> {
     at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput("time outside the storable range".into()))
 }
 
-pub(super) fn time(nanos: i64) -> DateTime<Utc> {
+pub(crate) fn time(nanos: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(nanos)
 }
 

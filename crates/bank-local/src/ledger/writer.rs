@@ -1,4 +1,5 @@
-//! The single writer task: every change to the ledger runs here, in group-committed batches.
+//! The single writer task: every change to the database runs here, in group-committed batches
+//! (the ledger's commands, and other stores' jobs: see [`crate::writer`]).
 //!
 //! The task owns the writer connection and a cache of [`AccountState`]s (with each account's
 //! active holds), so planning a posting reads no row: the rules run on the cache, and the task
@@ -12,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -24,6 +26,7 @@ use bank_core::money::checked_sub;
 use bank_core::ports::ACCOUNTS_PER_OWNER_MAX;
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -46,7 +49,7 @@ struct Cached {
 }
 
 /// The writer task's state.
-pub(super) struct Writer {
+pub(crate) struct Writer {
     pool: SqlitePool,
     clock: Arc<dyn Clock>,
     counters: Arc<Counters>,
@@ -89,12 +92,12 @@ macro_rules! step {
 }
 
 impl Writer {
-    pub(super) fn new(pool: SqlitePool, clock: Arc<dyn Clock>, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(pool: SqlitePool, clock: Arc<dyn Clock>, counters: Arc<Counters>) -> Self {
         Writer { pool, clock, counters, cache: FxHashMap::default(), next_entry_rowid: None, touched: Vec::new() }
     }
 
     /// Serves commands until every sender is gone.
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
         while rx.recv_many(&mut batch, BATCH_COMMANDS_MAX).await > 0 {
             self.run_batch(&mut batch).await;
@@ -178,6 +181,15 @@ impl Writer {
             }
             Command::VoidHold(id, tx) => Pending::Hold(tx, step!(self, conn, b, self.void_hold(conn, id).await)),
             Command::ExpireHolds(tx) => Pending::Count(tx, step!(self, conn, b, self.expire_holds(conn).await)),
+            // Touches no cached account (jobs must not write the ledger's tables). A job that
+            // panics fails alone, rolled back to its savepoint, instead of killing the writer.
+            Command::Job(job, tx) => {
+                let result = step!(self, conn, b, {
+                    let run = AssertUnwindSafe(job.run(&mut *conn)).catch_unwind().await;
+                    run.unwrap_or_else(|_| Err(job_panicked()))
+                });
+                Pending::Job(tx, result)
+            }
         };
         *broken = b;
         pending
@@ -557,6 +569,10 @@ fn replay_of(entry: &NewEntry, posted: PostedEntry) -> Result<PostedEntry> {
 /// A failure that leaves the transaction in an unknown state: the whole batch must roll back.
 fn broken_batch(err: &sqlx::Error) -> Error {
     Error::Storage { message: format!("{BROKEN_BATCH}: {err}"), retryable: true }
+}
+
+fn job_panicked() -> Error {
+    Error::Storage { message: "a writer job panicked; its writes were rolled back".into(), retryable: false }
 }
 
 /// Marks errors after which the batch cannot continue.

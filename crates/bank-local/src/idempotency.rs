@@ -1,0 +1,324 @@
+//! [`SqliteIdempotencyStore`]: the durable [`IdempotencyStore`], one row per key in the
+//! `idempotency_keys` table (migration `0002_idempotency.sql`).
+//!
+//! Semantics are exactly those of the reference [`MemoryIdempotencyStore`]
+//! (`bank_core::memory::idempotency`) and the contract on [`IdempotencyStore`]:
+//! a lease is live while `now < lease_until`; a record is kept while `now < expires_at`
+//! (`created_at` + [`IDEMPOTENCY_RETENTION_HOURS`]) and past that counts as absent everywhere;
+//! a completed row keeps the completing token so that the same `complete` again is a no-op.
+//!
+//! # Why it is safe
+//!
+//! - *Atomicity*: every change (`begin`, `complete`, `release`, `purge_expired`) is one job of the
+//!   database's single writer ([`WriterHandle::run`]): it reads the clock, reads the row, decides
+//!   and writes with no other writer in between, so of many concurrent `begin`s on one key exactly
+//!   one starts. A refused call writes nothing (its savepoint is rolled back).
+//! - *Durability*: a call answers only after its batch committed (`synchronous=FULL`), so a key a
+//!   caller saw started or completed survives a crash; a failed commit answers a retryable
+//!   [`Error::Storage`] and leaves no trace.
+//! - *Time* comes only from the injected [`Clock`], read inside the writer job.
+//! - `abandoned` only reads, so it uses the read-only pool; writes answer after COMMIT and WAL
+//!   readers see every committed transaction, so it sees every earlier call's effect.
+//!
+//! Like the memory store, rows past retention are not deleted by a timer: `begin` replaces one it
+//! meets, and the owner must call [`IdempotencyStore::purge_expired`] periodically.
+//!
+//! [`MemoryIdempotencyStore`]: bank_core::memory::idempotency::MemoryIdempotencyStore
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::Clock;
+use bank_core::idempotency::{
+    Begin, IDEMPOTENCY_RETENTION_HOURS, IdempotencyKey, IdempotencyRecord, IdempotencyScope, LeaseToken, RecordState,
+};
+use bank_core::ports::IdempotencyStore;
+use bank_core::transfer::Fingerprint;
+use bank_core::{Error, Result};
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use crate::db::LocalDb;
+use crate::ledger::rows::{db_err, nanos, time};
+use crate::writer::WriterHandle;
+
+/// Column value of `state` for a key in flight.
+const IN_FLIGHT: &str = "in_flight";
+/// Column value of `state` for a completed key.
+const COMPLETED: &str = "completed";
+
+/// Idempotency records in SQLite. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteIdempotencyStore {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteIdempotencyStore {
+    /// A store over `db`, reading time from `clock`, writing through the database's one writer
+    /// ([`WriterHandle::for_db`]: started here if no store of `db` runs it yet, in which case
+    /// this must be called inside a Tokio runtime).
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
+        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
+        SqliteIdempotencyStore { writer, reader: db.reader().clone(), clock }
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage { message: format!("undecodable idempotency row: {what}"), retryable: false }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn fingerprint_of(row: &SqliteRow) -> Result<Fingerprint> {
+    let bytes: Vec<u8> = get(row, "fingerprint")?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt("fingerprint is not 32 bytes"))?;
+    Ok(Fingerprint(bytes))
+}
+
+fn token_of(row: &SqliteRow) -> Result<LeaseToken> {
+    Ok(LeaseToken(get::<Uuid>(row, "lease_token")?))
+}
+
+/// `now + lease`, refusing a lease that protects nothing (zero or negative) or overflows.
+fn lease_until(now: DateTime<Utc>, lease: TimeDelta) -> Result<DateTime<Utc>> {
+    if lease <= TimeDelta::zero() {
+        return Err(Error::InvalidInput("an idempotency lease must be positive".into()));
+    }
+    now.checked_add_signed(lease).ok_or_else(|| Error::InvalidInput("the idempotency lease is too long".into()))
+}
+
+/// The writer job of `begin`: read, decide and write in one step.
+async fn begin_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    scope: &IdempotencyScope,
+    fingerprint: Fingerprint,
+    resource: &str,
+    lease: TimeDelta,
+) -> Result<Begin> {
+    // A lease past the storable range (year 2262) never runs out before it: store the maximum.
+    let lease_until = lease_until(now, lease)?.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let expires_at = now.checked_add_signed(TimeDelta::hours(IDEMPOTENCY_RETENTION_HOURS)).ok_or_else(|| {
+        Error::Storage { message: "the clock is out of range for retaining a key".into(), retryable: false }
+    })?;
+    let now_nanos = nanos(now)?;
+    let row = sqlx::query(
+        "SELECT fingerprint, resource, state, lease_until, response, created_at FROM idempotency_keys \
+         WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+    )
+    .bind(&scope.caller)
+    .bind(scope.key.as_str())
+    .bind(now_nanos)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if let Some(row) = row {
+        if fingerprint_of(&row)? != fingerprint {
+            return Err(Error::IdempotencyMismatch);
+        }
+        let resource: String = get(&row, "resource")?;
+        let state: String = get(&row, "state")?;
+        return match state.as_str() {
+            COMPLETED => {
+                let response: Option<Vec<u8>> = get(&row, "response")?;
+                Ok(Begin::Replay { resource, response: response.unwrap_or_default() })
+            }
+            IN_FLIGHT if now_nanos < get::<i64>(&row, "lease_until")? => Err(Error::IdempotencyInFlight),
+            IN_FLIGHT => {
+                // The first attempt died: take over its resource and first-seen time.
+                let token = LeaseToken::new();
+                sqlx::query(
+                    "UPDATE idempotency_keys SET lease_token = ?1, lease_until = ?2 WHERE caller = ?3 AND key = ?4",
+                )
+                .bind(token.0)
+                .bind(lease_until)
+                .bind(&scope.caller)
+                .bind(scope.key.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+                let first_seen_at = time(get(&row, "created_at")?);
+                Ok(Begin::Started { resource, token, first_seen_at, takeover: true })
+            }
+            other => Err(corrupt(format!("state {other:?}"))),
+        };
+    }
+    // Unknown, or past retention (replaced here).
+    let token = LeaseToken::new();
+    sqlx::query(
+        "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, resource, state, lease_token, \
+         lease_until, response, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)",
+    )
+    .bind(&scope.caller)
+    .bind(scope.key.as_str())
+    .bind(&fingerprint.0[..])
+    .bind(resource)
+    .bind(IN_FLIGHT)
+    .bind(token.0)
+    .bind(lease_until)
+    .bind(now_nanos)
+    .bind(nanos(expires_at)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false })
+}
+
+/// The writer job of `complete`.
+async fn complete_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    scope: &IdempotencyScope,
+    token: LeaseToken,
+    response: Vec<u8>,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+    )
+    .bind(&scope.caller)
+    .bind(scope.key.as_str())
+    .bind(nanos(now)?)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Err(Error::LeaseLost) };
+    if token_of(&row)? != token {
+        // Taken over, or completed by another token.
+        return Err(Error::LeaseLost);
+    }
+    let state: String = get(&row, "state")?;
+    match state.as_str() {
+        // The token is current until another attempt takes over, even past its lease.
+        IN_FLIGHT => {
+            sqlx::query("UPDATE idempotency_keys SET state = ?1, response = ?2 WHERE caller = ?3 AND key = ?4")
+                .bind(COMPLETED)
+                .bind(response)
+                .bind(&scope.caller)
+                .bind(scope.key.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        }
+        // The same completion again: the first response stays, as clients may have seen it.
+        COMPLETED => Ok(()),
+        other => Err(corrupt(format!("state {other:?}"))),
+    }
+}
+
+/// The writer job of `release`: forgets the key only if it is in flight under `token`.
+async fn release_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    scope: &IdempotencyScope,
+    token: LeaseToken,
+) -> Result<()> {
+    let deleted = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND state = ?3 AND lease_token = ?4 \
+         AND expires_at > ?5",
+    )
+    .bind(&scope.caller)
+    .bind(scope.key.as_str())
+    .bind(IN_FLIGHT)
+    .bind(token.0)
+    .bind(nanos(now)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    // Absent, expired, taken over, or completed (its effect happened: never forget it).
+    if deleted.rows_affected() == 1 { Ok(()) } else { Err(Error::LeaseLost) }
+}
+
+/// The writer job of `purge_expired`.
+async fn purge_job(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<u64> {
+    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+        .bind(nanos(now)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(deleted.rows_affected())
+}
+
+fn abandoned_record(row: &SqliteRow) -> Result<IdempotencyRecord> {
+    let key: String = get(row, "key")?;
+    Ok(IdempotencyRecord {
+        scope: IdempotencyScope { caller: get(row, "caller")?, key: IdempotencyKey::new(key).map_err(corrupt)? },
+        fingerprint: fingerprint_of(row)?,
+        resource: get(row, "resource")?,
+        state: RecordState::InFlight { token: token_of(row)?, lease_until: time(get(row, "lease_until")?) },
+        created_at: time(get(row, "created_at")?),
+        expires_at: time(get(row, "expires_at")?),
+    })
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteIdempotencyStore {
+    async fn begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: Fingerprint,
+        resource: &str,
+        lease: TimeDelta,
+    ) -> Result<Begin> {
+        if lease <= TimeDelta::zero() {
+            return Err(Error::InvalidInput("an idempotency lease must be positive".into()));
+        }
+        let clock = Arc::clone(&self.clock);
+        let scope = scope.clone();
+        let resource = resource.to_owned();
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move { begin_job(conn, clock.now(), &scope, fingerprint, &resource, lease).await })
+            })
+            .await
+    }
+
+    async fn complete(&self, scope: &IdempotencyScope, token: LeaseToken, response: Vec<u8>) -> Result<()> {
+        let clock = Arc::clone(&self.clock);
+        let scope = scope.clone();
+        self.writer
+            .run(move |conn| Box::pin(async move { complete_job(conn, clock.now(), &scope, token, response).await }))
+            .await
+    }
+
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<()> {
+        let clock = Arc::clone(&self.clock);
+        let scope = scope.clone();
+        self.writer.run(move |conn| Box::pin(async move { release_job(conn, clock.now(), &scope, token).await })).await
+    }
+
+    async fn abandoned(&self, limit: usize) -> Result<Vec<IdempotencyRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = nanos(self.clock.now())?;
+        sqlx::query(
+            "SELECT caller, key, fingerprint, resource, lease_token, lease_until, created_at, expires_at \
+             FROM idempotency_keys WHERE state = ?1 AND lease_until <= ?2 AND expires_at > ?2 \
+             ORDER BY created_at, caller, key LIMIT ?3",
+        )
+        .bind(IN_FLIGHT)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(abandoned_record)
+        .collect()
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let clock = Arc::clone(&self.clock);
+        self.writer.run(move |conn| Box::pin(async move { purge_job(conn, clock.now()).await })).await
+    }
+}
