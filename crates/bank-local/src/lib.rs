@@ -9,9 +9,13 @@
 //! - [`writer`]: [`writer::WriterHandle`], the database's one writer task (group commit), shared
 //!   by every store that writes.
 //! - [`idempotency`]: [`idempotency::SqliteIdempotencyStore`], durable idempotency keys.
+//! - [`transfers`]: [`transfers::SqliteTransferStore`], durable transfers and their outbox.
+//! - [`queue`]: [`queue::SqliteQueue`], the durable transfer queue (SQS FIFO semantics).
 
 pub mod blob;
 pub mod db;
 pub mod idempotency;
 pub mod ledger;
+pub mod queue;
+pub mod transfers;
 pub mod writer;

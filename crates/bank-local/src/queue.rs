@@ -1,0 +1,385 @@
+//! [`SqliteQueue`]: the durable [`TransferQueue`], in the `queue_messages`, `queue_dedup` and
+//! `queue_dead_letters` tables (migration `0004_queue.sql`).
+//!
+//! Semantics are exactly those of the reference [`MemoryQueue`] (`bank_core::memory::queue`) and
+//! the contract on [`TransferQueue`]:
+//!
+//! - A group's head is its message with the lowest `seq` (enqueue order). Only heads are
+//!   delivered, so a group is blocked exactly while its head is hidden (`visible_at > now`: in
+//!   flight, or delayed by `retry_later`). `receive` serves the groups whose visible heads are
+//!   oldest first.
+//! - A receipt is a fresh UUID per delivery, stored on the message: it stays current until the
+//!   message is acknowledged, dead-lettered or delivered again (a late ack still counts if nobody
+//!   received the message since). A receipt that is not a UUID is `InvalidInput`.
+//! - Dead-lettering happens at receive time, when a head with `max_receives` deliveries would be
+//!   delivered again; its group moves on to its next message in the same call. The dead-letter
+//!   table keeps at most `capacity` messages (at least one): past that the oldest is dropped, with
+//!   a warning.
+//! - Deduplication is queue-wide, for `dedup_window_seconds` after the first accepted enqueue; a
+//!   refused enqueue records nothing. Expired ids are pruned on every enqueue.
+//! - Visibility timeouts and delays are 0 to [`VISIBILITY_MAX_SECONDS`]; dedup ids 1 to
+//!   [`DEDUP_ID_BYTES_MAX`] bytes.
+//!
+//! # Why it is safe
+//!
+//! Every change (`enqueue`, `receive`, `ack`, `retry_later`) is one job of the database's single
+//! writer ([`WriterHandle::run`]): it reads the clock, reads, decides and writes with no other
+//! writer in between, and answers after COMMIT. So two concurrent `receive`s never deliver the same
+//! head, and a refused call writes nothing. `stats` and `dead_letters` only read, on the read-only
+//! pool, which sees every committed call. Since visibility is a stored time compared with the
+//! clock, a message whose visibility ran out while the process was down is simply visible again.
+//!
+//! [`MemoryQueue`]: bank_core::memory::queue::MemoryQueue
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::Clock;
+use bank_core::ids::{AccountId, TransferId};
+use bank_core::memory::queue::{DEDUP_ID_BYTES_MAX, VISIBILITY_MAX_SECONDS};
+use bank_core::ports::TransferQueue;
+use bank_core::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
+use bank_core::{Error, Result};
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use crate::db::LocalDb;
+use crate::ledger::rows::{db_err, nanos, time};
+use crate::writer::WriterHandle;
+
+/// The transfer queue in SQLite. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteQueue {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    config: QueueConfig,
+}
+
+impl SqliteQueue {
+    /// A queue over `db` with `config`'s limits, reading time from `clock`, writing through the
+    /// database's one writer ([`WriterHandle::for_db`]: started here if no store of `db` runs it
+    /// yet, in which case this must be called inside a Tokio runtime).
+    ///
+    /// `max_receives: 0` dead-letters every message on its first receive; `capacity: 0` refuses
+    /// every enqueue.
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, config: QueueConfig) -> Self {
+        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
+        SqliteQueue { writer, reader: db.reader().clone(), clock, config }
+    }
+
+    /// The limits given at construction.
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage { message: format!("undecodable queue row: {what}"), retryable: false }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn message_of(row: &SqliteRow) -> Result<QueueMessage> {
+    let transfer_id = TransferId::from_uuid(get(row, "transfer_id")?).map_err(corrupt)?;
+    let group = AccountId::from_uuid(get(row, "group_id")?).map_err(corrupt)?;
+    Ok(QueueMessage { transfer_id, group, dedup_id: get(row, "dedup_id")? })
+}
+
+/// `now + span` in nanoseconds for a visibility timeout or delay, refusing negative or over-long
+/// spans.
+fn hidden_until(now: DateTime<Utc>, span: TimeDelta, what: &str) -> Result<i64> {
+    if span < TimeDelta::zero() || span > TimeDelta::seconds(VISIBILITY_MAX_SECONDS) {
+        return Err(Error::InvalidInput(format!("{what} must be between 0 and {VISIBILITY_MAX_SECONDS} seconds")));
+    }
+    let until = now.checked_add_signed(span).ok_or_else(|| Error::InvalidInput(format!("{what} is out of range")))?;
+    nanos(until)
+}
+
+/// The receipt's text, checked to be one this queue could have issued.
+fn parse_receipt(receipt: &Receipt) -> Result<String> {
+    let uuid = Uuid::try_parse(&receipt.0).map_err(|_| Error::InvalidInput("malformed queue receipt".into()))?;
+    Ok(uuid.hyphenated().to_string())
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The writer job of `enqueue`.
+async fn enqueue_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    config: QueueConfig,
+    message: QueueMessage,
+) -> Result<bool> {
+    let now_nanos = nanos(now)?;
+    // A window opened at `first_seen` is over once `first_seen + window <= now`.
+    let window_nanos = config.dedup_window_seconds.max(0).saturating_mul(1_000_000_000);
+    let cutoff = now_nanos.saturating_sub(window_nanos);
+    sqlx::query("DELETE FROM queue_dedup WHERE first_seen <= ?1")
+        .bind(cutoff)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let seen: Option<i64> = sqlx::query_scalar("SELECT first_seen FROM queue_dedup WHERE dedup_id = ?1")
+        .bind(&message.dedup_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM queue_messages").fetch_one(&mut *conn).await.map_err(db_err)?;
+    if usize::try_from(held).unwrap_or(usize::MAX) >= config.capacity {
+        return Err(Error::QueueFull);
+    }
+    sqlx::query("INSERT INTO queue_dedup (dedup_id, first_seen) VALUES (?1, ?2)")
+        .bind(&message.dedup_id)
+        .bind(now_nanos)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO queue_messages (group_id, transfer_id, dedup_id, enqueued_at, visible_at, receipt, \
+         receive_count) VALUES (?1, ?2, ?3, ?4, 0, NULL, 0)",
+    )
+    .bind(message.group.as_uuid())
+    .bind(message.transfer_id.as_uuid())
+    .bind(&message.dedup_id)
+    .bind(now_nanos)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(true)
+}
+
+/// The writer job of `receive`: picks the oldest visible heads of unblocked groups, dead-letters
+/// the ones past their budget and marks the others in flight, all in one step.
+async fn receive_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    config: QueueConfig,
+    max: usize,
+    visibility: TimeDelta,
+) -> Result<Vec<Delivery>> {
+    let until = hidden_until(now, visibility, "a visibility timeout")?;
+    let now_nanos = nanos(now)?;
+    let max = max.min(RECEIVE_BATCH_MAX);
+    let mut deliveries = Vec::new();
+    'select: while deliveries.len() < max {
+        // Visible heads (no older message in the group, so nothing of the group is hidden: only
+        // heads are ever hidden), oldest first. Heads delivered earlier in this call are hidden
+        // now, so they drop out of a re-selection. `+visible_at` keeps the planner on the scan
+        // in seq order, which stops after `max` heads.
+        let heads = sqlx::query(
+            "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
+             WHERE +visible_at <= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
+             ORDER BY seq LIMIT ?2",
+        )
+        .bind(now_nanos)
+        .bind(limit(max - deliveries.len()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if heads.is_empty() {
+            break;
+        }
+        for row in &heads {
+            let seq: i64 = get(row, "seq")?;
+            let receive_count: i64 = get(row, "receive_count")?;
+            let receive_count = u32::try_from(receive_count).map_err(|_| corrupt("receive_count"))?;
+            let message = message_of(row)?;
+            let enqueued_at: i64 = get(row, "enqueued_at")?;
+            if receive_count >= config.max_receives {
+                dead_letter(conn, now_nanos, config, seq, &message, enqueued_at, receive_count).await?;
+                // The group's next message is now its head and may be older than the heads
+                // still to come: select again, in order.
+                continue 'select;
+            }
+            let receipt = Uuid::new_v4().hyphenated().to_string();
+            let receive_count = receive_count + 1;
+            sqlx::query("UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4")
+                .bind(until)
+                .bind(&receipt)
+                .bind(i64::from(receive_count))
+                .bind(seq)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            deliveries.push(Delivery {
+                message,
+                receipt: Receipt(receipt),
+                receive_count,
+                enqueued_at: time(enqueued_at),
+            });
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Moves message `seq` to the dead letters, keeping at most `capacity` (at least one) of them.
+async fn dead_letter(
+    conn: &mut SqliteConnection,
+    now_nanos: i64,
+    config: QueueConfig,
+    seq: i64,
+    message: &QueueMessage,
+    enqueued_at: i64,
+    receive_count: u32,
+) -> Result<()> {
+    tracing::warn!(
+        transfer_id = %message.transfer_id,
+        receive_count,
+        "queue message moved to the dead-letter list"
+    );
+    sqlx::query("DELETE FROM queue_messages WHERE seq = ?1").bind(seq).execute(&mut *conn).await.map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO queue_dead_letters (group_id, transfer_id, dedup_id, enqueued_at, receive_count, dead_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(message.group.as_uuid())
+    .bind(message.transfer_id.as_uuid())
+    .bind(&message.dedup_id)
+    .bind(enqueued_at)
+    .bind(i64::from(receive_count))
+    .bind(now_nanos)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let dropped = sqlx::query(
+        "DELETE FROM queue_dead_letters WHERE seq NOT IN \
+         (SELECT seq FROM queue_dead_letters ORDER BY seq DESC LIMIT ?1)",
+    )
+    .bind(limit(config.capacity.max(1)))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .rows_affected();
+    if dropped > 0 {
+        tracing::warn!(dropped, "dead-letter list full; dropped its oldest");
+    }
+    Ok(())
+}
+
+/// The seq of the message whose current delivery `receipt` names.
+async fn current(conn: &mut SqliteConnection, receipt: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT seq FROM queue_messages WHERE receipt = ?1")
+        .bind(receipt)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .ok_or(Error::StaleReceipt)
+}
+
+#[async_trait]
+impl TransferQueue for SqliteQueue {
+    async fn enqueue(&self, message: QueueMessage) -> Result<bool> {
+        if message.dedup_id.is_empty() || message.dedup_id.len() > DEDUP_ID_BYTES_MAX {
+            return Err(Error::InvalidInput(format!("a dedup id must have 1 to {DEDUP_ID_BYTES_MAX} bytes")));
+        }
+        let clock = Arc::clone(&self.clock);
+        let config = self.config;
+        self.writer
+            .run(move |conn| Box::pin(async move { enqueue_job(conn, clock.now(), config, message).await }))
+            .await
+    }
+
+    async fn receive(&self, max: usize, visibility: TimeDelta) -> Result<Vec<Delivery>> {
+        // Refuse bad input before queueing a job for the writer.
+        hidden_until(self.clock.now(), visibility, "a visibility timeout")?;
+        let clock = Arc::clone(&self.clock);
+        let config = self.config;
+        self.writer
+            .run(move |conn| Box::pin(async move { receive_job(conn, clock.now(), config, max, visibility).await }))
+            .await
+    }
+
+    async fn ack(&self, receipt: &Receipt) -> Result<()> {
+        let receipt = parse_receipt(receipt)?;
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let seq = current(conn, &receipt).await?;
+                    sqlx::query("DELETE FROM queue_messages WHERE seq = ?1")
+                        .bind(seq)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: TimeDelta) -> Result<()> {
+        hidden_until(self.clock.now(), delay, "a retry delay")?;
+        let receipt = parse_receipt(receipt)?;
+        let clock = Arc::clone(&self.clock);
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let until = hidden_until(clock.now(), delay, "a retry delay")?;
+                    let seq = current(conn, &receipt).await?;
+                    sqlx::query("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2")
+                        .bind(until)
+                        .bind(seq)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let now = self.clock.now();
+        let now_nanos = nanos(now)?;
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT count(*) FROM queue_messages WHERE visible_at <= ?1) AS visible, \
+               (SELECT count(*) FROM queue_messages WHERE visible_at > ?1) AS in_flight, \
+               (SELECT count(*) FROM queue_dead_letters) AS dead, \
+               (SELECT enqueued_at FROM queue_messages ORDER BY seq LIMIT 1) AS oldest",
+        )
+        .bind(now_nanos)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let count = |column: &str| -> Result<u64> {
+            u64::try_from(get::<i64>(&row, column)?).map_err(|_| corrupt(format!("{column} count")))
+        };
+        let oldest: Option<i64> = get(&row, "oldest")?;
+        let age_ms = |at: DateTime<Utc>| u64::try_from((now - at).num_milliseconds()).unwrap_or(0);
+        Ok(QueueStats {
+            visible: count("visible")?,
+            in_flight: count("in_flight")?,
+            dead_letters: count("dead")?,
+            oldest_age_ms: oldest.map(time).map(age_ms),
+        })
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<QueueMessage>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1")
+            .bind(limit(max))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(message_of)
+            .collect()
+    }
+}

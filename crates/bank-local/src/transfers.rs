@@ -1,0 +1,367 @@
+//! [`SqliteTransferStore`]: the durable [`TransferStore`], transfers and their outbox in the
+//! `transfers` and `outbox` tables (migration `0003_transfers.sql`).
+//!
+//! Semantics are exactly those of the reference [`MemoryTransferStore`]
+//! (`bank_core::memory::transfers`): `insert` assigns the next `seq` and version 0, or returns the
+//! transfer already stored under the id (writing no outbox message); `update` is a
+//! compare-and-swap on `version`, refuses a final transfer with [`Error::VersionConflict`], bumps
+//! the version and keeps the stored `seq`; the accounts a transfer is listed under are those it
+//! was inserted with; `due` lists non-final transfers with a deadline at or before `now`, by
+//! (deadline, seq).
+//!
+//! # Why it is safe
+//!
+//! - *Atomicity*: `insert` and `update` are each one job of the database's single writer
+//!   ([`WriterHandle::run`]): the transfer row and its outbox rows are written in one savepoint of
+//!   one transaction, so both are kept or neither, and a read-compare-write has no other writer
+//!   in between (of many concurrent updates of one version exactly one wins). A refused call
+//!   writes nothing.
+//! - *Durability*: a call answers only after its batch committed (`synchronous=FULL`).
+//! - *Order*: `seq` is the last one + 1, read inside the writer job; outbox positions come from an
+//!   `AUTOINCREMENT` key, so they increase and are never reused, even after the outbox emptied.
+//! - Reads use the read-only pool; writes answer after COMMIT and WAL readers see every committed
+//!   transaction, so a read sees every earlier call's effect.
+//! - *Time* comes only from the injected [`Clock`] (the outbox rows' `created_at`, the lag).
+//!
+//! Times are stored as INTEGER nanoseconds; a time past the storable range (years 1677–2262) is
+//! clamped to the range's end in the query columns (the `body` keeps it exactly).
+//!
+//! [`MemoryTransferStore`]: bank_core::memory::transfers::MemoryTransferStore
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::Clock;
+use bank_core::events::{OutboxMessage, OutboxRecord};
+use bank_core::ids::{AccountId, TransferId};
+use bank_core::ports::{Inserted, TransferStore};
+use bank_core::transfer::{Transfer, TransferStatus};
+use bank_core::{Error, Result};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::db::LocalDb;
+use crate::ledger::rows::{db_err, time};
+use crate::writer::WriterHandle;
+
+/// Columns [`transfer_of`] reads.
+const TRANSFER_COLUMNS: &str = "seq, version, body";
+
+/// Transfers and their outbox in SQLite. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteTransferStore {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteTransferStore {
+    /// A store over `db`, reading time from `clock`, writing through the database's one writer
+    /// ([`WriterHandle::for_db`]: started here if no store of `db` runs it yet, in which case
+    /// this must be called inside a Tokio runtime).
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
+        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
+        SqliteTransferStore { writer, reader: db.reader().clone(), clock }
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage { message: format!("undecodable transfer row: {what}"), retryable: false }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+/// A time as stored in a query column: nanoseconds, clamped to the storable range.
+fn nanos_clamped(at: DateTime<Utc>) -> i64 {
+    at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// A count or position as SQLite's signed integer (saturating; none gets near the limit).
+fn sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64, column: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(format!("{column} {value}")))
+}
+
+fn status_of(text: &str) -> Result<TransferStatus> {
+    TransferStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| corrupt(format!("status {text:?}")))
+}
+
+/// The transfer of a row of [`TRANSFER_COLUMNS`]: its body, with the columns' `seq` and `version`.
+fn transfer_of(row: &SqliteRow) -> Result<Transfer> {
+    let body: String = get(row, "body")?;
+    let mut transfer: Transfer = serde_json::from_str(&body).map_err(|e| corrupt(format!("body: {e}")))?;
+    transfer.seq = unsigned(get(row, "seq")?, "seq")?;
+    transfer.version = unsigned(get(row, "version")?, "version")?;
+    Ok(transfer)
+}
+
+fn body_of(transfer: &Transfer) -> Result<String> {
+    serde_json::to_string(transfer)
+        .map_err(|e| Error::Storage { message: format!("cannot encode a transfer: {e}"), retryable: false })
+}
+
+fn record_of(row: &SqliteRow) -> Result<OutboxRecord> {
+    let message: String = get(row, "message")?;
+    Ok(OutboxRecord {
+        seq: unsigned(get(row, "seq")?, "seq")?,
+        message: serde_json::from_str(&message).map_err(|e| corrupt(format!("outbox message: {e}")))?,
+        created_at: time(get(row, "created_at")?),
+    })
+}
+
+/// Appends `messages` to the outbox, in order, written at `now`.
+async fn push_outbox(conn: &mut SqliteConnection, messages: &[OutboxMessage], now: DateTime<Utc>) -> Result<()> {
+    let now = nanos_clamped(now);
+    for message in messages {
+        let json = serde_json::to_string(message).map_err(|e| Error::Storage {
+            message: format!("cannot encode an outbox message: {e}"),
+            retryable: false,
+        })?;
+        sqlx::query("INSERT INTO outbox (message, created_at) VALUES (?1, ?2)")
+            .bind(json)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The writer job of `insert`: the transfer already stored under the id, or the new one with its
+/// outbox messages.
+async fn insert_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    mut transfer: Transfer,
+    outbox: Vec<OutboxMessage>,
+) -> Result<Inserted> {
+    let existing = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
+        .bind(transfer.id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if let Some(row) = existing {
+        return Ok(Inserted::Existing(transfer_of(&row)?));
+    }
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transfers")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let seq = last.checked_add(1).ok_or_else(|| corrupt("seq overflow"))?;
+    transfer.seq = unsigned(seq, "seq")?;
+    transfer.version = 0;
+    sqlx::query(
+        "INSERT INTO transfers (id, seq, owner, from_account, to_account, status, next_attempt_at, version, \
+         created_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
+    )
+    .bind(transfer.id.as_uuid())
+    .bind(seq)
+    .bind(transfer.owner.as_uuid())
+    .bind(transfer.from_account_id.as_uuid())
+    .bind(transfer.to_account_id().map(|a| *a.as_uuid()))
+    .bind(transfer.status.as_str())
+    .bind(transfer.next_attempt_at.map(nanos_clamped))
+    .bind(nanos_clamped(transfer.created_at))
+    .bind(body_of(&transfer)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    push_outbox(conn, &outbox, now).await?;
+    Ok(Inserted::Created(transfer))
+}
+
+/// The writer job of `update`: compare-and-swap on the version, never changing a final transfer.
+async fn update_job(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    mut transfer: Transfer,
+    outbox: Vec<OutboxMessage>,
+) -> Result<Transfer> {
+    let row = sqlx::query("SELECT seq, version, status FROM transfers WHERE id = ?1")
+        .bind(transfer.id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let Some(row) = row else { return Err(Error::TransferNotFound(transfer.id)) };
+    let stored_version = unsigned(get(&row, "version")?, "version")?;
+    if stored_version != transfer.version {
+        return Err(Error::VersionConflict);
+    }
+    if status_of(&get::<String>(&row, "status")?)?.is_final() {
+        // A final transfer never changes; a caller holding an old copy lost a race.
+        return Err(Error::VersionConflict);
+    }
+    transfer.version = stored_version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
+    transfer.seq = unsigned(get(&row, "seq")?, "seq")?;
+    let done = sqlx::query(
+        "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
+         body = ?6 WHERE id = ?7 AND version = ?8",
+    )
+    .bind(transfer.owner.as_uuid())
+    .bind(transfer.status.as_str())
+    .bind(transfer.next_attempt_at.map(nanos_clamped))
+    .bind(sql_int(transfer.version))
+    .bind(nanos_clamped(transfer.created_at))
+    .bind(body_of(&transfer)?)
+    .bind(transfer.id.as_uuid())
+    .bind(sql_int(stored_version))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if done.rows_affected() != 1 {
+        // Cannot happen with one writer; refuse rather than write the outbox alone.
+        return Err(Error::VersionConflict);
+    }
+    push_outbox(conn, &outbox, now).await?;
+    Ok(transfer)
+}
+
+#[async_trait]
+impl TransferStore for SqliteTransferStore {
+    async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted> {
+        let clock = Arc::clone(&self.clock);
+        self.writer
+            .run(move |conn| Box::pin(async move { insert_job(conn, clock.now(), transfer, outbox).await }))
+            .await
+    }
+
+    async fn get(&self, id: TransferId) -> Result<Transfer> {
+        let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(transfer_of).unwrap_or(Err(Error::TransferNotFound(id)))
+    }
+
+    async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {
+        let clock = Arc::clone(&self.clock);
+        self.writer
+            .run(move |conn| Box::pin(async move { update_job(conn, clock.now(), transfer, outbox).await }))
+            .await
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        limit: usize,
+        before_seq: Option<u64>,
+    ) -> Result<Vec<Transfer>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Each side walks its own index backwards from `before_seq`; at most `limit` of each.
+        let sql = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE seq IN ( \
+               SELECT seq FROM (SELECT seq FROM transfers WHERE from_account = ?1 AND seq < ?2 \
+                                ORDER BY seq DESC LIMIT ?3) \
+               UNION \
+               SELECT seq FROM (SELECT seq FROM transfers WHERE to_account = ?1 AND seq < ?2 \
+                                ORDER BY seq DESC LIMIT ?3)) \
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        sqlx::query(&sql)
+            .bind(account.as_uuid())
+            .bind(before_seq.map_or(i64::MAX, sql_int))
+            .bind(sql_limit(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(transfer_of)
+            .collect()
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Transfer>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The WHERE repeats the partial index's, so the `transfers_due` index serves it.
+        sqlx::query(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers \
+             WHERE status NOT IN ('settled', 'failed') AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at, seq LIMIT ?2"
+        ))
+        .bind(nanos_clamped(now))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(transfer_of)
+        .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM transfers GROUP BY status")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let mut counts = TransferStatus::ALL.map(|s| (s, 0_u64));
+        for row in &rows {
+            let status = status_of(&get::<String>(row, "status")?)?;
+            let n = unsigned(get(row, "n")?, "count")?;
+            if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
+                entry.1 = n;
+            }
+        }
+        Ok(counts.to_vec())
+    }
+
+    async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SELECT seq, message, created_at FROM outbox ORDER BY seq LIMIT ?1")
+            .bind(sql_limit(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(record_of)
+            .collect()
+    }
+
+    async fn outbox_done(&self, upto: u64) -> Result<()> {
+        let upto = sql_int(upto);
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM outbox WHERE seq <= ?1")
+                        .bind(upto)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn outbox_lag(&self) -> Result<(u64, Option<u64>)> {
+        let now = self.clock.now();
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM outbox) AS n, (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) AS oldest",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let count = unsigned(get(&row, "n")?, "count")?;
+        let oldest: Option<i64> = get(&row, "oldest")?;
+        let age = oldest.map(|at| u64::try_from((now - time(at)).num_milliseconds()).unwrap_or(0));
+        Ok((count, age))
+    }
+}

@@ -1,0 +1,116 @@
+//! `SqliteTransferStore` against the `TransferStore` conformance suite, plus what only a durable
+//! store must show: transfers and the unrelayed outbox survive a reopen, and positions go on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::{Clock, ManualClock};
+use bank_core::events::OutboxMessage;
+use bank_core::ids::{AccountId, CustomerId, TransferId};
+use bank_core::money::Money;
+use bank_core::ports::{Inserted, TransferStore};
+use bank_core::queue::QueueMessage;
+use bank_core::testkit::outbox::TransferStoreHarness;
+use bank_core::transfer::{Destination, Transfer, TransferRequest, TransferStatus};
+use bank_local::db::LocalDb;
+use bank_local::transfers::SqliteTransferStore;
+use chrono::TimeDelta;
+use parking_lot::Mutex;
+use tempfile::TempDir;
+
+/// Builds each case's store in a fresh temporary directory, kept alive for the whole case.
+#[derive(Default)]
+struct Harness {
+    dirs: Mutex<Vec<TempDir>>,
+}
+
+#[async_trait]
+impl TransferStoreHarness for Harness {
+    async fn transfers(&self, clock: Arc<dyn Clock>) -> Arc<dyn TransferStore> {
+        let dir = TempDir::new().expect("temp dir");
+        let db = LocalDb::open(dir.path()).await.expect("open database");
+        self.dirs.lock().push(dir);
+        Arc::new(SqliteTransferStore::new(&db, clock))
+    }
+}
+
+bank_core::transfer_store_conformance_tests!(Harness::default());
+
+fn transfer(clock: &ManualClock, from: AccountId, to: AccountId) -> Transfer {
+    let request = TransferRequest {
+        id: None,
+        from_account_id: from,
+        destination: Destination::Internal { account_id: to },
+        money: Money::parse("12.34", "USD").expect("money"),
+        reference: "durable".into(),
+    };
+    let now = clock.now();
+    Transfer::accepted(TransferId::new(), CustomerId::new(), &request, now, now + TimeDelta::minutes(5))
+}
+
+fn enqueue(t: &Transfer) -> OutboxMessage {
+    OutboxMessage::Enqueue(QueueMessage::first(t.id, t.from_account_id))
+}
+
+fn created(inserted: Inserted) -> Transfer {
+    match inserted {
+        Inserted::Created(t) => t,
+        Inserted::Existing(t) => panic!("expected a new transfer, found {}", t.id),
+    }
+}
+
+#[tokio::test]
+async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (a, b) = (AccountId::new(), AccountId::new());
+    let (first, second, pending, last_outbox_seq) = {
+        let db = LocalDb::open(dir.path()).await.expect("open");
+        let store = SqliteTransferStore::new(&db, Arc::new(clock.clone()));
+        let first = transfer(&clock, a, b);
+        let first = created(store.insert(first.clone(), vec![enqueue(&first)]).await.expect("insert"));
+        let second = transfer(&clock, b, a);
+        let second = created(store.insert(second.clone(), vec![enqueue(&second)]).await.expect("insert"));
+        let mut processing = second.clone();
+        processing.enter(TransferStatus::Processing, clock.now());
+        let second = store.update(processing, vec![enqueue(&second)]).await.expect("update");
+        let batch = store.outbox_batch(10).await.expect("outbox");
+        assert_eq!(batch.len(), 3);
+        // The first message was relayed; the other two were not when the process stopped.
+        store.outbox_done(batch[0].seq).await.expect("done");
+        let pending = store.outbox_batch(10).await.expect("outbox");
+        drop(store);
+        db.close().await;
+        (first, second, pending, batch[2].seq)
+    };
+
+    clock.advance(TimeDelta::seconds(3));
+    let db = LocalDb::open(dir.path()).await.expect("reopen");
+    let store = SqliteTransferStore::new(&db, Arc::new(clock.clone()));
+    assert_eq!(store.get(first.id).await.expect("get"), first);
+    assert_eq!(store.get(second.id).await.expect("get"), second);
+    assert_eq!(second.version, 1);
+    assert_eq!(store.outbox_batch(10).await.expect("outbox"), pending, "the unrelayed outbox is kept, in order");
+    assert_eq!(store.outbox_lag().await.expect("lag"), (2, Some(3_000)));
+    let listed: Vec<TransferId> =
+        store.list_for_account(a, 10, None).await.expect("list").iter().map(|t| t.id).collect();
+    assert_eq!(listed, [second.id, first.id]);
+    let counts = store.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(TransferStatus::Accepted, 1)) && counts.contains(&(TransferStatus::Processing, 1)));
+
+    // Positions go on after the reopen, even once the outbox has been emptied.
+    store.outbox_done(last_outbox_seq).await.expect("done");
+    assert!(store.outbox_batch(10).await.expect("outbox").is_empty());
+    let third = transfer(&clock, a, b);
+    let third = created(store.insert(third.clone(), vec![enqueue(&third)]).await.expect("insert"));
+    assert_eq!(third.seq, second.seq + 1, "seq continues after a reopen");
+    let batch = store.outbox_batch(10).await.expect("outbox");
+    assert_eq!(batch.len(), 1);
+    assert!(batch[0].seq > last_outbox_seq, "outbox positions are never reused");
+    // The CAS still holds against the reopened version.
+    let mut stale = second.clone();
+    stale.version = 0;
+    assert!(matches!(store.update(stale, Vec::new()).await, Err(bank_core::Error::VersionConflict)));
+    drop(store);
+    db.close().await;
+}
