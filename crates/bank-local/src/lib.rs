@@ -11,9 +11,12 @@
 //! - [`idempotency`]: [`idempotency::SqliteIdempotencyStore`], durable idempotency keys.
 //! - [`transfers`]: [`transfers::SqliteTransferStore`], durable transfers and their outbox.
 //! - [`queue`]: [`queue::SqliteQueue`], the durable transfer queue (SQS FIFO semantics).
+//! - [`events`]: [`events::SqliteEventBus`], the durable event bus (named cursors that survive a
+//!   restart), and [`events::SqliteNotificationLog`], the durable notification log.
 
 pub mod blob;
 pub mod db;
+pub mod events;
 pub mod idempotency;
 pub mod ledger;
 pub mod queue;

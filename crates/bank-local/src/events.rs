@@ -1,0 +1,547 @@
+//! [`SqliteEventBus`]: the durable event bus ([`EventPublisher`] + [`EventSubscriber`]), and
+//! [`SqliteNotificationLog`]: the durable [`NotificationLog`], in the `events`,
+//! `event_subscriptions` and `notification_deliveries` tables (migration `0005_events.sql`).
+//!
+//! Semantics are exactly those of the references, [`MemoryEventBus`] and
+//! [`MemoryNotificationLog`], and of the contracts on the traits, with one addition: everything
+//! survives a restart.
+//!
+//! # The bus
+//! - `publish` appends a whole batch or nothing, in order, in one writer job, so concurrent
+//!   publishes never interleave inside a batch. Each event gets a `seq` (publish order) and is
+//!   stored as JSON.
+//! - A subscription is a row (name, committed seq): every event with `seq <= committed_seq` is
+//!   committed. **Cursors are durable**: after a restart, a subscription of the same name polls
+//!   exactly the events after its last commit, without repeating a committed one.
+//! - A subscription created late starts at the oldest event still held (as the memory bus does).
+//! - `poll` reads after the cursor on the read-only pool without moving it (at-least-once);
+//!   `commit(id)` moves the cursor past the first pending occurrence of `id` (a duplicate
+//!   published by a retrying relay is delivered again); an id that is not pending moves nothing.
+//! - **Bounded**: the log holds at most `capacity` events. When a publish does not fit, the job
+//!   first deletes every event all subscriptions have committed (everything with no subscription
+//!   at all); if it still does not fit, the publish fails with a retryable [`Error::Storage`] and
+//!   appends nothing. A batch larger than the capacity is refused for good. Trimming is lazy (only
+//!   when full), and deletes only a prefix of the log, so the events held are the contiguous
+//!   `seq` range `min..=max` (their count is `max - min + 1`, read from the primary key without a
+//!   scan).
+//!
+//! # The notification log
+//! - `claim` is one writer job inserting the key if absent (`ON CONFLICT DO NOTHING`): of any
+//!   number of concurrent claims, exactly one inserts, so exactly one returns `true`, and the
+//!   claim is durable once it answered (a claim after a restart still loses).
+//! - `mark` records the outcome (recording the key anew if it was forgotten since the claim, so
+//!   it stays claimed); `release` deletes a claim without outcome, refuses one with an outcome
+//!   (`InvalidInput`) and ignores an unknown key; each is one writer job.
+//! - **Retention**: the records of the latest `capacity` claims (and marks of forgotten keys) are
+//!   kept; a new record forgets those more than `capacity` record positions older. That bounds the
+//!   table; an event redelivered after `capacity` newer deliveries could be notified again, far
+//!   beyond any redelivery of this bus (it redelivers only what was not committed).
+//!
+//! [`MemoryEventBus`]: bank_core::memory::bus::MemoryEventBus
+//! [`MemoryNotificationLog`]: bank_core::notifications::MemoryNotificationLog
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::Clock;
+use bank_core::events::Event;
+use bank_core::ids::EventId;
+use bank_core::notifications::{
+    Channel, DeliveryKey, DeliveryOutcome, DeliveryState, EVENT_POLL_MAX, EventSubscriber, EventSubscription,
+    NotificationLog,
+};
+use bank_core::ports::EventPublisher;
+use bank_core::{Error, Result};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use crate::db::LocalDb;
+use crate::ledger::rows::{db_err, nanos};
+use crate::writer::WriterHandle;
+
+pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
+pub use bank_core::notifications::NOTIFICATION_LOG_CAPACITY_DEFAULT;
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage { message: format!("undecodable event bus row: {what}"), retryable: false }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// ----------------------------------------------------------------------------------------------
+// The bus
+// ----------------------------------------------------------------------------------------------
+
+/// The event bus in SQLite (see the module docs). Cloning shares the bus.
+#[derive(Debug, Clone)]
+pub struct SqliteEventBus {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+}
+
+impl SqliteEventBus {
+    /// A bus over `db` holding at most `capacity` events (at least one), reading time from
+    /// `clock`, writing through the database's one writer ([`WriterHandle::for_db`]: started here
+    /// if no store of `db` runs it yet, in which case this must be called inside a Tokio runtime).
+    /// The capacity is not stored: reopening with a smaller one only makes publishes wait for
+    /// trimming sooner.
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
+        SqliteEventBus { writer, reader: db.reader().clone(), clock, capacity: capacity.max(1) }
+    }
+
+    /// How many events the log may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The events held, oldest first, duplicates included (see the module docs on trimming). For
+    /// tests.
+    pub async fn published(&self) -> Result<Vec<Event>> {
+        sqlx::query("SELECT body FROM events ORDER BY seq")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| decode_event(&get::<String>(row, "body")?))
+            .collect()
+    }
+
+    /// The subscription called `name`, created at the oldest event held if new; an existing one
+    /// keeps its committed cursor (across restarts too).
+    pub async fn subscription(&self, name: &str) -> Result<SqliteSubscription> {
+        let clock = Arc::clone(&self.clock);
+        let owned = name.to_owned();
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let now = nanos(clock.now())?;
+                    // Just before the oldest event held; with none held, after the last one ever
+                    // published (the next seq AUTOINCREMENT hands out is one more).
+                    sqlx::query(
+                        "INSERT INTO event_subscriptions (name, committed_seq, created_at, updated_at) \
+                         VALUES (?1, COALESCE((SELECT min(seq) - 1 FROM events), \
+                         (SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), ?2, ?2) \
+                         ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(&owned)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(SqliteSubscription {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            clock: Arc::clone(&self.clock),
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn decode_event(body: &str) -> Result<Event> {
+    serde_json::from_str(body).map_err(|e| corrupt(format!("event body: {e}")))
+}
+
+/// How many events the log holds. Only a prefix is ever deleted, so they are the range
+/// `min..=max`.
+async fn held(conn: &mut SqliteConnection) -> Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(max(seq) - min(seq) + 1, 0) FROM events").fetch_one(conn).await.map_err(db_err)
+}
+
+/// The writer job of `publish`.
+async fn publish_job(
+    conn: &mut SqliteConnection,
+    now: i64,
+    capacity: usize,
+    events: Vec<(Uuid, String)>,
+) -> Result<()> {
+    let incoming = limit(events.len());
+    let capacity = limit(capacity);
+    if held(&mut *conn).await?.saturating_add(incoming) > capacity {
+        let slowest: Option<i64> = sqlx::query_scalar("SELECT min(committed_seq) FROM event_subscriptions")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let trim = match slowest {
+            Some(committed) => sqlx::query("DELETE FROM events WHERE seq <= ?1").bind(committed),
+            None => sqlx::query("DELETE FROM events"),
+        };
+        trim.execute(&mut *conn).await.map_err(db_err)?;
+        if held(&mut *conn).await?.saturating_add(incoming) > capacity {
+            let slowest: String =
+                sqlx::query_scalar("SELECT name FROM event_subscriptions ORDER BY committed_seq, name LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?
+                    .unwrap_or_default();
+            return Err(Error::Storage {
+                message: format!("event bus full ({capacity} events): subscription {slowest:?} is behind"),
+                retryable: true,
+            });
+        }
+    }
+    for (id, body) in events {
+        sqlx::query("INSERT INTO events (event_id, body, published_at) VALUES (?1, ?2, ?3)")
+            .bind(id)
+            .bind(body)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventPublisher for SqliteEventBus {
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        let capacity = self.capacity;
+        if events.len() > capacity {
+            // It would never fit: retrying cannot help.
+            return Err(Error::Storage {
+                message: format!("a batch of {} events exceeds the event bus capacity of {capacity}", events.len()),
+                retryable: false,
+            });
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(|event| {
+                serde_json::to_string(event)
+                    .map(|body| (*event.id.as_uuid(), body))
+                    .map_err(|e| Error::Storage { message: format!("cannot encode an event: {e}"), retryable: false })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let clock = Arc::clone(&self.clock);
+        self.writer
+            .run(move |conn| Box::pin(async move { publish_job(conn, nanos(clock.now())?, capacity, rows).await }))
+            .await
+    }
+}
+
+#[async_trait]
+impl EventSubscriber for SqliteEventBus {
+    async fn subscribe(&self, name: &str) -> Result<Arc<dyn EventSubscription>> {
+        Ok(Arc::new(self.subscription(name).await?))
+    }
+}
+
+/// A handle to one named, durable cursor of a [`SqliteEventBus`]. Handles to one name share it.
+#[derive(Debug, Clone)]
+pub struct SqliteSubscription {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    name: String,
+}
+
+impl SqliteSubscription {
+    /// The subscription's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn no_subscription(name: &str) -> Error {
+    Error::InvalidInput(format!("no subscription {name:?}"))
+}
+
+#[async_trait]
+impl EventSubscription for SqliteSubscription {
+    async fn poll(&self, max: usize) -> Result<Vec<Event>> {
+        let max = max.min(EVENT_POLL_MAX);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement, so the cursor and the events come from one snapshot; the subscription's
+        // row comes back (with a NULL body) even when nothing is pending.
+        let rows = sqlx::query(
+            "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
+             WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
+        )
+        .bind(&self.name)
+        .bind(limit(max))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        if rows.is_empty() {
+            return Err(no_subscription(&self.name));
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(body) = get::<Option<String>>(row, "body")? {
+                events.push(decode_event(&body)?);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn commit(&self, through: EventId) -> Result<()> {
+        let name = self.name.clone();
+        let clock = Arc::clone(&self.clock);
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let committed: i64 =
+                        sqlx::query_scalar("SELECT committed_seq FROM event_subscriptions WHERE name = ?1")
+                            .bind(&name)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(db_err)?
+                            .ok_or_else(|| no_subscription(&name))?;
+                    let found: Option<i64> =
+                        sqlx::query_scalar("SELECT min(seq) FROM events WHERE event_id = ?1 AND seq > ?2")
+                            .bind(through.as_uuid())
+                            .bind(committed)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                    if let Some(seq) = found {
+                        sqlx::query(
+                            "UPDATE event_subscriptions SET committed_seq = ?1, updated_at = ?2 WHERE name = ?3",
+                        )
+                        .bind(seq)
+                        .bind(nanos(clock.now())?)
+                        .bind(&name)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The notification log
+// ----------------------------------------------------------------------------------------------
+
+/// The notification log in SQLite (see the module docs). Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct SqliteNotificationLog {
+    writer: WriterHandle,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+}
+
+impl SqliteNotificationLog {
+    /// A log over `db` keeping the records of the latest `capacity` claims (at least one), reading
+    /// time from `clock`, writing through the database's one writer ([`WriterHandle::for_db`]).
+    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
+        SqliteNotificationLog { writer, reader: db.reader().clone(), clock, capacity: capacity.max(1) }
+    }
+
+    /// How many record positions are kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn channel_of(text: &str) -> Result<Channel> {
+    Channel::ALL
+        .into_iter()
+        .find(|channel| channel.as_str() == text)
+        .ok_or_else(|| corrupt(format!("channel {text:?}")))
+}
+
+/// Columns binding a key: event id, channel, recipient.
+struct KeyColumns {
+    event_id: Uuid,
+    channel: &'static str,
+    recipient: Uuid,
+}
+
+impl From<DeliveryKey> for KeyColumns {
+    fn from(key: DeliveryKey) -> Self {
+        KeyColumns {
+            event_id: *key.event_id.as_uuid(),
+            channel: key.channel.as_str(),
+            recipient: *key.recipient.as_uuid(),
+        }
+    }
+}
+
+/// The state, reason columns of `state`.
+fn state_columns(state: &DeliveryState) -> (&'static str, Option<String>) {
+    match state {
+        DeliveryState::Claimed => ("claimed", None),
+        DeliveryState::Sent => ("sent", None),
+        DeliveryState::Failed { reason } => ("failed", Some(reason.clone())),
+    }
+}
+
+fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
+    match (state, reason) {
+        ("claimed", None) => Ok(DeliveryState::Claimed),
+        ("sent", None) => Ok(DeliveryState::Sent),
+        ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
+        (state, _) => Err(corrupt(format!("delivery state {state:?}"))),
+    }
+}
+
+/// Inserts `key` with `state` if absent; true if it did. A new record forgets those more than
+/// `capacity` positions older.
+async fn insert_record(
+    conn: &mut SqliteConnection,
+    now: i64,
+    capacity: usize,
+    key: &KeyColumns,
+    state: &DeliveryState,
+) -> Result<bool> {
+    let (state, reason) = state_columns(state);
+    let done = sqlx::query(
+        "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (event_id, channel, recipient) DO NOTHING",
+    )
+    .bind(key.event_id)
+    .bind(key.channel)
+    .bind(key.recipient)
+    .bind(state)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let forgotten = sqlx::query("DELETE FROM notification_deliveries WHERE seq <= ?1")
+        .bind(done.last_insert_rowid().saturating_sub(limit(capacity)))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+    if forgotten > 0 {
+        tracing::warn!(forgotten, "notification log full; forgot its oldest records");
+    }
+    Ok(true)
+}
+
+#[async_trait]
+impl NotificationLog for SqliteNotificationLog {
+    async fn claim(&self, key: DeliveryKey) -> Result<bool> {
+        let clock = Arc::clone(&self.clock);
+        let capacity = self.capacity;
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    insert_record(conn, nanos(clock.now())?, capacity, &key.into(), &DeliveryState::Claimed).await
+                })
+            })
+            .await
+    }
+
+    async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
+        let clock = Arc::clone(&self.clock);
+        let capacity = self.capacity;
+        let state = DeliveryState::from(outcome);
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let now = nanos(clock.now())?;
+                    let columns = KeyColumns::from(key);
+                    let (name, reason) = state_columns(&state);
+                    let updated = sqlx::query(
+                        "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
+                         WHERE event_id = ?4 AND channel = ?5 AND recipient = ?6",
+                    )
+                    .bind(name)
+                    .bind(reason)
+                    .bind(now)
+                    .bind(columns.event_id)
+                    .bind(columns.channel)
+                    .bind(columns.recipient)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                    if updated == 0 {
+                        // Forgotten since the claim (the log overflowed mid-send): record it
+                        // anew, so the delivery stays claimed.
+                        insert_record(conn, now, capacity, &columns, &state).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn release(&self, key: DeliveryKey) -> Result<()> {
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move {
+                    let columns = KeyColumns::from(key);
+                    let state: Option<String> = sqlx::query_scalar(
+                        "SELECT state FROM notification_deliveries \
+                         WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
+                    )
+                    .bind(columns.event_id)
+                    .bind(columns.channel)
+                    .bind(columns.recipient)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                    match state.as_deref() {
+                        None => Ok(()),
+                        Some("claimed") => {
+                            sqlx::query(
+                                "DELETE FROM notification_deliveries \
+                                 WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
+                            )
+                            .bind(columns.event_id)
+                            .bind(columns.channel)
+                            .bind(columns.recipient)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                            Ok(())
+                        }
+                        Some(_) => {
+                            Err(Error::InvalidInput("a delivery with a recorded outcome cannot be released".into()))
+                        }
+                    }
+                })
+            })
+            .await
+    }
+
+    async fn state(&self, key: DeliveryKey) -> Result<Option<DeliveryState>> {
+        let columns = KeyColumns::from(key);
+        let row = sqlx::query(
+            "SELECT channel, state, reason FROM notification_deliveries \
+             WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
+        )
+        .bind(columns.event_id)
+        .bind(columns.channel)
+        .bind(columns.recipient)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        // Decoding the channel checks the row is one this log wrote.
+        channel_of(&get::<String>(&row, "channel")?)?;
+        state_of(&get::<String>(&row, "state")?, get(&row, "reason")?).map(Some)
+    }
+}
