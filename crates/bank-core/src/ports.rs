@@ -162,6 +162,18 @@ pub trait TransferQueue: Send + Sync + std::fmt::Debug + 'static {
     /// the deduplication window (nothing added); `QueueFull` at capacity.
     async fn enqueue(&self, message: QueueMessage) -> Result<bool>;
 
+    /// Enqueues `messages` in order, answering per message what [`TransferQueue::enqueue`] would
+    /// (`false` for a duplicate, also of an earlier message of the same batch). Adapters do it in
+    /// one round trip where they can. On `Err`, any prefix of the batch may have been enqueued;
+    /// enqueueing the same batch again is safe (deduplication).
+    async fn enqueue_batch(&self, messages: Vec<QueueMessage>) -> Result<Vec<bool>> {
+        let mut added = Vec::with_capacity(messages.len());
+        for message in messages {
+            added.push(self.enqueue(message).await?);
+        }
+        Ok(added)
+    }
+
     /// Up to `max` messages, at most one per group and always the oldest of its group; each stays
     /// invisible for `visibility`. A group with a message in flight delivers nothing else.
     /// A message past its delivery budget goes to the dead-letter queue instead.

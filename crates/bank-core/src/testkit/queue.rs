@@ -63,6 +63,7 @@ macro_rules! queue_conformance_tests {
             dedup_within_the_window_only,
             capacity_refuses_then_recovers,
             receive_max_bounds_the_batch,
+            enqueue_batch_keeps_order_and_dedups,
             concurrent_consumers_process_each_message_once_in_order,
         );
     };
@@ -523,4 +524,36 @@ pub async fn concurrent_consumers_process_each_message_once_in_order(harness: &d
     }
     w.assert_nothing_deliverable("everything was acknowledged").await;
     w.assert_stats(0, 0, 0, None).await;
+}
+
+/// `enqueue_batch` adds messages in order within their groups, answers `false` for duplicates
+/// (of earlier enqueues and within the batch), and refuses at capacity.
+pub async fn enqueue_batch_keeps_order_and_dedups(harness: &dyn QueueHarness) {
+    let w = World::new(harness, QueueConfig { capacity: 4, ..QueueConfig::default() }).await;
+    let (a, b) = (AccountId::new(), AccountId::new());
+    let earlier = QueueMessage::first(TransferId::new(), a);
+    assert!(w.enqueue(&earlier).await);
+    let a2 = QueueMessage::first(TransferId::new(), a);
+    let b1 = QueueMessage::first(TransferId::new(), b);
+    let added =
+        w.queue.enqueue_batch(vec![a2.clone(), earlier.clone(), b1.clone(), a2.clone()]).await.expect("enqueue_batch");
+    assert_eq!(added, vec![true, false, true, false], "duplicates of earlier and same-batch messages");
+    let stats = w.queue.stats().await.expect("stats");
+    assert_eq!(stats.visible, 3);
+    let first = w.queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
+    let mut ids: Vec<_> = first.iter().map(|d| d.message.transfer_id).collect();
+    ids.sort();
+    let mut expected = vec![earlier.transfer_id, b1.transfer_id];
+    expected.sort();
+    assert_eq!(ids, expected, "a2 waits behind the earlier message of its group");
+    for delivery in &first {
+        w.queue.ack(&delivery.receipt).await.expect("ack");
+    }
+    let next = w.queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.transfer_id, a2.transfer_id);
+    // One held message: three more fit, the fourth of a batch does not.
+    let over: Vec<_> = (0..4).map(|_| QueueMessage::first(TransferId::new(), b)).collect();
+    assert!(matches!(w.queue.enqueue_batch(over).await, Err(Error::QueueFull)));
+    assert!(w.queue.enqueue_batch(Vec::new()).await.expect("empty batch").is_empty());
 }
