@@ -31,5 +31,6 @@ pub mod rail;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transfer;
+pub mod users;
 
 pub use error::{Error, ErrorAction, Result};

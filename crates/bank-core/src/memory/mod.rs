@@ -9,5 +9,6 @@ pub mod idempotency;
 mod ledger;
 pub mod queue;
 pub mod transfers;
+pub mod users;
 
 pub use ledger::MemoryLedger;
