@@ -14,7 +14,7 @@
 //!   committed. **Cursors are durable**: after a restart, a subscription of the same name polls
 //!   exactly the events after its last commit, without repeating a committed one.
 //! - A subscription created late starts at the oldest event still held (as the memory bus does).
-//! - `poll` reads after the cursor on the read-only pool without moving it (at-least-once);
+//! - `poll` reads after the cursor on a read-only connection without moving it (at-least-once);
 //!   `commit(id)` moves the cursor past the first pending occurrence of `id` (a duplicate
 //!   published by a retrying relay is delivered again); an id that is not pending moves nothing.
 //! - **Bounded**: the log holds at most `capacity` events. When a publish does not fit, the job
@@ -52,8 +52,8 @@ use bank_core::notifications::{
 };
 use bank_core::ports::EventPublisher;
 use bank_core::{Error, Result};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
@@ -67,11 +67,8 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage { message: format!("undecodable event bus row: {what}"), retryable: false }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
 }
 
 fn limit(n: usize) -> i64 {
@@ -86,7 +83,7 @@ fn limit(n: usize) -> i64 {
 #[derive(Debug, Clone)]
 pub struct SqliteEventBus {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
     capacity: usize,
 }
@@ -99,7 +96,7 @@ impl SqliteEventBus {
     /// trimming sooner.
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, capacity: usize) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteEventBus { writer, reader: db.reader().clone(), clock, capacity: capacity.max(1) }
+        SqliteEventBus { writer, db: db.clone(), clock, capacity: capacity.max(1) }
     }
 
     /// How many events the log may hold.
@@ -110,13 +107,15 @@ impl SqliteEventBus {
     /// The events held, oldest first, duplicates included (see the module docs on trimming). For
     /// tests.
     pub async fn published(&self) -> Result<Vec<Event>> {
-        sqlx::query("SELECT body FROM events ORDER BY seq")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| decode_event(&get::<String>(row, "body")?))
-            .collect()
+        self.db.read(|conn| {
+            let mut statement = conn.prepare_cached("SELECT body FROM events ORDER BY seq").map_err(db_err)?;
+            let mut rows = statement.query([]).map_err(db_err)?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                events.push(decode_event(&get::<String>(row, "body")?)?);
+            }
+            Ok(events)
+        })
     }
 
     /// The subscription called `name`, created at the oldest event held if new; an existing one
@@ -126,28 +125,23 @@ impl SqliteEventBus {
         let owned = name.to_owned();
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let now = nanos(clock.now())?;
-                    // Just before the oldest event held; with none held, after the last one ever
-                    // published (the next seq AUTOINCREMENT hands out is one more).
-                    sqlx::query(
-                        "INSERT INTO event_subscriptions (name, committed_seq, created_at, updated_at) \
-                         VALUES (?1, COALESCE((SELECT min(seq) - 1 FROM events), \
-                         (SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), ?2, ?2) \
-                         ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(&owned)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                    Ok(())
-                })
+                let now = nanos(clock.now())?;
+                // Just before the oldest event held; with none held, after the last one ever
+                // published (the next seq AUTOINCREMENT hands out is one more).
+                conn.prepare_cached(
+                    "INSERT INTO event_subscriptions (name, committed_seq, created_at, updated_at) \
+                     VALUES (?1, COALESCE((SELECT min(seq) - 1 FROM events), \
+                     (SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), ?2, ?2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .and_then(|mut statement| statement.execute(params![owned, now]))
+                .map_err(db_err)?;
+                Ok(())
             })
             .await?;
         Ok(SqliteSubscription {
             writer: self.writer.clone(),
-            reader: self.reader.clone(),
+            db: self.db.clone(),
             clock: Arc::clone(&self.clock),
             name: name.to_owned(),
         })
@@ -160,50 +154,44 @@ fn decode_event(body: &str) -> Result<Event> {
 
 /// How many events the log holds. Only a prefix is ever deleted, so they are the range
 /// `min..=max`.
-async fn held(conn: &mut SqliteConnection) -> Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(max(seq) - min(seq) + 1, 0) FROM events").fetch_one(conn).await.map_err(db_err)
+fn held(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(max(seq) - min(seq) + 1, 0) FROM events")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .map_err(db_err)
 }
 
 /// The writer job of `publish`.
-async fn publish_job(
-    conn: &mut SqliteConnection,
-    now: i64,
-    capacity: usize,
-    events: Vec<(Uuid, String)>,
-) -> Result<()> {
+fn publish_job(conn: &Connection, now: i64, capacity: usize, events: Vec<(Uuid, String)>) -> Result<()> {
     let incoming = limit(events.len());
     let capacity = limit(capacity);
-    if held(&mut *conn).await?.saturating_add(incoming) > capacity {
-        let slowest: Option<i64> = sqlx::query_scalar("SELECT min(committed_seq) FROM event_subscriptions")
-            .fetch_one(&mut *conn)
-            .await
+    if held(conn)?.saturating_add(incoming) > capacity {
+        let slowest: Option<i64> = conn
+            .prepare_cached("SELECT min(committed_seq) FROM event_subscriptions")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(db_err)?;
-        let trim = match slowest {
-            Some(committed) => sqlx::query("DELETE FROM events WHERE seq <= ?1").bind(committed),
-            None => sqlx::query("DELETE FROM events"),
-        };
-        trim.execute(&mut *conn).await.map_err(db_err)?;
-        if held(&mut *conn).await?.saturating_add(incoming) > capacity {
-            let slowest: String =
-                sqlx::query_scalar("SELECT name FROM event_subscriptions ORDER BY committed_seq, name LIMIT 1")
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db_err)?
-                    .unwrap_or_default();
+        match slowest {
+            Some(committed) => conn
+                .prepare_cached("DELETE FROM events WHERE seq <= ?1")
+                .and_then(|mut statement| statement.execute([committed])),
+            None => conn.prepare_cached("DELETE FROM events").and_then(|mut statement| statement.execute([])),
+        }
+        .map_err(db_err)?;
+        if held(conn)?.saturating_add(incoming) > capacity {
+            let slowest: String = conn
+                .prepare_cached("SELECT name FROM event_subscriptions ORDER BY committed_seq, name LIMIT 1")
+                .and_then(|mut statement| statement.query_row([], |row| row.get(0)).optional())
+                .map_err(db_err)?
+                .unwrap_or_default();
             return Err(Error::Storage {
                 message: format!("event bus full ({capacity} events): subscription {slowest:?} is behind"),
                 retryable: true,
             });
         }
     }
+    let mut insert =
+        conn.prepare_cached("INSERT INTO events (event_id, body, published_at) VALUES (?1, ?2, ?3)").map_err(db_err)?;
     for (id, body) in events {
-        sqlx::query("INSERT INTO events (event_id, body, published_at) VALUES (?1, ?2, ?3)")
-            .bind(id)
-            .bind(body)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        insert.execute(params![id, body, now]).map_err(db_err)?;
     }
     Ok(())
 }
@@ -231,9 +219,7 @@ impl EventPublisher for SqliteEventBus {
             })
             .collect::<Result<Vec<_>>>()?;
         let clock = Arc::clone(&self.clock);
-        self.writer
-            .run(move |conn| Box::pin(async move { publish_job(conn, nanos(clock.now())?, capacity, rows).await }))
-            .await
+        self.writer.run(move |conn| publish_job(conn, nanos(clock.now())?, capacity, rows)).await
     }
 }
 
@@ -248,7 +234,7 @@ impl EventSubscriber for SqliteEventBus {
 #[derive(Debug, Clone)]
 pub struct SqliteSubscription {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
     name: String,
 }
@@ -273,25 +259,24 @@ impl EventSubscription for SqliteSubscription {
         }
         // One statement, so the cursor and the events come from one snapshot; the subscription's
         // row comes back (with a NULL body) even when nothing is pending.
-        let rows = sqlx::query(
-            "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
-             WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
-        )
-        .bind(&self.name)
-        .bind(limit(max))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        if rows.is_empty() {
+        let bodies = self.db.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
+                     WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let mut rows = statement.query(params![self.name, limit(max)]).map_err(db_err)?;
+            let mut bodies = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                bodies.push(get::<Option<String>>(row, "body")?);
+            }
+            Ok(bodies)
+        })?;
+        if bodies.is_empty() {
             return Err(no_subscription(&self.name));
         }
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(body) = get::<Option<String>>(row, "body")? {
-                events.push(decode_event(&body)?);
-            }
-        }
-        Ok(events)
+        bodies.into_iter().flatten().map(|body| decode_event(&body)).collect()
     }
 
     async fn commit(&self, through: EventId) -> Result<()> {
@@ -299,34 +284,26 @@ impl EventSubscription for SqliteSubscription {
         let clock = Arc::clone(&self.clock);
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let committed: i64 =
-                        sqlx::query_scalar("SELECT committed_seq FROM event_subscriptions WHERE name = ?1")
-                            .bind(&name)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db_err)?
-                            .ok_or_else(|| no_subscription(&name))?;
-                    let found: Option<i64> =
-                        sqlx::query_scalar("SELECT min(seq) FROM events WHERE event_id = ?1 AND seq > ?2")
-                            .bind(through.as_uuid())
-                            .bind(committed)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(db_err)?;
-                    if let Some(seq) = found {
-                        sqlx::query(
-                            "UPDATE event_subscriptions SET committed_seq = ?1, updated_at = ?2 WHERE name = ?3",
-                        )
-                        .bind(seq)
-                        .bind(nanos(clock.now())?)
-                        .bind(&name)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    }
-                    Ok(())
-                })
+                let committed: i64 = conn
+                    .prepare_cached("SELECT committed_seq FROM event_subscriptions WHERE name = ?1")
+                    .and_then(|mut statement| statement.query_row([&name], |row| row.get(0)).optional())
+                    .map_err(db_err)?
+                    .ok_or_else(|| no_subscription(&name))?;
+                let found: Option<i64> = conn
+                    .prepare_cached("SELECT min(seq) FROM events WHERE event_id = ?1 AND seq > ?2")
+                    .and_then(|mut statement| {
+                        statement.query_row(params![through.as_uuid(), committed], |row| row.get(0))
+                    })
+                    .map_err(db_err)?;
+                if let Some(seq) = found {
+                    let now = nanos(clock.now())?;
+                    conn.prepare_cached(
+                        "UPDATE event_subscriptions SET committed_seq = ?1, updated_at = ?2 WHERE name = ?3",
+                    )
+                    .and_then(|mut statement| statement.execute(params![seq, now, name]))
+                    .map_err(db_err)?;
+                }
+                Ok(())
             })
             .await
     }
@@ -340,7 +317,7 @@ impl EventSubscription for SqliteSubscription {
 #[derive(Debug, Clone)]
 pub struct SqliteNotificationLog {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
     capacity: usize,
 }
@@ -350,7 +327,7 @@ impl SqliteNotificationLog {
     /// time from `clock`, writing through the database's one writer ([`WriterHandle::for_db`]).
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, capacity: usize) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteNotificationLog { writer, reader: db.reader().clone(), clock, capacity: capacity.max(1) }
+        SqliteNotificationLog { writer, db: db.clone(), clock, capacity: capacity.max(1) }
     }
 
     /// How many record positions are kept.
@@ -403,36 +380,31 @@ fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
 
 /// Inserts `key` with `state` if absent; true if it did. A new record forgets those more than
 /// `capacity` positions older.
-async fn insert_record(
-    conn: &mut SqliteConnection,
+fn insert_record(
+    conn: &Connection,
     now: i64,
     capacity: usize,
     key: &KeyColumns,
     state: &DeliveryState,
 ) -> Result<bool> {
     let (state, reason) = state_columns(state);
-    let done = sqlx::query(
-        "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (event_id, channel, recipient) DO NOTHING",
-    )
-    .bind(key.event_id)
-    .bind(key.channel)
-    .bind(key.recipient)
-    .bind(state)
-    .bind(reason)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    if done.rows_affected() == 0 {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (event_id, channel, recipient) DO NOTHING",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![key.event_id, key.channel, key.recipient, state, reason, now])
+        })
+        .map_err(db_err)?;
+    if inserted == 0 {
         return Ok(false);
     }
-    let forgotten = sqlx::query("DELETE FROM notification_deliveries WHERE seq <= ?1")
-        .bind(done.last_insert_rowid().saturating_sub(limit(capacity)))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
+    let oldest_kept = conn.last_insert_rowid().saturating_sub(limit(capacity));
+    let forgotten = conn
+        .prepare_cached("DELETE FROM notification_deliveries WHERE seq <= ?1")
+        .and_then(|mut statement| statement.execute([oldest_kept]))
+        .map_err(db_err)?;
     if forgotten > 0 {
         tracing::warn!(forgotten, "notification log full; forgot its oldest records");
     }
@@ -445,11 +417,7 @@ impl NotificationLog for SqliteNotificationLog {
         let clock = Arc::clone(&self.clock);
         let capacity = self.capacity;
         self.writer
-            .run(move |conn| {
-                Box::pin(async move {
-                    insert_record(conn, nanos(clock.now())?, capacity, &key.into(), &DeliveryState::Claimed).await
-                })
-            })
+            .run(move |conn| insert_record(conn, nanos(clock.now())?, capacity, &key.into(), &DeliveryState::Claimed))
             .await
     }
 
@@ -459,31 +427,31 @@ impl NotificationLog for SqliteNotificationLog {
         let state = DeliveryState::from(outcome);
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let now = nanos(clock.now())?;
-                    let columns = KeyColumns::from(key);
-                    let (name, reason) = state_columns(&state);
-                    let updated = sqlx::query(
+                let now = nanos(clock.now())?;
+                let columns = KeyColumns::from(key);
+                let (name, reason) = state_columns(&state);
+                let updated = conn
+                    .prepare_cached(
                         "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
                          WHERE event_id = ?4 AND channel = ?5 AND recipient = ?6",
                     )
-                    .bind(name)
-                    .bind(reason)
-                    .bind(now)
-                    .bind(columns.event_id)
-                    .bind(columns.channel)
-                    .bind(columns.recipient)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-                    if updated == 0 {
-                        // Forgotten since the claim (the log overflowed mid-send): record it
-                        // anew, so the delivery stays claimed.
-                        insert_record(conn, now, capacity, &columns, &state).await?;
-                    }
-                    Ok(())
-                })
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            name,
+                            reason,
+                            now,
+                            columns.event_id,
+                            columns.channel,
+                            columns.recipient
+                        ])
+                    })
+                    .map_err(db_err)?;
+                if updated == 0 {
+                    // Forgotten since the claim (the log overflowed mid-send): record it anew, so
+                    // the delivery stays claimed.
+                    insert_record(conn, now, capacity, &columns, &state)?;
+                }
+                Ok(())
             })
             .await
     }
@@ -491,57 +459,47 @@ impl NotificationLog for SqliteNotificationLog {
     async fn release(&self, key: DeliveryKey) -> Result<()> {
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let columns = KeyColumns::from(key);
-                    let state: Option<String> = sqlx::query_scalar(
+                let columns = KeyColumns::from(key);
+                let key_params = params![columns.event_id, columns.channel, columns.recipient];
+                let state: Option<String> = conn
+                    .prepare_cached(
                         "SELECT state FROM notification_deliveries \
                          WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
                     )
-                    .bind(columns.event_id)
-                    .bind(columns.channel)
-                    .bind(columns.recipient)
-                    .fetch_optional(&mut *conn)
-                    .await
+                    .and_then(|mut statement| statement.query_row(key_params, |row| row.get(0)).optional())
                     .map_err(db_err)?;
-                    match state.as_deref() {
-                        None => Ok(()),
-                        Some("claimed") => {
-                            sqlx::query(
-                                "DELETE FROM notification_deliveries \
-                                 WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
-                            )
-                            .bind(columns.event_id)
-                            .bind(columns.channel)
-                            .bind(columns.recipient)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(db_err)?;
-                            Ok(())
-                        }
-                        Some(_) => {
-                            Err(Error::InvalidInput("a delivery with a recorded outcome cannot be released".into()))
-                        }
+                match state.as_deref() {
+                    None => Ok(()),
+                    Some("claimed") => {
+                        conn.prepare_cached(
+                            "DELETE FROM notification_deliveries \
+                             WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
+                        )
+                        .and_then(|mut statement| statement.execute(key_params))
+                        .map_err(db_err)?;
+                        Ok(())
                     }
-                })
+                    Some(_) => Err(Error::InvalidInput("a delivery with a recorded outcome cannot be released".into())),
+                }
             })
             .await
     }
 
     async fn state(&self, key: DeliveryKey) -> Result<Option<DeliveryState>> {
         let columns = KeyColumns::from(key);
-        let row = sqlx::query(
-            "SELECT channel, state, reason FROM notification_deliveries \
-             WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
-        )
-        .bind(columns.event_id)
-        .bind(columns.channel)
-        .bind(columns.recipient)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = row else { return Ok(None) };
-        // Decoding the channel checks the row is one this log wrote.
-        channel_of(&get::<String>(&row, "channel")?)?;
-        state_of(&get::<String>(&row, "state")?, get(&row, "reason")?).map(Some)
+        self.db.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT channel, state, reason FROM notification_deliveries \
+                     WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
+                )
+                .map_err(db_err)?;
+            let mut rows =
+                statement.query(params![columns.event_id, columns.channel, columns.recipient]).map_err(db_err)?;
+            let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
+            // Decoding the channel checks the row is one this log wrote.
+            channel_of(&get::<String>(row, "channel")?)?;
+            state_of(&get::<String>(row, "state")?, get(row, "reason")?).map(Some)
+        })
     }
 }

@@ -17,8 +17,8 @@
 //!   caller saw started or completed survives a crash; a failed commit answers a retryable
 //!   [`Error::Storage`] and leaves no trace.
 //! - *Time* comes only from the injected [`Clock`], read inside the writer job.
-//! - `abandoned` only reads, so it uses the read-only pool; writes answer after COMMIT and WAL
-//!   readers see every committed transaction, so it sees every earlier call's effect.
+//! - `abandoned` only reads, so it runs on a read-only connection; writes answer after COMMIT and
+//!   WAL readers see every committed transaction, so it sees every earlier call's effect.
 //!
 //! Like the memory store, rows past retention are not deleted by a timer: `begin` replaces one it
 //! meets, and the owner must call [`IdempotencyStore::purge_expired`] periodically.
@@ -36,8 +36,8 @@ use bank_core::ports::IdempotencyStore;
 use bank_core::transfer::Fingerprint;
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
@@ -53,7 +53,7 @@ const COMPLETED: &str = "completed";
 #[derive(Debug)]
 pub struct SqliteIdempotencyStore {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
 }
 
@@ -63,7 +63,7 @@ impl SqliteIdempotencyStore {
     /// this must be called inside a Tokio runtime).
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteIdempotencyStore { writer, reader: db.reader().clone(), clock }
+        SqliteIdempotencyStore { writer, db: db.clone(), clock }
     }
 }
 
@@ -71,20 +71,17 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage { message: format!("undecodable idempotency row: {what}"), retryable: false }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
 }
 
-fn fingerprint_of(row: &SqliteRow) -> Result<Fingerprint> {
+fn fingerprint_of(row: &Row<'_>) -> Result<Fingerprint> {
     let bytes: Vec<u8> = get(row, "fingerprint")?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt("fingerprint is not 32 bytes"))?;
     Ok(Fingerprint(bytes))
 }
 
-fn token_of(row: &SqliteRow) -> Result<LeaseToken> {
+fn token_of(row: &Row<'_>) -> Result<LeaseToken> {
     Ok(LeaseToken(get::<Uuid>(row, "lease_token")?))
 }
 
@@ -96,9 +93,19 @@ fn lease_until(now: DateTime<Utc>, lease: TimeDelta) -> Result<DateTime<Utc>> {
     now.checked_add_signed(lease).ok_or_else(|| Error::InvalidInput("the idempotency lease is too long".into()))
 }
 
+/// The live row of a key in `begin`.
+struct Live {
+    fingerprint: Fingerprint,
+    resource: String,
+    state: String,
+    lease_until: i64,
+    response: Option<Vec<u8>>,
+    created_at: i64,
+}
+
 /// The writer job of `begin`: read, decide and write in one step.
-async fn begin_job(
-    conn: &mut SqliteConnection,
+fn begin_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     scope: &IdempotencyScope,
     fingerprint: Fingerprint,
@@ -111,42 +118,45 @@ async fn begin_job(
         Error::Storage { message: "the clock is out of range for retaining a key".into(), retryable: false }
     })?;
     let now_nanos = nanos(now)?;
-    let row = sqlx::query(
-        "SELECT fingerprint, resource, state, lease_until, response, created_at FROM idempotency_keys \
-         WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
-    )
-    .bind(&scope.caller)
-    .bind(scope.key.as_str())
-    .bind(now_nanos)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    if let Some(row) = row {
-        if fingerprint_of(&row)? != fingerprint {
+    let live = {
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT fingerprint, resource, state, lease_until, response, created_at FROM idempotency_keys \
+                 WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+            )
+            .map_err(db_err)?;
+        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), now_nanos]).map_err(db_err)?;
+        match rows.next().map_err(db_err)? {
+            Some(row) => Some(Live {
+                fingerprint: fingerprint_of(row)?,
+                resource: get(row, "resource")?,
+                state: get(row, "state")?,
+                lease_until: get(row, "lease_until")?,
+                response: get(row, "response")?,
+                created_at: get(row, "created_at")?,
+            }),
+            None => None,
+        }
+    };
+    if let Some(live) = live {
+        if live.fingerprint != fingerprint {
             return Err(Error::IdempotencyMismatch);
         }
-        let resource: String = get(&row, "resource")?;
-        let state: String = get(&row, "state")?;
-        return match state.as_str() {
-            COMPLETED => {
-                let response: Option<Vec<u8>> = get(&row, "response")?;
-                Ok(Begin::Replay { resource, response: response.unwrap_or_default() })
-            }
-            IN_FLIGHT if now_nanos < get::<i64>(&row, "lease_until")? => Err(Error::IdempotencyInFlight),
+        let resource = live.resource;
+        return match live.state.as_str() {
+            COMPLETED => Ok(Begin::Replay { resource, response: live.response.unwrap_or_default() }),
+            IN_FLIGHT if now_nanos < live.lease_until => Err(Error::IdempotencyInFlight),
             IN_FLIGHT => {
                 // The first attempt died: take over its resource and first-seen time.
                 let token = LeaseToken::new();
-                sqlx::query(
+                conn.prepare_cached(
                     "UPDATE idempotency_keys SET lease_token = ?1, lease_until = ?2 WHERE caller = ?3 AND key = ?4",
                 )
-                .bind(token.0)
-                .bind(lease_until)
-                .bind(&scope.caller)
-                .bind(scope.key.as_str())
-                .execute(&mut *conn)
-                .await
+                .and_then(|mut statement| {
+                    statement.execute(params![token.0, lease_until, scope.caller, scope.key.as_str()])
+                })
                 .map_err(db_err)?;
-                let first_seen_at = time(get(&row, "created_at")?);
+                let first_seen_at = time(live.created_at);
                 Ok(Begin::Started { resource, token, first_seen_at, takeover: true })
             }
             other => Err(corrupt(format!("state {other:?}"))),
@@ -154,58 +164,60 @@ async fn begin_job(
     }
     // Unknown, or past retention (replaced here).
     let token = LeaseToken::new();
-    sqlx::query(
+    let expires_at = nanos(expires_at)?;
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, resource, state, lease_token, \
          lease_until, response, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)",
     )
-    .bind(&scope.caller)
-    .bind(scope.key.as_str())
-    .bind(&fingerprint.0[..])
-    .bind(resource)
-    .bind(IN_FLIGHT)
-    .bind(token.0)
-    .bind(lease_until)
-    .bind(now_nanos)
-    .bind(nanos(expires_at)?)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut statement| {
+        statement.execute(params![
+            scope.caller,
+            scope.key.as_str(),
+            &fingerprint.0[..],
+            resource,
+            IN_FLIGHT,
+            token.0,
+            lease_until,
+            now_nanos,
+            expires_at,
+        ])
+    })
     .map_err(db_err)?;
     Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false })
 }
 
 /// The writer job of `complete`.
-async fn complete_job(
-    conn: &mut SqliteConnection,
+fn complete_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     scope: &IdempotencyScope,
     token: LeaseToken,
     response: Vec<u8>,
 ) -> Result<()> {
-    let row = sqlx::query(
-        "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
-    )
-    .bind(&scope.caller)
-    .bind(scope.key.as_str())
-    .bind(nanos(now)?)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else { return Err(Error::LeaseLost) };
-    if token_of(&row)? != token {
+    let stored = {
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+            )
+            .map_err(db_err)?;
+        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), nanos(now)?]).map_err(db_err)?;
+        match rows.next().map_err(db_err)? {
+            Some(row) => Some((token_of(row)?, get::<String>(row, "state")?)),
+            None => None,
+        }
+    };
+    let Some((stored_token, state)) = stored else { return Err(Error::LeaseLost) };
+    if stored_token != token {
         // Taken over, or completed by another token.
         return Err(Error::LeaseLost);
     }
-    let state: String = get(&row, "state")?;
     match state.as_str() {
         // The token is current until another attempt takes over, even past its lease.
         IN_FLIGHT => {
-            sqlx::query("UPDATE idempotency_keys SET state = ?1, response = ?2 WHERE caller = ?3 AND key = ?4")
-                .bind(COMPLETED)
-                .bind(response)
-                .bind(&scope.caller)
-                .bind(scope.key.as_str())
-                .execute(&mut *conn)
-                .await
+            conn.prepare_cached("UPDATE idempotency_keys SET state = ?1, response = ?2 WHERE caller = ?3 AND key = ?4")
+                .and_then(|mut statement| {
+                    statement.execute(params![COMPLETED, response, scope.caller, scope.key.as_str()])
+                })
                 .map_err(db_err)?;
             Ok(())
         }
@@ -216,39 +228,30 @@ async fn complete_job(
 }
 
 /// The writer job of `release`: forgets the key only if it is in flight under `token`.
-async fn release_job(
-    conn: &mut SqliteConnection,
-    now: DateTime<Utc>,
-    scope: &IdempotencyScope,
-    token: LeaseToken,
-) -> Result<()> {
-    let deleted = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND state = ?3 AND lease_token = ?4 \
-         AND expires_at > ?5",
-    )
-    .bind(&scope.caller)
-    .bind(scope.key.as_str())
-    .bind(IN_FLIGHT)
-    .bind(token.0)
-    .bind(nanos(now)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
+fn release_job(conn: &Connection, now: DateTime<Utc>, scope: &IdempotencyScope, token: LeaseToken) -> Result<()> {
+    let now = nanos(now)?;
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND state = ?3 AND lease_token = ?4 \
+             AND expires_at > ?5",
+        )
+        .and_then(|mut statement| statement.execute(params![scope.caller, scope.key.as_str(), IN_FLIGHT, token.0, now]))
+        .map_err(db_err)?;
     // Absent, expired, taken over, or completed (its effect happened: never forget it).
-    if deleted.rows_affected() == 1 { Ok(()) } else { Err(Error::LeaseLost) }
+    if deleted == 1 { Ok(()) } else { Err(Error::LeaseLost) }
 }
 
 /// The writer job of `purge_expired`.
-async fn purge_job(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<u64> {
-    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
-        .bind(nanos(now)?)
-        .execute(&mut *conn)
-        .await
+fn purge_job(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
+    let now = nanos(now)?;
+    let deleted = conn
+        .prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+        .and_then(|mut statement| statement.execute([now]))
         .map_err(db_err)?;
-    Ok(deleted.rows_affected())
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
-fn abandoned_record(row: &SqliteRow) -> Result<IdempotencyRecord> {
+fn abandoned_record(row: &Row<'_>) -> Result<IdempotencyRecord> {
     let key: String = get(row, "key")?;
     Ok(IdempotencyRecord {
         scope: IdempotencyScope { caller: get(row, "caller")?, key: IdempotencyKey::new(key).map_err(corrupt)? },
@@ -275,25 +278,19 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let clock = Arc::clone(&self.clock);
         let scope = scope.clone();
         let resource = resource.to_owned();
-        self.writer
-            .run(move |conn| {
-                Box::pin(async move { begin_job(conn, clock.now(), &scope, fingerprint, &resource, lease).await })
-            })
-            .await
+        self.writer.run(move |conn| begin_job(conn, clock.now(), &scope, fingerprint, &resource, lease)).await
     }
 
     async fn complete(&self, scope: &IdempotencyScope, token: LeaseToken, response: Vec<u8>) -> Result<()> {
         let clock = Arc::clone(&self.clock);
         let scope = scope.clone();
-        self.writer
-            .run(move |conn| Box::pin(async move { complete_job(conn, clock.now(), &scope, token, response).await }))
-            .await
+        self.writer.run(move |conn| complete_job(conn, clock.now(), &scope, token, response)).await
     }
 
     async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<()> {
         let clock = Arc::clone(&self.clock);
         let scope = scope.clone();
-        self.writer.run(move |conn| Box::pin(async move { release_job(conn, clock.now(), &scope, token).await })).await
+        self.writer.run(move |conn| release_job(conn, clock.now(), &scope, token)).await
     }
 
     async fn abandoned(&self, limit: usize) -> Result<Vec<IdempotencyRecord>> {
@@ -301,24 +298,26 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             return Ok(Vec::new());
         }
         let now = nanos(self.clock.now())?;
-        sqlx::query(
-            "SELECT caller, key, fingerprint, resource, lease_token, lease_until, created_at, expires_at \
-             FROM idempotency_keys WHERE state = ?1 AND lease_until <= ?2 AND expires_at > ?2 \
-             ORDER BY created_at, caller, key LIMIT ?3",
-        )
-        .bind(IN_FLIGHT)
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(abandoned_record)
-        .collect()
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT caller, key, fingerprint, resource, lease_token, lease_until, created_at, expires_at \
+                     FROM idempotency_keys WHERE state = ?1 AND lease_until <= ?2 AND expires_at > ?2 \
+                     ORDER BY created_at, caller, key LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let mut rows = statement.query(params![IN_FLIGHT, now, limit]).map_err(db_err)?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                records.push(abandoned_record(row)?);
+            }
+            Ok(records)
+        })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
         let clock = Arc::clone(&self.clock);
-        self.writer.run(move |conn| Box::pin(async move { purge_job(conn, clock.now()).await })).await
+        self.writer.run(move |conn| purge_job(conn, clock.now())).await
     }
 }

@@ -6,7 +6,7 @@
 //! - [`db`]: opening the SQLite database (WAL), refusing a corrupt or foreign file, migrations.
 //! - [`ledger`]: [`ledger::SqliteLedger`], the `LedgerStore` with group commit.
 //! - [`blob`]: [`blob::FileBlobStore`], write-once files with retention and signed URLs.
-//! - [`writer`]: [`writer::WriterHandle`], the database's one writer task (group commit), shared
+//! - [`writer`]: [`writer::WriterHandle`], the database's one writer thread (group commit), shared
 //!   by every store that writes.
 //! - [`idempotency`]: [`idempotency::SqliteIdempotencyStore`], durable idempotency keys.
 //! - [`transfers`]: [`transfers::SqliteTransferStore`], durable transfers and their outbox.
@@ -21,4 +21,5 @@ pub mod idempotency;
 pub mod ledger;
 pub mod queue;
 pub mod transfers;
+pub mod users;
 pub mod writer;

@@ -25,8 +25,8 @@
 //! Every change (`enqueue`, `receive`, `ack`, `retry_later`) is one job of the database's single
 //! writer ([`WriterHandle::run`]): it reads the clock, reads, decides and writes with no other
 //! writer in between, and answers after COMMIT. So two concurrent `receive`s never deliver the same
-//! head, and a refused call writes nothing. `stats` and `dead_letters` only read, on the read-only
-//! pool, which sees every committed call. Since visibility is a stored time compared with the
+//! head, and a refused call writes nothing. `stats` and `dead_letters` only read, on a read-only
+//! connection, which sees every committed call. Since visibility is a stored time compared with the
 //! clock, a message whose visibility ran out while the process was down is simply visible again.
 //!
 //! [`MemoryQueue`]: bank_core::memory::queue::MemoryQueue
@@ -41,8 +41,8 @@ use bank_core::ports::TransferQueue;
 use bank_core::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
@@ -53,7 +53,7 @@ use crate::writer::WriterHandle;
 #[derive(Debug)]
 pub struct SqliteQueue {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
     config: QueueConfig,
 }
@@ -67,7 +67,7 @@ impl SqliteQueue {
     /// every enqueue.
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, config: QueueConfig) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteQueue { writer, reader: db.reader().clone(), clock, config }
+        SqliteQueue { writer, db: db.clone(), clock, config }
     }
 
     /// The limits given at construction.
@@ -80,14 +80,11 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage { message: format!("undecodable queue row: {what}"), retryable: false }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
 }
 
-fn message_of(row: &SqliteRow) -> Result<QueueMessage> {
+fn message_of(row: &Row<'_>) -> Result<QueueMessage> {
     let transfer_id = TransferId::from_uuid(get(row, "transfer_id")?).map_err(corrupt)?;
     let group = AccountId::from_uuid(get(row, "group_id")?).map_err(corrupt)?;
     Ok(QueueMessage { transfer_id, group, dedup_id: get(row, "dedup_id")? })
@@ -113,59 +110,95 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The writer job of `enqueue`.
-async fn enqueue_job(
-    conn: &mut SqliteConnection,
+/// The writer job of `enqueue` and `enqueue_batch`: prunes expired dedup ids once, then adds
+/// each message unless its dedup id was seen (earlier, or earlier in `messages`). Refuses the
+/// whole job with `QueueFull` if the messages do not fit (the savepoint undoes the rest).
+fn enqueue_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     config: QueueConfig,
-    message: QueueMessage,
-) -> Result<bool> {
+    messages: Vec<QueueMessage>,
+) -> Result<Vec<bool>> {
     let now_nanos = nanos(now)?;
     // A window opened at `first_seen` is over once `first_seen + window <= now`.
     let window_nanos = config.dedup_window_seconds.max(0).saturating_mul(1_000_000_000);
     let cutoff = now_nanos.saturating_sub(window_nanos);
-    sqlx::query("DELETE FROM queue_dedup WHERE first_seen <= ?1")
-        .bind(cutoff)
-        .execute(&mut *conn)
-        .await
+    conn.prepare_cached("DELETE FROM queue_dedup WHERE first_seen <= ?1")
+        .and_then(|mut statement| statement.execute([cutoff]))
         .map_err(db_err)?;
-    let seen: Option<i64> = sqlx::query_scalar("SELECT first_seen FROM queue_dedup WHERE dedup_id = ?1")
-        .bind(&message.dedup_id)
-        .fetch_optional(&mut *conn)
-        .await
+    let held: i64 = conn
+        .prepare_cached("SELECT count(*) FROM queue_messages")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(db_err)?;
-    if seen.is_some() {
-        return Ok(false);
+    let mut held = usize::try_from(held).unwrap_or(usize::MAX);
+    let mut claim = conn
+        .prepare_cached("INSERT INTO queue_dedup (dedup_id, first_seen) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        .map_err(db_err)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO queue_messages (group_id, transfer_id, dedup_id, enqueued_at, visible_at, receipt, \
+             receive_count) VALUES (?1, ?2, ?3, ?4, 0, NULL, 0)",
+        )
+        .map_err(db_err)?;
+    let mut added = Vec::with_capacity(messages.len());
+    for message in messages {
+        // Claims the dedup id if it is new; an existing row (in the window) makes this a no-op.
+        let claimed = claim.execute(params![message.dedup_id, now_nanos]).map_err(db_err)?;
+        if claimed == 0 {
+            added.push(false);
+            continue;
+        }
+        if held >= config.capacity {
+            return Err(Error::QueueFull);
+        }
+        held += 1;
+        insert
+            .execute(params![message.group.as_uuid(), message.transfer_id.as_uuid(), message.dedup_id, now_nanos])
+            .map_err(db_err)?;
+        added.push(true);
     }
-    let held: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM queue_messages").fetch_one(&mut *conn).await.map_err(db_err)?;
-    if usize::try_from(held).unwrap_or(usize::MAX) >= config.capacity {
-        return Err(Error::QueueFull);
-    }
-    sqlx::query("INSERT INTO queue_dedup (dedup_id, first_seen) VALUES (?1, ?2)")
-        .bind(&message.dedup_id)
-        .bind(now_nanos)
-        .execute(&mut *conn)
-        .await
+    Ok(added)
+}
+
+/// A visible head selected by [`receive_job`].
+struct Head {
+    seq: i64,
+    receive_count: u32,
+    message: QueueMessage,
+    enqueued_at: i64,
+}
+
+/// The visible heads of unblocked groups, oldest first, at most `max`.
+fn visible_heads(conn: &Connection, now_nanos: i64, max: usize) -> Result<Vec<Head>> {
+    // Visible heads (no older message in the group, so nothing of the group is hidden: only
+    // heads are ever hidden), oldest first. `+visible_at` keeps the planner on the scan in seq
+    // order, which stops after `max` heads.
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
+             WHERE +visible_at <= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
+             ORDER BY seq LIMIT ?2",
+        )
         .map_err(db_err)?;
-    sqlx::query(
-        "INSERT INTO queue_messages (group_id, transfer_id, dedup_id, enqueued_at, visible_at, receipt, \
-         receive_count) VALUES (?1, ?2, ?3, ?4, 0, NULL, 0)",
-    )
-    .bind(message.group.as_uuid())
-    .bind(message.transfer_id.as_uuid())
-    .bind(&message.dedup_id)
-    .bind(now_nanos)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    Ok(true)
+    let mut rows = statement.query(params![now_nanos, limit(max)]).map_err(db_err)?;
+    let mut heads = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let receive_count: i64 = get(row, "receive_count")?;
+        heads.push(Head {
+            seq: get(row, "seq")?,
+            receive_count: u32::try_from(receive_count).map_err(|_| corrupt("receive_count"))?,
+            message: message_of(row)?,
+            enqueued_at: get(row, "enqueued_at")?,
+        });
+    }
+    Ok(heads)
 }
 
 /// The writer job of `receive`: picks the oldest visible heads of unblocked groups, dead-letters
 /// the ones past their budget and marks the others in flight, all in one step.
-async fn receive_job(
-    conn: &mut SqliteConnection,
+fn receive_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     config: QueueConfig,
     max: usize,
@@ -176,46 +209,26 @@ async fn receive_job(
     let max = max.min(RECEIVE_BATCH_MAX);
     let mut deliveries = Vec::new();
     'select: while deliveries.len() < max {
-        // Visible heads (no older message in the group, so nothing of the group is hidden: only
-        // heads are ever hidden), oldest first. Heads delivered earlier in this call are hidden
-        // now, so they drop out of a re-selection. `+visible_at` keeps the planner on the scan
-        // in seq order, which stops after `max` heads.
-        let heads = sqlx::query(
-            "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
-             WHERE +visible_at <= ?1 \
-             AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
-             ORDER BY seq LIMIT ?2",
-        )
-        .bind(now_nanos)
-        .bind(limit(max - deliveries.len()))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        // Heads delivered earlier in this call are hidden now, so they drop out of a re-selection.
+        let heads = visible_heads(conn, now_nanos, max - deliveries.len())?;
         if heads.is_empty() {
             break;
         }
-        for row in &heads {
-            let seq: i64 = get(row, "seq")?;
-            let receive_count: i64 = get(row, "receive_count")?;
-            let receive_count = u32::try_from(receive_count).map_err(|_| corrupt("receive_count"))?;
-            let message = message_of(row)?;
-            let enqueued_at: i64 = get(row, "enqueued_at")?;
+        for head in heads {
+            let Head { seq, receive_count, message, enqueued_at } = head;
             if receive_count >= config.max_receives {
-                dead_letter(conn, now_nanos, config, seq, &message, enqueued_at, receive_count).await?;
+                dead_letter(conn, now_nanos, config, seq, &message, enqueued_at, receive_count)?;
                 // The group's next message is now its head and may be older than the heads
                 // still to come: select again, in order.
                 continue 'select;
             }
             let receipt = Uuid::new_v4().hyphenated().to_string();
             let receive_count = receive_count + 1;
-            sqlx::query("UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4")
-                .bind(until)
-                .bind(&receipt)
-                .bind(i64::from(receive_count))
-                .bind(seq)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
+            conn.prepare_cached(
+                "UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4",
+            )
+            .and_then(|mut statement| statement.execute(params![until, receipt, i64::from(receive_count), seq]))
+            .map_err(db_err)?;
             deliveries.push(Delivery {
                 message,
                 receipt: Receipt(receipt),
@@ -228,8 +241,8 @@ async fn receive_job(
 }
 
 /// Moves message `seq` to the dead letters, keeping at most `capacity` (at least one) of them.
-async fn dead_letter(
-    conn: &mut SqliteConnection,
+fn dead_letter(
+    conn: &Connection,
     now_nanos: i64,
     config: QueueConfig,
     seq: i64,
@@ -242,29 +255,31 @@ async fn dead_letter(
         receive_count,
         "queue message moved to the dead-letter list"
     );
-    sqlx::query("DELETE FROM queue_messages WHERE seq = ?1").bind(seq).execute(&mut *conn).await.map_err(db_err)?;
-    sqlx::query(
+    conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")
+        .and_then(|mut statement| statement.execute([seq]))
+        .map_err(db_err)?;
+    conn.prepare_cached(
         "INSERT INTO queue_dead_letters (group_id, transfer_id, dedup_id, enqueued_at, receive_count, dead_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .bind(message.group.as_uuid())
-    .bind(message.transfer_id.as_uuid())
-    .bind(&message.dedup_id)
-    .bind(enqueued_at)
-    .bind(i64::from(receive_count))
-    .bind(now_nanos)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut statement| {
+        statement.execute(params![
+            message.group.as_uuid(),
+            message.transfer_id.as_uuid(),
+            message.dedup_id,
+            enqueued_at,
+            i64::from(receive_count),
+            now_nanos,
+        ])
+    })
     .map_err(db_err)?;
-    let dropped = sqlx::query(
-        "DELETE FROM queue_dead_letters WHERE seq NOT IN \
-         (SELECT seq FROM queue_dead_letters ORDER BY seq DESC LIMIT ?1)",
-    )
-    .bind(limit(config.capacity.max(1)))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .rows_affected();
+    let dropped = conn
+        .prepare_cached(
+            "DELETE FROM queue_dead_letters WHERE seq NOT IN \
+             (SELECT seq FROM queue_dead_letters ORDER BY seq DESC LIMIT ?1)",
+        )
+        .and_then(|mut statement| statement.execute([limit(config.capacity.max(1))]))
+        .map_err(db_err)?;
     if dropped > 0 {
         tracing::warn!(dropped, "dead-letter list full; dropped its oldest");
     }
@@ -272,11 +287,9 @@ async fn dead_letter(
 }
 
 /// The seq of the message whose current delivery `receipt` names.
-async fn current(conn: &mut SqliteConnection, receipt: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT seq FROM queue_messages WHERE receipt = ?1")
-        .bind(receipt)
-        .fetch_optional(&mut *conn)
-        .await
+fn current(conn: &Connection, receipt: &str) -> Result<i64> {
+    conn.prepare_cached("SELECT seq FROM queue_messages WHERE receipt = ?1")
+        .and_then(|mut statement| statement.query_row([receipt], |row| row.get(0)).optional())
         .map_err(db_err)?
         .ok_or(Error::StaleReceipt)
 }
@@ -284,14 +297,20 @@ async fn current(conn: &mut SqliteConnection, receipt: &str) -> Result<i64> {
 #[async_trait]
 impl TransferQueue for SqliteQueue {
     async fn enqueue(&self, message: QueueMessage) -> Result<bool> {
-        if message.dedup_id.is_empty() || message.dedup_id.len() > DEDUP_ID_BYTES_MAX {
+        let added = self.enqueue_batch(vec![message]).await?;
+        Ok(added.first().copied().unwrap_or(false))
+    }
+
+    async fn enqueue_batch(&self, messages: Vec<QueueMessage>) -> Result<Vec<bool>> {
+        if messages.iter().any(|m| m.dedup_id.is_empty() || m.dedup_id.len() > DEDUP_ID_BYTES_MAX) {
             return Err(Error::InvalidInput(format!("a dedup id must have 1 to {DEDUP_ID_BYTES_MAX} bytes")));
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
         }
         let clock = Arc::clone(&self.clock);
         let config = self.config;
-        self.writer
-            .run(move |conn| Box::pin(async move { enqueue_job(conn, clock.now(), config, message).await }))
-            .await
+        self.writer.run(move |conn| enqueue_job(conn, clock.now(), config, messages)).await
     }
 
     async fn receive(&self, max: usize, visibility: TimeDelta) -> Result<Vec<Delivery>> {
@@ -299,24 +318,18 @@ impl TransferQueue for SqliteQueue {
         hidden_until(self.clock.now(), visibility, "a visibility timeout")?;
         let clock = Arc::clone(&self.clock);
         let config = self.config;
-        self.writer
-            .run(move |conn| Box::pin(async move { receive_job(conn, clock.now(), config, max, visibility).await }))
-            .await
+        self.writer.run(move |conn| receive_job(conn, clock.now(), config, max, visibility)).await
     }
 
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
         let receipt = parse_receipt(receipt)?;
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let seq = current(conn, &receipt).await?;
-                    sqlx::query("DELETE FROM queue_messages WHERE seq = ?1")
-                        .bind(seq)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    Ok(())
-                })
+                let seq = current(conn, &receipt)?;
+                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")
+                    .and_then(|mut statement| statement.execute([seq]))
+                    .map_err(db_err)?;
+                Ok(())
             })
             .await
     }
@@ -327,17 +340,12 @@ impl TransferQueue for SqliteQueue {
         let clock = Arc::clone(&self.clock);
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    let until = hidden_until(clock.now(), delay, "a retry delay")?;
-                    let seq = current(conn, &receipt).await?;
-                    sqlx::query("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2")
-                        .bind(until)
-                        .bind(seq)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    Ok(())
-                })
+                let until = hidden_until(clock.now(), delay, "a retry delay")?;
+                let seq = current(conn, &receipt)?;
+                conn.prepare_cached("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2")
+                    .and_then(|mut statement| statement.execute([until, seq]))
+                    .map_err(db_err)?;
+                Ok(())
             })
             .await
     }
@@ -345,41 +353,41 @@ impl TransferQueue for SqliteQueue {
     async fn stats(&self) -> Result<QueueStats> {
         let now = self.clock.now();
         let now_nanos = nanos(now)?;
-        let row = sqlx::query(
-            "SELECT \
-               (SELECT count(*) FROM queue_messages WHERE visible_at <= ?1) AS visible, \
-               (SELECT count(*) FROM queue_messages WHERE visible_at > ?1) AS in_flight, \
-               (SELECT count(*) FROM queue_dead_letters) AS dead, \
-               (SELECT enqueued_at FROM queue_messages ORDER BY seq LIMIT 1) AS oldest",
-        )
-        .bind(now_nanos)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let count = |column: &str| -> Result<u64> {
-            u64::try_from(get::<i64>(&row, column)?).map_err(|_| corrupt(format!("{column} count")))
-        };
-        let oldest: Option<i64> = get(&row, "oldest")?;
+        let (visible, in_flight, dead, oldest) = self.db.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT \
+                       (SELECT count(*) FROM queue_messages WHERE visible_at <= ?1) AS visible, \
+                       (SELECT count(*) FROM queue_messages WHERE visible_at > ?1) AS in_flight, \
+                       (SELECT count(*) FROM queue_dead_letters) AS dead, \
+                       (SELECT enqueued_at FROM queue_messages ORDER BY seq LIMIT 1) AS oldest",
+                )
+                .map_err(db_err)?;
+            let mut rows = statement.query([now_nanos]).map_err(db_err)?;
+            let row = rows.next().map_err(db_err)?.ok_or_else(|| corrupt("no stats row"))?;
+            let count = |column: &str| -> Result<u64> {
+                u64::try_from(get::<i64>(row, column)?).map_err(|_| corrupt(format!("{column} count")))
+            };
+            Ok((count("visible")?, count("in_flight")?, count("dead")?, get::<Option<i64>>(row, "oldest")?))
+        })?;
         let age_ms = |at: DateTime<Utc>| u64::try_from((now - at).num_milliseconds()).unwrap_or(0);
-        Ok(QueueStats {
-            visible: count("visible")?,
-            in_flight: count("in_flight")?,
-            dead_letters: count("dead")?,
-            oldest_age_ms: oldest.map(time).map(age_ms),
-        })
+        Ok(QueueStats { visible, in_flight, dead_letters: dead, oldest_age_ms: oldest.map(time).map(age_ms) })
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<QueueMessage>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        sqlx::query("SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1")
-            .bind(limit(max))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(message_of)
-            .collect()
+        self.db.read(|conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1")
+                .map_err(db_err)?;
+            let mut rows = statement.query([limit(max)]).map_err(db_err)?;
+            let mut messages = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                messages.push(message_of(row)?);
+            }
+            Ok(messages)
+        })
     }
 }

@@ -19,8 +19,8 @@
 //! - *Durability*: a call answers only after its batch committed (`synchronous=FULL`).
 //! - *Order*: `seq` is the last one + 1, read inside the writer job; outbox positions come from an
 //!   `AUTOINCREMENT` key, so they increase and are never reused, even after the outbox emptied.
-//! - Reads use the read-only pool; writes answer after COMMIT and WAL readers see every committed
-//!   transaction, so a read sees every earlier call's effect.
+//! - Reads run on read-only connections; writes answer after COMMIT and WAL readers see every
+//!   committed transaction, so a read sees every earlier call's effect.
 //! - *Time* comes only from the injected [`Clock`] (the outbox rows' `created_at`, the lag).
 //!
 //! Times are stored as INTEGER nanoseconds; a time past the storable range (years 1677–2262) is
@@ -38,21 +38,21 @@ use bank_core::ports::{Inserted, TransferStore};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, Params, Row, params};
 
 use crate::db::LocalDb;
 use crate::ledger::rows::{db_err, time};
 use crate::writer::WriterHandle;
 
-/// Columns [`transfer_of`] reads.
-const TRANSFER_COLUMNS: &str = "seq, version, body";
+/// Selects the transfer with id `?1`, in the columns [`transfer_of`] reads.
+const TRANSFER_BY_ID: &str = "SELECT seq, version, body FROM transfers WHERE id = ?1";
 
 /// Transfers and their outbox in SQLite. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SqliteTransferStore {
     writer: WriterHandle,
-    reader: SqlitePool,
+    db: LocalDb,
     clock: Arc<dyn Clock>,
 }
 
@@ -62,7 +62,7 @@ impl SqliteTransferStore {
     /// this must be called inside a Tokio runtime).
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteTransferStore { writer, reader: db.reader().clone(), clock }
+        SqliteTransferStore { writer, db: db.clone(), clock }
     }
 }
 
@@ -70,11 +70,36 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage { message: format!("undecodable transfer row: {what}"), retryable: false }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+/// Runs the cached statement `sql` with `params` and decodes every row with `decode`.
+fn fetch_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl Fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = statement.query(params).map_err(db_err)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        all.push(decode(row)?);
+    }
+    Ok(all)
+}
+
+/// Runs the cached statement `sql` with `params` and decodes its first row, if any.
+fn fetch_optional<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = statement.query(params).map_err(db_err)?;
+    rows.next().map_err(db_err)?.map(decode).transpose()
 }
 
 /// A time as stored in a query column: nanoseconds, clamped to the storable range.
@@ -99,8 +124,9 @@ fn status_of(text: &str) -> Result<TransferStatus> {
     TransferStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| corrupt(format!("status {text:?}")))
 }
 
-/// The transfer of a row of [`TRANSFER_COLUMNS`]: its body, with the columns' `seq` and `version`.
-fn transfer_of(row: &SqliteRow) -> Result<Transfer> {
+/// The transfer of a row of `seq, version, body`: its body, with the columns' `seq` and
+/// `version`.
+fn transfer_of(row: &Row<'_>) -> Result<Transfer> {
     let body: String = get(row, "body")?;
     let mut transfer: Transfer = serde_json::from_str(&body).map_err(|e| corrupt(format!("body: {e}")))?;
     transfer.seq = unsigned(get(row, "seq")?, "seq")?;
@@ -113,7 +139,7 @@ fn body_of(transfer: &Transfer) -> Result<String> {
         .map_err(|e| Error::Storage { message: format!("cannot encode a transfer: {e}"), retryable: false })
 }
 
-fn record_of(row: &SqliteRow) -> Result<OutboxRecord> {
+fn record_of(row: &Row<'_>) -> Result<OutboxRecord> {
     let message: String = get(row, "message")?;
     Ok(OutboxRecord {
         seq: unsigned(get(row, "seq")?, "seq")?,
@@ -123,109 +149,113 @@ fn record_of(row: &SqliteRow) -> Result<OutboxRecord> {
 }
 
 /// Appends `messages` to the outbox, in order, written at `now`.
-async fn push_outbox(conn: &mut SqliteConnection, messages: &[OutboxMessage], now: DateTime<Utc>) -> Result<()> {
+fn push_outbox(conn: &Connection, messages: &[OutboxMessage], now: DateTime<Utc>) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
     let now = nanos_clamped(now);
+    let mut insert = conn.prepare_cached("INSERT INTO outbox (message, created_at) VALUES (?1, ?2)").map_err(db_err)?;
     for message in messages {
         let json = serde_json::to_string(message).map_err(|e| Error::Storage {
             message: format!("cannot encode an outbox message: {e}"),
             retryable: false,
         })?;
-        sqlx::query("INSERT INTO outbox (message, created_at) VALUES (?1, ?2)")
-            .bind(json)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        insert.execute(params![json, now]).map_err(db_err)?;
     }
     Ok(())
 }
 
 /// The writer job of `insert`: the transfer already stored under the id, or the new one with its
 /// outbox messages.
-async fn insert_job(
-    conn: &mut SqliteConnection,
+fn insert_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     mut transfer: Transfer,
     outbox: Vec<OutboxMessage>,
 ) -> Result<Inserted> {
-    let existing = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
-        .bind(transfer.id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    if let Some(row) = existing {
-        return Ok(Inserted::Existing(transfer_of(&row)?));
+    if let Some(existing) = fetch_optional(conn, TRANSFER_BY_ID, [transfer.id.as_uuid()], transfer_of)? {
+        return Ok(Inserted::Existing(existing));
     }
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transfers")
-        .fetch_one(&mut *conn)
-        .await
+    let last: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM transfers")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(db_err)?;
     let seq = last.checked_add(1).ok_or_else(|| corrupt("seq overflow"))?;
     transfer.seq = unsigned(seq, "seq")?;
     transfer.version = 0;
-    sqlx::query(
+    let body = body_of(&transfer)?;
+    conn.prepare_cached(
         "INSERT INTO transfers (id, seq, owner, from_account, to_account, status, next_attempt_at, version, \
          created_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
     )
-    .bind(transfer.id.as_uuid())
-    .bind(seq)
-    .bind(transfer.owner.as_uuid())
-    .bind(transfer.from_account_id.as_uuid())
-    .bind(transfer.to_account_id().map(|a| *a.as_uuid()))
-    .bind(transfer.status.as_str())
-    .bind(transfer.next_attempt_at.map(nanos_clamped))
-    .bind(nanos_clamped(transfer.created_at))
-    .bind(body_of(&transfer)?)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut statement| {
+        statement.execute(params![
+            transfer.id.as_uuid(),
+            seq,
+            transfer.owner.as_uuid(),
+            transfer.from_account_id.as_uuid(),
+            transfer.to_account_id().map(|a| *a.as_uuid()),
+            transfer.status.as_str(),
+            transfer.next_attempt_at.map(nanos_clamped),
+            nanos_clamped(transfer.created_at),
+            body,
+        ])
+    })
     .map_err(db_err)?;
-    push_outbox(conn, &outbox, now).await?;
+    push_outbox(conn, &outbox, now)?;
     Ok(Inserted::Created(transfer))
 }
 
 /// The writer job of `update`: compare-and-swap on the version, never changing a final transfer.
-async fn update_job(
-    conn: &mut SqliteConnection,
+fn update_job(
+    conn: &Connection,
     now: DateTime<Utc>,
     mut transfer: Transfer,
     outbox: Vec<OutboxMessage>,
 ) -> Result<Transfer> {
-    let row = sqlx::query("SELECT seq, version, status FROM transfers WHERE id = ?1")
-        .bind(transfer.id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let Some(row) = row else { return Err(Error::TransferNotFound(transfer.id)) };
-    let stored_version = unsigned(get(&row, "version")?, "version")?;
+    let stored = fetch_optional(
+        conn,
+        "SELECT seq, version, status FROM transfers WHERE id = ?1",
+        [transfer.id.as_uuid()],
+        |row| Ok((get::<i64>(row, "seq")?, get::<i64>(row, "version")?, get::<String>(row, "status")?)),
+    )?;
+    let Some((stored_seq, stored_version, status)) = stored else {
+        return Err(Error::TransferNotFound(transfer.id));
+    };
+    let stored_version = unsigned(stored_version, "version")?;
     if stored_version != transfer.version {
         return Err(Error::VersionConflict);
     }
-    if status_of(&get::<String>(&row, "status")?)?.is_final() {
+    if status_of(&status)?.is_final() {
         // A final transfer never changes; a caller holding an old copy lost a race.
         return Err(Error::VersionConflict);
     }
     transfer.version = stored_version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
-    transfer.seq = unsigned(get(&row, "seq")?, "seq")?;
-    let done = sqlx::query(
-        "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
-         body = ?6 WHERE id = ?7 AND version = ?8",
-    )
-    .bind(transfer.owner.as_uuid())
-    .bind(transfer.status.as_str())
-    .bind(transfer.next_attempt_at.map(nanos_clamped))
-    .bind(sql_int(transfer.version))
-    .bind(nanos_clamped(transfer.created_at))
-    .bind(body_of(&transfer)?)
-    .bind(transfer.id.as_uuid())
-    .bind(sql_int(stored_version))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    if done.rows_affected() != 1 {
+    transfer.seq = unsigned(stored_seq, "seq")?;
+    let body = body_of(&transfer)?;
+    let done = conn
+        .prepare_cached(
+            "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
+             body = ?6 WHERE id = ?7 AND version = ?8",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                transfer.owner.as_uuid(),
+                transfer.status.as_str(),
+                transfer.next_attempt_at.map(nanos_clamped),
+                sql_int(transfer.version),
+                nanos_clamped(transfer.created_at),
+                body,
+                transfer.id.as_uuid(),
+                sql_int(stored_version),
+            ])
+        })
+        .map_err(db_err)?;
+    if done != 1 {
         // Cannot happen with one writer; refuse rather than write the outbox alone.
         return Err(Error::VersionConflict);
     }
-    push_outbox(conn, &outbox, now).await?;
+    push_outbox(conn, &outbox, now)?;
     Ok(transfer)
 }
 
@@ -233,25 +263,18 @@ async fn update_job(
 impl TransferStore for SqliteTransferStore {
     async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted> {
         let clock = Arc::clone(&self.clock);
-        self.writer
-            .run(move |conn| Box::pin(async move { insert_job(conn, clock.now(), transfer, outbox).await }))
-            .await
+        self.writer.run(move |conn| insert_job(conn, clock.now(), transfer, outbox)).await
     }
 
     async fn get(&self, id: TransferId) -> Result<Transfer> {
-        let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(transfer_of).unwrap_or(Err(Error::TransferNotFound(id)))
+        self.db
+            .read(|conn| fetch_optional(conn, TRANSFER_BY_ID, [id.as_uuid()], transfer_of))?
+            .ok_or(Error::TransferNotFound(id))
     }
 
     async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {
         let clock = Arc::clone(&self.clock);
-        self.writer
-            .run(move |conn| Box::pin(async move { update_job(conn, clock.now(), transfer, outbox).await }))
-            .await
+        self.writer.run(move |conn| update_job(conn, clock.now(), transfer, outbox)).await
     }
 
     async fn list_for_account(
@@ -264,25 +287,15 @@ impl TransferStore for SqliteTransferStore {
             return Ok(Vec::new());
         }
         // Each side walks its own index backwards from `before_seq`; at most `limit` of each.
-        let sql = format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE seq IN ( \
+        const SQL: &str = "SELECT seq, version, body FROM transfers WHERE seq IN ( \
                SELECT seq FROM (SELECT seq FROM transfers WHERE from_account = ?1 AND seq < ?2 \
                                 ORDER BY seq DESC LIMIT ?3) \
                UNION \
                SELECT seq FROM (SELECT seq FROM transfers WHERE to_account = ?1 AND seq < ?2 \
                                 ORDER BY seq DESC LIMIT ?3)) \
-             ORDER BY seq DESC LIMIT ?3"
-        );
-        sqlx::query(&sql)
-            .bind(account.as_uuid())
-            .bind(before_seq.map_or(i64::MAX, sql_int))
-            .bind(sql_limit(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(transfer_of)
-            .collect()
+             ORDER BY seq DESC LIMIT ?3";
+        let (before, limit) = (before_seq.map_or(i64::MAX, sql_int), sql_limit(limit));
+        self.db.read(|conn| fetch_all(conn, SQL, params![account.as_uuid(), before, limit], transfer_of))
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Transfer>> {
@@ -290,30 +303,20 @@ impl TransferStore for SqliteTransferStore {
             return Ok(Vec::new());
         }
         // The WHERE repeats the partial index's, so the `transfers_due` index serves it.
-        sqlx::query(&format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers \
+        const SQL: &str = "SELECT seq, version, body FROM transfers \
              WHERE status NOT IN ('settled', 'failed') AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at, seq LIMIT ?2"
-        ))
-        .bind(nanos_clamped(now))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(transfer_of)
-        .collect()
+             ORDER BY next_attempt_at, seq LIMIT ?2";
+        self.db.read(|conn| fetch_all(conn, SQL, [nanos_clamped(now), sql_limit(limit)], transfer_of))
     }
 
     async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>> {
-        let rows = sqlx::query("SELECT status, count(*) AS n FROM transfers GROUP BY status")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
+        let rows = self.db.read(|conn| {
+            fetch_all(conn, "SELECT status, count(*) AS n FROM transfers GROUP BY status", [], |row| {
+                Ok((status_of(&get::<String>(row, "status")?)?, unsigned(get(row, "n")?, "count")?))
+            })
+        })?;
         let mut counts = TransferStatus::ALL.map(|s| (s, 0_u64));
-        for row in &rows {
-            let status = status_of(&get::<String>(row, "status")?)?;
-            let n = unsigned(get(row, "n")?, "count")?;
+        for (status, n) in rows {
             if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
                 entry.1 = n;
             }
@@ -325,42 +328,39 @@ impl TransferStore for SqliteTransferStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        sqlx::query("SELECT seq, message, created_at FROM outbox ORDER BY seq LIMIT ?1")
-            .bind(sql_limit(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(record_of)
-            .collect()
+        self.db.read(|conn| {
+            fetch_all(
+                conn,
+                "SELECT seq, message, created_at FROM outbox ORDER BY seq LIMIT ?1",
+                [sql_limit(limit)],
+                record_of,
+            )
+        })
     }
 
     async fn outbox_done(&self, upto: u64) -> Result<()> {
         let upto = sql_int(upto);
         self.writer
             .run(move |conn| {
-                Box::pin(async move {
-                    sqlx::query("DELETE FROM outbox WHERE seq <= ?1")
-                        .bind(upto)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    Ok(())
-                })
+                conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1")
+                    .and_then(|mut statement| statement.execute([upto]))
+                    .map_err(db_err)?;
+                Ok(())
             })
             .await
     }
 
     async fn outbox_lag(&self) -> Result<(u64, Option<u64>)> {
         let now = self.clock.now();
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM outbox) AS n, (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) AS oldest",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let count = unsigned(get(&row, "n")?, "count")?;
-        let oldest: Option<i64> = get(&row, "oldest")?;
+        let lag = self.db.read(|conn| {
+            fetch_optional(
+                conn,
+                "SELECT (SELECT count(*) FROM outbox) AS n, (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) AS oldest",
+                [],
+                |row| Ok((unsigned(get(row, "n")?, "count")?, get::<Option<i64>>(row, "oldest")?)),
+            )
+        })?;
+        let (count, oldest) = lag.ok_or_else(|| corrupt("no outbox lag row"))?;
         let age = oldest.map(|at| u64::try_from((now - time(at)).num_milliseconds()).unwrap_or(0));
         Ok((count, age))
     }

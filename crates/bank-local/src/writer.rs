@@ -1,12 +1,12 @@
-//! [`WriterHandle`]: the way to the one task that writes the database.
+//! [`WriterHandle`]: the way to the one thread that writes the database.
 //!
-//! SQLite has a single writer, so this crate has a single writing task per [`LocalDb`] (the
+//! SQLite has a single writer, so this crate has a single writing thread per [`LocalDb`] (the
 //! ledger's group-commit writer, see [`crate::ledger`]). Every store that writes sends its work
 //! there, so nothing contends for the write lock and every write joins the same group commit:
 //!
-//! - the ledger sends its own commands (it keeps an account cache inside the task);
-//! - every other store sends a **job** with [`WriterHandle::run`]: an async closure given the
-//!   writer's connection. The task runs it inside the open `BEGIN IMMEDIATE` transaction, in its
+//! - the ledger sends its own commands (it keeps an account cache inside the thread);
+//! - every other store sends a **job** with [`WriterHandle::run`]: a closure given the writer's
+//!   connection. The thread runs it inside the open `BEGIN IMMEDIATE` transaction, in its
 //!   own `SAVEPOINT` (an `Err` rolls back exactly what the job wrote, and nothing else of the
 //!   batch), and answers only after the batch's COMMIT. If the COMMIT fails, the job's caller gets
 //!   a retryable [`Error::Storage`] and nothing it wrote is kept.
@@ -17,17 +17,19 @@
 //! ledger's tables (the ledger's cache would no longer match them), and keep them short: every
 //! other writer waits.
 //!
-//! [`WriterHandle::for_db`] starts the task on first use and hands out the running one after
-//! that, so the ledger and the other stores of one database share it. The task stops once every
+//! [`WriterHandle::for_db`] starts the thread on first use and hands out the running one after
+//! that, so the ledger and the other stores of one database share it. The thread stops once every
 //! handle (and every store holding one) is dropped and it has answered what was queued.
+//!
+//! The thread runs SQLite synchronously (prepared statements, no hand-off per statement); async
+//! callers wait on a oneshot answer, so no Tokio worker ever blocks on a write or an fsync.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bank_core::clock::Clock;
 use bank_core::{Error, Result};
-use futures::future::BoxFuture;
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::LocalDb;
@@ -61,7 +63,7 @@ struct Running {
     counters: Arc<Counters>,
 }
 
-/// A handle to the database's single writer task. Cheap to clone.
+/// A handle to the database's single writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     commands: mpsc::Sender<Command>,
@@ -70,10 +72,9 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// The writer of `db`: the running one if any handle to it is alive, else a new task reading
+    /// The writer of `db`: the running one if any handle to it is alive, else a new thread reading
     /// time from `clock`. One database has one clock: a running writer keeps the clock it was
-    /// started with (a different `clock` is ignored, with a warning). Spawns a task, so it must be
-    /// called inside a Tokio runtime.
+    /// started with (a different `clock` is ignored, with a warning).
     pub fn for_db(db: &LocalDb, clock: Arc<dyn Clock>) -> WriterHandle {
         let mut slot = db.writer_slot().lock();
         if let Some(running) = &slot.running
@@ -90,8 +91,12 @@ impl WriterHandle {
         }
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
-        let writer = Writer::new(db.writer().clone(), Arc::clone(&clock), Arc::clone(&counters));
-        tokio::spawn(writer.run(receiver));
+        let writer = Writer::new(db.clone(), Arc::clone(&clock), Arc::clone(&counters));
+        let spawned = std::thread::Builder::new().name("bank-local-writer".into()).spawn(move || writer.run(receiver));
+        if let Err(e) = spawned {
+            // The receiver went with the closure: every call answers "writer gone".
+            tracing::error!(error = %e, "cannot start the database writer thread");
+        }
         slot.running = Some(Running {
             commands: commands.downgrade(),
             clock: Arc::clone(&clock),
@@ -123,15 +128,10 @@ impl WriterHandle {
     /// use bank_local::writer::WriterHandle;
     ///
     /// let writer = WriterHandle::for_db(db, clock);
-    /// let deleted: u64 = writer
+    /// let deleted: usize = writer
     ///     .run(|conn| {
-    ///         Box::pin(async move {
-    ///             let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= 0")
-    ///                 .execute(&mut *conn)
-    ///                 .await
-    ///                 .map_err(|e| bank_core::Error::storage(e, true))?;
-    ///             Ok(done.rows_affected())
-    ///         })
+    ///         conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= 0", [])
+    ///             .map_err(|e| bank_core::Error::storage(e, true))
     ///     })
     ///     .await?;
     /// # Ok(())
@@ -140,12 +140,9 @@ impl WriterHandle {
     pub async fn run<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let job = Job::new(move |conn| {
-            let future = job(conn);
-            Box::pin(async move { future.await.map(|value| Box::new(value) as JobOutput) })
-        });
+        let job = Job::new(move |conn| job(conn).map(|value| Box::new(value) as JobOutput));
         let output = self.call(|tx| Command::Job(job, tx)).await??;
         output.downcast::<T>().map(|value| *value).map_err(|_| Error::Storage {
             message: "a writer job answered with the wrong type".into(),
@@ -161,7 +158,7 @@ impl WriterHandle {
     }
 }
 
-/// The writer task is gone (it panicked, or the runtime is shutting down).
+/// The writer thread is gone (it could not start or open the database, or it panicked).
 pub(crate) fn writer_gone() -> Error {
-    Error::Storage { message: "the ledger writer task has stopped".into(), retryable: false }
+    Error::Storage { message: "the database writer thread has stopped".into(), retryable: false }
 }

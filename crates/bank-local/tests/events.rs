@@ -81,6 +81,7 @@ async fn a_subscription_resumes_after_a_reopen_exactly_where_it_committed() {
     drop(sub);
     drop(bus);
     db.close().await;
+    drop(db); // releases the data directory's lock, so it can be reopened
 
     let db = LocalDb::open(dir.path()).await.expect("reopen");
     let bus = SqliteEventBus::new(&db, clock(), EVENT_BUS_CAPACITY_DEFAULT);
@@ -111,6 +112,7 @@ async fn a_cursor_survives_trimming_and_a_reopen() {
     drop(sub);
     drop(bus);
     db.close().await;
+    drop(db); // releases the data directory's lock, so it can be reopened
 
     let db = LocalDb::open(dir.path()).await.expect("reopen");
     let bus = SqliteEventBus::new(&db, clock(), 4);
@@ -137,6 +139,7 @@ async fn a_claim_and_its_outcome_survive_a_reopen() {
     log.mark(sent, DeliveryOutcome::Sent).await.expect("mark");
     drop(log);
     db.close().await;
+    drop(db); // releases the data directory's lock, so it can be reopened
 
     let db = LocalDb::open(dir.path()).await.expect("reopen");
     let log = SqliteNotificationLog::new(&db, clock(), NOTIFICATION_LOG_CAPACITY_DEFAULT);

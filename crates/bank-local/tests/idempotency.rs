@@ -1,6 +1,6 @@
 //! `SqliteIdempotencyStore` against the `IdempotencyStore` conformance suite, plus what only a
 //! durable store sharing the database's writer must show: a completed key survives a reopen,
-//! the store and the ledger share one writer task, and a failed job writes nothing.
+//! the store and the ledger share one writer thread, and a failed job writes nothing.
 
 use std::sync::Arc;
 
@@ -114,27 +114,24 @@ async fn a_failed_job_writes_nothing_and_the_batch_goes_on() {
                   created_at, expires_at) VALUES (?1, 'k', zeroblob(32), 'r', 'in_flight', zeroblob(16), 0, 0, 1)";
     let failed: Result<(), Error> = writer
         .run(move |conn| {
-            Box::pin(async move {
-                sqlx::query(insert).bind("failing").execute(&mut *conn).await.map_err(|e| Error::storage(e, false))?;
-                Err(Error::InvalidInput("refused after writing".into()))
-            })
+            conn.execute(insert, ["failing"]).map_err(|e| Error::storage(e, false))?;
+            Err(Error::InvalidInput("refused after writing".into()))
         })
         .await;
     assert!(matches!(failed, Err(Error::InvalidInput(_))), "{failed:?}");
-    let inserted: u64 = writer
-        .run(move |conn| {
-            Box::pin(async move {
-                let done =
-                    sqlx::query(insert).bind("kept").execute(&mut *conn).await.map_err(|e| Error::storage(e, false))?;
-                Ok(done.rows_affected())
-            })
-        })
+    let inserted: usize = writer
+        .run(move |conn| conn.execute(insert, ["kept"]).map_err(|e| Error::storage(e, false)))
         .await
         .expect("a job after a failed one");
     assert_eq!(inserted, 1);
-    let callers: Vec<String> = sqlx::query_scalar("SELECT caller FROM idempotency_keys ORDER BY caller")
-        .fetch_all(db.reader())
-        .await
+    let callers: Vec<String> = db
+        .read(|conn| {
+            let mut statement = conn
+                .prepare("SELECT caller FROM idempotency_keys ORDER BY caller")
+                .map_err(|e| Error::storage(e, false))?;
+            let callers = statement.query_map([], |row| row.get(0)).map_err(|e| Error::storage(e, false))?;
+            callers.collect::<Result<_, _>>().map_err(|e| Error::storage(e, false))
+        })
         .expect("read");
     assert_eq!(callers, ["kept"], "the failed job's insert was rolled back");
 }
@@ -149,13 +146,8 @@ async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
     store.begin(&scope("kept"), Fingerprint([1; 32]), "transfer-1", TimeDelta::seconds(30)).await.expect("begin");
     let panicked: Result<(), Error> = writer
         .run(|conn| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM idempotency_keys")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| Error::storage(e, false))?;
-                panic!("a bug in a job");
-            })
+            conn.execute("DELETE FROM idempotency_keys", []).map_err(|e| Error::storage(e, false))?;
+            panic!("a bug in a job");
         })
         .await;
     assert!(matches!(panicked, Err(Error::Storage { retryable: false, .. })), "{panicked:?}");

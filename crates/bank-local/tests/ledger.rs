@@ -83,7 +83,7 @@ async fn the_database_refuses_to_update_or_delete_posted_entries() {
         "UPDATE entry_lines SET amount = '1000.00'",
         "DELETE FROM entry_lines",
     ] {
-        let err = sqlx::query(sql).execute(db.writer()).await.expect_err(sql);
+        let err = db.connect().expect("connect").execute(sql, []).expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(ledger.entry(entry.key()).await.expect("entry"), posted, "the entry changed");
@@ -166,15 +166,15 @@ async fn a_failed_commit_fails_the_whole_batch_and_forgets_it() {
     let db = LocalDb::open(dir.path()).await.expect("open");
     // A deferred foreign key is checked only at COMMIT: an entry with reference "poison" makes
     // the commit of its batch fail, as a full disk or an I/O error would.
-    sqlx::raw_sql(
-        "CREATE TABLE poison_parent (id INTEGER PRIMARY KEY); \
-         CREATE TABLE poison (parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED); \
-         CREATE TRIGGER poison_commit AFTER INSERT ON entries WHEN new.reference = 'poison' \
-         BEGIN INSERT INTO poison VALUES (42); END;",
-    )
-    .execute(db.writer())
-    .await
-    .expect("install the fault");
+    db.connect()
+        .expect("connect")
+        .execute_batch(
+            "CREATE TABLE poison_parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE poison (parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE TRIGGER poison_commit AFTER INSERT ON entries WHEN new.reference = 'poison' \
+             BEGIN INSERT INTO poison VALUES (42); END;",
+        )
+        .expect("install the fault");
     let ledger = SqliteLedger::new(&db, Arc::new(SystemClock));
     let (settlement, customers) = setup(&ledger, 1).await;
     let alice = customers[0];

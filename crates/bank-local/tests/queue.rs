@@ -66,6 +66,7 @@ async fn messages_in_flight_state_and_dead_letters_survive_a_reopen() {
     assert_eq!(long.message, b1);
     drop(queue);
     db.close().await;
+    drop(db); // releases the data directory's lock, so it can be reopened
 
     // a1's visibility runs out while the process is down; b1 is still in flight.
     clock.advance(VISIBILITY);
@@ -86,6 +87,7 @@ async fn messages_in_flight_state_and_dead_letters_survive_a_reopen() {
     queue.ack(&long.receipt).await.expect("the in-flight receipt survived the reopen");
     drop(queue);
     db.close().await;
+    drop(db); // releases the data directory's lock, so it can be reopened
 
     // a2's and d1's visibility runs out while closed: reopened with a larger budget (the config
     // is given at construction), they are redelivered.

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use bank_core::Error;
 use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LocalDb};
-use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
 
 /// Opening must fail with a non-retryable storage error whose message names `path`.
@@ -39,6 +38,7 @@ async fn a_corrupt_database_is_refused() {
     let path = dir.path().join(DB_FILE_NAME);
     let db = LocalDb::open(dir.path()).await.expect("create");
     db.close().await;
+    drop(db);
     // Keep the 100-byte header (so it still looks like SQLite) and wreck every page after it.
     let mut bytes = std::fs::read(&path).expect("read");
     assert!(bytes.len() > 4096, "the schema spans several pages");
@@ -58,10 +58,9 @@ async fn another_programs_database_is_refused_and_left_alone() {
     ] {
         let dir = TempDir::new().expect("temp dir");
         let path = dir.path().join(DB_FILE_NAME);
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let mut conn = SqliteConnection::connect(&url).await.expect("create foreign database");
-        sqlx::query(setup).execute(&mut conn).await.expect("setup");
-        conn.close().await.expect("close");
+        let conn = rusqlite::Connection::open(&path).expect("create foreign database");
+        conn.execute_batch(setup).expect("setup");
+        drop(conn);
         let before = std::fs::read(&path).expect("read");
 
         let message = assert_refused(dir.path(), &path, why).await;
@@ -99,11 +98,29 @@ async fn a_new_directory_gets_a_claimed_database_that_reopens() {
     let data_dir = root.path().join("nested").join("data");
     let db = LocalDb::open(&data_dir).await.expect("create");
     assert_eq!(db.path(), data_dir.join(DB_FILE_NAME));
-    let id: i32 = sqlx::query_scalar("PRAGMA application_id").fetch_one(db.reader()).await.expect("read id");
+    let id: i32 = db
+        .read(|c| c.query_row("PRAGMA application_id", [], |row| row.get(0)).map_err(|e| Error::storage(e, false)))
+        .expect("read id");
     assert_eq!(id, APPLICATION_ID);
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.writer()).await.expect("mode");
+    let mode: String =
+        db.connect().expect("connect").query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("mode");
     assert_eq!(mode, "wal");
     db.close().await;
+    drop(db);
     let again = LocalDb::open(&data_dir).await.expect("reopen");
     again.close().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_in_use_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    let db = LocalDb::open(dir.path()).await.expect("open");
+    let message = match LocalDb::open(dir.path()).await {
+        Ok(_) => panic!("a second open of a data directory in use succeeded"),
+        Err(err) => err.to_string(),
+    };
+    assert!(message.contains("in use"), "{message}");
+    assert!(message.contains(&dir.path().display().to_string()), "the message names the directory: {message}");
+    drop(db);
+    LocalDb::open(dir.path()).await.expect("open again once the first is gone");
 }

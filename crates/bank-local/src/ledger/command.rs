@@ -1,4 +1,4 @@
-//! What callers send the writer task, and how each gets its answer after the batch commits.
+//! What callers send the writer thread, and how each gets its answer after the batch commits.
 
 use std::any::Any;
 use std::fmt;
@@ -8,8 +8,7 @@ use bank_core::account::{Account, AccountStatus, NewAccount};
 use bank_core::ids::{AccountId, HoldId};
 use bank_core::ledger::{Hold, NewEntry, NewHold, PostHold, PostedEntry, Reversal};
 use bank_core::{Error, Result};
-use futures::future::BoxFuture;
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -17,19 +16,17 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 /// What a [`Job`] returns: any value, typed again by [`crate::writer::WriterHandle::run`].
 pub(crate) type JobOutput = Box<dyn Any + Send>;
 
-type JobFn = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<JobOutput>> + Send>;
+type JobFn = Box<dyn FnOnce(&Connection) -> Result<JobOutput> + Send>;
 
 /// Work of another store, run by the writer on its connection inside the command's savepoint.
 pub(crate) struct Job(JobFn);
 
 impl Job {
-    pub(crate) fn new(
-        job: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<JobOutput>> + Send + 'static,
-    ) -> Self {
+    pub(crate) fn new(job: impl FnOnce(&Connection) -> Result<JobOutput> + Send + 'static) -> Self {
         Job(Box::new(job))
     }
 
-    pub(super) fn run(self, conn: &mut SqliteConnection) -> BoxFuture<'_, Result<JobOutput>> {
+    pub(super) fn run(self, conn: &Connection) -> Result<JobOutput> {
         (self.0)(conn)
     }
 }

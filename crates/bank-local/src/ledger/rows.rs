@@ -11,26 +11,33 @@ use bank_core::ledger::{EntryKey, Hold, HoldStatus, PostedEntry, PostedLine, Sid
 use bank_core::money::{Currency, Money};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 /// Columns of an account row, in the order [`account_state`] reads them.
 pub(super) const ACCOUNT_COLUMNS: &str =
     "id, owner, name, currency, kind, status, overdraft_limit, posted, held, sequence, created_at";
 
-/// A storage failure from SQLite: retryable when the database was busy or the pool timed out.
-pub(crate) fn db_err(err: sqlx::Error) -> Error {
-    let retryable = match &err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
-        // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("5" | "6" | "261" | "262" | "517" | "773"))
-        }
-        _ => false,
-    };
+/// A storage failure from SQLite: retryable when the database was busy or locked.
+pub(crate) fn db_err(err: rusqlite::Error) -> Error {
+    let retryable = matches!(
+        &err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
     Error::Storage { message: format!("sqlite: {err}"), retryable }
+}
+
+/// Whether `err` is a UNIQUE or PRIMARY KEY constraint failure.
+pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
 }
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
@@ -57,11 +64,8 @@ fn money(amount: &str, code: &str) -> Result<Money> {
     Money::new(decimal(amount)?, currency(code)?).map_err(corrupt)
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
 }
 
 pub(super) fn uuid_to<T>(uuid: Uuid, make: fn(Uuid) -> Result<T>) -> Result<T> {
@@ -152,7 +156,7 @@ pub(super) fn limit_text(limit: OverdraftLimit) -> Option<String> {
 }
 
 /// An account row (selected with [`ACCOUNT_COLUMNS`]) as the state the rules work on.
-pub(super) fn account_state(row: &SqliteRow) -> Result<AccountState> {
+pub(super) fn account_state(row: &Row<'_>) -> Result<AccountState> {
     let limit: Option<String> = get(row, "overdraft_limit")?;
     let account = Account {
         id: uuid_to(get(row, "id")?, AccountId::from_uuid)?,
@@ -176,113 +180,121 @@ pub(super) fn account_state(row: &SqliteRow) -> Result<AccountState> {
 }
 
 /// One account's row, if it exists.
-pub(super) async fn load_account(conn: &mut SqliteConnection, id: AccountId) -> Result<Option<AccountState>> {
-    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
-    let row = sqlx::query(&sql).bind(id.as_uuid()).fetch_optional(&mut *conn).await.map_err(db_err)?;
-    row.as_ref().map(account_state).transpose()
+pub(crate) fn load_account(conn: &Connection, id: AccountId) -> Result<Option<AccountState>> {
+    let mut statement = conn.prepare_cached(ACCOUNT_BY_ID).map_err(db_err)?;
+    let mut rows = statement.query([id.as_uuid()]).map_err(db_err)?;
+    rows.next().map_err(db_err)?.map(account_state).transpose()
 }
 
+/// Selects one account by id (`?1`).
+const ACCOUNT_BY_ID: &str = "SELECT id, owner, name, currency, kind, status, overdraft_limit, posted, held, sequence, \
+                             created_at FROM accounts WHERE id = ?1";
+
 /// The entry posted under `key`, with its lines in order.
-pub(super) async fn load_entry(conn: &mut SqliteConnection, key: EntryKey) -> Result<Option<PostedEntry>> {
-    let row = sqlx::query(
-        "SELECT id, entry_id, reference, posted_at, reverses_transfer_id, reverses_leg \
-         FROM entries WHERE transfer_id = ?1 AND leg = ?2",
-    )
-    .bind(key.transfer_id.as_uuid())
-    .bind(i64::from(key.leg))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let rowid: i64 = get(&row, "id")?;
-    let reverses_transfer: Option<Uuid> = get(&row, "reverses_transfer_id")?;
-    let reverses_leg: Option<i64> = get(&row, "reverses_leg")?;
+pub(crate) fn load_entry(conn: &Connection, key: EntryKey) -> Result<Option<PostedEntry>> {
+    let head = conn
+        .prepare_cached(
+            "SELECT id, entry_id, reference, posted_at, reverses_transfer_id, reverses_leg \
+             FROM entries WHERE transfer_id = ?1 AND leg = ?2",
+        )
+        .map_err(db_err)?
+        .query_row(rusqlite::params![key.transfer_id.as_uuid(), i64::from(key.leg)], |row| {
+            Ok((
+                row.get::<_, i64>("id"),
+                row.get::<_, Uuid>("entry_id"),
+                row.get::<_, String>("reference"),
+                row.get::<_, i64>("posted_at"),
+                row.get::<_, Option<Uuid>>("reverses_transfer_id"),
+                row.get::<_, Option<i64>>("reverses_leg"),
+            ))
+        })
+        .optional()
+        .map_err(db_err)?;
+    let Some((rowid, entry_id, reference, posted_at, reverses_transfer, reverses_leg)) = head else {
+        return Ok(None);
+    };
+    let decoded = |e: rusqlite::Error| corrupt(format!("entry: {e}"));
+    let (rowid, reverses_transfer, reverses_leg) =
+        (rowid.map_err(decoded)?, reverses_transfer.map_err(decoded)?, reverses_leg.map_err(decoded)?);
     let reverses = match (reverses_transfer, reverses_leg) {
         (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
         _ => None,
     };
-    let lines = sqlx::query(
-        "SELECT account_id, side, amount, currency, sequence, balance_after \
-         FROM entry_lines WHERE entry = ?1 ORDER BY line_no",
-    )
-    .bind(rowid)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .iter()
-    .map(|line| {
-        Ok(PostedLine {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT account_id, side, amount, currency, sequence, balance_after \
+             FROM entry_lines WHERE entry = ?1 ORDER BY line_no",
+        )
+        .map_err(db_err)?;
+    let mut rows = statement.query([rowid]).map_err(db_err)?;
+    let mut lines = Vec::new();
+    while let Some(line) = rows.next().map_err(db_err)? {
+        lines.push(PostedLine {
             account_id: uuid_to(get(line, "account_id")?, AccountId::from_uuid)?,
             side: side(&get::<String>(line, "side")?)?,
             money: money(&get::<String>(line, "amount")?, &get::<String>(line, "currency")?)?,
             sequence: sequence(get(line, "sequence")?)?,
             balance_after: decimal(&get::<String>(line, "balance_after")?)?,
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
+        });
+    }
     Ok(Some(PostedEntry {
-        id: uuid_to(get(&row, "entry_id")?, EntryId::from_uuid)?,
+        id: uuid_to(entry_id.map_err(decoded)?, EntryId::from_uuid)?,
         key,
         lines,
-        reference: get(&row, "reference")?,
-        posted_at: time(get(&row, "posted_at")?),
+        reference: reference.map_err(decoded)?,
+        posted_at: time(posted_at.map_err(decoded)?),
         reverses,
     }))
 }
 
 /// A hold as stored (an expired-but-unmarked hold still reads `Active`; callers apply
 /// [`Hold::as_of`]).
-pub(super) async fn load_hold(conn: &mut SqliteConnection, id: HoldId) -> Result<Option<Hold>> {
-    let row = sqlx::query(
-        "SELECT account_id, amount, currency, status, created_at, expires_at, reference, posted_transfer_id, \
-         posted_leg FROM holds WHERE id = ?1",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let posted_transfer: Option<Uuid> = get(&row, "posted_transfer_id")?;
-    let posted_leg: Option<i64> = get(&row, "posted_leg")?;
+pub(crate) fn load_hold(conn: &Connection, id: HoldId) -> Result<Option<Hold>> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT account_id, amount, currency, status, created_at, expires_at, reference, posted_transfer_id, \
+             posted_leg FROM holds WHERE id = ?1",
+        )
+        .map_err(db_err)?;
+    let mut rows = statement.query([id.as_uuid()]).map_err(db_err)?;
+    let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
+    let posted_transfer: Option<Uuid> = get(row, "posted_transfer_id")?;
+    let posted_leg: Option<i64> = get(row, "posted_leg")?;
     let posted_entry = match (posted_transfer, posted_leg) {
         (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
         _ => None,
     };
     Ok(Some(Hold {
         id,
-        account_id: uuid_to(get(&row, "account_id")?, AccountId::from_uuid)?,
-        money: money(&get::<String>(&row, "amount")?, &get::<String>(&row, "currency")?)?,
-        status: hold_status(&get::<String>(&row, "status")?)?,
-        created_at: time(get(&row, "created_at")?),
-        expires_at: time(get(&row, "expires_at")?),
-        reference: get(&row, "reference")?,
+        account_id: uuid_to(get(row, "account_id")?, AccountId::from_uuid)?,
+        money: money(&get::<String>(row, "amount")?, &get::<String>(row, "currency")?)?,
+        status: hold_status(&get::<String>(row, "status")?)?,
+        created_at: time(get(row, "created_at")?),
+        expires_at: time(get(row, "expires_at")?),
+        reference: get(row, "reference")?,
         posted_entry,
     }))
 }
 
 /// The holds of `account` still marked active: (expires_at, id, amount).
-pub(super) async fn active_holds(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-) -> Result<Vec<(DateTime<Utc>, HoldId, Decimal)>> {
-    sqlx::query("SELECT id, amount, expires_at FROM holds WHERE account_id = ?1 AND status = 'active'")
-        .bind(account.as_uuid())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(|row| {
-            Ok((
-                time(get(row, "expires_at")?),
-                uuid_to(get(row, "id")?, HoldId::from_uuid)?,
-                decimal(&get::<String>(row, "amount")?)?,
-            ))
-        })
-        .collect()
+pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<(DateTime<Utc>, HoldId, Decimal)>> {
+    let mut statement = conn
+        .prepare_cached("SELECT id, amount, expires_at FROM holds WHERE account_id = ?1 AND status = 'active'")
+        .map_err(db_err)?;
+    let mut rows = statement.query([account.as_uuid()]).map_err(db_err)?;
+    let mut holds = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        holds.push((
+            time(get(row, "expires_at")?),
+            uuid_to(get(row, "id")?, HoldId::from_uuid)?,
+            decimal(&get::<String>(row, "amount")?)?,
+        ));
+    }
+    Ok(holds)
 }
 
 /// One history row (see `SqliteLedger::history`) as an item.
-pub(super) fn history_item(row: &SqliteRow) -> Result<bank_core::ledger::HistoryItem> {
+pub(super) fn history_item(row: &Row<'_>) -> Result<bank_core::ledger::HistoryItem> {
     Ok(bank_core::ledger::HistoryItem {
         entry_id: uuid_to(get(row, "entry_id")?, EntryId::from_uuid)?,
         key: EntryKey::new(uuid_to(get(row, "transfer_id")?, TransferId::from_uuid)?, leg(get(row, "leg")?)?),
@@ -296,11 +308,11 @@ pub(super) fn history_item(row: &SqliteRow) -> Result<bank_core::ledger::History
 }
 
 /// Parses a currency column (trial balance).
-pub(super) fn currency_column(row: &SqliteRow) -> Result<Currency> {
+pub(super) fn currency_column(row: &Row<'_>) -> Result<Currency> {
     currency(&get::<String>(row, "currency")?)
 }
 
 /// Parses a decimal column by name.
-pub(super) fn decimal_column(row: &SqliteRow, column: &str) -> Result<Decimal> {
+pub(super) fn decimal_column(row: &Row<'_>, column: &str) -> Result<Decimal> {
     decimal(&get::<String>(row, column)?)
 }

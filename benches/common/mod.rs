@@ -1,0 +1,172 @@
+//! What the transfers benchmarks share: a bank of funded customer accounts over some ports,
+//! request generation, and the two ways of driving the pipeline.
+
+// Each benchmark uses one of the two ways.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bank_core::account::NewAccount;
+use bank_core::clock::Clock;
+use bank_core::idempotency::IdempotencyKey;
+use bank_core::ids::{AccountId, CustomerId, TransferId};
+use bank_core::ledger::{EntryKey, NewEntry};
+use bank_core::money::{Currency, Money};
+use bank_core::payments::{
+    Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsService, PaymentsWorker, SystemAccounts,
+};
+use bank_core::ports::EventPublisher;
+use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
+use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
+use bank_core::transfer::{Destination, TransferRequest};
+use futures::future::join_all;
+use rust_decimal::Decimal;
+
+/// Customer accounts (one owner each) transfers pick from.
+pub(crate) const ACCOUNTS: usize = 1_000;
+
+/// The pipeline over some ports, with `ACCOUNTS` funded customer accounts.
+pub(crate) struct Bank {
+    pub(crate) service: PaymentsService,
+    pub(crate) worker: PaymentsWorker,
+    pub(crate) relay: OutboxRelay,
+    owners: Vec<CustomerId>,
+    accounts: Vec<AccountId>,
+    rng: u32,
+}
+
+impl Bank {
+    /// Opens and funds the accounts (concurrently, so a durable store can group the commits).
+    pub(crate) async fn new(ports: PaymentsPorts, publisher: Arc<dyn EventPublisher>) -> Bank {
+        let ledger = ports.ledger.clone();
+        let clock: Arc<dyn Clock> = ports.clock.clone();
+        let config = PaymentsConfig { worker_batch: 256, ..PaymentsConfig::default() };
+        let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd]).await.expect("system accounts");
+        let rail = Arc::new(SimulatedRail::new(SimulatorConfig::default(), clock.clone()));
+        let breaker = Arc::new(CircuitBreaker::new("bench", BreakerConfig::default(), clock));
+        let deposits = system.deposits(Currency::Usd).expect("deposits");
+        let funding = Money::new(Decimal::from(1_000_000_000), Currency::Usd).expect("funding");
+        let opened = join_all((0..ACCOUNTS).map(|i| {
+            let ledger = ledger.clone();
+            async move {
+                let owner = CustomerId::new();
+                let id = ledger
+                    .open_account(NewAccount::customer(owner, format!("c{i}"), Currency::Usd))
+                    .await
+                    .expect("open")
+                    .id;
+                let entry = NewEntry::transfer(EntryKey::new(TransferId::new(), 0), deposits, id, funding, "fund")
+                    .expect("entry");
+                ledger.post(entry).await.expect("fund");
+                (owner, id)
+            }
+        }))
+        .await;
+        let (owners, accounts) = opened.into_iter().unzip();
+        Bank {
+            service: PaymentsService::new(ports.clone(), config.clone()),
+            worker: PaymentsWorker::new(ports.clone(), config, system, rail, breaker),
+            relay: OutboxRelay::new(ports, publisher),
+            owners,
+            accounts,
+            rng: 0x2545_F491,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x as usize % ACCOUNTS
+    }
+
+    /// A new internal transfer request from account 0 (`hot`) or a random account, to another.
+    pub(crate) fn request(&mut self, hot: bool) -> (Caller, IdempotencyKey, TransferRequest) {
+        let from = if hot { 0 } else { self.next() };
+        let to = (from + 1 + self.next() % (ACCOUNTS - 1)) % ACCOUNTS;
+        let request = TransferRequest {
+            id: None,
+            from_account_id: self.accounts[from],
+            destination: Destination::Internal { account_id: self.accounts[to] },
+            money: Money::new(Decimal::new(1 + (self.rng % 10_000) as i64, 2), Currency::Usd).expect("money"),
+            reference: "bench".into(),
+        };
+        let key = IdempotencyKey::new(TransferId::new().to_string()).expect("key");
+        (Caller { customer: self.owners[from] }, key, request)
+    }
+
+    /// Accepts `count` transfers in waves of `wave` (one after the other), draining the relay and
+    /// the worker after each wave. For in-memory ports, where nothing waits.
+    pub(crate) async fn run_waves(&mut self, count: u64, hot: bool, wave: u64) {
+        let mut left = count;
+        while left > 0 {
+            let size = left.min(wave);
+            for _ in 0..size {
+                let (caller, key, request) = self.request(hot);
+                self.service.accept(&caller, key, request).await.expect("accept");
+            }
+            self.drain().await;
+            left -= size;
+        }
+    }
+
+    async fn drain(&self) {
+        while self.relay.run_once(4096).await.expect("relay") > 0 {}
+        while self.worker.run_once().await.expect("worker").received > 0 {}
+        while self.relay.run_once(4096).await.expect("relay") > 0 {}
+    }
+
+    /// Runs the pipeline as the server does: the relay and the worker loop in their own tasks
+    /// while `clients` tasks accept transfers (each waiting for its answer before the next), so
+    /// every stage's writes share the store's commits. Returns once `count` transfers settled.
+    pub(crate) async fn run_continuous(&mut self, count: u64, hot: bool, clients: usize) {
+        let settled = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relay = self.relay.clone();
+        let relay_stop = stop.clone();
+        let relay_task = tokio::spawn(async move {
+            while !relay_stop.load(Ordering::Relaxed) {
+                if relay.run_once(4096).await.expect("relay") == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let worker = self.worker.clone();
+        let (worker_settled, worker_stop) = (settled.clone(), stop.clone());
+        let worker_task = tokio::spawn(async move {
+            while !worker_stop.load(Ordering::Relaxed) {
+                let report = worker.run_once().await.expect("worker");
+                worker_settled.fetch_add(report.settled as u64, Ordering::Relaxed);
+                if report.received == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let requests: Vec<_> = (0..count).map(|_| self.request(hot)).collect();
+        let queue = Arc::new(parking_lot::Mutex::new(requests));
+        let accepting = (0..clients.max(1)).map(|_| {
+            let (queue, service) = (queue.clone(), self.service.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((caller, key, request)) = queue.lock().pop() else { break };
+                    service.accept(&caller, key, request).await.expect("accept");
+                }
+            })
+        });
+        for client in join_all(accepting).await {
+            client.expect("client");
+        }
+        while settled.load(Ordering::Relaxed) < count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        relay_task.await.expect("relay task");
+        worker_task.await.expect("worker task");
+        // Publish the last settlements' events too, so the next run starts from an empty outbox.
+        while self.relay.run_once(4096).await.expect("relay") > 0 {}
+    }
+}
