@@ -1,0 +1,121 @@
+//! Wire types of the bank HTTP API (v1), shared by the server and every client.
+//!
+//! This crate owns the JSON shapes of requests and responses, the header names, the route paths,
+//! the stable problem `type` URIs and the page size limit: the contract between `bank-server`,
+//! `bank-client` and `bank-wasm`. It must not hold business rules (they live in `bank-core`) and
+//! must keep building for `wasm32-unknown-unknown`, so it depends only on serde, serde_json, uuid,
+//! chrono and rust_decimal, with no clock and no random number generator.
+//!
+//! - [`auth`]: registration, login and tokens;
+//! - [`accounts`]: accounts, balances and their history;
+//! - [`transfers`]: transfers and operator deposits;
+//! - [`problem`]: RFC 9457 errors and their [`problem_types`];
+//! - [`paths`]: the route paths; [`Page`] and [`Health`] are shared by several routes.
+//!
+//! Amounts are [`rust_decimal::Decimal`] and always travel as JSON strings (`"12.34"`); a JSON
+//! number is refused, so a float can never silently round money. Request types refuse unknown
+//! fields, so a misspelt field is an error instead of being ignored.
+//!
+//! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`.
+
+pub mod accounts;
+pub mod auth;
+pub mod paths;
+pub mod problem;
+pub mod transfers;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use accounts::{Account, AccountStatus, Direction, HistoryEntry, OpenAccountRequest};
+pub use auth::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, Registered, TOKEN_TYPE_BEARER, Tokens};
+pub use problem::{PROBLEM_JSON, Problem, problem_types};
+pub use transfers::{Deposit, DepositRequest, ExternalBeneficiary, Transfer, TransferRequest, TransferStatus};
+
+/// Header carrying the client's idempotency key on `POST /v1/transfers` and `POST /v1/admin/deposits`.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+/// Response header set to `true` when the response replays the first response under the same key.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "Idempotent-Replayed";
+/// Request and response header carrying the request id (echoed in [`Problem::request_id`]).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Largest `limit` a list route accepts; larger values are clamped or refused by the server.
+pub const PAGE_LIMIT_MAX: u32 = 100;
+
+/// One page of a list, ordered; `next_cursor` is `None` on the last page.
+///
+/// The cursor is opaque: pass it back unchanged as `cursor=` to get the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page with a cursor to the next one (`None` on the last page).
+    pub fn new(items: Vec<T>, next_cursor: Option<String>) -> Self {
+        Self { items, next_cursor }
+    }
+}
+
+/// Body of `GET /health/ready`: an overall status and one status per checked backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `"ok"` when every check passed.
+    pub status: String,
+    /// Backend name → its status (`"ok"` or a short reason).
+    pub checks: BTreeMap<String, String>,
+}
+
+/// Fields holding amounts go through this module: a JSON string both ways, never a number.
+pub(crate) mod decimal_str {
+    pub(crate) use rust_decimal::serde::str::{deserialize, serialize};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn page_round_trips_with_exact_field_names() {
+        let page = Page::new(vec![1, 2], Some("c2".to_owned()));
+        let value = serde_json::to_value(&page).expect("serialize");
+        assert_eq!(value, json!({"items": [1, 2], "next_cursor": "c2"}));
+        let back: Page<i32> = serde_json::from_value(value).expect("deserialize");
+        assert_eq!(back, page);
+
+        let last: Page<i32> = serde_json::from_value(json!({"items": [], "next_cursor": null})).expect("last");
+        assert_eq!(last.next_cursor, None);
+    }
+
+    #[test]
+    fn health_round_trips() {
+        let health =
+            Health { status: "ok".to_owned(), checks: BTreeMap::from([("ledger".to_owned(), "ok".to_owned())]) };
+        let value = serde_json::to_value(&health).expect("serialize");
+        assert_eq!(value, json!({"status": "ok", "checks": {"ledger": "ok"}}));
+        assert_eq!(serde_json::from_value::<Health>(value).expect("deserialize"), health);
+    }
+
+    #[test]
+    fn header_names_and_limits_are_stable() {
+        assert_eq!(IDEMPOTENCY_KEY_HEADER, "Idempotency-Key");
+        assert_eq!(IDEMPOTENT_REPLAYED_HEADER, "Idempotent-Replayed");
+        assert_eq!(REQUEST_ID_HEADER, "x-request-id");
+        assert_eq!(PAGE_LIMIT_MAX, 100);
+    }
+
+    /// The OpenAPI schema must show amounts as strings, as they travel.
+    #[cfg(feature = "utoipa")]
+    #[test]
+    fn schemas_show_amounts_as_strings() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(Account::schema()).expect("schema");
+        assert_eq!(schema["properties"]["posted"]["type"], json!("string"), "{schema}");
+        let schema = serde_json::to_value(Problem::schema()).expect("schema");
+        assert!(schema["properties"]["type"].is_object(), "{schema}");
+    }
+}

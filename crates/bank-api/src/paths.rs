@@ -1,0 +1,52 @@
+//! Route paths of the API, so the server's router and the clients cannot drift apart.
+//!
+//! Paths with an id are given as a prefix and built by the helper functions; the server's router
+//! writes the same path with an `{id}` placeholder.
+
+use uuid::Uuid;
+
+pub const HEALTH_LIVE: &str = "/health/live";
+pub const HEALTH_READY: &str = "/health/ready";
+pub const METRICS: &str = "/metrics";
+pub const OPENAPI: &str = "/openapi.json";
+pub const JWKS: &str = "/.well-known/jwks.json";
+
+pub const AUTH_REGISTER: &str = "/v1/auth/register";
+pub const AUTH_LOGIN: &str = "/v1/auth/login";
+pub const AUTH_REFRESH: &str = "/v1/auth/refresh";
+pub const AUTH_LOGOUT: &str = "/v1/auth/logout";
+
+/// `GET` lists the caller's accounts, `POST` opens one.
+pub const ACCOUNTS: &str = "/v1/accounts";
+/// `POST` submits a transfer (with `Idempotency-Key`), `GET ?account_id=` lists an account's transfers.
+pub const TRANSFERS: &str = "/v1/transfers";
+/// Operator only: `POST` credits a customer account (with `Idempotency-Key`).
+pub const ADMIN_DEPOSITS: &str = "/v1/admin/deposits";
+
+/// `/v1/accounts/{id}`
+pub fn account(id: Uuid) -> String {
+    format!("{ACCOUNTS}/{id}")
+}
+
+/// `/v1/accounts/{id}/transactions`
+pub fn account_transactions(id: Uuid) -> String {
+    format!("{ACCOUNTS}/{id}/transactions")
+}
+
+/// `/v1/transfers/{id}`
+pub fn transfer(id: Uuid) -> String {
+    format!("{TRANSFERS}/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_ids() {
+        let id = Uuid::nil();
+        assert_eq!(account(id), "/v1/accounts/00000000-0000-0000-0000-000000000000");
+        assert_eq!(account_transactions(id), "/v1/accounts/00000000-0000-0000-0000-000000000000/transactions");
+        assert_eq!(transfer(id), "/v1/transfers/00000000-0000-0000-0000-000000000000");
+    }
+}

@@ -1,0 +1,278 @@
+//! Transfers (`/v1/transfers`) and operator deposits (`/v1/admin/deposits`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A payee outside this bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ExternalBeneficiary {
+    pub name: String,
+    pub iban: String,
+}
+
+/// `POST /v1/transfers` (with an `Idempotency-Key` header).
+///
+/// Exactly one of `to_account_id` (an account of this bank) and `to_external` must be set; the
+/// constructors [`TransferRequest::internal`] and [`TransferRequest::external`] guarantee it, and
+/// [`TransferRequest::has_one_destination`] checks a request built otherwise. `None` is left out of
+/// the JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct TransferRequest {
+    pub from_account_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_account_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_external: Option<ExternalBeneficiary>,
+    #[serde(with = "crate::decimal_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    pub amount: Decimal,
+    /// ISO 4217 code; must be the currency of both accounts.
+    pub currency: String,
+    pub reference: String,
+}
+
+impl TransferRequest {
+    /// A transfer to another account of this bank.
+    pub fn internal(
+        from_account_id: Uuid,
+        to_account_id: Uuid,
+        amount: Decimal,
+        currency: impl Into<String>,
+        reference: impl Into<String>,
+    ) -> Self {
+        Self {
+            from_account_id,
+            to_account_id: Some(to_account_id),
+            to_external: None,
+            amount,
+            currency: currency.into(),
+            reference: reference.into(),
+        }
+    }
+
+    /// A transfer to a payee outside this bank.
+    pub fn external(
+        from_account_id: Uuid,
+        to: ExternalBeneficiary,
+        amount: Decimal,
+        currency: impl Into<String>,
+        reference: impl Into<String>,
+    ) -> Self {
+        Self {
+            from_account_id,
+            to_account_id: None,
+            to_external: Some(to),
+            amount,
+            currency: currency.into(),
+            reference: reference.into(),
+        }
+    }
+
+    /// Whether exactly one destination is set, as the server requires.
+    pub fn has_one_destination(&self) -> bool {
+        self.to_account_id.is_some() != self.to_external.is_some()
+    }
+}
+
+/// Life cycle: `accepted` → `processing` → `settled` | `failed`, with `pending` while the rail is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub enum TransferStatus {
+    Accepted,
+    Processing,
+    Pending,
+    Settled,
+    Failed,
+}
+
+impl TransferStatus {
+    /// Whether the transfer can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Settled | Self::Failed)
+    }
+}
+
+/// A transfer as the server reports it (`POST /v1/transfers`, `GET /v1/transfers/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Transfer {
+    pub id: Uuid,
+    pub status: TransferStatus,
+    pub from_account_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_account_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_external: Option<ExternalBeneficiary>,
+    #[serde(with = "crate::decimal_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    pub amount: Decimal,
+    pub currency: String,
+    pub reference: String,
+    /// Set when `status` is `failed`.
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/admin/deposits` (operator, with an `Idempotency-Key` header): credit a customer account
+/// from the bank's settlement account, in the account's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct DepositRequest {
+    pub account_id: Uuid,
+    #[serde(with = "crate::decimal_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
+    pub amount: Decimal,
+    pub reference: String,
+}
+
+/// A posted deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Deposit {
+    pub entry_id: Uuid,
+    pub account_id: Uuid,
+    #[serde(with = "crate::decimal_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
+    pub amount: Decimal,
+    pub currency: String,
+    pub reference: String,
+    pub posted_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::str::FromStr;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("decimal")
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn internal_transfer_request_omits_external_and_keeps_decimal_string() {
+        let request = TransferRequest::internal(id(1), id(2), dec("12.30"), "USD", "rent");
+        assert!(request.has_one_destination());
+        let value = serde_json::to_value(&request).expect("serialize");
+        assert_eq!(
+            value,
+            json!({
+                "from_account_id": id(1), "to_account_id": id(2), "amount": "12.30",
+                "currency": "USD", "reference": "rent"
+            })
+        );
+        assert_eq!(serde_json::from_value::<TransferRequest>(value).expect("deserialize"), request);
+    }
+
+    #[test]
+    fn external_transfer_request_omits_to_account_id() {
+        let to = ExternalBeneficiary { name: "Bob".to_owned(), iban: "DE89370400440532013000".to_owned() };
+        let request = TransferRequest::external(id(1), to, dec("5"), "EUR", "gift");
+        let value = serde_json::to_value(&request).expect("serialize");
+        assert!(value.get("to_account_id").is_none(), "{value}");
+        assert_eq!(value["to_external"], json!({"name": "Bob", "iban": "DE89370400440532013000"}));
+        assert_eq!(value["amount"], json!("5"));
+        assert_eq!(serde_json::from_value::<TransferRequest>(value).expect("deserialize"), request);
+    }
+
+    #[test]
+    fn transfer_request_refuses_unknown_fields_and_numbers() {
+        let base = json!({"from_account_id": id(1), "to_account_id": id(2), "amount": "1.00", "currency": "USD", "reference": "r"});
+        assert!(serde_json::from_value::<TransferRequest>(base.clone()).is_ok());
+
+        let mut unknown = base.clone();
+        unknown["to_acount_id"] = json!(id(3));
+        assert!(serde_json::from_value::<TransferRequest>(unknown).is_err());
+
+        let mut number = base;
+        number["amount"] = json!(1.1);
+        assert!(serde_json::from_value::<TransferRequest>(number).is_err());
+
+        let to = ExternalBeneficiary { name: "B".to_owned(), iban: "X".to_owned() };
+        let mut both = TransferRequest::external(id(1), to, dec("1"), "USD", "r");
+        both.to_account_id = Some(id(2));
+        assert!(!both.has_one_destination());
+    }
+
+    #[test]
+    fn transfer_round_trips_with_exact_field_names() {
+        let transfer = Transfer {
+            id: id(9),
+            status: TransferStatus::Failed,
+            from_account_id: id(1),
+            to_account_id: Some(id(2)),
+            to_external: None,
+            amount: dec("0.01"),
+            currency: "USD".to_owned(),
+            reference: "r".to_owned(),
+            failure_reason: Some("rejected by rail".to_owned()),
+            created_at: at(),
+            updated_at: at(),
+        };
+        let value = serde_json::to_value(&transfer).expect("serialize");
+        assert_eq!(
+            value,
+            json!({
+                "id": id(9), "status": "failed", "from_account_id": id(1), "to_account_id": id(2),
+                "amount": "0.01", "currency": "USD", "reference": "r", "failure_reason": "rejected by rail",
+                "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:05Z"
+            })
+        );
+        assert_eq!(serde_json::from_value::<Transfer>(value).expect("deserialize"), transfer);
+        assert!(TransferStatus::Failed.is_final() && !TransferStatus::Pending.is_final());
+        for (status, text) in [
+            (TransferStatus::Accepted, "accepted"),
+            (TransferStatus::Processing, "processing"),
+            (TransferStatus::Pending, "pending"),
+            (TransferStatus::Settled, "settled"),
+        ] {
+            assert_eq!(serde_json::to_value(status).expect("serialize"), json!(text));
+        }
+    }
+
+    #[test]
+    fn deposit_round_trips_and_request_refuses_unknown_fields() {
+        let request = DepositRequest { account_id: id(1), amount: dec("100.00"), reference: "cash".to_owned() };
+        let value = serde_json::to_value(&request).expect("serialize");
+        assert_eq!(value, json!({"account_id": id(1), "amount": "100.00", "reference": "cash"}));
+        assert_eq!(serde_json::from_value::<DepositRequest>(value.clone()).expect("deserialize"), request);
+        let mut unknown = value;
+        unknown["currency"] = json!("USD");
+        assert!(serde_json::from_value::<DepositRequest>(unknown).is_err());
+
+        let deposit = Deposit {
+            entry_id: id(5),
+            account_id: id(1),
+            amount: dec("100.00"),
+            currency: "USD".to_owned(),
+            reference: "cash".to_owned(),
+            posted_at: at(),
+        };
+        let value = serde_json::to_value(&deposit).expect("serialize");
+        assert_eq!(
+            value,
+            json!({
+                "entry_id": id(5), "account_id": id(1), "amount": "100.00", "currency": "USD",
+                "reference": "cash", "posted_at": "2026-01-02T03:04:05Z"
+            })
+        );
+        assert_eq!(serde_json::from_value::<Deposit>(value).expect("deserialize"), deposit);
+    }
+}

@@ -1,0 +1,189 @@
+//! One method per API route, each a thin typed wrapper over the request engine in `client.rs`.
+//!
+//! This module decides, per route, the method, path, authentication and retry class; it holds
+//! no retry or token logic of its own.
+
+use bank_api::{
+    Account, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest, LogoutRequest, OpenAccountRequest,
+    PAGE_LIMIT_MAX, Page, RegisterRequest, Registered, Tokens, Transfer, TransferRequest, paths,
+};
+use futures::Stream;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::client::Call;
+use crate::paginate::paginate;
+use crate::retry::RetryClass;
+use crate::session::TokenState;
+use crate::{BankClient, ClientError, Submitted};
+
+/// Page size of the streams that take no `limit`.
+pub const PAGE_LIMIT_DEFAULT: u32 = 50;
+
+fn clamp_limit(limit: u32) -> u32 {
+    limit.clamp(1, PAGE_LIMIT_MAX)
+}
+
+impl BankClient {
+    // --- auth (local issuer) ---
+
+    /// Creates a user; enrol the returned TOTP secret, then [`BankClient::login`].
+    pub async fn register(&self, email: &str, password: &str) -> Result<Registered, ClientError> {
+        let body = RegisterRequest { email: email.to_owned(), password: password.to_owned() };
+        self.execute(&Call::post(paths::AUTH_REGISTER, &body)?.public()).await?.json()
+    }
+
+    /// Signs in and keeps the tokens in this client (and its clones) for the following calls.
+    pub async fn login(&self, email: &str, password: &str, totp_code: &str) -> Result<(), ClientError> {
+        let body =
+            LoginRequest { email: email.to_owned(), password: password.to_owned(), totp_code: totp_code.to_owned() };
+        let tokens: Tokens = self.execute(&Call::post(paths::AUTH_LOGIN, &body)?.public()).await?.json()?;
+        self.session.set(TokenState::from_tokens(&tokens, Instant::now()));
+        Ok(())
+    }
+
+    /// Trades the refresh token for new tokens now (calls also do it on their own when needed).
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        let _guard = self.session.refreshing.lock().await;
+        let state = self.session.get().ok_or(ClientError::NotLoggedIn)?;
+        let refresh = state.refresh.ok_or(ClientError::NotLoggedIn)?;
+        self.refresh_with(&refresh).await
+    }
+
+    /// Forgets the tokens and revokes the refresh token on the server. The tokens are forgotten
+    /// even when the server cannot be reached.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        let state = self.session.clear().ok_or(ClientError::NotLoggedIn)?;
+        let Some(refresh) = state.refresh else {
+            return Ok(()); // an external token: nothing to revoke here
+        };
+        let body = LogoutRequest { refresh_token: refresh.expose().to_owned() };
+        self.execute(&Call::post(paths::AUTH_LOGOUT, &body)?.public()).await?;
+        Ok(())
+    }
+
+    // --- accounts ---
+
+    pub async fn open_account(&self, currency: &str, name: &str) -> Result<Account, ClientError> {
+        let body = OpenAccountRequest { currency: currency.to_owned(), name: name.to_owned() };
+        self.execute(&Call::post(paths::ACCOUNTS, &body)?).await?.json()
+    }
+
+    /// The caller's accounts (the first page, up to [`PAGE_LIMIT_MAX`]).
+    pub async fn accounts(&self) -> Result<Vec<Account>, ClientError> {
+        let call = Call::get(paths::ACCOUNTS).query("limit", PAGE_LIMIT_MAX);
+        let page: Page<Account> = self.execute(&call).await?.json()?;
+        Ok(page.items)
+    }
+
+    pub async fn account(&self, id: Uuid) -> Result<Account, ClientError> {
+        self.execute(&Call::get(&paths::account(id))).await?.json()
+    }
+
+    /// One page of an account's history, oldest first; pass `next_cursor` back for the next one.
+    pub async fn transactions_page(
+        &self,
+        account_id: Uuid,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<HistoryEntry>, ClientError> {
+        let path = paths::account_transactions(account_id);
+        let mut call = Call::get(&path).query("limit", clamp_limit(limit));
+        if let Some(cursor) = cursor {
+            call = call.query("cursor", cursor);
+        }
+        self.execute(&call).await?.json()
+    }
+
+    /// An account's whole history, fetched `limit` entries at a time as the stream is polled.
+    pub fn transactions(
+        &self,
+        account_id: Uuid,
+        limit: u32,
+    ) -> impl Stream<Item = Result<HistoryEntry, ClientError>> + Send + use<> {
+        let client = self.clone();
+        paginate(move |cursor: Option<String>| {
+            let client = client.clone();
+            async move { client.transactions_page(account_id, limit, cursor.as_deref()).await }
+        })
+    }
+
+    // --- transfers ---
+
+    /// Submits a transfer under a fresh idempotency key, reused by every automatic retry, so a
+    /// retry can never move the money twice. To retry safely after this call fails (e.g. after a
+    /// crash), keep your own key and use [`BankClient::transfer_with_key`].
+    pub async fn transfer(&self, request: &TransferRequest) -> Result<Submitted<Transfer>, ClientError> {
+        let key = Uuid::now_v7().to_string();
+        self.transfer_with_key(&key, request).await
+    }
+
+    /// Submits a transfer under `key`; the same key with the same request replays the first answer
+    /// (`replayed: true`), with a different request it is refused (422).
+    pub async fn transfer_with_key(
+        &self,
+        key: &str,
+        request: &TransferRequest,
+    ) -> Result<Submitted<Transfer>, ClientError> {
+        self.execute(&Call::post_keyed(paths::TRANSFERS, key, request)?).await?.submitted()
+    }
+
+    pub async fn get_transfer(&self, id: Uuid) -> Result<Transfer, ClientError> {
+        self.execute(&Call::get(&paths::transfer(id))).await?.json()
+    }
+
+    /// One page of the transfers from or to an account, newest first.
+    pub async fn transfers_page(
+        &self,
+        account_id: Uuid,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Transfer>, ClientError> {
+        let mut call = Call::get(paths::TRANSFERS).query("account_id", account_id).query("limit", clamp_limit(limit));
+        if let Some(cursor) = cursor {
+            call = call.query("cursor", cursor);
+        }
+        self.execute(&call).await?.json()
+    }
+
+    /// All transfers of an account, [`PAGE_LIMIT_DEFAULT`] at a time as the stream is polled.
+    pub fn transfers(&self, account_id: Uuid) -> impl Stream<Item = Result<Transfer, ClientError>> + Send + use<> {
+        let client = self.clone();
+        paginate(move |cursor: Option<String>| {
+            let client = client.clone();
+            async move { client.transfers_page(account_id, PAGE_LIMIT_DEFAULT, cursor.as_deref()).await }
+        })
+    }
+
+    // --- operator ---
+
+    /// Credits a customer account from the bank's settlement account (operator role), idempotent
+    /// under `key`.
+    pub async fn admin_deposit(&self, key: &str, request: &DepositRequest) -> Result<Submitted<Deposit>, ClientError> {
+        self.execute(&Call::post_keyed(paths::ADMIN_DEPOSITS, key, request)?).await?.submitted()
+    }
+
+    // --- operations (no token) ---
+
+    /// `Ok` when the process is up.
+    pub async fn health_live(&self) -> Result<(), ClientError> {
+        self.execute(&Call::get(paths::HEALTH_LIVE).public()).await?;
+        Ok(())
+    }
+
+    /// The readiness report; a not-ready server (503 with the report) is `Ok` with its status.
+    pub async fn health_ready(&self) -> Result<Health, ClientError> {
+        let call = Call { also_ok: &[503], retry: RetryClass::Never, ..Call::get(paths::HEALTH_READY).public() };
+        self.execute(&call).await?.json()
+    }
+
+    /// The Prometheus text exposition.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.execute(&Call::get(paths::METRICS).public()).await?.text()
+    }
+
+    /// The local issuer's public keys (JWK set).
+    pub async fn jwks(&self) -> Result<serde_json::Value, ClientError> {
+        self.execute(&Call::get(paths::JWKS).public()).await?.json()
+    }
+}
