@@ -1,0 +1,251 @@
+//! [`TokenIssuer`]: the built-in identity provider. Registers users, logs them in with password
+//! and TOTP, issues EdDSA access tokens and rotating refresh tokens, and logs them out.
+//!
+//! Login answers one generic [`AuthError::InvalidCredentials`] for an unknown email, a wrong
+//! password and a wrong or replayed TOTP code, and hashes a password even for an unknown email, so
+//! the answer reveals nothing about which accounts exist. Failures are throttled per account and
+//! per client IP.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bank_core::clock::Clock;
+use bank_core::ids::CustomerId;
+use bank_core::users::{Email, RefreshToken, RefreshTokenHash, Role, Rotation, User, UserStore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::TimeDelta;
+use jsonwebtoken::{Algorithm, Header};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use uuid::Uuid;
+
+use super::keys::SigningKeys;
+use super::throttle::FailureThrottle;
+use super::verify::TokenVerifier;
+use super::{AccessClaims, AuthConfig, AuthError, passwords, totp};
+
+/// Failed logins per account per window.
+pub const ACCOUNT_FAILURES_MAX: u32 = 5;
+/// Failed logins per client IP per window.
+pub const IP_FAILURES_MAX: u32 = 20;
+/// The throttling window.
+pub const FAILURE_WINDOW_SECS: i64 = 15 * 60;
+/// Random bytes in a refresh token (256 bits).
+pub const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// What registration hands back: the TOTP secret is shown once, to enrol an authenticator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The new user (and customer) id.
+    pub user_id: CustomerId,
+    /// The TOTP secret, base32.
+    pub totp_secret: String,
+    /// The `otpauth://` URI to show as a QR code.
+    pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").field("user_id", &self.user_id).finish_non_exhaustive()
+    }
+}
+
+/// An access token and a refresh token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// The EdDSA JWT.
+    pub access_token: String,
+    /// The opaque refresh token (base64url, 256 bits).
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// The built-in issuer.
+#[derive(Debug)]
+pub struct TokenIssuer {
+    config: AuthConfig,
+    keys: Arc<SigningKeys>,
+    store: Arc<dyn UserStore>,
+    clock: Arc<dyn Clock>,
+    per_account: FailureThrottle,
+    per_ip: FailureThrottle,
+}
+
+fn ttl(duration: std::time::Duration) -> Result<TimeDelta, AuthError> {
+    TimeDelta::from_std(duration).map_err(|_| AuthError::KeyStore("lifetime out of range".into()))
+}
+
+impl TokenIssuer {
+    /// An issuer over `store`, loading (or creating) the signing key under `config.data_dir`.
+    pub fn new(config: AuthConfig, store: Arc<dyn UserStore>, clock: Arc<dyn Clock>) -> Result<Self, AuthError> {
+        config.validate()?;
+        let keys = Arc::new(SigningKeys::load_or_create(&config.data_dir)?);
+        let window = TimeDelta::seconds(FAILURE_WINDOW_SECS);
+        Ok(TokenIssuer {
+            per_account: FailureThrottle::new(ACCOUNT_FAILURES_MAX, window, Arc::clone(&clock)),
+            per_ip: FailureThrottle::new(IP_FAILURES_MAX, window, Arc::clone(&clock)),
+            config,
+            keys,
+            store,
+            clock,
+        })
+    }
+
+    /// The signing keys (for the JWKS endpoint: [`SigningKeys::jwks`]).
+    pub fn keys(&self) -> &Arc<SigningKeys> {
+        &self.keys
+    }
+
+    /// A verifier of this issuer's tokens.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::built_in(
+            Arc::clone(&self.keys),
+            &self.config.issuer,
+            &self.config.audience,
+            Arc::clone(&self.clock),
+        )
+    }
+
+    /// Registers a customer; answers the TOTP secret to enrol.
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, email: &str, password: &str) -> Result<Registered, AuthError> {
+        self.create_user(email, password, Role::Customer).await
+    }
+
+    /// Creates a user with `role` (e.g. bootstrapping an operator).
+    #[tracing::instrument(skip(self, email, password))]
+    pub async fn create_user(&self, email: &str, password: &str, role: Role) -> Result<Registered, AuthError> {
+        let email = Email::parse(email)?;
+        let password_hash = passwords::hash(password).await?;
+        let totp_secret = totp::generate_secret();
+        let otpauth_uri = totp::otpauth_uri(&totp_secret, email.as_str())?;
+        let now = self.clock.now();
+        let user = User {
+            id: CustomerId::at(now),
+            email,
+            password_hash,
+            totp_secret: totp_secret.clone(),
+            roles: vec![role],
+            created_at: now,
+            last_totp_step: None,
+        };
+        let user = self.store.create(user).await.map_err(|e| match e {
+            bank_core::Error::KeyReused(_) => AuthError::EmailTaken,
+            other => AuthError::Storage(other),
+        })?;
+        tracing::info!(user = %user.id, "user registered");
+        Ok(Registered { user_id: user.id, totp_secret, otpauth_uri })
+    }
+
+    /// Logs in with password and TOTP code; see the module docs for the failure rules.
+    #[tracing::instrument(skip(self, email, password, totp_code))]
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        totp_code: &str,
+        client_ip: IpAddr,
+    ) -> Result<Tokens, AuthError> {
+        let ip_key = client_ip.to_string();
+        let account_key = email.trim().to_lowercase();
+        self.per_ip.check(&ip_key).map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
+        self.per_account.check(&account_key).map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
+        let user = match Email::parse(email) {
+            Ok(email) => self.store.by_email(&email).await?,
+            Err(_) => None,
+        };
+        let password_ok = passwords::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let authenticated = match (&user, password_ok) {
+            (Some(user), true) => self.claim_totp(user, totp_code).await?,
+            _ => false,
+        };
+        let Some(user) = user.filter(|_| authenticated) else {
+            self.per_ip.fail(&ip_key);
+            self.per_account.fail(&account_key);
+            tracing::info!("login refused");
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.per_account.reset(&account_key);
+        let family = Uuid::now_v7();
+        let refresh_token = new_refresh_token();
+        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl)?;
+        self.store
+            .insert_refresh(RefreshToken::new(RefreshTokenHash::of(&refresh_token), family, user.id, expires_at))
+            .await?;
+        tracing::info!(user = %user.id, "login");
+        self.tokens(&user, refresh_token)
+    }
+
+    async fn claim_totp(&self, user: &User, code: &str) -> Result<bool, AuthError> {
+        let now = u64::try_from(self.clock.now().timestamp()).unwrap_or(0);
+        match totp::verify(&user.totp_secret, code, now) {
+            Some(step) => Ok(self.store.use_totp_step(user.id, step).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Exchanges a refresh token for new tokens. A token presented a second time revokes its
+    /// whole session ([`AuthError::RefreshReused`]).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AuthError> {
+        let old = RefreshTokenHash::of(refresh_token);
+        let next = new_refresh_token();
+        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl)?;
+        match self.store.rotate_refresh(&old, &RefreshTokenHash::of(&next), expires_at).await? {
+            Rotation::Rotated { user, .. } => {
+                let user = self.store.by_id(user).await?.ok_or(AuthError::InvalidToken("unknown user"))?;
+                self.tokens(&user, next)
+            }
+            Rotation::Reused { user, family } => {
+                tracing::warn!(user = %user, %family, "refresh token reused; session revoked");
+                Err(AuthError::RefreshReused)
+            }
+            Rotation::Invalid => Err(AuthError::InvalidToken("refresh token unknown, expired or revoked")),
+        }
+    }
+
+    /// Ends the session of `refresh_token` (its whole family). Unknown tokens are ignored.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        if let Some(token) = self.store.refresh_token(&RefreshTokenHash::of(refresh_token)).await? {
+            self.store.revoke_family(token.family).await?;
+            tracing::info!(user = %token.user, "logout");
+        }
+        Ok(())
+    }
+
+    fn tokens(&self, user: &User, refresh_token: String) -> Result<Tokens, AuthError> {
+        let now = self.clock.now();
+        let access_ttl = ttl(self.config.access_ttl)?;
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: user.id.to_string(),
+            exp: (now + access_ttl).timestamp(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            jti: Uuid::new_v4().to_string(),
+            roles: user.roles.clone(),
+            amr: vec!["pwd".into(), "otp".into()],
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.keys.kid().to_owned());
+        let access_token = jsonwebtoken::encode(&header, &claims, self.keys.encoding_key())
+            .map_err(|e| AuthError::KeyStore(format!("cannot sign: {e}")))?;
+        Ok(Tokens { access_token, refresh_token, expires_in: self.config.access_ttl.as_secs() })
+    }
+}
+
+fn new_refresh_token() -> String {
+    let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}

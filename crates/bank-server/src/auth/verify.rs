@@ -1,0 +1,250 @@
+//! [`TokenVerifier`]: turns a bearer token into a [`Principal`], for built-in tokens (the local
+//! Ed25519 key) or external ones (AWS Cognito, RS256 keys from a JWKS URL).
+//!
+//! Every check is explicit: the key is chosen by `kid`, and the algorithm is pinned per key
+//! (EdDSA for the built-in key, RS256 for Cognito keys), so `alg: none` and HS256 tokens (even
+//! signed with the public key as the HMAC secret) are refused before any signature check. `iss`,
+//! the audience, `exp` and `nbf` (with [`LEEWAY_SECS`]) are then checked against the injected
+//! clock. Built-in tokens must carry `amr` with both `pwd` and `otp`.
+//!
+//! External keys are cached; an unknown `kid` refetches the set at most once per
+//! [`JWKS_REFRESH_SECS`], and at most [`JWKS_KEYS_MAX`] keys are kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bank_core::clock::Clock;
+use bank_core::ids::CustomerId;
+use bank_core::users::Role;
+use chrono::{DateTime, TimeDelta, Utc};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::RwLock;
+use serde::Deserialize;
+
+use super::keys::SigningKeys;
+use super::{AuthError, LEEWAY_SECS, Principal};
+
+/// Keys kept from an external key set.
+pub const JWKS_KEYS_MAX: usize = 16;
+/// Minimum seconds between two fetches of the external key set.
+pub const JWKS_REFRESH_SECS: i64 = 30;
+/// Largest key-set document accepted.
+pub const JWKS_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Timeout of a key-set fetch.
+pub const JWKS_FETCH_TIMEOUT_SECS: u64 = 5;
+/// Largest token accepted (bounds parsing work).
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+/// The Cognito group that grants [`Role::Operator`].
+pub const OPERATOR_GROUP: &str = "operator";
+
+/// Verifies access tokens.
+#[derive(Debug)]
+pub struct TokenVerifier {
+    mode: Mode,
+    issuer: String,
+    audience: String,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    BuiltIn(Arc<SigningKeys>),
+    External(External),
+}
+
+#[derive(Debug)]
+struct External {
+    jwks_url: String,
+    client: reqwest::Client,
+    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// When the set was last fetched; also serializes fetches.
+    fetched_at: tokio::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+/// Claims read from any token; which are required depends on the mode.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    token_use: Option<String>,
+    #[serde(default)]
+    roles: Vec<Role>,
+    #[serde(default)]
+    amr: Vec<String>,
+    #[serde(default, rename = "cognito:groups")]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(one) => one == audience,
+            Audience::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+}
+
+impl TokenVerifier {
+    /// Verifies tokens of the built-in issuer.
+    pub fn built_in(keys: Arc<SigningKeys>, issuer: &str, audience: &str, clock: Arc<dyn Clock>) -> Self {
+        TokenVerifier { mode: Mode::BuiltIn(keys), issuer: issuer.into(), audience: audience.into(), clock }
+    }
+
+    /// Verifies Cognito access tokens: keys from `jwks_url`, `iss` = `issuer`, and `client_id`
+    /// (or `aud`) = `audience`.
+    pub fn external(jwks_url: &str, issuer: &str, audience: &str, clock: Arc<dyn Clock>) -> Result<Self, AuthError> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(JWKS_FETCH_TIMEOUT_SECS))
+            .build()
+            .map_err(|e| AuthError::KeyStore(format!("cannot build the HTTP client: {e}")))?;
+        let external = External {
+            jwks_url: jwks_url.into(),
+            client,
+            keys: RwLock::new(HashMap::new()),
+            fetched_at: tokio::sync::Mutex::new(None),
+        };
+        Ok(TokenVerifier { mode: Mode::External(external), issuer: issuer.into(), audience: audience.into(), clock })
+    }
+
+    /// Verifies `token` and answers whom it speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(AuthError::InvalidToken("too large"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
+        let kid = header.kid.ok_or(AuthError::InvalidToken("no key id"))?;
+        let (key, alg) = match &self.mode {
+            Mode::BuiltIn(keys) if keys.kid() == kid => (keys.decoding_key().clone(), Algorithm::EdDSA),
+            Mode::BuiltIn(_) => return Err(AuthError::InvalidToken("unknown key")),
+            Mode::External(external) => external.key(&kid, self.clock.now()).await?,
+        };
+        if header.alg != alg {
+            return Err(AuthError::InvalidToken("algorithm not allowed"));
+        }
+        let mut validation = Validation::new(alg);
+        // Time and audience are checked below, against the injected clock and per mode.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::InvalidToken("bad signature"),
+                _ => AuthError::InvalidToken("malformed"),
+            })?
+            .claims;
+        self.check(claims)
+    }
+
+    fn check(&self, claims: Claims) -> Result<Principal, AuthError> {
+        if claims.iss != self.issuer {
+            return Err(AuthError::InvalidToken("wrong issuer"));
+        }
+        let now = self.clock.now().timestamp();
+        if now >= claims.exp.saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::InvalidToken("expired"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
+            return Err(AuthError::InvalidToken("not yet valid"));
+        }
+        let expires_at = DateTime::<Utc>::from_timestamp(claims.exp, 0).ok_or(AuthError::InvalidToken("bad exp"))?;
+        let user: CustomerId = claims.sub.parse().map_err(|_| AuthError::InvalidToken("bad subject"))?;
+        let jti = claims.jti.unwrap_or_default();
+        match &self.mode {
+            Mode::BuiltIn(_) => {
+                if !claims.aud.as_ref().is_some_and(|aud| aud.contains(&self.audience)) {
+                    return Err(AuthError::InvalidToken("wrong audience"));
+                }
+                if !(claims.amr.iter().any(|m| m == "pwd") && claims.amr.iter().any(|m| m == "otp")) {
+                    return Err(AuthError::MfaMissing);
+                }
+                if jti.is_empty() || claims.roles.is_empty() {
+                    return Err(AuthError::InvalidToken("missing claims"));
+                }
+                Ok(Principal { user, roles: claims.roles, jti, expires_at })
+            }
+            Mode::External(_) => {
+                if claims.token_use.as_deref().is_some_and(|usage| usage != "access") {
+                    return Err(AuthError::InvalidToken("not an access token"));
+                }
+                let by_client = claims.client_id.as_deref() == Some(self.audience.as_str());
+                let by_aud = claims.aud.as_ref().is_some_and(|aud| aud.contains(&self.audience));
+                if !(by_client || by_aud) {
+                    return Err(AuthError::InvalidToken("wrong audience"));
+                }
+                let mut roles = vec![Role::Customer];
+                if claims.groups.iter().any(|g| g == OPERATOR_GROUP) {
+                    roles.push(Role::Operator);
+                }
+                Ok(Principal { user, roles, jti, expires_at })
+            }
+        }
+    }
+}
+
+impl External {
+    /// The key `kid`, refetching the set if it is unknown and the last fetch is old enough.
+    async fn key(&self, kid: &str, now: DateTime<Utc>) -> Result<(DecodingKey, Algorithm), AuthError> {
+        if let Some(found) = self.keys.read().get(kid) {
+            return Ok(found.clone());
+        }
+        let mut fetched_at = self.fetched_at.lock().await;
+        // Another caller may have fetched while this one waited.
+        if let Some(found) = self.keys.read().get(kid) {
+            return Ok(found.clone());
+        }
+        if fetched_at.is_some_and(|at| now < at + TimeDelta::seconds(JWKS_REFRESH_SECS)) {
+            return Err(AuthError::InvalidToken("unknown key"));
+        }
+        *fetched_at = Some(now);
+        let keys = self.fetch().await?;
+        tracing::info!(keys = keys.len(), "fetched the external key set");
+        let found = keys.get(kid).cloned();
+        *self.keys.write() = keys;
+        found.ok_or(AuthError::InvalidToken("unknown key"))
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, AuthError> {
+        let fail = |e: reqwest::Error| AuthError::KeyStore(format!("cannot fetch the key set: {e}"));
+        let response = self.client.get(&self.jwks_url).send().await.map_err(fail)?.error_for_status().map_err(fail)?;
+        if response.content_length().is_some_and(|len| len > JWKS_BODY_BYTES_MAX as u64) {
+            return Err(AuthError::KeyStore("the key set is too large".into()));
+        }
+        let body = response.bytes().await.map_err(fail)?;
+        if body.len() > JWKS_BODY_BYTES_MAX {
+            return Err(AuthError::KeyStore("the key set is too large".into()));
+        }
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| AuthError::KeyStore(format!("unreadable key set: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in set.keys.iter().take(JWKS_KEYS_MAX) {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            // Only RS256 RSA keys: the algorithm is pinned per key, whatever a token's header says.
+            let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else { continue };
+            if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::RS256)) {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_rsa_components(&rsa.n, &rsa.e) else { continue };
+            keys.insert(kid, (key, Algorithm::RS256));
+        }
+        Ok(keys)
+    }
+}

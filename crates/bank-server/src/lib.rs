@@ -1,0 +1,3 @@
+//! The bank reference server as a library: auth, HTTP routes, assembly.
+
+pub mod auth;
