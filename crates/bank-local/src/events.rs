@@ -153,9 +153,10 @@ fn decode_event(body: &str) -> Result<Event> {
 }
 
 /// How many events the log holds. Only a prefix is ever deleted, so they are the range
-/// `min..=max`.
+/// `min..=max`. Two subqueries, because SQLite answers a lone `min()` or `max()` from the
+/// index's end but scans the whole table for both in one select.
 fn held(conn: &Connection) -> Result<i64> {
-    conn.prepare_cached("SELECT COALESCE(max(seq) - min(seq) + 1, 0) FROM events")
+    conn.prepare_cached("SELECT COALESCE((SELECT max(seq) FROM events) - (SELECT min(seq) FROM events) + 1, 0)")
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(db_err)
 }

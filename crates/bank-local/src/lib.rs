@@ -3,6 +3,7 @@
 //! The embedded default backend: every `bank-core` port implemented durably in one process,
 //! with one data directory (`BANK_DATA_DIR`, default `./data`) and no cloud account.
 //!
+//! - [`backend`]: [`backend::LocalBackend`], every store opened on one data directory.
 //! - [`db`]: opening the SQLite database (WAL), refusing a corrupt or foreign file, migrations.
 //! - [`ledger`]: [`ledger::SqliteLedger`], the `LedgerStore` with group commit.
 //! - [`blob`]: [`blob::FileBlobStore`], write-once files with retention and signed URLs.
@@ -13,7 +14,9 @@
 //! - [`queue`]: [`queue::SqliteQueue`], the durable transfer queue (SQS FIFO semantics).
 //! - [`events`]: [`events::SqliteEventBus`], the durable event bus (named cursors that survive a
 //!   restart), and [`events::SqliteNotificationLog`], the durable notification log.
+//! - [`users`]: [`users::SqliteUserStore`], users and refresh-token families.
 
+pub mod backend;
 pub mod blob;
 pub mod db;
 pub mod events;

@@ -1,3 +1,4 @@
 //! The bank reference server as a library: auth, HTTP routes, assembly.
 
 pub mod auth;
+pub mod state;

@@ -2,7 +2,8 @@
 //!
 //! Each delivery runs the same idempotent steps whatever happened before:
 //! 1. read the transfer; a final one is just acknowledged (duplicate delivery);
-//! 2. mark it `processing` (compare-and-swap: two workers never both proceed);
+//! 2. mark it `processing` (compare-and-swap: two workers never both call the rail; an internal
+//!    transfer's mark is written together with its outcome instead);
 //! 3. internal: post the hold to the destination (keyed by the transfer, so a replay moves
 //!    nothing); external: ask the circuit breaker, then the rail — with the transfer id as the
 //!    rail's idempotency key, first asking the rail's status when an earlier call timed out —,
@@ -120,7 +121,15 @@ impl PaymentsWorker {
         marked.enter(TransferStatus::Processing, now);
         marked.attempts = marked.attempts.saturating_add(1);
         marked.next_attempt_at = Some(now + self.config.stuck_after);
-        let transfer = self.ports.transfers.update(marked, Vec::new()).await?;
+        // An external transfer is marked before the rail is called: the mark fences the call
+        // (attempts, deadline) for any other delivery. An internal one settles in one ledger
+        // step keyed by the transfer, so its mark is written with the outcome (same history,
+        // one write less); a concurrent delivery loses the final compare-and-swap and finds the
+        // transfer final when it comes back.
+        let transfer = match marked.destination {
+            Destination::External { .. } => self.ports.transfers.update(marked, Vec::new()).await?,
+            Destination::Internal { .. } => marked,
+        };
         self.ports.faults.check(FaultPoint::WorkerAfterMark, Some(id))?;
 
         let outcome = match &transfer.destination {

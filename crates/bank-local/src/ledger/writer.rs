@@ -63,6 +63,58 @@ pub(crate) struct Writer {
     batch_accounts: FxHashSet<AccountId>,
 }
 
+/// WAL pages after which the writer checkpoints itself (a safety net: normally the checkpoint
+/// thread has already copied them, and the writer's checkpoint only resets the log).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// How often the checkpoint thread copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A thread that checkpoints the WAL (`PASSIVE`: never blocks the writer or readers) beside the
+/// writer, so copying pages into the database file and its fsync are not on the commit path.
+/// Stops when dropped.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    fn start(db: &LocalDb, writer: &Connection) -> Option<Checkpointer> {
+        if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES) {
+            tracing::warn!(error = %e, "cannot raise the WAL auto-checkpoint; the writer checkpoints alone");
+            return None;
+        }
+        let conn = match db.connect() {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints alone");
+                return None;
+            }
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new().name("bank-local-checkpoint".into()).spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => Some(Checkpointer { stop }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints alone");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs a statement on `conn` (prepared once, cached) and returns the rows it changed.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
     conn.prepare_cached(sql).and_then(|mut statement| statement.execute(params)).map_err(db_err)
@@ -94,6 +146,7 @@ impl Writer {
                 return;
             }
         };
+        let checkpoints = Checkpointer::start(&self.db, &conn);
         let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -108,6 +161,7 @@ impl Writer {
                 self.cache.clear();
             }
         }
+        drop(checkpoints);
     }
 
     /// Runs `batch` in one `BEGIN IMMEDIATE` transaction, commits once, then answers everyone.

@@ -1,0 +1,118 @@
+//! [`LocalBackend`]: every store of the embedded backend opened on one data directory, ready to
+//! be assembled into `bank-core`'s services (the reference server's `serve` does exactly this).
+//!
+//! Layout of the data directory (`BANK_DATA_DIR`, default `./data`):
+//! - `bank.sqlite` (+ `-wal`, `-shm`): ledger, idempotency keys, transfers and outbox, queue,
+//!   events and subscriber cursors, notification log, users and refresh tokens;
+//! - `bank.lock`: held while the process runs (one process per data directory);
+//! - `blobs/`: write-once objects with retention (statements, sealed audit segments) and the
+//!   secret that signs their download links.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bank_core::Result;
+use bank_core::clock::Clock;
+use bank_core::faults::NoFaults;
+use bank_core::money::Currency;
+use bank_core::payments::{PaymentsPorts, SystemAccounts};
+use bank_core::queue::QueueConfig;
+
+use crate::blob::FileBlobStore;
+use crate::db::LocalDb;
+use crate::events::{SqliteEventBus, SqliteNotificationLog};
+use crate::idempotency::SqliteIdempotencyStore;
+use crate::ledger::SqliteLedger;
+use crate::queue::SqliteQueue;
+use crate::transfers::SqliteTransferStore;
+use crate::users::SqliteUserStore;
+
+/// Events the bus keeps for subscribers that are behind (older ones are trimmed once every
+/// subscriber has read them).
+pub const EVENT_LOG_CAPACITY: usize = 1 << 22;
+/// Notification deliveries remembered (to deliver each at most once).
+pub const NOTIFICATION_LOG_CAPACITY: usize = 1 << 22;
+
+/// How to open the backend.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Currencies the bank's own accounts (deposits, rail settlement, suspense) are opened in.
+    pub currencies: Vec<Currency>,
+    /// Limits of the transfer queue.
+    pub queue: QueueConfig,
+    /// Base URL that signed blob links start with (the server's public address).
+    pub public_url: String,
+}
+
+impl LocalConfig {
+    /// Defaults for `data_dir`: every supported currency, default queue limits, links on
+    /// `http://127.0.0.1:8080`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        LocalConfig {
+            data_dir: data_dir.into(),
+            currencies: Currency::ALL.to_vec(),
+            queue: QueueConfig::default(),
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// The opened stores. Cheap to clone (everything is behind `Arc`s).
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    /// The database (its writer thread, read connections and view cache).
+    pub db: LocalDb,
+    /// Time, as every store reads it.
+    pub clock: Arc<dyn Clock>,
+    /// The ledger.
+    pub ledger: Arc<SqliteLedger>,
+    /// The ports of the transfers pipeline (no fault injection).
+    pub payments: PaymentsPorts,
+    /// The durable event bus (publisher for the outbox relay, subscriber for notifications).
+    pub events: Arc<SqliteEventBus>,
+    /// Which notifications were delivered.
+    pub notification_log: Arc<SqliteNotificationLog>,
+    /// Write-once objects with retention.
+    pub blobs: Arc<FileBlobStore>,
+    /// Users and refresh tokens (for the built-in token issuer).
+    pub users: Arc<SqliteUserStore>,
+    /// The bank's own accounts, opened on first start.
+    pub system: SystemAccounts,
+}
+
+impl LocalBackend {
+    /// Opens (creating if needed) every store in `config.data_dir`, refusing a directory another
+    /// process uses or a database that is not this bank's (see [`LocalDb::open`]), and opens the
+    /// bank's own accounts.
+    pub async fn open(config: &LocalConfig, clock: Arc<dyn Clock>) -> Result<LocalBackend> {
+        let db = LocalDb::open(&config.data_dir).await?;
+        let ledger = Arc::new(SqliteLedger::new(&db, Arc::clone(&clock)));
+        let payments = PaymentsPorts {
+            ledger: ledger.clone(),
+            transfers: Arc::new(SqliteTransferStore::new(&db, Arc::clone(&clock))),
+            idempotency: Arc::new(SqliteIdempotencyStore::new(&db, Arc::clone(&clock))),
+            queue: Arc::new(SqliteQueue::new(&db, Arc::clone(&clock), config.queue)),
+            clock: Arc::clone(&clock),
+            faults: Arc::new(NoFaults),
+        };
+        let events = Arc::new(SqliteEventBus::new(&db, Arc::clone(&clock), EVENT_LOG_CAPACITY));
+        let notification_log = Arc::new(SqliteNotificationLog::new(&db, Arc::clone(&clock), NOTIFICATION_LOG_CAPACITY));
+        let blobs = Arc::new(
+            FileBlobStore::open(&blob_dir(&config.data_dir), Arc::clone(&clock), config.public_url.clone()).await?,
+        );
+        let users = Arc::new(SqliteUserStore::new(&db, Arc::clone(&clock)));
+        let system = SystemAccounts::ensure(ledger.as_ref(), &config.currencies).await?;
+        Ok(LocalBackend { db, clock, ledger, payments, events, notification_log, blobs, users, system })
+    }
+
+    /// Checks that the database answers a read (for readiness probes).
+    pub async fn ready(&self) -> Result<()> {
+        self.db.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(|e| bank_core::Error::storage(e, true)))
+    }
+}
+
+fn blob_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("blobs")
+}

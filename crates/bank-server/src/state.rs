@@ -1,0 +1,89 @@
+//! What the HTTP layer and the background loops run on: the [`Backend`] (ports of one storage
+//! assembly, as trait objects, so the same server runs on `bank-local` or `bank-aws`) and the
+//! authentication in force.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::Result;
+use bank_core::notifications::{EventSubscriber, NotificationLog};
+use bank_core::payments::{PaymentsPorts, SystemAccounts};
+use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
+use bank_core::users::UserStore;
+use bank_local::backend::LocalBackend;
+
+use crate::auth::issuer::TokenIssuer;
+use crate::auth::verify::TokenVerifier;
+
+/// Answers readiness probes for one storage assembly.
+#[async_trait]
+pub trait ReadyCheck: Send + Sync + fmt::Debug + 'static {
+    /// `(check name, result)` for every backing service.
+    async fn check(&self) -> Vec<(&'static str, Result<()>)>;
+}
+
+/// The ports of one storage assembly.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Accounts, holds, postings, balances, history.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// The transfers pipeline's ports (ledger, transfers + outbox, idempotency, queue, clock).
+    pub payments: PaymentsPorts,
+    /// Where the outbox relay publishes events.
+    pub publisher: Arc<dyn EventPublisher>,
+    /// Where notifications read events from.
+    pub subscriber: Arc<dyn EventSubscriber>,
+    /// Which notifications were delivered.
+    pub notification_log: Arc<dyn NotificationLog>,
+    /// Write-once objects (statements, audit segments).
+    pub blobs: Arc<dyn BlobStore>,
+    /// Users for the built-in token issuer (`None` where an external issuer owns users).
+    pub users: Option<Arc<dyn UserStore>>,
+    /// The bank's own accounts (deposits, rail settlement, suspense) per currency.
+    pub system: SystemAccounts,
+    /// Readiness of the backing services.
+    pub ready: Arc<dyn ReadyCheck>,
+}
+
+#[derive(Debug)]
+struct LocalReady(LocalBackend);
+
+#[async_trait]
+impl ReadyCheck for LocalReady {
+    async fn check(&self) -> Vec<(&'static str, Result<()>)> {
+        vec![("sqlite", self.0.ready().await)]
+    }
+}
+
+impl From<LocalBackend> for Backend {
+    fn from(local: LocalBackend) -> Self {
+        Backend {
+            ledger: local.ledger.clone(),
+            payments: local.payments.clone(),
+            publisher: local.events.clone(),
+            subscriber: local.events.clone(),
+            notification_log: local.notification_log.clone(),
+            blobs: local.blobs.clone(),
+            users: Some(local.users.clone()),
+            system: local.system.clone(),
+            ready: Arc::new(LocalReady(local)),
+        }
+    }
+}
+
+/// Authentication in force: the built-in issuer (which also verifies its own tokens) or an
+/// external issuer's verifier only.
+#[derive(Clone)]
+pub struct Auth {
+    /// Registration and login (`None` with an external issuer: those routes answer 404).
+    pub issuer: Option<Arc<TokenIssuer>>,
+    /// Turns a bearer token into a principal.
+    pub verifier: Arc<TokenVerifier>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth").field("built_in_issuer", &self.issuer.is_some()).finish_non_exhaustive()
+    }
+}
