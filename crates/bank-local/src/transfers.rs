@@ -148,30 +148,41 @@ fn record_of(row: &Row<'_>) -> Result<OutboxRecord> {
     })
 }
 
-/// Appends `messages` to the outbox, in order, written at `now`.
-fn push_outbox(conn: &Connection, messages: &[OutboxMessage], now: DateTime<Utc>) -> Result<()> {
+/// Outbox messages as JSON, encoded by the caller so the writer thread does not.
+fn encode_outbox(messages: &[OutboxMessage]) -> Result<Vec<String>> {
+    messages
+        .iter()
+        .map(|message| {
+            serde_json::to_string(message).map_err(|e| Error::Storage {
+                message: format!("cannot encode an outbox message: {e}"),
+                retryable: false,
+            })
+        })
+        .collect()
+}
+
+/// Appends `messages` (JSON) to the outbox, in order, written at `now`.
+fn push_outbox(conn: &Connection, messages: &[String], now: DateTime<Utc>) -> Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
     let now = nanos_clamped(now);
     let mut insert = conn.prepare_cached("INSERT INTO outbox (message, created_at) VALUES (?1, ?2)").map_err(db_err)?;
-    for message in messages {
-        let json = serde_json::to_string(message).map_err(|e| Error::Storage {
-            message: format!("cannot encode an outbox message: {e}"),
-            retryable: false,
-        })?;
+    for json in messages {
         insert.execute(params![json, now]).map_err(db_err)?;
     }
     Ok(())
 }
 
 /// The writer job of `insert`: the transfer already stored under the id, or the new one with its
-/// outbox messages.
+/// outbox messages. `body` is the transfer's JSON, encoded by the caller (its `seq` and `version`
+/// are stale there: the columns are authoritative, see [`transfer_of`]).
 fn insert_job(
     conn: &Connection,
     now: DateTime<Utc>,
     mut transfer: Transfer,
-    outbox: Vec<OutboxMessage>,
+    body: String,
+    outbox: Vec<String>,
 ) -> Result<Inserted> {
     if let Some(existing) = fetch_optional(conn, TRANSFER_BY_ID, [transfer.id.as_uuid()], transfer_of)? {
         return Ok(Inserted::Existing(existing));
@@ -183,7 +194,6 @@ fn insert_job(
     let seq = last.checked_add(1).ok_or_else(|| corrupt("seq overflow"))?;
     transfer.seq = unsigned(seq, "seq")?;
     transfer.version = 0;
-    let body = body_of(&transfer)?;
     conn.prepare_cached(
         "INSERT INTO transfers (id, seq, owner, from_account, to_account, status, next_attempt_at, version, \
          created_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
@@ -207,11 +217,13 @@ fn insert_job(
 }
 
 /// The writer job of `update`: compare-and-swap on the version, never changing a final transfer.
+/// `body` as for [`insert_job`].
 fn update_job(
     conn: &Connection,
     now: DateTime<Utc>,
     mut transfer: Transfer,
-    outbox: Vec<OutboxMessage>,
+    body: String,
+    outbox: Vec<String>,
 ) -> Result<Transfer> {
     let stored = fetch_optional(
         conn,
@@ -232,7 +244,6 @@ fn update_job(
     }
     transfer.version = stored_version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
     transfer.seq = unsigned(stored_seq, "seq")?;
-    let body = body_of(&transfer)?;
     let done = conn
         .prepare_cached(
             "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
@@ -263,7 +274,8 @@ fn update_job(
 impl TransferStore for SqliteTransferStore {
     async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted> {
         let clock = Arc::clone(&self.clock);
-        self.writer.run(move |conn| insert_job(conn, clock.now(), transfer, outbox)).await
+        let (body, outbox) = (body_of(&transfer)?, encode_outbox(&outbox)?);
+        self.writer.run(move |conn| insert_job(conn, clock.now(), transfer, body, outbox)).await
     }
 
     async fn get(&self, id: TransferId) -> Result<Transfer> {
@@ -274,7 +286,8 @@ impl TransferStore for SqliteTransferStore {
 
     async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {
         let clock = Arc::clone(&self.clock);
-        self.writer.run(move |conn| update_job(conn, clock.now(), transfer, outbox)).await
+        let (body, outbox) = (body_of(&transfer)?, encode_outbox(&outbox)?);
+        self.writer.run(move |conn| update_job(conn, clock.now(), transfer, body, outbox)).await
     }
 
     async fn list_for_account(

@@ -141,10 +141,14 @@ async fn crash_child() {
     });
     let log_path = Path::new(&dir).join(ACCEPTED_LOG);
     if drain {
+        // Keys a killed child held in flight have leases of one second; once they ran out, the
+        // scheduler finishes or undoes each (a hold placed without its transfer is voided).
+        let started = Instant::now();
         loop {
             let counts = ports.transfers.count_by_status().await.expect("counts");
             let open: u64 = counts.iter().filter(|(s, _)| !s.is_final()).map(|(_, n)| n).sum();
-            if open == 0 {
+            let abandoned = ports.idempotency.abandoned(1).await.expect("abandoned keys");
+            if open == 0 && abandoned.is_empty() && started.elapsed() > Duration::from_millis(1_500) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
