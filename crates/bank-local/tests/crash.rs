@@ -44,7 +44,7 @@ use uuid::Uuid;
 /// SIGKILLs in the default run.
 const DEFAULT_KILLS: u32 = 24;
 /// Customer accounts the children move money between.
-const ACCOUNTS: u128 = 12;
+const ACCOUNTS: u64 = 12;
 /// Clients accepting transfers at the same time in a child.
 const CLIENTS: u64 = 8;
 /// Requests a new child sends again (same keys, same bodies) before new ones.
@@ -52,19 +52,19 @@ const RESEND: u64 = 8;
 /// Accepted transfer ids, one per line, appended by the children.
 const ACCEPTED_LOG: &str = "accepted.log";
 
-fn account_id(i: u128) -> AccountId {
-    AccountId::from_uuid(Uuid::from_u128(0xACC0_0000 + i)).expect("account id")
+fn account_id(i: u64) -> AccountId {
+    AccountId::from_uuid(Uuid::from_u128(0xACC0_0000 + u128::from(i))).expect("account id")
 }
 
-fn owner_id(i: u128) -> CustomerId {
-    CustomerId::from_uuid(Uuid::from_u128(0xC057_0000 + i)).expect("owner id")
+fn owner_id(i: u64) -> CustomerId {
+    CustomerId::from_uuid(Uuid::from_u128(0xC057_0000 + u128::from(i))).expect("owner id")
 }
 
 /// The `n`-th request of the whole run: always the same source, destination and amount.
 fn request(n: u64) -> (Caller, IdempotencyKey, TransferRequest) {
     let mix = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
-    let from = u128::from(mix % ACCOUNTS as u64);
-    let to = (from + 1 + u128::from((mix >> 8) % (ACCOUNTS as u64 - 1))) % ACCOUNTS;
+    let from = mix % ACCOUNTS;
+    let to = (from + 1 + (mix >> 8) % (ACCOUNTS - 1)) % ACCOUNTS;
     let cents = 1 + i64::try_from((mix >> 16) % 1_000).expect("cents");
     let request = TransferRequest {
         id: None,
@@ -104,7 +104,7 @@ async fn crash_child() {
     for i in 0..ACCOUNTS {
         let new = NewAccount { id: account_id(i), ..NewAccount::customer(owner_id(i), format!("a{i}"), Currency::Usd) };
         ledger.open_account(new).await.expect("open account");
-        let key = EntryKey::new(TransferId::from_uuid(Uuid::from_u128(0xF00D_0000 + i)).expect("id"), 0);
+        let key = EntryKey::new(TransferId::from_uuid(Uuid::from_u128(0xF00D_0000 + u128::from(i))).expect("id"), 0);
         let funding = Money::new(Decimal::from(1_000_000), Currency::Usd).expect("money");
         ledger
             .post(NewEntry::transfer(key, deposits, account_id(i), funding, "fund").expect("entry"))
@@ -158,31 +158,28 @@ async fn crash_child() {
     let log = Arc::new(parking_lot::Mutex::new(
         std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log"),
     ));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (service, log) = (service.clone(), log.clone());
-            tokio::spawn(async move {
-                let mut n = start + c;
-                loop {
-                    let (caller, key, request) = request(n);
-                    match service.accept(&caller, key, request).await {
-                        Ok(accepted) => {
-                            let mut log = log.lock();
-                            writeln!(log, "{} {}", n, accepted.transfer.id).expect("log");
-                            log.flush().expect("flush");
-                        }
-                        // In flight under a lease of the killed child: a later child finishes it.
-                        Err(e) if e.is_retryable() || matches!(e, bank_core::Error::IdempotencyInFlight) => {}
-                        Err(e) => panic!("request {n} refused: {e}"),
+    for c in 0..CLIENTS {
+        let (service, log) = (service.clone(), log.clone());
+        tokio::spawn(async move {
+            let mut n = start + c;
+            loop {
+                let (caller, key, request) = request(n);
+                match service.accept(&caller, key, request).await {
+                    Ok(accepted) => {
+                        let mut log = log.lock();
+                        writeln!(log, "{} {}", n, accepted.transfer.id).expect("log");
+                        log.flush().expect("flush");
                     }
-                    n += CLIENTS;
+                    // In flight under a lease of the killed child: a later child finishes it.
+                    Err(e) if e.is_retryable() || matches!(e, bank_core::Error::IdempotencyInFlight) => {}
+                    Err(e) => panic!("request {n} refused: {e}"),
                 }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.expect("client");
+                n += CLIENTS;
+            }
+        });
     }
+    // Until killed.
+    std::future::pending::<()>().await;
 }
 
 /// Complete lines in the accepted log (a kill can cut the last one).
