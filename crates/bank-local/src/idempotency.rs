@@ -194,13 +194,35 @@ fn complete_job(
     token: LeaseToken,
     response: Vec<u8>,
 ) -> Result<()> {
+    // The usual case in one statement: in flight under this token.
+    let now_nanos = nanos(now)?;
+    let completed = conn
+        .prepare_cached(
+            "UPDATE idempotency_keys SET state = ?1, response = ?2 \
+             WHERE caller = ?3 AND key = ?4 AND state = ?5 AND lease_token = ?6 AND expires_at > ?7",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                COMPLETED,
+                response,
+                scope.caller,
+                scope.key.as_str(),
+                IN_FLIGHT,
+                token.0,
+                now_nanos
+            ])
+        })
+        .map_err(db_err)?;
+    if completed == 1 {
+        return Ok(());
+    }
     let stored = {
         let mut statement = conn
             .prepare_cached(
                 "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
             )
             .map_err(db_err)?;
-        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), nanos(now)?]).map_err(db_err)?;
+        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), now_nanos]).map_err(db_err)?;
         match rows.next().map_err(db_err)? {
             Some(row) => Some((token_of(row)?, get::<String>(row, "state")?)),
             None => None,
