@@ -1,5 +1,5 @@
-//! Throughput of the whole transfers pipeline on the durable bank-local stores (one SQLite
-//! database in a temporary directory, every commit fsynced), run as the server runs it: the
+//! Throughput of the whole transfers pipeline on the durable embedded backend (`LocalBackend`: one
+//! SQLite database in a temporary directory, every commit fsynced), run as the server runs it: the
 //! outbox relay and the worker loop in their own tasks while concurrent clients accept
 //! transfers (idempotency key, ownership and funds checks, hold, transfer + outbox write); the
 //! worker marks each transfer processing, posts its hold, settles it with its event and acks.
@@ -13,16 +13,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bank_core::clock::{Clock, SystemClock};
-use bank_core::faults::NoFaults;
-use bank_core::payments::PaymentsPorts;
-use bank_core::queue::QueueConfig;
-use bank_local::db::LocalDb;
-use bank_local::events::SqliteEventBus;
-use bank_local::idempotency::SqliteIdempotencyStore;
-use bank_local::ledger::SqliteLedger;
-use bank_local::queue::SqliteQueue;
-use bank_local::transfers::SqliteTransferStore;
+use bank_core::clock::SystemClock;
+use bank_core::money::Currency;
+use bank_local::backend::{LocalBackend, LocalConfig};
 use common::Bank;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
@@ -30,19 +23,12 @@ use tempfile::TempDir;
 /// Clients accepting transfers at the same time (each waits for its answer before the next).
 const CLIENTS: usize = 256;
 
-async fn bank(dir: &TempDir) -> (Bank, LocalDb) {
-    let db = LocalDb::open(dir.path()).await.expect("open database");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ports = PaymentsPorts {
-        ledger: Arc::new(SqliteLedger::new(&db, clock.clone())),
-        transfers: Arc::new(SqliteTransferStore::new(&db, clock.clone())),
-        idempotency: Arc::new(SqliteIdempotencyStore::new(&db, clock.clone())),
-        queue: Arc::new(SqliteQueue::new(&db, clock.clone(), QueueConfig::default())),
-        clock: clock.clone(),
-        faults: Arc::new(NoFaults),
-    };
-    let bus = Arc::new(SqliteEventBus::new(&db, clock, 1 << 24));
-    (Bank::new(ports, bus).await, db)
+/// The bank on the embedded backend exactly as the server assembles it (`LocalBackend`: the
+/// transfer store delivers queue messages and events directly, the relay finds nothing to do).
+async fn bank(dir: &TempDir) -> (Bank, LocalBackend) {
+    let config = LocalConfig { currencies: vec![Currency::Usd], ..LocalConfig::new(dir.path()) };
+    let backend = LocalBackend::open(&config, Arc::new(SystemClock)).await.expect("open backend");
+    (Bank::new(backend.payments.clone(), backend.events.clone()).await, backend)
 }
 
 fn transfers(c: &mut Criterion) {
@@ -55,7 +41,7 @@ fn transfers(c: &mut Criterion) {
         // One database per benchmark, reused by every sample: opening and funding 1,000 accounts
         // on a fresh database per sample would dominate the run.
         let dir = TempDir::new().expect("temp dir");
-        let (mut bank, db) = rt.block_on(bank(&dir));
+        let (mut bank, backend) = rt.block_on(bank(&dir));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
@@ -64,7 +50,7 @@ fn transfers(c: &mut Criterion) {
             })
         });
         drop(bank);
-        rt.block_on(db.close());
+        rt.block_on(backend.db.close());
     }
     group.finish();
 }

@@ -68,7 +68,8 @@ pub struct LocalBackend {
     pub clock: Arc<dyn Clock>,
     /// The ledger.
     pub ledger: Arc<SqliteLedger>,
-    /// The ports of the transfers pipeline (no fault injection).
+    /// The ports of the transfers pipeline (no fault injection). The transfer store delivers its
+    /// outbox messages directly (see [`crate::transfers`]), so the outbox relay has nothing to do.
     pub payments: PaymentsPorts,
     /// The durable event bus (publisher for the outbox relay, subscriber for notifications).
     pub events: Arc<SqliteEventBus>,
@@ -91,7 +92,13 @@ impl LocalBackend {
         let ledger = Arc::new(SqliteLedger::new(&db, Arc::clone(&clock)));
         let payments = PaymentsPorts {
             ledger: ledger.clone(),
-            transfers: Arc::new(SqliteTransferStore::new(&db, Arc::clone(&clock))),
+            // Queue and bus live in this database: outbox messages go straight to them.
+            transfers: Arc::new(SqliteTransferStore::delivering_directly(
+                &db,
+                Arc::clone(&clock),
+                config.queue,
+                EVENT_LOG_CAPACITY,
+            )),
             idempotency: Arc::new(SqliteIdempotencyStore::new(&db, Arc::clone(&clock))),
             queue: Arc::new(SqliteQueue::new(&db, Arc::clone(&clock), config.queue)),
             clock: Arc::clone(&clock),

@@ -161,8 +161,8 @@ fn held(conn: &Connection) -> Result<i64> {
         .map_err(db_err)
 }
 
-/// The writer job of `publish`.
-fn publish_job(conn: &Connection, now: i64, capacity: usize, events: Vec<(Uuid, String)>) -> Result<()> {
+/// The writer job of `publish` (also run inside a transfer store job that delivers directly).
+pub(crate) fn publish_job(conn: &Connection, now: i64, capacity: usize, events: Vec<(Uuid, String)>) -> Result<()> {
     let incoming = limit(events.len());
     let capacity = limit(capacity);
     if held(conn)?.saturating_add(incoming) > capacity {
@@ -197,6 +197,18 @@ fn publish_job(conn: &Connection, now: i64, capacity: usize, events: Vec<(Uuid, 
     Ok(())
 }
 
+/// Events as `(id, JSON body)` rows, encoded by the caller so the writer thread does not.
+pub(crate) fn encode_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Vec<(Uuid, String)>> {
+    events
+        .into_iter()
+        .map(|event| {
+            serde_json::to_string(event)
+                .map(|body| (*event.id.as_uuid(), body))
+                .map_err(|e| Error::Storage { message: format!("cannot encode an event: {e}"), retryable: false })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl EventPublisher for SqliteEventBus {
     async fn publish(&self, events: &[Event]) -> Result<()> {
@@ -211,14 +223,7 @@ impl EventPublisher for SqliteEventBus {
         if events.is_empty() {
             return Ok(());
         }
-        let rows = events
-            .iter()
-            .map(|event| {
-                serde_json::to_string(event)
-                    .map(|body| (*event.id.as_uuid(), body))
-                    .map_err(|e| Error::Storage { message: format!("cannot encode an event: {e}"), retryable: false })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = encode_events(events)?;
         let clock = Arc::clone(&self.clock);
         self.writer.run(move |conn| publish_job(conn, nanos(clock.now())?, capacity, rows)).await
     }

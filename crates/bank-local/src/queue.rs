@@ -110,10 +110,19 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Refuses a dedup id that is empty or longer than SQS allows.
+pub(crate) fn check_dedup_ids(messages: &[QueueMessage]) -> Result<()> {
+    if messages.iter().any(|m| m.dedup_id.is_empty() || m.dedup_id.len() > DEDUP_ID_BYTES_MAX) {
+        return Err(Error::InvalidInput(format!("a dedup id must have 1 to {DEDUP_ID_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
 /// The writer job of `enqueue` and `enqueue_batch`: prunes expired dedup ids once, then adds
 /// each message unless its dedup id was seen (earlier, or earlier in `messages`). Refuses the
-/// whole job with `QueueFull` if the messages do not fit (the savepoint undoes the rest).
-fn enqueue_job(
+/// whole job with `QueueFull` if the messages do not fit (the savepoint undoes the rest). Also run
+/// inside a transfer store job that delivers directly.
+pub(crate) fn enqueue_job(
     conn: &Connection,
     now: DateTime<Utc>,
     config: QueueConfig,
@@ -306,9 +315,7 @@ impl TransferQueue for SqliteQueue {
     }
 
     async fn enqueue_batch(&self, messages: Vec<QueueMessage>) -> Result<Vec<bool>> {
-        if messages.iter().any(|m| m.dedup_id.is_empty() || m.dedup_id.len() > DEDUP_ID_BYTES_MAX) {
-            return Err(Error::InvalidInput(format!("a dedup id must have 1 to {DEDUP_ID_BYTES_MAX} bytes")));
-        }
+        check_dedup_ids(&messages)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }

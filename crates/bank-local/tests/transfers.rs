@@ -114,3 +114,55 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
     drop(store);
     db.close().await;
 }
+
+/// With direct delivery, a transfer's outbox messages land in the queue and the event log of the
+/// same database in the same write: the outbox stays empty, a duplicate message is deduplicated,
+/// and a full queue refuses the insert, which then writes nothing.
+#[tokio::test]
+async fn direct_delivery_writes_queue_and_events_with_the_transfer() {
+    use bank_core::events::Event;
+    use bank_core::notifications::EventSubscriber;
+    use bank_core::ports::TransferQueue;
+    use bank_core::queue::QueueConfig;
+    use bank_local::events::SqliteEventBus;
+    use bank_local::queue::SqliteQueue;
+
+    let dir = TempDir::new().expect("temp dir");
+    let db = LocalDb::open(dir.path()).await.expect("open");
+    let clock = ManualClock::at_epoch();
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let config = QueueConfig { capacity: 2, ..QueueConfig::default() };
+    let store = SqliteTransferStore::delivering_directly(&db, shared.clone(), config, 100);
+    let queue = SqliteQueue::new(&db, shared.clone(), config);
+    let bus = SqliteEventBus::new(&db, shared, 100);
+    let subscription = bus.subscribe("test").await.expect("subscribe");
+
+    let (a, b) = (AccountId::new(), AccountId::new());
+    let first = transfer(&clock, a, b);
+    let accepted = Event::of(&first, None, clock.now()).expect("accepted event");
+    let stored = created(
+        store
+            .insert(first.clone(), vec![enqueue(&first), OutboxMessage::Publish(accepted.clone())])
+            .await
+            .expect("insert"),
+    );
+    assert!(store.outbox_batch(10).await.expect("outbox").is_empty(), "nothing went through the outbox");
+    let deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].message.transfer_id, first.id);
+    let events = subscription.poll(10).await.expect("poll");
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![accepted.id]);
+
+    // The same message again (e.g. an update re-sending it) is deduplicated.
+    let mut again = stored.clone();
+    again.status = TransferStatus::Processing;
+    store.update(again, vec![enqueue(&first)]).await.expect("update");
+    assert_eq!(queue.stats().await.expect("stats").in_flight + queue.stats().await.expect("stats").visible, 1);
+
+    // Capacity 2: one held, a transfer with two new messages does not fit and is not stored.
+    let second = transfer(&clock, b, a);
+    let extra = OutboxMessage::Enqueue(QueueMessage::first(TransferId::new(), b));
+    let refused = store.insert(second.clone(), vec![enqueue(&second), extra]).await;
+    assert!(matches!(refused, Err(bank_core::Error::QueueFull)), "{refused:?}");
+    assert!(matches!(store.get(second.id).await, Err(bank_core::Error::TransferNotFound(_))));
+}
