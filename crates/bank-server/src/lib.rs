@@ -1,4 +1,7 @@
 //! The bank reference server as a library: auth, HTTP routes, assembly.
 
 pub mod auth;
+pub mod config;
+pub mod http;
+pub mod run;
 pub mod state;

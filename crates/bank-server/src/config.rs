@@ -1,0 +1,544 @@
+//! The server's configuration: one typed [`Config`] read from the `BANK_*` environment variables
+//! once, at start, with safe local defaults. A bad value is refused with a [`ConfigError`] naming
+//! the variable and the value (never the value of a secret such as `BANK_PASSWORD`).
+//!
+//! [`VARIABLES`] is the one list of variables: `--help` and the crate README are written from it.
+//! An empty variable counts as unset.
+//!
+//! This module only parses: it opens nothing, and the secrets it holds never reach `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bank_core::payments::PaymentsConfig;
+use bank_core::queue::RECEIVE_BATCH_MAX;
+use bank_core::rail::simulator::{PPM, SimulatorConfig};
+use bank_local::backend::LocalConfig;
+use chrono::TimeDelta;
+use rust_decimal::Decimal;
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::{ACCESS_TTL_MAX, AuthConfig, REFRESH_TTL_DEFAULT};
+
+/// Longest refresh-token lifetime accepted (one year).
+pub const REFRESH_TTL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest simulated rail latency accepted, in milliseconds.
+pub const RAIL_LATENCY_MS_MAX: u64 = 60_000;
+/// Most messages a worker takes per receive (the queue's own bound).
+pub const WORKER_BATCH_MAX: usize = RECEIVE_BATCH_MAX;
+/// Longest accepted environment value, in bytes (a URL or a filter is far shorter).
+pub const VALUE_BYTES_MAX: usize = 4096;
+
+/// Every variable: `(name, default, meaning)`.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("BANK_LISTEN", "127.0.0.1:8080", "address the HTTP API listens on (port 0: any free port)"),
+    ("BANK_DATA_DIR", "./data", "data directory (SQLite database, blobs, signing key)"),
+    ("BANK_LOG", "info", "log filter, tracing env-filter syntax (e.g. info,bank_core=debug)"),
+    ("BANK_LOG_FORMAT", "text", "log format: text or json"),
+    ("BANK_PUBLIC_URL", "http://127.0.0.1:8080", "the server's public base URL (signed links, token issuer)"),
+    ("BANK_AUTH_MODE", "builtin", "builtin (this server issues tokens) or external (verify a JWKS issuer's tokens)"),
+    ("BANK_JWT_ISSUER", "BANK_PUBLIC_URL", "`iss` of access tokens (issued or expected)"),
+    ("BANK_JWT_AUDIENCE", "bank-api", "`aud` of access tokens (issued or expected)"),
+    ("BANK_ACCESS_TTL_SECONDS", "900", "access-token lifetime in seconds, 1 to 900"),
+    ("BANK_REFRESH_TTL_SECONDS", "2592000", "refresh-token lifetime in seconds, access TTL to 31536000"),
+    ("BANK_JWKS_URL", "(none)", "the external issuer's JWKS URL; required when BANK_AUTH_MODE=external"),
+    ("BANK_RAIL_FAILURE_RATE", "0", "share of simulated rail submits answered unavailable, 0 to 1 (e.g. 0.05)"),
+    ("BANK_RAIL_LATENCY_MS", "0", "latency added to each simulated rail call, 0 to 60000 ms"),
+    ("BANK_WORKER_BATCH", "64", "transfers a worker takes per receive, 1 to 256"),
+    ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
+];
+
+/// The help text listing every variable (for `--help` and the README).
+pub fn variables_help() -> String {
+    let mut text = String::from("Environment variables (an empty value counts as unset):\n");
+    for (name, default, meaning) in VARIABLES {
+        text.push_str(&format!("  {name:<26} {meaning} [default: {default}]\n"));
+    }
+    text
+}
+
+/// A configuration value that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The value cannot be used; fix it and start again.
+    #[error("{variable}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        variable: &'static str,
+        /// The value as given (`"<redacted>"` for a secret).
+        value: String,
+        /// What is expected.
+        reason: String,
+    },
+    /// A variable this configuration needs is unset; set it.
+    #[error("{variable} is required: {reason}")]
+    Missing {
+        /// The variable.
+        variable: &'static str,
+        /// Why it is needed.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The variable at fault.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::Invalid { variable, .. } | ConfigError::Missing { variable, .. } => variable,
+        }
+    }
+
+    fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        let value = if variable == "BANK_PASSWORD" { "<redacted>".to_owned() } else { value.to_owned() };
+        ConfigError::Invalid { variable, value, reason: reason.into() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Who issues access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// This server: registration, login, TOTP, its own signing key.
+    BuiltIn,
+    /// An outside issuer (e.g. Cognito); tokens are checked against its key set.
+    External {
+        /// Where the issuer's JWK Set is fetched from.
+        jwks_url: String,
+    },
+}
+
+/// A secret string; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself (pass it on; never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Everything the process is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `BANK_LISTEN`.
+    pub listen: SocketAddr,
+    /// `BANK_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `BANK_LOG` (checked to parse as an env-filter).
+    pub log: String,
+    /// `BANK_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `BANK_PUBLIC_URL`, without a trailing slash.
+    pub public_url: String,
+    /// `BANK_AUTH_MODE` (with `BANK_JWKS_URL` for an external issuer).
+    pub auth_mode: AuthMode,
+    /// `BANK_JWT_ISSUER`.
+    pub jwt_issuer: String,
+    /// `BANK_JWT_AUDIENCE`.
+    pub jwt_audience: String,
+    /// `BANK_ACCESS_TTL_SECONDS`.
+    pub access_ttl: Duration,
+    /// `BANK_REFRESH_TTL_SECONDS`.
+    pub refresh_ttl: Duration,
+    /// `BANK_RAIL_FAILURE_RATE`, in parts per million.
+    pub rail_failure_rate_ppm: u32,
+    /// `BANK_RAIL_LATENCY_MS`.
+    pub rail_latency_ms: u64,
+    /// `BANK_WORKER_BATCH`.
+    pub worker_batch: usize,
+    /// `BANK_PASSWORD`.
+    pub password: Option<Secret>,
+}
+
+impl Default for Config {
+    /// The configuration of an empty environment.
+    fn default() -> Self {
+        // The defaults are constants that parse (`defaults_are_safe_and_local` checks it).
+        Config::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads every `BANK_*` variable of the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let not_unicode = std::cell::RefCell::new(None);
+        let config = Config::from_lookup(|name| match std::env::var(name) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(raw)) => {
+                not_unicode.borrow_mut().get_or_insert(ConfigError::invalid(
+                    static_name(name),
+                    &raw.to_string_lossy(),
+                    "not valid UTF-8",
+                ));
+                None
+            }
+        });
+        match not_unicode.into_inner() {
+            Some(err) => Err(err),
+            None => config,
+        }
+    }
+
+    /// Reads the variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(value) if value.is_empty() => Ok(None),
+                Some(value) if value.len() > VALUE_BYTES_MAX => {
+                    let start: String = value.chars().take(64).collect();
+                    Err(ConfigError::invalid(
+                        name,
+                        &format!("{start}…"),
+                        format!("longer than {VALUE_BYTES_MAX} bytes"),
+                    ))
+                }
+                Some(value) => Ok(Some(value)),
+            }
+        };
+
+        let listen = match get("BANK_LISTEN")? {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError::invalid("BANK_LISTEN", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?,
+        };
+        let data_dir = PathBuf::from(get("BANK_DATA_DIR")?.unwrap_or_else(|| "./data".into()));
+        let log = get("BANK_LOG")?.unwrap_or_else(|| "info".into());
+        EnvFilter::try_new(&log).map_err(|e| ConfigError::invalid("BANK_LOG", &log, e.to_string()))?;
+        let log_format = match get("BANK_LOG_FORMAT")?.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(ConfigError::invalid("BANK_LOG_FORMAT", v, "expected text or json")),
+        };
+        let public_url = match get("BANK_PUBLIC_URL")? {
+            None => "http://127.0.0.1:8080".to_owned(),
+            Some(v) => parse_url("BANK_PUBLIC_URL", &v)?.trim_end_matches('/').to_owned(),
+        };
+        let auth_mode = match get("BANK_AUTH_MODE")?.as_deref() {
+            None | Some("builtin") => AuthMode::BuiltIn,
+            Some("external") => match get("BANK_JWKS_URL")? {
+                Some(url) => AuthMode::External { jwks_url: parse_url("BANK_JWKS_URL", &url)? },
+                None => {
+                    return Err(ConfigError::Missing {
+                        variable: "BANK_JWKS_URL",
+                        reason: "BANK_AUTH_MODE=external verifies tokens against the issuer's JWK Set".into(),
+                    });
+                }
+            },
+            Some(v) => return Err(ConfigError::invalid("BANK_AUTH_MODE", v, "expected builtin or external")),
+        };
+        if let (AuthMode::BuiltIn, Some(url)) = (&auth_mode, get("BANK_JWKS_URL")?) {
+            // Harmless, but worth checking: a typo would otherwise surface only after a switch.
+            parse_url("BANK_JWKS_URL", &url)?;
+        }
+        let jwt_issuer = get("BANK_JWT_ISSUER")?.unwrap_or_else(|| public_url.clone());
+        let jwt_audience = get("BANK_JWT_AUDIENCE")?.unwrap_or_else(|| "bank-api".into());
+
+        let access_secs = match get("BANK_ACCESS_TTL_SECONDS")? {
+            None => ACCESS_TTL_MAX.as_secs(),
+            Some(v) => parse_in_range("BANK_ACCESS_TTL_SECONDS", &v, 1, ACCESS_TTL_MAX.as_secs())?,
+        };
+        let refresh_secs = match get("BANK_REFRESH_TTL_SECONDS")? {
+            None => REFRESH_TTL_DEFAULT.as_secs().max(access_secs),
+            Some(v) => parse_in_range("BANK_REFRESH_TTL_SECONDS", &v, access_secs, REFRESH_TTL_MAX.as_secs())?,
+        };
+        let rail_failure_rate_ppm = match get("BANK_RAIL_FAILURE_RATE")? {
+            None => 0,
+            Some(v) => parse_rate_ppm("BANK_RAIL_FAILURE_RATE", &v)?,
+        };
+        let rail_latency_ms = match get("BANK_RAIL_LATENCY_MS")? {
+            None => 0,
+            Some(v) => parse_in_range("BANK_RAIL_LATENCY_MS", &v, 0, RAIL_LATENCY_MS_MAX)?,
+        };
+        let worker_batch = match get("BANK_WORKER_BATCH")? {
+            None => PaymentsConfig::default().worker_batch,
+            Some(v) => {
+                let max = u64::try_from(WORKER_BATCH_MAX).unwrap_or(u64::MAX);
+                let batch = parse_in_range("BANK_WORKER_BATCH", &v, 1, max)?;
+                usize::try_from(batch).unwrap_or(WORKER_BATCH_MAX)
+            }
+        };
+        let password = get("BANK_PASSWORD")?.map(Secret);
+
+        Ok(Config {
+            listen,
+            data_dir,
+            log,
+            log_format,
+            public_url,
+            auth_mode,
+            jwt_issuer,
+            jwt_audience,
+            access_ttl: Duration::from_secs(access_secs),
+            refresh_ttl: Duration::from_secs(refresh_secs),
+            rail_failure_rate_ppm,
+            rail_latency_ms,
+            worker_batch,
+            password,
+        })
+    }
+
+    /// Whether this server issues its own tokens.
+    pub fn is_built_in_auth(&self) -> bool {
+        self.auth_mode == AuthMode::BuiltIn
+    }
+
+    /// The embedded backend's settings.
+    pub fn local_config(&self) -> LocalConfig {
+        LocalConfig { public_url: self.public_url.clone(), ..LocalConfig::new(&self.data_dir) }
+    }
+
+    /// The built-in issuer's settings (the signing key lives under the data directory).
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            access_ttl: self.access_ttl,
+            refresh_ttl: self.refresh_ttl,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
+    /// The transfers pipeline's settings.
+    pub fn payments_config(&self) -> PaymentsConfig {
+        PaymentsConfig { worker_batch: self.worker_batch, ..PaymentsConfig::default() }
+    }
+
+    /// The simulated rail's settings.
+    pub fn simulator_config(&self) -> SimulatorConfig {
+        SimulatorConfig {
+            failure_rate_ppm: self.rail_failure_rate_ppm,
+            latency: TimeDelta::milliseconds(i64::try_from(self.rail_latency_ms).unwrap_or(i64::MAX)),
+            ..SimulatorConfig::default()
+        }
+    }
+}
+
+/// The `&'static` name of a `BANK_*` variable (every name looked up is one of [`VARIABLES`]).
+fn static_name(name: &str) -> &'static str {
+    VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).unwrap_or("BANK_*")
+}
+
+fn parse_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(value).map_err(|e| ConfigError::invalid(variable, value, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::invalid(variable, value, "expected an http:// or https:// URL with a host"));
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_in_range(variable: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let number: u64 = value
+        .parse()
+        .map_err(|_| ConfigError::invalid(variable, value, format!("expected a whole number from {min} to {max}")))?;
+    if !(min..=max).contains(&number) {
+        return Err(ConfigError::invalid(variable, value, format!("must be from {min} to {max}")));
+    }
+    Ok(number)
+}
+
+/// A rate from 0 to 1 with at most six decimals, in parts per million (no float on the way).
+fn parse_rate_ppm(variable: &'static str, value: &str) -> Result<u32, ConfigError> {
+    let expected = "expected a number from 0 to 1 with at most 6 decimals (e.g. 0.05)";
+    let rate: Decimal = value.parse().map_err(|_| ConfigError::invalid(variable, value, expected))?;
+    if rate < Decimal::ZERO || rate > Decimal::ONE || rate.normalize().scale() > 6 {
+        return Err(ConfigError::invalid(variable, value, expected));
+    }
+    let ppm = rate.checked_mul(Decimal::from(PPM)).map(|p| p.trunc().mantissa());
+    ppm.and_then(|p| u32::try_from(p).ok()).ok_or_else(|| ConfigError::invalid(variable, value, expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn refused(vars: &[(&str, &str)], variable: &str) -> ConfigError {
+        let err = parse(vars).expect_err("refused");
+        assert_eq!(err.variable(), variable, "{err}");
+        assert!(err.to_string().contains(variable), "{err}");
+        err
+    }
+
+    #[test]
+    fn defaults_are_safe_and_local() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.log, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.auth_mode, AuthMode::BuiltIn);
+        assert_eq!(c.jwt_issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.jwt_audience, "bank-api");
+        assert_eq!(c.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.refresh_ttl, REFRESH_TTL_DEFAULT);
+        assert_eq!((c.rail_failure_rate_ppm, c.rail_latency_ms, c.worker_batch), (0, 0, 64));
+        assert_eq!(c.password, None);
+        c.auth_config().validate().expect("the default auth config is valid");
+        assert_eq!(Config::default(), c);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = parse(&[
+            ("BANK_LISTEN", "0.0.0.0:9000"),
+            ("BANK_DATA_DIR", "/var/lib/bank"),
+            ("BANK_LOG", "warn,bank_core=debug"),
+            ("BANK_LOG_FORMAT", "json"),
+            ("BANK_PUBLIC_URL", "https://bank.example/"),
+            ("BANK_AUTH_MODE", "external"),
+            ("BANK_JWKS_URL", "https://issuer.example/.well-known/jwks.json"),
+            ("BANK_JWT_AUDIENCE", "api"),
+            ("BANK_ACCESS_TTL_SECONDS", "60"),
+            ("BANK_REFRESH_TTL_SECONDS", "3600"),
+            ("BANK_RAIL_FAILURE_RATE", "0.05"),
+            ("BANK_RAIL_LATENCY_MS", "25"),
+            ("BANK_WORKER_BATCH", "8"),
+            ("BANK_PASSWORD", "correct horse battery"),
+        ])
+        .expect("valid");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/bank"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.public_url, "https://bank.example");
+        assert_eq!(c.jwt_issuer, "https://bank.example", "the issuer defaults to the public URL");
+        assert_eq!(c.auth_mode, AuthMode::External { jwks_url: "https://issuer.example/.well-known/jwks.json".into() });
+        assert_eq!(c.access_ttl, Duration::from_secs(60));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(3600));
+        assert_eq!(c.rail_failure_rate_ppm, 50_000);
+        assert_eq!(c.simulator_config().latency, TimeDelta::milliseconds(25));
+        assert_eq!(c.payments_config().worker_batch, 8);
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("correct horse battery"));
+        assert!(!format!("{c:?}").contains("horse"), "Debug never shows the password");
+        assert_eq!(c.local_config().public_url, "https://bank.example");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        assert_eq!(parse(&[("BANK_LISTEN", ""), ("BANK_LOG_FORMAT", "")]).expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn bad_listen_is_named() {
+        let err = refused(&[("BANK_LISTEN", "localhost")], "BANK_LISTEN");
+        assert!(err.to_string().contains("\"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn bad_log_filter_is_named() {
+        refused(&[("BANK_LOG", "info,[=")], "BANK_LOG");
+    }
+
+    #[test]
+    fn bad_log_format_is_named() {
+        refused(&[("BANK_LOG_FORMAT", "xml")], "BANK_LOG_FORMAT");
+    }
+
+    #[test]
+    fn bad_public_url_is_named() {
+        refused(&[("BANK_PUBLIC_URL", "bank.example")], "BANK_PUBLIC_URL");
+        refused(&[("BANK_PUBLIC_URL", "ftp://bank.example")], "BANK_PUBLIC_URL");
+    }
+
+    #[test]
+    fn bad_auth_mode_is_named() {
+        refused(&[("BANK_AUTH_MODE", "cognito")], "BANK_AUTH_MODE");
+    }
+
+    #[test]
+    fn external_mode_requires_a_jwks_url() {
+        let err = refused(&[("BANK_AUTH_MODE", "external")], "BANK_JWKS_URL");
+        assert!(matches!(err, ConfigError::Missing { .. }));
+        refused(&[("BANK_AUTH_MODE", "external"), ("BANK_JWKS_URL", "not a url")], "BANK_JWKS_URL");
+        refused(&[("BANK_JWKS_URL", "not a url")], "BANK_JWKS_URL");
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let long = "a".repeat(VALUE_BYTES_MAX + 1);
+        refused(&[("BANK_JWT_ISSUER", long.as_str())], "BANK_JWT_ISSUER");
+        refused(&[("BANK_JWT_AUDIENCE", long.as_str())], "BANK_JWT_AUDIENCE");
+    }
+
+    #[test]
+    fn bad_access_ttl_is_named() {
+        refused(&[("BANK_ACCESS_TTL_SECONDS", "901")], "BANK_ACCESS_TTL_SECONDS");
+        refused(&[("BANK_ACCESS_TTL_SECONDS", "0")], "BANK_ACCESS_TTL_SECONDS");
+        refused(&[("BANK_ACCESS_TTL_SECONDS", "15m")], "BANK_ACCESS_TTL_SECONDS");
+    }
+
+    #[test]
+    fn bad_refresh_ttl_is_named() {
+        refused(&[("BANK_REFRESH_TTL_SECONDS", "60")], "BANK_REFRESH_TTL_SECONDS");
+        refused(&[("BANK_REFRESH_TTL_SECONDS", "-1")], "BANK_REFRESH_TTL_SECONDS");
+        refused(&[("BANK_REFRESH_TTL_SECONDS", "31536001")], "BANK_REFRESH_TTL_SECONDS");
+    }
+
+    #[test]
+    fn bad_rail_failure_rate_is_named() {
+        for bad in ["1.5", "-0.1", "5%", "0.0000001", "NaN"] {
+            refused(&[("BANK_RAIL_FAILURE_RATE", bad)], "BANK_RAIL_FAILURE_RATE");
+        }
+        assert_eq!(parse(&[("BANK_RAIL_FAILURE_RATE", "1")]).expect("valid").rail_failure_rate_ppm, PPM);
+        assert_eq!(parse(&[("BANK_RAIL_FAILURE_RATE", "0.000001")]).expect("valid").rail_failure_rate_ppm, 1);
+    }
+
+    #[test]
+    fn bad_rail_latency_is_named() {
+        refused(&[("BANK_RAIL_LATENCY_MS", "60001")], "BANK_RAIL_LATENCY_MS");
+        refused(&[("BANK_RAIL_LATENCY_MS", "fast")], "BANK_RAIL_LATENCY_MS");
+    }
+
+    #[test]
+    fn bad_worker_batch_is_named() {
+        refused(&[("BANK_WORKER_BATCH", "0")], "BANK_WORKER_BATCH");
+        refused(&[("BANK_WORKER_BATCH", "257")], "BANK_WORKER_BATCH");
+    }
+
+    #[test]
+    fn a_bad_password_is_never_echoed() {
+        let long = "p".repeat(VALUE_BYTES_MAX + 1);
+        let err = refused(&[("BANK_PASSWORD", long.as_str())], "BANK_PASSWORD");
+        assert!(!err.to_string().contains("ppp"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = variables_help();
+        for (name, default, _) in VARIABLES {
+            assert!(help.contains(name) && help.contains(default), "{name} missing from the help");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! bank-core ↔ bank-api conversions. Parsing into bank-core types applies bank-core's rules
+//! (amounts are checked for the currency, never rounded); nothing here decides anything else.
+
+use bank_api as api;
+use bank_core::account::{Account, AccountStatus, Balance};
+use bank_core::ids::{AccountId, TransferId};
+use bank_core::ledger::{HistoryItem, Side};
+use bank_core::money::{Currency, Money, checked_sub, in_minor_units};
+use bank_core::transfer::{Beneficiary, BeneficiaryAccount, Destination, Transfer, TransferRequest, TransferStatus};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use uuid::Uuid;
+
+use super::problem::ApiError;
+
+/// An account id from a path segment or a body; anything malformed reads as not found.
+pub(crate) fn account_id(text: &str) -> Result<AccountId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found("account"))
+}
+
+pub(crate) fn transfer_id(text: &str) -> Result<TransferId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found("transfer"))
+}
+
+pub(crate) fn currency(code: &str) -> Result<Currency, ApiError> {
+    code.parse().map_err(ApiError::from_core)
+}
+
+pub(crate) fn account(account: &Account, balance: &Balance) -> Result<api::Account, ApiError> {
+    let currency = account.currency;
+    // An unlimited (bank-internal) account has no bound: show what it holds net of holds.
+    let available = match balance.available {
+        Some(available) => available,
+        None => checked_sub(balance.posted, balance.pending)?,
+    };
+    Ok(api::Account {
+        id: *account.id.as_uuid(),
+        name: account.name.clone(),
+        currency: currency.code().to_owned(),
+        status: match account.status {
+            AccountStatus::Open => api::AccountStatus::Open,
+            AccountStatus::Frozen => api::AccountStatus::Frozen,
+            AccountStatus::Closed => api::AccountStatus::Closed,
+        },
+        posted: in_minor_units(balance.posted, currency),
+        pending: in_minor_units(balance.pending, currency),
+        available: in_minor_units(available, currency),
+        created_at: account.created_at,
+    })
+}
+
+pub(crate) fn history_entry(item: &HistoryItem) -> api::HistoryEntry {
+    let currency = item.money.currency;
+    api::HistoryEntry {
+        entry_id: *item.entry_id.as_uuid(),
+        sequence: item.sequence,
+        transfer_id: Some(*item.key.transfer_id.as_uuid()),
+        direction: match item.direction {
+            Side::Debit => api::Direction::Debit,
+            Side::Credit => api::Direction::Credit,
+        },
+        amount: in_minor_units(item.money.value(), currency),
+        balance_after: in_minor_units(item.balance_after, currency),
+        reference: item.reference.clone(),
+        posted_at: item.posted_at,
+    }
+}
+
+/// A wire transfer request as bank-core's: exactly one destination, a known currency and an
+/// amount valid for it.
+pub(crate) fn transfer_request(request: api::TransferRequest) -> Result<TransferRequest, ApiError> {
+    let destination = match (request.to_account_id, request.to_external) {
+        (Some(to), None) => {
+            Destination::Internal { account_id: AccountId::from_uuid(to).map_err(ApiError::from_core)? }
+        }
+        (None, Some(external)) => Destination::External {
+            beneficiary: Beneficiary::iban(external.name, &external.iban).map_err(ApiError::from_core)?,
+        },
+        _ => return Err(ApiError::invalid("exactly one of to_account_id and to_external must be set")),
+    };
+    let currency = currency(&request.currency)?;
+    let money = Money::new(request.amount, currency).map_err(ApiError::from_core)?;
+    Ok(TransferRequest {
+        id: None,
+        from_account_id: AccountId::from_uuid(request.from_account_id).map_err(ApiError::from_core)?,
+        destination,
+        money,
+        reference: request.reference,
+    })
+}
+
+pub(crate) fn transfer(transfer: &Transfer) -> api::Transfer {
+    let (to_account_id, to_external) = match &transfer.destination {
+        Destination::Internal { account_id } => (Some(*account_id.as_uuid()), None),
+        Destination::External { beneficiary } => {
+            let iban = match &beneficiary.account {
+                BeneficiaryAccount::Iban { iban } => iban.clone(),
+                // The v1 API only creates IBAN payees; a US account (made by other means) is shown
+                // by its account number, the closest the wire type has.
+                BeneficiaryAccount::Us { account_number, .. } => account_number.clone(),
+            };
+            (None, Some(api::ExternalBeneficiary { name: beneficiary.name.clone(), iban }))
+        }
+    };
+    let currency = transfer.money.currency;
+    api::Transfer {
+        id: *transfer.id.as_uuid(),
+        status: match transfer.status {
+            TransferStatus::Accepted => api::TransferStatus::Accepted,
+            TransferStatus::Processing => api::TransferStatus::Processing,
+            TransferStatus::Pending => api::TransferStatus::Pending,
+            TransferStatus::Settled => api::TransferStatus::Settled,
+            TransferStatus::Failed => api::TransferStatus::Failed,
+        },
+        from_account_id: *transfer.from_account_id.as_uuid(),
+        to_account_id,
+        to_external,
+        amount: in_minor_units(transfer.money.value(), currency),
+        currency: currency.code().to_owned(),
+        reference: transfer.reference.clone(),
+        failure_reason: transfer.failure_reason.as_ref().map(|reason| reason.detail.clone()),
+        created_at: transfer.created_at,
+        updated_at: transfer.updated_at,
+    }
+}
+
+const TRANSFER_CURSOR_PREFIX: &str = "t1.";
+const CURSOR_CHARS_MAX: usize = 64;
+
+/// The opaque cursor of a transfers page: continue below this `seq`.
+pub(crate) fn transfer_cursor(before_seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{TRANSFER_CURSOR_PREFIX}{before_seq}"))
+}
+
+pub(crate) fn parse_transfer_cursor(text: &str) -> Result<u64, ApiError> {
+    let bad = || ApiError::invalid("invalid cursor");
+    if text.len() > CURSOR_CHARS_MAX {
+        return Err(bad());
+    }
+    let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
+    let digits = raw.strip_prefix(TRANSFER_CURSOR_PREFIX).ok_or_else(bad)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits.parse().map_err(|_| bad())
+}
+
+/// The id of the transfer an operator deposit is booked under: a UUID v8 from the first 16 bytes
+/// of SHA-256 over the operator and the idempotency key, so a retry names the same ledger entry.
+pub(crate) fn deposit_transfer_id(operator: &str, key: &str) -> Result<TransferId, ApiError> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"bank:deposit\x1f");
+    hasher.update(operator.as_bytes());
+    hasher.update([0x1f]);
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    TransferId::from_uuid(Uuid::new_v8(bytes)).map_err(ApiError::from_core)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_cursors_round_trip_and_garbage_is_refused() {
+        assert_eq!(parse_transfer_cursor(&transfer_cursor(42)).expect("cursor"), 42);
+        for bad in ["", "42", "!!!", &"a".repeat(100), &URL_SAFE_NO_PAD.encode("t1.")] {
+            assert!(parse_transfer_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deposit_ids_are_deterministic_per_operator_and_key() {
+        let a = deposit_transfer_id("op-1", "k").expect("id");
+        assert_eq!(a, deposit_transfer_id("op-1", "k").expect("id"));
+        assert_ne!(a, deposit_transfer_id("op-2", "k").expect("id"));
+        assert_ne!(a, deposit_transfer_id("op-1", "k2").expect("id"));
+        assert_eq!(a.as_uuid().get_version_num(), 8);
+    }
+}

@@ -1,0 +1,188 @@
+//! Extractors whose rejections are problems: JSON bodies ([`ApiJson`]), query strings
+//! ([`ApiQuery`]), the bearer principal ([`Authed`]), plus the client IP and `Idempotency-Key`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use bank_core::idempotency::IdempotencyKey;
+use bank_core::users::Role;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::auth::Principal;
+
+/// A JSON body: malformed JSON, wrong types and unknown fields answer 400 `malformed-body`, a body
+/// over the limit 413 `payload-too-large`. A `Content-Type` other than JSON is refused; none is
+/// accepted (some clients omit it).
+#[derive(Debug, Clone)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json_type = request.headers().get(header::CONTENT_TYPE).is_none_or(|value| {
+            value.to_str().is_ok_and(|text| {
+                let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                essence == "application/json" || essence.ends_with("+json")
+            })
+        });
+        if !json_type {
+            return Err(ApiError::malformed_body("the body must be application/json"));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(state.config().body_limit_bytes)
+            } else {
+                ApiError::malformed_body("the body could not be read")
+            }
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = T::deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value))
+            .map_err(|error| ApiError::malformed_body(json_error_detail(&error)))?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// What went wrong in a body, without echoing it (it may hold a password).
+fn json_error_detail(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            format!("invalid JSON at line {} column {}", error.line(), error.column())
+        }
+        // serde's type errors quote the value given (which may be a secret): keep only what was
+        // expected. Other data errors (unknown or missing field) name fields, not values.
+        Category::Data => {
+            let message = error.to_string();
+            if message.starts_with("invalid type") || message.starts_with("invalid value") {
+                let expected = message.split_once(", expected ").map_or("", |(_, rest)| rest);
+                format!("a field has the wrong type or value; expected {expected}")
+            } else {
+                message
+            }
+        }
+    }
+}
+
+/// A JSON answer with a status (`201`, `202`) and optionally `Idempotent-Replayed: true`.
+pub(crate) fn json_response<T: serde::Serialize>(status: axum::http::StatusCode, body: &T, replayed: bool) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static("idempotent-replayed"),
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// A query string; a bad one answers 400 `invalid-request`.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|query| ApiQuery(query.0))
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))
+    }
+}
+
+/// The verified principal of `Authorization: Bearer <jwt>`, after the per-subject rate limit.
+#[derive(Debug, Clone)]
+pub(crate) struct Authed(pub(crate) Principal);
+
+impl Authed {
+    pub(crate) fn is_operator(&self) -> bool {
+        self.0.has_role(Role::Operator)
+    }
+
+    /// The principal if it is an operator, else 403.
+    pub(crate) fn require_operator(&self) -> Result<&Principal, ApiError> {
+        if self.is_operator() { Ok(&self.0) } else { Err(ApiError::forbidden()) }
+    }
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        let text = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = match text.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(ApiError::unauthorized("an Authorization: Bearer token is required")),
+        };
+        let principal = state.auth().verifier.verify(token).await.map_err(ApiError::from_auth)?;
+        state.limits().per_subject.check(&principal.user).map_err(ApiError::rate_limited)?;
+        tracing::Span::current().record("subject", tracing::field::display(&principal.user));
+        Ok(Authed(principal))
+    }
+}
+
+/// The client's address: the last `X-Forwarded-For` entry when trusted (the one the proxy
+/// appended), else the connection's peer, else `0.0.0.0` (served without connect info).
+pub(crate) fn client_ip(
+    parts_headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    trust_forwarded_for: bool,
+) -> IpAddr {
+    if trust_forwarded_for
+        && let Some(ip) = parts_headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+            .next_back()
+    {
+        return ip;
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip())
+}
+
+/// The client IP as an extractor (never rejects).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions, state.config().trust_forwarded_for)))
+    }
+}
+
+/// The required `Idempotency-Key` header: 1 to 255 printable ASCII characters, else 400
+/// `idempotency-key-missing`.
+#[derive(Debug, Clone)]
+pub(crate) struct IdempotencyKeyHeader(pub(crate) IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(bank_api::IDEMPOTENCY_KEY_HEADER)
+            .ok_or_else(|| ApiError::idempotency_key_missing("this route requires an Idempotency-Key header"))?;
+        let text = value.to_str().map_err(|_| {
+            ApiError::idempotency_key_missing("Idempotency-Key must be 1 to 255 printable ASCII characters")
+        })?;
+        let key = IdempotencyKey::new(text).map_err(|error| ApiError::idempotency_key_missing(error.to_string()))?;
+        Ok(IdempotencyKeyHeader(key))
+    }
+}

@@ -1,0 +1,216 @@
+//! The HTTP API (v1): routes, problem+json errors, middleware, OpenAPI and metrics.
+//!
+//! Layout:
+//! - [`router`] assembles every route of [`bank_api::paths`] over an [`AppState`];
+//! - `problem`: [`ApiError`] and the one function mapping [`bank_core::Error`] (and auth errors)
+//!   to RFC 9457 problems;
+//! - `extract`: the extractors (JSON bodies, query strings, bearer principal, client IP,
+//!   `Idempotency-Key`) whose rejections are problems too;
+//! - `middleware`: request ids, timeouts, per-IP rate limits, metrics, and the last step that
+//!   turns any error response (axum's own 404/405 included) into a problem carrying the request id;
+//! - `limits`: bounded `governor` rate limiters per IP and per subject;
+//! - `metrics`: the Prometheus registry and the gauges refreshed at scrape time;
+//! - `convert`: bank-core ↔ bank-api types (no rule lives there);
+//! - `routes`: the handlers, one module per resource; `openapi`: the document.
+//!
+//! This module holds no business rule: it parses, authenticates, calls bank-core and converts.
+//! It never logs a token, a password, a TOTP code or a request body.
+
+mod convert;
+mod extract;
+mod limits;
+mod metrics;
+mod middleware;
+mod openapi;
+mod problem;
+mod routes;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use bank_api::paths;
+use bank_core::payments::{PaymentsConfig, PaymentsService};
+use bank_core::rail::breaker::CircuitBreaker;
+
+pub use openapi::openapi;
+
+use crate::state::{Auth, Backend};
+
+/// Largest request body accepted by default (16 KiB).
+pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Default time a request may take before it is answered with a `timeout` problem.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Keys (IPs or subjects) a rate limiter tracks before it forgets the idle ones.
+pub const RATE_LIMIT_KEYS_MAX: usize = 100_000;
+
+/// A token bucket: `requests` per `per`, with bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests replenished per period (at least 1).
+    pub requests: u32,
+    /// The period.
+    pub per: Duration,
+    /// Largest burst (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `requests` per second with bursts of `burst`.
+    pub const fn per_second(requests: u32, burst: u32) -> Self {
+        RateLimit { requests, per: Duration::from_secs(1), burst }
+    }
+
+    /// `requests` per minute with bursts of `burst`.
+    pub const fn per_minute(requests: u32, burst: u32) -> Self {
+        RateLimit { requests, per: Duration::from_secs(60), burst }
+    }
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Largest request body; larger ones answer 413 `payload-too-large`.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take; then 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Per authenticated subject (after auth).
+    pub rate_per_subject: RateLimit,
+    /// Per client IP, on every route but health and metrics.
+    pub rate_per_ip: RateLimit,
+    /// Per client IP on login and registration (on top of `rate_per_ip`).
+    pub login_rate_per_ip: RateLimit,
+    /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy that
+    /// appends it); otherwise from the connection.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_limit_bytes: REQUEST_BODY_BYTES_MAX,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            rate_per_subject: RateLimit::per_second(50, 100),
+            rate_per_ip: RateLimit::per_second(100, 200),
+            login_rate_per_ip: RateLimit::per_minute(10, 10),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// What every handler runs on. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    service: PaymentsService,
+    auth: Auth,
+    config: HttpConfig,
+    metrics: metrics::Metrics,
+    limits: limits::Limits,
+    breakers: parking_lot::RwLock<Vec<Arc<CircuitBreaker>>>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("auth", &self.inner.auth)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The state of a server over `backend`, authenticating with `auth`.
+    pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
+        let service = PaymentsService::new(backend.payments.clone(), payments_config);
+        let limits = limits::Limits::new(&config);
+        AppState {
+            inner: Arc::new(Inner {
+                backend,
+                service,
+                auth,
+                config,
+                metrics: metrics::Metrics::new(),
+                limits,
+                breakers: parking_lot::RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Reports `breaker`'s state on `/metrics` (gauge `circuit_breaker_state{name}`: 0 closed,
+    /// 1 half-open, 2 open).
+    pub fn with_breaker(self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.inner.breakers.write().push(breaker);
+        self
+    }
+
+    /// The storage assembly.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The transfers service.
+    pub fn service(&self) -> &PaymentsService {
+        &self.inner.service
+    }
+
+    /// The authentication in force.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// The HTTP limits.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    fn limits(&self) -> &limits::Limits {
+        &self.inner.limits
+    }
+}
+
+/// Every route of the API over `state`.
+///
+/// Serve it with `axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())`:
+/// login throttling and per-IP rate limits read the peer address from `ConnectInfo<SocketAddr>`.
+/// Served without it (or through `oneshot` in tests), every client counts as `0.0.0.0`, one bucket.
+pub fn router(state: AppState) -> Router {
+    let account = format!("{}/{{id}}", paths::ACCOUNTS);
+    let account_transactions = format!("{}/{{id}}/transactions", paths::ACCOUNTS);
+    let transfer = format!("{}/{{id}}", paths::TRANSFERS);
+    Router::new()
+        .route(paths::AUTH_REGISTER, post(routes::auth::register))
+        .route(paths::AUTH_LOGIN, post(routes::auth::login))
+        .route(paths::AUTH_REFRESH, post(routes::auth::refresh))
+        .route(paths::AUTH_LOGOUT, post(routes::auth::logout))
+        .route(paths::JWKS, get(routes::auth::jwks))
+        .route(paths::ACCOUNTS, post(routes::accounts::open).get(routes::accounts::list))
+        .route(&account, get(routes::accounts::get_one))
+        .route(&account_transactions, get(routes::accounts::transactions))
+        .route(paths::TRANSFERS, post(routes::transfers::create).get(routes::transfers::list))
+        .route(&transfer, get(routes::transfers::get_one))
+        .route(paths::ADMIN_DEPOSITS, post(routes::admin::deposit))
+        .route(paths::HEALTH_LIVE, get(routes::ops::live))
+        .route(paths::HEALTH_READY, get(routes::ops::ready))
+        .route(paths::METRICS, get(routes::ops::metrics))
+        .route(paths::OPENAPI, get(routes::ops::openapi_json))
+        .fallback(routes::ops::not_found)
+        // Innermost first: the body limit, then the timeout, the per-IP limit, and outermost the
+        // request context (request id, span, metrics, problem bodies), so it sees every answer.
+        .layer(DefaultBodyLimit::max(state.config().body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit_ip))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .with_state(state)
+}

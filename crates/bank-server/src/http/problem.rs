@@ -1,0 +1,339 @@
+//! [`ApiError`]: every error answer, and the one place bank-core and auth errors become RFC 9457
+//! problems ([`ApiError::from_core`], [`ApiError::from_auth`]).
+//!
+//! A handler's error response carries its [`Problem`] as a response extension with an empty body;
+//! the request-context middleware writes the body once it has added the request id
+//! ([`finish_problem`]). It also turns error responses that axum made itself (unknown route, wrong
+//! method) into problems, so no error leaves the server in another shape.
+//!
+//! Internal failures never reach the client: storage messages, SQL and key-store errors are
+//! logged under the request's span and answered with a generic detail.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bank_api::{PROBLEM_JSON, Problem, problem_types as types};
+use bank_core::Error;
+
+use crate::auth::AuthError;
+
+/// Seconds a client is told to wait before retrying a transient failure.
+pub(crate) const RETRY_AFTER_TRANSIENT_SECS: u64 = 1;
+
+/// An error answer: a problem plus the headers that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    problem_type: &'static str,
+    title: &'static str,
+    detail: String,
+    retry_after_secs: Option<u64>,
+    bearer_challenge: bool,
+}
+
+/// The problem of an error response, waiting for its request id.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingProblem(pub(crate) Problem);
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        problem_type: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError { status, problem_type, title, detail: detail.into(), retry_after_secs: None, bearer_challenge: false }
+    }
+
+    pub(crate) fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    pub(crate) fn invalid(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, types::INVALID_REQUEST, "Invalid request", detail)
+    }
+
+    pub(crate) fn malformed_body(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, types::MALFORMED_BODY, "Malformed body", detail)
+    }
+
+    pub(crate) fn payload_too_large(limit_bytes: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            types::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("the body exceeds {limit_bytes} bytes"),
+        )
+    }
+
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut error = ApiError::new(StatusCode::UNAUTHORIZED, types::UNAUTHORIZED, "Unauthorized", detail);
+        error.bearer_challenge = true;
+        error
+    }
+
+    pub(crate) fn forbidden() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, types::FORBIDDEN, "Forbidden", "this route needs the operator role")
+    }
+
+    /// Missing, foreign and malformed ids all answer this, identically.
+    pub(crate) fn not_found(what: &'static str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, types::NOT_FOUND, "Not found", format!("{what} not found"))
+    }
+
+    pub(crate) fn idempotency_key_missing(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, types::IDEMPOTENCY_KEY_MISSING, "Idempotency key missing", detail)
+    }
+
+    pub(crate) fn idempotency_key_reused() -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            types::IDEMPOTENCY_KEY_REUSED,
+            "Idempotency key reused",
+            "the Idempotency-Key was already used with a different request",
+        )
+    }
+
+    pub(crate) fn rate_limited(retry_after_secs: u64) -> Self {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, types::RATE_LIMITED, "Too many requests", "slow down and retry")
+            .with_retry_after(retry_after_secs)
+    }
+
+    pub(crate) fn timeout() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            types::TIMEOUT,
+            "Timeout",
+            "the request took too long; retrying with the same idempotency key is safe",
+        )
+        .with_retry_after(RETRY_AFTER_TRANSIENT_SECS)
+    }
+
+    pub(crate) fn unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            types::UNAVAILABLE,
+            "Service unavailable",
+            "a backend is unavailable; retry later",
+        )
+        .with_retry_after(RETRY_AFTER_TRANSIENT_SECS)
+    }
+
+    pub(crate) fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            types::INTERNAL,
+            "Internal error",
+            "an internal error occurred; it was logged under the request id",
+        )
+    }
+
+    /// The one mapping of bank-core errors to problems. `not_found` names the resource a
+    /// not-found error is reported as (the detail never names an id, so a foreign resource and
+    /// a missing one answer identically).
+    pub(crate) fn from_core(error: Error) -> Self {
+        use StatusCode as S;
+        let unprocessable = S::UNPROCESSABLE_ENTITY;
+        match &error {
+            Error::InvalidAmount { .. }
+            | Error::UnknownCurrency { .. }
+            | Error::UnbalancedEntry { .. }
+            | Error::InvalidInput(_)
+            | Error::HoldExceeded { .. } => ApiError::invalid(error.to_string()),
+            Error::CurrencyMismatch { .. } => {
+                ApiError::new(unprocessable, types::CURRENCY_MISMATCH, "Currency mismatch", error.to_string())
+            }
+            Error::InsufficientFunds { .. } => ApiError::new(
+                unprocessable,
+                types::INSUFFICIENT_FUNDS,
+                "Insufficient funds",
+                "the available balance is too low",
+            ),
+            Error::AccountNotOpen { status, .. } => ApiError::new(
+                unprocessable,
+                types::ACCOUNT_NOT_OPEN,
+                "Account not open",
+                format!("an account of this transfer is {status}"),
+            ),
+            Error::AccountNotFound(_) => ApiError::not_found("account"),
+            Error::TransferNotFound(_) => ApiError::not_found("transfer"),
+            Error::HoldNotFound(_) | Error::EntryNotFound(_) | Error::BlobNotFound(_) => {
+                ApiError::not_found("resource")
+            }
+            Error::KeyReused(_) | Error::IdempotencyMismatch => ApiError::idempotency_key_reused(),
+            Error::IdempotencyInFlight | Error::LeaseLost => ApiError::new(
+                S::CONFLICT,
+                types::IDEMPOTENCY_IN_FLIGHT,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed; retry later with the same key",
+            )
+            .with_retry_after(RETRY_AFTER_TRANSIENT_SECS),
+            Error::AccountNotEmpty(_)
+            | Error::HoldNotActive { .. }
+            | Error::AlreadyReversed(_)
+            | Error::StaleReceipt
+            | Error::Retained { .. } => ApiError::new(S::CONFLICT, types::CONFLICT, "Conflict", error.to_string()),
+            Error::VersionConflict => ApiError::new(
+                S::CONFLICT,
+                types::CONFLICT,
+                "Conflict",
+                "the resource changed concurrently; retry with the same idempotency key",
+            )
+            .with_retry_after(RETRY_AFTER_TRANSIENT_SECS),
+            Error::QueueFull | Error::Interrupted(_) | Error::Storage { retryable: true, .. } => {
+                tracing::warn!(error = %error, code = error.code(), "transient failure");
+                ApiError::unavailable()
+            }
+            _ => {
+                tracing::error!(error = %error, code = error.code(), "internal failure");
+                ApiError::internal()
+            }
+        }
+    }
+
+    /// The mapping of authentication errors.
+    pub(crate) fn from_auth(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidCredentials => ApiError::unauthorized("invalid credentials"),
+            AuthError::WeakPassword(reason) => ApiError::invalid(format!("weak password: {reason}")),
+            AuthError::EmailTaken => ApiError::new(
+                StatusCode::CONFLICT,
+                types::CONFLICT,
+                "Conflict",
+                "the email address is already registered",
+            ),
+            AuthError::Throttled { retry_after_secs } => ApiError::rate_limited(retry_after_secs),
+            AuthError::InvalidToken(why) => ApiError::unauthorized(format!("invalid token: {why}")),
+            AuthError::MfaMissing => ApiError::unauthorized("the token lacks multi-factor authentication"),
+            AuthError::RefreshReused => ApiError::unauthorized("refresh token reused; the session is revoked"),
+            AuthError::Storage(core) => ApiError::from_core(core),
+            other => {
+                tracing::error!(error = %other, "authentication failure");
+                ApiError::internal()
+            }
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        Problem::new(self.problem_type, self.title, self.status.as_u16()).with_detail(self.detail.clone())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError::from_core(error)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        ApiError::from_auth(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.bearer_challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(PendingProblem(self.problem()));
+        response
+    }
+}
+
+/// A problem for an error response that axum (or a layer) produced without one.
+fn problem_for_status(status: StatusCode) -> Problem {
+    let (problem_type, title, detail) = match status {
+        StatusCode::NOT_FOUND => (types::NOT_FOUND, "Not found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            (types::ABOUT_BLANK, "Method not allowed", "the route does not accept this method; see Allow")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (types::PAYLOAD_TOO_LARGE, "Payload too large", "the body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            (types::MALFORMED_BODY, "Malformed body", "the body must be application/json")
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            (types::TIMEOUT, "Timeout", "the request took too long")
+        }
+        s if s.is_server_error() => (types::INTERNAL, "Internal error", "an internal error occurred"),
+        _ => (types::INVALID_REQUEST, "Invalid request", "the request was refused"),
+    };
+    Problem::new(problem_type, title, status.as_u16()).with_detail(detail)
+}
+
+/// Gives an error response its problem body with `request_id`; returns the problem type (for
+/// metrics), or `None` for a success.
+pub(crate) fn finish_problem(response: &mut Response, request_id: &str) -> Option<String> {
+    let status = response.status();
+    let pending = response.extensions_mut().remove::<PendingProblem>();
+    let problem = match pending {
+        Some(PendingProblem(problem)) => problem,
+        None if status.is_client_error() || status.is_server_error() => {
+            let is_problem = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+            if is_problem {
+                return Some(types::ABOUT_BLANK.to_owned());
+            }
+            problem_for_status(status)
+        }
+        None => return None,
+    };
+    let problem = problem.with_request_id(request_id);
+    let problem_type = problem.problem_type.clone();
+    // Serializing a struct of strings and a number cannot fail; an empty body if it ever did.
+    let body: Vec<u8> = serde_json::to_vec(&problem).unwrap_or_default();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    headers.remove(header::CONTENT_LENGTH);
+    *response.body_mut() = axum::body::Body::from(body);
+    Some(problem_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bank_core::ids::AccountId;
+    use bank_core::money::{AmountError, Currency};
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn core_errors_map_by_kind_and_internal_text_never_leaks() {
+        let account = AccountId::new();
+        let cases = [
+            (Error::InvalidAmount { reason: AmountError::Zero }, 400, types::INVALID_REQUEST),
+            (Error::UnknownCurrency { code: "XYZ".into() }, 400, types::INVALID_REQUEST),
+            (Error::AccountNotFound(account), 404, types::NOT_FOUND),
+            (
+                Error::InsufficientFunds { account, available: Decimal::ZERO, requested: Decimal::ONE },
+                422,
+                types::INSUFFICIENT_FUNDS,
+            ),
+            (
+                Error::CurrencyMismatch { account, expected: Currency::ALL[0], found: Currency::ALL[1] },
+                422,
+                types::CURRENCY_MISMATCH,
+            ),
+            (Error::IdempotencyMismatch, 422, types::IDEMPOTENCY_KEY_REUSED),
+            (Error::KeyReused("x".into()), 422, types::IDEMPOTENCY_KEY_REUSED),
+            (Error::IdempotencyInFlight, 409, types::IDEMPOTENCY_IN_FLIGHT),
+            (Error::QueueFull, 503, types::UNAVAILABLE),
+            (Error::storage("SELECT secret FROM users", true), 503, types::UNAVAILABLE),
+            (Error::storage("SELECT secret FROM users", false), 500, types::INTERNAL),
+        ];
+        for (error, status, problem_type) in cases {
+            let text = error.to_string();
+            let mapped = ApiError::from_core(error);
+            assert_eq!((mapped.status.as_u16(), mapped.problem_type), (status, problem_type), "{text}");
+            assert!(!mapped.detail.contains("SELECT"), "{}", mapped.detail);
+        }
+        assert!(ApiError::from_core(Error::QueueFull).retry_after_secs.is_some());
+        assert!(!ApiError::not_found("account").detail.contains('-'), "a not-found detail names no id");
+    }
+}

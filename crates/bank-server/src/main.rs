@@ -1,0 +1,231 @@
+//! `bank-server`: the command line of the reference server. It parses arguments and the
+//! `BANK_*` environment ([`bank_server::config`]), sets up logging, and hands over to
+//! [`bank_server::run`], where the process is assembled. No rule of the bank lives here.
+//!
+//! Standard output carries what a caller reads (the listen address, the demo credentials, the
+//! JSON of `users create`); logs go to standard error. Exit codes: 0 success, 1 the command
+//! failed, 2 bad arguments or configuration.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use bank_core::users::Role;
+use bank_server::config::{self, Config, LogFormat};
+use bank_server::run::{self, LoopSet, Loops, Rail, RunError};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bank-server",
+    version,
+    about = "The bank's reference server: HTTP API, background loops and admin commands",
+    long_about = "The bank's reference server on the embedded (SQLite) backend: the HTTP API, the \
+                  transfers pipeline's background loops (worker, outbox relay, scheduler), \
+                  notifications and admin commands. Configured by BANK_* environment variables \
+                  (listed below); one process per data directory.",
+    after_help = config::variables_help(),
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// API and every background loop in one process (the usual way to run).
+    Serve {
+        /// Seed demo users (alice, bob, an operator) with funded USD accounts and print their
+        /// credentials (built-in auth only; idempotent across restarts).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// The HTTP API only (plus the refresh-token purge).
+    Api,
+    /// The transfers pipeline only: worker, outbox relay and scheduler.
+    Worker,
+    /// The notifications loop only.
+    Notifications,
+    /// Open the data directory (migrations run on open) and exit.
+    Migrate,
+    /// Manage users of the built-in issuer.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password comes from BANK_PASSWORD or standard input. Prints
+    /// `{"user_id", "totp_secret"}` as JSON.
+    Create {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Role of the user.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Operator,
+    Customer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Customer => Role::Customer,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("bank-server: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let log_format = config.log_format;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bank-server: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if log_format == LogFormat::Json {
+                tracing::error!(error = %err, "command failed");
+            }
+            eprintln!("bank-server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    // `Config` checked that the filter parses.
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn execute(command: Command, config: Config) -> Result<(), RunError> {
+    match command {
+        Command::Serve { demo } => serve(&config, demo, true, LoopSet::ALL).await,
+        Command::Api => serve(&config, false, false, LoopSet::API).await,
+        Command::Worker => background(&config, LoopSet::PIPELINE).await,
+        Command::Notifications => background(&config, LoopSet::NOTIFICATIONS).await,
+        Command::Migrate => {
+            let (_backend, _local) = run::open_local(&config).await?;
+            println!("data directory {} is migrated", config.data_dir.display());
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::Create { email, role } } => {
+            create_user(&config, &email, role.into()).await
+        }
+    }
+}
+
+/// The HTTP API, with the loops of `loops`; `with_rail`: this process runs the worker, so the API
+/// reports its circuit breaker.
+async fn serve(config: &Config, demo: bool, with_rail: bool, loops: LoopSet) -> Result<(), RunError> {
+    if demo && !config.is_built_in_auth() {
+        return Err(RunError::Refused("--demo needs BANK_AUTH_MODE=builtin".into()));
+    }
+    let (backend, local) = run::open_local(config).await?;
+    let auth = run::auth(config, &backend)?;
+    let rail = Rail::simulated(config, local.clock.clone());
+    let listener = run::bind(config).await?;
+    let address = listener.local_addr()?;
+    if demo && let Some(issuer) = &auth.issuer {
+        let users = run::seed_demo(&backend, issuer).await?;
+        // The example talks to this process directly, whatever BANK_PUBLIC_URL says.
+        print_stdout(&run::demo_banner(&users, &format!("http://{address}")));
+    }
+    print_stdout(&format!("bank-server listening on http://{address}\n"));
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "serving");
+
+    let loops = Loops::start(&backend, &config.payments_config(), &rail, loops);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let breaker = with_rail.then(|| rail.breaker.clone());
+    let served = run::serve_http(listener, backend, auth, config, breaker, shutdown).await;
+    loops.shutdown().await;
+    served
+}
+
+/// Background loops only, until Ctrl-C or SIGTERM.
+async fn background(config: &Config, set: LoopSet) -> Result<(), RunError> {
+    let (backend, local) = run::open_local(config).await?;
+    let rail = Rail::simulated(config, local.clock.clone());
+    let loops = Loops::start(&backend, &config.payments_config(), &rail, set);
+    print_stdout(&format!("bank-server running {}\n", loops.names().join(", ")));
+    run::shutdown_signal().await;
+    loops.shutdown().await;
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    run::shutdown_signal().await;
+    token.cancel();
+}
+
+async fn create_user(config: &Config, email: &str, role: Role) -> Result<(), RunError> {
+    if !config.is_built_in_auth() {
+        return Err(RunError::Refused(
+            "users are managed by the external issuer (BANK_AUTH_MODE=external); nothing created".into(),
+        ));
+    }
+    let password = match &config.password {
+        Some(password) => password.expose().to_owned(),
+        None => read_password()?,
+    };
+    run::check_password(&password)?;
+    let (backend, _local) = run::open_local(config).await?;
+    let auth = run::auth(config, &backend)?;
+    let issuer = auth.issuer.ok_or_else(|| RunError::Refused("built-in issuer unavailable".into()))?;
+    let registered = issuer.create_user(email, &password, role).await?;
+    let json = serde_json::json!({
+        "user_id": registered.user_id.to_string(),
+        "totp_secret": registered.totp_secret,
+    });
+    print_stdout(&format!("{json}\n"));
+    Ok(())
+}
+
+/// The first line of standard input, without its line ending.
+fn read_password() -> Result<String, RunError> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (input is echoed; prefer BANK_PASSWORD): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(RunError::Refused("no password: set BANK_PASSWORD or write it on standard input".into()));
+    }
+    Ok(password)
+}
+
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) must not stop the server.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
