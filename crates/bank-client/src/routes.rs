@@ -80,7 +80,7 @@ impl BankClient {
         self.execute(&Call::get(&paths::account(id))).await?.json()
     }
 
-    /// One page of an account's history, oldest first; pass `next_cursor` back for the next one.
+    /// One page of an account's history, newest first; pass `next_cursor` back for the next one.
     pub async fn transactions_page(
         &self,
         account_id: Uuid,

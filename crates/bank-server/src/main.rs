@@ -49,6 +49,11 @@ enum Command {
     Notifications,
     /// Open the data directory (migrations run on open) and exit.
     Migrate,
+    /// Print the current TOTP code of a secret (for trying the demo without an authenticator app).
+    Totp {
+        /// The base32 secret printed by `users create` or `serve --demo`.
+        secret: String,
+    },
     /// Manage users of the built-in issuer.
     Users {
         #[command(subcommand)]
@@ -134,6 +139,16 @@ async fn execute(command: Command, config: Config) -> Result<(), RunError> {
         Command::Migrate => {
             let (_backend, _local) = run::open_local(&config).await?;
             println!("data directory {} is migrated", config.data_dir.display());
+            Ok(())
+        }
+        Command::Totp { secret } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| RunError::Refused(format!("the system clock is before 1970: {e}")))?
+                .as_secs();
+            let code = bank_server::auth::totp::code_at(&secret, now)
+                .map_err(|_| RunError::Refused("not a valid base32 TOTP secret".into()))?;
+            println!("{code}");
             Ok(())
         }
         Command::Users { command: UsersCommand::Create { email, role } } => {

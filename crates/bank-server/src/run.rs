@@ -459,9 +459,9 @@ pub fn demo_banner(users: &[DemoUser], public_url: &str) -> String {
     let alice = users.first().map(|u| (u.email, u.password, u.totp_secret.as_str()));
     if let Some((email, password, secret)) = alice {
         text.push_str(&format!(
-            "\nTry it (needs curl, jq and oathtool):\n  TOKEN=$(curl -s -X POST {public_url}{login} \
+            "\nTry it (needs curl and jq; `bank-server totp SECRET` prints the current code):\n  TOKEN=$(curl -s -X POST {public_url}{login} \
              -H 'content-type: application/json' \\\n    -d \"{{\\\"email\\\":\\\"{email}\\\",\\\"password\\\":\\\"{password}\\\",\
-             \\\"totp_code\\\":\\\"$(oathtool --totp -b {secret})\\\"}}\" | jq -r .access_token)\n  \
+             \\\"totp_code\\\":\\\"$(cargo run -q -p bank-server -- totp {secret})\\\"}}\" | jq -r .access_token)\n  \
              curl -s {public_url}{accounts} -H \"authorization: Bearer $TOKEN\" | jq\n",
             login = "/v1/auth/login",
             accounts = "/v1/accounts",

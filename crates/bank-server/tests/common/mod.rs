@@ -1,0 +1,177 @@
+//! The end-to-end harness: [`TestApp::spawn`] starts the real server (router, built-in token
+//! issuer, `bank-local` backend on a fresh temporary directory, and the transfers pipeline's
+//! background loops) on `127.0.0.1:0`, exactly as `serve` assembles it, and hands out signed-in
+//! [`BankClient`]s. Dropping the app stops its loops and its listener.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bank_client::{BankClient, RetryPolicy};
+use bank_core::users::Role;
+use bank_server::auth::issuer::TokenIssuer;
+use bank_server::auth::totp;
+use bank_server::config::Config;
+use bank_server::http::{AppState, HttpConfig, RateLimit, router};
+use bank_server::run::{self, LoopSet, Loops, Rail};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The password of every test user.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+/// Longest a poll for an eventual state waits.
+pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sends of one client call: more than the default, so a burst of concurrent requests under one
+/// idempotency key all outlast the 409s "in flight" (backoff is capped at 2 s per retry).
+pub(crate) const CLIENT_ATTEMPTS_MAX: u32 = 10;
+/// Pause between two polls.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// How to start one server.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) http: HttpConfig,
+    /// `iss` of issued and expected tokens (default: the server's URL).
+    pub(crate) jwt_issuer: Option<String>,
+    /// `aud` of issued and expected tokens (default: the server's default).
+    pub(crate) jwt_audience: Option<String>,
+}
+
+impl Default for Options {
+    /// Rate limits far above what a test sends, so only the rate-limit test ever meets one.
+    fn default() -> Self {
+        Options {
+            http: HttpConfig {
+                rate_per_subject: RateLimit::per_second(10_000, 10_000),
+                rate_per_ip: RateLimit::per_second(10_000, 10_000),
+                login_rate_per_ip: RateLimit::per_second(1_000, 1_000),
+                ..HttpConfig::default()
+            },
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base_url: String,
+    /// The server's built-in issuer (to create operators and to sign crafted tokens).
+    pub(crate) issuer: Arc<TokenIssuer>,
+    /// A plain HTTP client, for requests `BankClient` cannot make (crafted tokens, bad bodies).
+    pub(crate) http: reqwest::Client,
+    loops: Option<Loops>,
+    server: JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    /// A server with the default test options.
+    pub(crate) async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    pub(crate) async fn spawn_with(options: Options) -> TestApp {
+        let dir = TempDir::new().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let base_url = format!("http://{}", listener.local_addr().expect("local address"));
+        let mut vars =
+            HashMap::from([("BANK_DATA_DIR", dir.path().display().to_string()), ("BANK_PUBLIC_URL", base_url.clone())]);
+        if let Some(issuer) = options.jwt_issuer {
+            vars.insert("BANK_JWT_ISSUER", issuer);
+        }
+        if let Some(audience) = options.jwt_audience {
+            vars.insert("BANK_JWT_AUDIENCE", audience);
+        }
+        let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
+
+        let (backend, _local) = run::open_local(&config).await.expect("open the local backend");
+        let auth = run::auth(&config, &backend).expect("built-in auth");
+        let issuer = auth.issuer.clone().expect("the built-in issuer");
+        let rail = Rail::simulated(&config, Arc::clone(&backend.payments.clock));
+        let loops = Loops::start(&backend, &config.payments_config(), &rail, LoopSet::PIPELINE);
+        let state = AppState::new(backend, auth, config.payments_config(), options.http)
+            .with_breaker(Arc::clone(&rail.breaker));
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        TestApp { base_url, issuer, http: reqwest::Client::new(), loops: Some(loops), server, _dir: dir }
+    }
+
+    /// A client of this server, not signed in, retrying up to [`CLIENT_ATTEMPTS_MAX`] times.
+    pub(crate) fn client(&self) -> BankClient {
+        BankClient::builder(&self.base_url)
+            .retry_policy(RetryPolicy { attempts_max: CLIENT_ATTEMPTS_MAX, ..RetryPolicy::default() })
+            .build()
+            .expect("client")
+    }
+
+    /// Registers `name@example.com` through the API and signs in with password and TOTP.
+    pub(crate) async fn customer(&self, name: &str) -> BankClient {
+        let client = self.client();
+        let email = format!("{name}@example.com");
+        let registered = client.register(&email, PASSWORD).await.expect("register");
+        client.login(&email, PASSWORD, &totp_now(&registered.totp_secret)).await.expect("login");
+        client
+    }
+
+    /// Creates an operator with the issuer (there is no API for it) and signs in through the API.
+    pub(crate) async fn operator(&self) -> BankClient {
+        let email = "operator@example.com";
+        let registered = self.issuer.create_user(email, PASSWORD, Role::Operator).await.expect("create operator");
+        let client = self.client();
+        client.login(email, PASSWORD, &totp_now(&registered.totp_secret)).await.expect("operator login");
+        client
+    }
+
+    /// Registers a customer with the issuer and answers a fresh access token (for raw requests).
+    pub(crate) async fn access_token(&self, name: &str) -> String {
+        let email = format!("{name}@example.com");
+        let registered = self.issuer.register(&email, PASSWORD).await.expect("register");
+        let ip = "127.0.0.1".parse().expect("ip");
+        let tokens = self.issuer.login(&email, PASSWORD, &totp_now(&registered.totp_secret), ip).await.expect("login");
+        tokens.access_token
+    }
+
+    /// `base_url` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(loops) = self.loops.take() {
+            loops.cancellation().cancel();
+        }
+        self.server.abort();
+    }
+}
+
+/// The TOTP code of `secret` now.
+pub(crate) fn totp_now(secret: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    totp::code_at(secret, now).expect("totp code")
+}
+
+/// Polls `probe` until it answers `Some`, for at most [`POLL_TIMEOUT`].
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + POLL_TIMEOUT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {POLL_TIMEOUT:?} waiting for {what}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
