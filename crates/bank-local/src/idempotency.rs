@@ -103,6 +103,14 @@ struct Live {
     created_at: i64,
 }
 
+/// A new key in flight (nothing if the key is taken).
+const INSERT_NEW_KEY: &str = "INSERT OR IGNORE INTO idempotency_keys (caller, key, fingerprint, resource, state, \
+     lease_token, lease_until, response, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)";
+/// A new key in flight over one past retention.
+const REPLACE_EXPIRED_KEY: &str = "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, resource, \
+     state, lease_token, lease_until, response, created_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)";
+
 /// The writer job of `begin`: read, decide and write in one step.
 fn begin_job(
     conn: &Connection,
@@ -118,6 +126,30 @@ fn begin_job(
         Error::Storage { message: "the clock is out of range for retaining a key".into(), retryable: false }
     })?;
     let now_nanos = nanos(now)?;
+    let expires_at = nanos(expires_at)?;
+    let token = LeaseToken::new();
+    let write = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    scope.caller,
+                    scope.key.as_str(),
+                    &fingerprint.0[..],
+                    resource,
+                    IN_FLIGHT,
+                    token.0,
+                    lease_until,
+                    now_nanos,
+                    expires_at,
+                ])
+            })
+            .map_err(db_err)
+    };
+    // The usual case, a new key, in one statement; a used key (live or past retention) is looked
+    // at below.
+    if write(INSERT_NEW_KEY)? == 1 {
+        return Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false });
+    }
     let live = {
         let mut statement = conn
             .prepare_cached(
@@ -162,27 +194,8 @@ fn begin_job(
             other => Err(corrupt(format!("state {other:?}"))),
         };
     }
-    // Unknown, or past retention (replaced here).
-    let token = LeaseToken::new();
-    let expires_at = nanos(expires_at)?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, resource, state, lease_token, \
-         lease_until, response, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            scope.caller,
-            scope.key.as_str(),
-            &fingerprint.0[..],
-            resource,
-            IN_FLIGHT,
-            token.0,
-            lease_until,
-            now_nanos,
-            expires_at,
-        ])
-    })
-    .map_err(db_err)?;
+    // Past retention: replaced.
+    write(REPLACE_EXPIRED_KEY)?;
     Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false })
 }
 

@@ -336,11 +336,12 @@ impl TransferQueue for SqliteQueue {
         let receipt = parse_receipt(receipt)?;
         self.writer
             .run(move |conn| {
-                let seq = current(conn, &receipt)?;
-                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")
-                    .and_then(|mut statement| statement.execute([seq]))
+                // The receipt is unique among held messages: one statement finds and deletes.
+                let deleted = conn
+                    .prepare_cached("DELETE FROM queue_messages WHERE receipt = ?1")
+                    .and_then(|mut statement| statement.execute([&receipt]))
                     .map_err(db_err)?;
-                Ok(())
+                if deleted == 0 { Err(Error::StaleReceipt) } else { Ok(()) }
             })
             .await
     }

@@ -51,7 +51,7 @@ use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::types::FromSql;
-use rusqlite::{Connection, Params, Row, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 
 use crate::db::LocalDb;
 use crate::events::{encode_events, publish_job};
@@ -252,34 +252,37 @@ fn insert_job(
     body: String,
     outbox: Outgoing,
 ) -> Result<Inserted> {
-    if let Some(existing) = fetch_optional(conn, TRANSFER_BY_ID, [transfer.id.as_uuid()], transfer_of)? {
-        return Ok(Inserted::Existing(existing));
-    }
-    let last: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM transfers")
-        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+    // One statement in the usual case: the next seq, the row, and nothing if the id is taken.
+    let inserted: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO transfers (id, seq, owner, from_account, to_account, status, next_attempt_at, version, \
+             created_at, body) SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8 FROM transfers \
+             WHERE true ON CONFLICT (id) DO NOTHING RETURNING seq",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(
+                    params![
+                        transfer.id.as_uuid(),
+                        transfer.owner.as_uuid(),
+                        transfer.from_account_id.as_uuid(),
+                        transfer.to_account_id().map(|a| *a.as_uuid()),
+                        transfer.status.as_str(),
+                        transfer.next_attempt_at.map(nanos_clamped),
+                        nanos_clamped(transfer.created_at),
+                        body,
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
         .map_err(db_err)?;
-    let seq = last.checked_add(1).ok_or_else(|| corrupt("seq overflow"))?;
+    let Some(seq) = inserted else {
+        let existing = fetch_optional(conn, TRANSFER_BY_ID, [transfer.id.as_uuid()], transfer_of)?;
+        return existing.map(Inserted::Existing).ok_or_else(|| corrupt("an insert conflicted with no row"));
+    };
     transfer.seq = unsigned(seq, "seq")?;
     transfer.version = 0;
-    conn.prepare_cached(
-        "INSERT INTO transfers (id, seq, owner, from_account, to_account, status, next_attempt_at, version, \
-         created_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            transfer.id.as_uuid(),
-            seq,
-            transfer.owner.as_uuid(),
-            transfer.from_account_id.as_uuid(),
-            transfer.to_account_id().map(|a| *a.as_uuid()),
-            transfer.status.as_str(),
-            transfer.next_attempt_at.map(nanos_clamped),
-            nanos_clamped(transfer.created_at),
-            body,
-        ])
-    })
-    .map_err(db_err)?;
     push_outbox(conn, outbox, now)?;
     Ok(Inserted::Created(transfer))
 }
@@ -293,47 +296,40 @@ fn update_job(
     body: String,
     outbox: Outgoing,
 ) -> Result<Transfer> {
-    let stored = fetch_optional(
-        conn,
-        "SELECT seq, version, status FROM transfers WHERE id = ?1",
-        [transfer.id.as_uuid()],
-        |row| Ok((get::<i64>(row, "seq")?, get::<i64>(row, "version")?, get::<String>(row, "status")?)),
-    )?;
-    let Some((stored_seq, stored_version, status)) = stored else {
-        return Err(Error::TransferNotFound(transfer.id));
-    };
-    let stored_version = unsigned(stored_version, "version")?;
-    if stored_version != transfer.version {
-        return Err(Error::VersionConflict);
-    }
-    if status_of(&status)?.is_final() {
-        // A final transfer never changes; a caller holding an old copy lost a race.
-        return Err(Error::VersionConflict);
-    }
-    transfer.version = stored_version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
-    transfer.seq = unsigned(stored_seq, "seq")?;
-    let done = conn
+    // The usual case in one statement: the stored version is the caller's and not final.
+    let next_version = transfer.version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
+    let updated: Option<i64> = conn
         .prepare_cached(
             "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
-             body = ?6 WHERE id = ?7 AND version = ?8",
+             body = ?6 WHERE id = ?7 AND version = ?8 AND status NOT IN ('settled', 'failed') RETURNING seq",
         )
         .and_then(|mut statement| {
-            statement.execute(params![
-                transfer.owner.as_uuid(),
-                transfer.status.as_str(),
-                transfer.next_attempt_at.map(nanos_clamped),
-                sql_int(transfer.version),
-                nanos_clamped(transfer.created_at),
-                body,
-                transfer.id.as_uuid(),
-                sql_int(stored_version),
-            ])
+            statement
+                .query_row(
+                    params![
+                        transfer.owner.as_uuid(),
+                        transfer.status.as_str(),
+                        transfer.next_attempt_at.map(nanos_clamped),
+                        sql_int(next_version),
+                        nanos_clamped(transfer.created_at),
+                        body,
+                        transfer.id.as_uuid(),
+                        sql_int(transfer.version),
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()
         })
         .map_err(db_err)?;
-    if done != 1 {
-        // Cannot happen with one writer; refuse rather than write the outbox alone.
-        return Err(Error::VersionConflict);
-    }
+    let Some(stored_seq) = updated else {
+        // Missing, another version, or final (a final transfer never changes: a caller holding
+        // an old copy lost a race).
+        let exists =
+            fetch_optional(conn, "SELECT 1 FROM transfers WHERE id = ?1", [transfer.id.as_uuid()], |_| Ok(()))?;
+        return Err(if exists.is_some() { Error::VersionConflict } else { Error::TransferNotFound(transfer.id) });
+    };
+    transfer.version = next_version;
+    transfer.seq = unsigned(stored_seq, "seq")?;
     push_outbox(conn, outbox, now)?;
     Ok(transfer)
 }
