@@ -21,6 +21,7 @@ use rust_decimal::Decimal;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::{ACCESS_TTL_MAX, AuthConfig, REFRESH_TTL_DEFAULT};
+use crate::http::{HttpConfig, RateLimit};
 
 /// Longest refresh-token lifetime accepted (one year).
 pub const REFRESH_TTL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -47,6 +48,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_RAIL_FAILURE_RATE", "0", "share of simulated rail submits answered unavailable, 0 to 1 (e.g. 0.05)"),
     ("BANK_RAIL_LATENCY_MS", "0", "latency added to each simulated rail call, 0 to 60000 ms"),
     ("BANK_WORKER_BATCH", "64", "transfers a worker takes per receive, 1 to 256"),
+    ("BANK_RATE_PER_SUBJECT", "50", "requests per second per signed-in user (burst twice that), 1 to 100000"),
+    ("BANK_RATE_PER_IP", "100", "requests per second per client IP (burst twice that), 1 to 100000"),
+    ("BANK_LOGIN_RATE_PER_IP", "10", "login and register requests per minute per client IP, 1 to 100000"),
+    ("BANK_REQUEST_TIMEOUT_SECONDS", "10", "time a request may take before it answers 503 timeout, 1 to 300"),
+    ("BANK_TRUST_FORWARDED_FOR", "false", "`true` behind a proxy: the client IP is the last X-Forwarded-For entry"),
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
 ];
 
@@ -140,6 +146,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The HTTP limits read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Requests per second per signed-in user.
+    pub rate_per_subject: u32,
+    /// Requests per second per client IP.
+    pub rate_per_ip: u32,
+    /// Login and register requests per minute per client IP.
+    pub login_rate_per_ip: u32,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Take the client IP from `X-Forwarded-For` (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -169,6 +190,9 @@ pub struct Config {
     pub rail_latency_ms: u64,
     /// `BANK_WORKER_BATCH`.
     pub worker_batch: usize,
+    /// `BANK_RATE_PER_SUBJECT`, `BANK_RATE_PER_IP`, `BANK_LOGIN_RATE_PER_IP`,
+    /// `BANK_REQUEST_TIMEOUT_SECONDS`, `BANK_TRUST_FORWARDED_FOR`.
+    pub http: HttpLimits,
     /// `BANK_PASSWORD`.
     pub password: Option<Secret>,
 }
@@ -284,6 +308,29 @@ impl Config {
             }
         };
         let password = get("BANK_PASSWORD")?.map(Secret);
+        let rate = |variable: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match get(variable)? {
+                None => Ok(default),
+                Some(v) => Ok(u32::try_from(parse_in_range(variable, &v, 1, 100_000)?).unwrap_or(default)),
+            }
+        };
+        let defaults = HttpConfig::default();
+        let http = HttpLimits {
+            rate_per_subject: rate("BANK_RATE_PER_SUBJECT", defaults.rate_per_subject.requests)?,
+            rate_per_ip: rate("BANK_RATE_PER_IP", defaults.rate_per_ip.requests)?,
+            login_rate_per_ip: rate("BANK_LOGIN_RATE_PER_IP", defaults.login_rate_per_ip.requests)?,
+            request_timeout: match get("BANK_REQUEST_TIMEOUT_SECONDS")? {
+                None => defaults.request_timeout,
+                Some(v) => Duration::from_secs(parse_in_range("BANK_REQUEST_TIMEOUT_SECONDS", &v, 1, 300)?),
+            },
+            trust_forwarded_for: match get("BANK_TRUST_FORWARDED_FOR")?.as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::invalid("BANK_TRUST_FORWARDED_FOR", other, "expected true or false"));
+                }
+            },
+        };
 
         Ok(Config {
             listen,
@@ -299,8 +346,22 @@ impl Config {
             rail_failure_rate_ppm,
             rail_latency_ms,
             worker_batch,
+            http,
             password,
         })
+    }
+
+    /// The HTTP layer's limits (the body limit stays 16 KiB).
+    pub fn http_config(&self) -> HttpConfig {
+        let limits = &self.http;
+        HttpConfig {
+            rate_per_subject: RateLimit::per_second(limits.rate_per_subject, limits.rate_per_subject.saturating_mul(2)),
+            rate_per_ip: RateLimit::per_second(limits.rate_per_ip, limits.rate_per_ip.saturating_mul(2)),
+            login_rate_per_ip: RateLimit::per_minute(limits.login_rate_per_ip, limits.login_rate_per_ip),
+            request_timeout: limits.request_timeout,
+            trust_forwarded_for: limits.trust_forwarded_for,
+            ..HttpConfig::default()
+        }
     }
 
     /// Whether this server issues its own tokens.
@@ -519,6 +580,27 @@ mod tests {
     fn bad_rail_latency_is_named() {
         refused(&[("BANK_RAIL_LATENCY_MS", "60001")], "BANK_RAIL_LATENCY_MS");
         refused(&[("BANK_RAIL_LATENCY_MS", "fast")], "BANK_RAIL_LATENCY_MS");
+    }
+
+    #[test]
+    fn bad_http_limits_are_named() {
+        refused(&[("BANK_RATE_PER_SUBJECT", "0")], "BANK_RATE_PER_SUBJECT");
+        refused(&[("BANK_RATE_PER_IP", "lots")], "BANK_RATE_PER_IP");
+        refused(&[("BANK_LOGIN_RATE_PER_IP", "100001")], "BANK_LOGIN_RATE_PER_IP");
+        refused(&[("BANK_REQUEST_TIMEOUT_SECONDS", "0")], "BANK_REQUEST_TIMEOUT_SECONDS");
+        refused(&[("BANK_TRUST_FORWARDED_FOR", "yes")], "BANK_TRUST_FORWARDED_FOR");
+        let c = Config::from_lookup(|name| match name {
+            "BANK_RATE_PER_SUBJECT" => Some("7".into()),
+            "BANK_REQUEST_TIMEOUT_SECONDS" => Some("3".into()),
+            "BANK_TRUST_FORWARDED_FOR" => Some("true".into()),
+            _ => None,
+        })
+        .expect("valid");
+        let http = c.http_config();
+        assert_eq!((http.rate_per_subject.requests, http.rate_per_subject.burst), (7, 14));
+        assert_eq!(http.request_timeout, Duration::from_secs(3));
+        assert!(http.trust_forwarded_for);
+        assert_eq!(Config::default().http_config().rate_per_ip.requests, HttpConfig::default().rate_per_ip.requests);
     }
 
     #[test]

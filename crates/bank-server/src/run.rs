@@ -37,7 +37,7 @@ use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
 use crate::auth::{AuthError, passwords};
 use crate::config::{AuthMode, Config};
-use crate::http::{AppState, HttpConfig, router};
+use crate::http::{AppState, router};
 use crate::state::{Auth, Backend};
 
 /// Pause of the worker and relay loops after a step that found nothing.
@@ -340,7 +340,7 @@ pub async fn serve_http(
     breaker: Option<Arc<CircuitBreaker>>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let mut state = AppState::new(backend, auth, config.payments_config(), HttpConfig::default());
+    let mut state = AppState::new(backend, auth, config.payments_config(), config.http_config());
     if let Some(breaker) = breaker {
         state = state.with_breaker(breaker);
     }
