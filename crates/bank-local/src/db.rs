@@ -72,6 +72,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0004_queue.sql")),
         M::up(include_str!("../migrations/0005_events.sql")),
         M::up(include_str!("../migrations/0006_users.sql")),
+        M::up(include_str!("../migrations/0007_queue_indexes.sql")),
     ])
 }
 

@@ -8,9 +8,10 @@
 //!   delivered, so a group is blocked exactly while its head is hidden (`visible_at > now`: in
 //!   flight, or delayed by `retry_later`). `receive` serves the groups whose visible heads are
 //!   oldest first.
-//! - A receipt is a fresh UUID per delivery, stored on the message: it stays current until the
+//! - A receipt is `<seq>.<fresh UUID>` per delivery, stored on the message (the seq lets `ack`
+//!   and `retry_later` find the row by key; the UUID must match it): it stays current until the
 //!   message is acknowledged, dead-lettered or delivered again (a late ack still counts if nobody
-//!   received the message since). A receipt that is not a UUID is `InvalidInput`.
+//!   received the message since). A receipt not of that form is `InvalidInput`.
 //! - Dead-lettering happens at receive time, when a head with `max_receives` deliveries would be
 //!   delivered again; its group moves on to its next message in the same call. The dead-letter
 //!   table keeps at most `capacity` messages (at least one): past that the oldest is dropped, with
@@ -42,7 +43,7 @@ use bank_core::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::types::FromSql;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
@@ -100,10 +101,19 @@ fn hidden_until(now: DateTime<Utc>, span: TimeDelta, what: &str) -> Result<i64> 
     nanos(until)
 }
 
-/// The receipt's text, checked to be one this queue could have issued.
-fn parse_receipt(receipt: &Receipt) -> Result<String> {
-    let uuid = Uuid::try_parse(&receipt.0).map_err(|_| Error::InvalidInput("malformed queue receipt".into()))?;
-    Ok(uuid.hyphenated().to_string())
+/// The message seq and the full text of a receipt, checked to be one this queue could have
+/// issued (`<seq>.<uuid>`).
+fn parse_receipt(receipt: &Receipt) -> Result<(i64, String)> {
+    let malformed = || Error::InvalidInput("malformed queue receipt".into());
+    let (seq, uuid) = receipt.0.split_once('.').ok_or_else(malformed)?;
+    let seq: i64 = seq.parse().map_err(|_| malformed())?;
+    let uuid = Uuid::try_parse(uuid).map_err(|_| malformed())?;
+    Ok((seq, receipt_text(seq, uuid)))
+}
+
+/// The receipt of a delivery of message `seq`.
+fn receipt_text(seq: i64, uuid: Uuid) -> String {
+    format!("{seq}.{}", uuid.hyphenated())
 }
 
 fn limit(n: usize) -> i64 {
@@ -230,8 +240,7 @@ fn receive_job(
                 // still to come: select again, in order.
                 continue 'select;
             }
-            // Time-ordered, so the receipt index grows at its end instead of at random pages.
-            let receipt = Uuid::now_v7().hyphenated().to_string();
+            let receipt = receipt_text(seq, Uuid::new_v4());
             let receive_count = receive_count + 1;
             conn.prepare_cached(
                 "UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4",
@@ -299,14 +308,6 @@ fn dead_letter(
     Ok(())
 }
 
-/// The seq of the message whose current delivery `receipt` names.
-fn current(conn: &Connection, receipt: &str) -> Result<i64> {
-    conn.prepare_cached("SELECT seq FROM queue_messages WHERE receipt = ?1")
-        .and_then(|mut statement| statement.query_row([receipt], |row| row.get(0)).optional())
-        .map_err(db_err)?
-        .ok_or(Error::StaleReceipt)
-}
-
 #[async_trait]
 impl TransferQueue for SqliteQueue {
     async fn enqueue(&self, message: QueueMessage) -> Result<bool> {
@@ -333,13 +334,12 @@ impl TransferQueue for SqliteQueue {
     }
 
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
-        let receipt = parse_receipt(receipt)?;
+        let (seq, receipt) = parse_receipt(receipt)?;
         self.writer
             .run(move |conn| {
-                // The receipt is unique among held messages: one statement finds and deletes.
                 let deleted = conn
-                    .prepare_cached("DELETE FROM queue_messages WHERE receipt = ?1")
-                    .and_then(|mut statement| statement.execute([&receipt]))
+                    .prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND receipt = ?2")
+                    .and_then(|mut statement| statement.execute(params![seq, receipt]))
                     .map_err(db_err)?;
                 if deleted == 0 { Err(Error::StaleReceipt) } else { Ok(()) }
             })
@@ -348,16 +348,16 @@ impl TransferQueue for SqliteQueue {
 
     async fn retry_later(&self, receipt: &Receipt, delay: TimeDelta) -> Result<()> {
         hidden_until(self.clock.now(), delay, "a retry delay")?;
-        let receipt = parse_receipt(receipt)?;
+        let (seq, receipt) = parse_receipt(receipt)?;
         let clock = Arc::clone(&self.clock);
         self.writer
             .run(move |conn| {
                 let until = hidden_until(clock.now(), delay, "a retry delay")?;
-                let seq = current(conn, &receipt)?;
-                conn.prepare_cached("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2")
-                    .and_then(|mut statement| statement.execute([until, seq]))
+                let updated = conn
+                    .prepare_cached("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2 AND receipt = ?3")
+                    .and_then(|mut statement| statement.execute(params![until, seq, receipt]))
                     .map_err(db_err)?;
-                Ok(())
+                if updated == 0 { Err(Error::StaleReceipt) } else { Ok(()) }
             })
             .await
     }

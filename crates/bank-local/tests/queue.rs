@@ -178,7 +178,7 @@ async fn bad_input_is_refused_and_records_nothing() {
     for text in ["", "nonsense", &format!("{group}/1")] {
         assert!(matches!(queue.ack(&Receipt(text.into())).await, Err(Error::InvalidInput(_))));
     }
-    let unknown = Receipt(uuid::Uuid::new_v4().to_string());
+    let unknown = Receipt(format!("999.{}", uuid::Uuid::new_v4()));
     assert!(matches!(queue.ack(&unknown).await, Err(Error::StaleReceipt)));
     queue.ack(&delivery.receipt).await.expect("the real receipt still works");
     let stale = queue.ack(&delivery.receipt).await;
