@@ -53,6 +53,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_LOGIN_RATE_PER_IP", "10", "login and register requests per minute per client IP, 1 to 100000"),
     ("BANK_REQUEST_TIMEOUT_SECONDS", "10", "time a request may take before it answers 503 timeout, 1 to 300"),
     ("BANK_TRUST_FORWARDED_FOR", "false", "`true` behind a proxy: the client IP is the last X-Forwarded-For entry"),
+    (
+        "BANK_WEBHOOK_URL",
+        "(none)",
+        "http(s) endpoint every `webhook` notification is POSTed to, signed (none: no webhooks)",
+    ),
+    (
+        "BANK_WEBHOOK_SECRET",
+        "(none)",
+        "HMAC-SHA256 key of webhook signatures, at least 32 bytes; required with BANK_WEBHOOK_URL",
+    ),
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
 ];
 
@@ -98,7 +108,8 @@ impl ConfigError {
     }
 
     fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        let value = if variable == "BANK_PASSWORD" { "<redacted>".to_owned() } else { value.to_owned() };
+        let secret = matches!(variable, "BANK_PASSWORD" | "BANK_WEBHOOK_SECRET");
+        let value = if secret { "<redacted>".to_owned() } else { value.to_owned() };
         ConfigError::Invalid { variable, value, reason: reason.into() }
     }
 }
@@ -193,6 +204,8 @@ pub struct Config {
     /// `BANK_RATE_PER_SUBJECT`, `BANK_RATE_PER_IP`, `BANK_LOGIN_RATE_PER_IP`,
     /// `BANK_REQUEST_TIMEOUT_SECONDS`, `BANK_TRUST_FORWARDED_FOR`.
     pub http: HttpLimits,
+    /// `BANK_WEBHOOK_URL` with `BANK_WEBHOOK_SECRET`.
+    pub webhook: Option<(String, Secret)>,
     /// `BANK_PASSWORD`.
     pub password: Option<Secret>,
 }
@@ -308,6 +321,31 @@ impl Config {
             }
         };
         let password = get("BANK_PASSWORD")?.map(Secret);
+        let webhook = match (get("BANK_WEBHOOK_URL")?, get("BANK_WEBHOOK_SECRET")?) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    variable: "BANK_WEBHOOK_URL",
+                    reason: "BANK_WEBHOOK_SECRET is set".into(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    variable: "BANK_WEBHOOK_SECRET",
+                    reason: "BANK_WEBHOOK_URL is set".into(),
+                });
+            }
+            (Some(url), Some(secret)) => {
+                // Checked here so a bad value stops the start with the variable named.
+                match crate::notify::WebhookNotifier::new(&url, secret.as_bytes()) {
+                    Err(crate::notify::WebhookConfigError::WeakSecret) => {
+                        return Err(ConfigError::invalid("BANK_WEBHOOK_SECRET", "", "must have at least 32 bytes"));
+                    }
+                    Err(e) => return Err(ConfigError::invalid("BANK_WEBHOOK_URL", &url, e.to_string())),
+                    Ok(_) => Some((url, Secret::new(secret))),
+                }
+            }
+        };
         let rate = |variable: &'static str, default: u32| -> Result<u32, ConfigError> {
             match get(variable)? {
                 None => Ok(default),
@@ -347,6 +385,7 @@ impl Config {
             rail_latency_ms,
             worker_batch,
             http,
+            webhook,
             password,
         })
     }
@@ -580,6 +619,24 @@ mod tests {
     fn bad_rail_latency_is_named() {
         refused(&[("BANK_RAIL_LATENCY_MS", "60001")], "BANK_RAIL_LATENCY_MS");
         refused(&[("BANK_RAIL_LATENCY_MS", "fast")], "BANK_RAIL_LATENCY_MS");
+    }
+
+    #[test]
+    fn webhook_settings_come_in_pairs_and_are_checked() {
+        refused(&[("BANK_WEBHOOK_URL", "https://hooks.example/bank")], "BANK_WEBHOOK_SECRET");
+        refused(&[("BANK_WEBHOOK_SECRET", "0123456789abcdef0123456789abcdef")], "BANK_WEBHOOK_URL");
+        refused(
+            &[("BANK_WEBHOOK_URL", "ftp://x"), ("BANK_WEBHOOK_SECRET", "0123456789abcdef0123456789abcdef")],
+            "BANK_WEBHOOK_URL",
+        );
+        let weak = Config::from_lookup(|name| match name {
+            "BANK_WEBHOOK_URL" => Some("https://hooks.example/bank".into()),
+            "BANK_WEBHOOK_SECRET" => Some("short-secret".into()),
+            _ => None,
+        })
+        .expect_err("a short secret is refused");
+        assert_eq!(weak.variable(), "BANK_WEBHOOK_SECRET");
+        assert!(!weak.to_string().contains("short-secret"), "the secret is never echoed: {weak}");
     }
 
     #[test]

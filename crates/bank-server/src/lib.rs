@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod run;
 pub mod state;

@@ -176,7 +176,7 @@ async fn serve(config: &Config, demo: bool, with_rail: bool, loops: LoopSet) -> 
     print_stdout(&format!("bank-server listening on http://{address}\n"));
     tracing::info!(%address, data_dir = %config.data_dir.display(), "serving");
 
-    let loops = Loops::start(&backend, &config.payments_config(), &rail, loops);
+    let loops = Loops::start_with_notifiers(&backend, &config.payments_config(), &rail, loops, run::notifiers(config)?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let breaker = with_rail.then(|| rail.breaker.clone());
@@ -189,7 +189,7 @@ async fn serve(config: &Config, demo: bool, with_rail: bool, loops: LoopSet) -> 
 async fn background(config: &Config, set: LoopSet) -> Result<(), RunError> {
     let (backend, local) = run::open_local(config).await?;
     let rail = Rail::simulated(config, local.clock.clone());
-    let loops = Loops::start(&backend, &config.payments_config(), &rail, set);
+    let loops = Loops::start_with_notifiers(&backend, &config.payments_config(), &rail, set, run::notifiers(config)?);
     print_stdout(&format!("bank-server running {}\n", loops.names().join(", ")));
     run::shutdown_signal().await;
     loops.shutdown().await;

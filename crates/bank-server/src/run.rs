@@ -19,7 +19,7 @@ use bank_core::clock::{Clock, SystemClock};
 use bank_core::ids::{AccountId, CustomerId, TransferId};
 use bank_core::ledger::{EntryKey, NewEntry};
 use bank_core::money::{Currency, Money};
-use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService};
+use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService, Notifier};
 use bank_core::payments::{OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsWorker, RELAY_BATCH_MAX};
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::SimulatedRail;
@@ -171,6 +171,18 @@ pub struct Loops {
 impl Loops {
     /// Spawns the loops of `set` on the current tokio runtime.
     pub fn start(backend: &Backend, payments: &PaymentsConfig, rail: &Rail, set: LoopSet) -> Loops {
+        Loops::start_with_notifiers(backend, payments, rail, set, Vec::new())
+    }
+
+    /// [`Loops::start`], with `notifiers` beside the log notifier of e-mails (e.g. the webhook
+    /// notifier of [`notifiers`]).
+    pub fn start_with_notifiers(
+        backend: &Backend,
+        payments: &PaymentsConfig,
+        rail: &Rail,
+        set: LoopSet,
+        notifiers: Vec<Arc<dyn Notifier>>,
+    ) -> Loops {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         if set.worker {
@@ -211,8 +223,10 @@ impl Loops {
             tasks.push(("scheduler", tokio::spawn(run_loop("scheduler", cancel.clone(), SCHEDULER_PERIOD, step))));
         }
         if set.notifications {
-            let notifier = Arc::new(LogNotifier::with_kept_max(Channel::Email, LOG_NOTIFIER_KEPT_MAX));
-            let service = Arc::new(NotificationsService::new(vec![notifier], Arc::clone(&backend.notification_log)));
+            let mut all: Vec<Arc<dyn Notifier>> =
+                vec![Arc::new(LogNotifier::with_kept_max(Channel::Email, LOG_NOTIFIER_KEPT_MAX))];
+            all.extend(notifiers);
+            let service = Arc::new(NotificationsService::new(all, Arc::clone(&backend.notification_log)));
             let subscriber = Arc::clone(&backend.subscriber);
             // Subscribed on the first step (and again only after a failed attempt), not per step:
             // creating the cursor may write.
@@ -473,6 +487,18 @@ pub fn demo_banner(users: &[DemoUser], public_url: &str) -> String {
 /// Checks a password against the rule before anything is stored.
 pub fn check_password(password: &str) -> Result<(), RunError> {
     passwords::check_rule(password).map_err(RunError::Auth)
+}
+
+/// The notifiers the configuration asks for beside the log: the signed webhook of
+/// `BANK_WEBHOOK_URL` (checked when the configuration was read).
+pub fn notifiers(config: &Config) -> Result<Vec<Arc<dyn Notifier>>, RunError> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    if let Some((url, secret)) = &config.webhook {
+        let webhook = crate::notify::WebhookNotifier::new(url, secret.expose().as_bytes())
+            .map_err(|e| RunError::Refused(format!("webhook notifier: {e}")))?;
+        notifiers.push(Arc::new(webhook));
+    }
+    Ok(notifiers)
 }
 
 #[cfg(test)]
