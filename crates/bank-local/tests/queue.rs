@@ -119,44 +119,6 @@ async fn fresh(config: QueueConfig) -> (SqliteQueue, LocalDb, ManualClock, TempD
 }
 
 #[tokio::test]
-async fn the_group_with_the_oldest_head_goes_first() {
-    let (queue, _db, clock, _dir) = fresh(QueueConfig::default()).await;
-    let (a, b, c) = (AccountId::new(), AccountId::new(), AccountId::new());
-    let a1 = push(&queue, a).await;
-    let b1 = push(&queue, b).await;
-    let a2 = push(&queue, a).await;
-    let c1 = push(&queue, c).await;
-    let first = queue.receive(1, VISIBILITY).await.expect("receive");
-    assert_eq!(first[0].message, a1);
-    queue.ack(&first[0].receipt).await.expect("ack");
-    // a2 was enqueued before c1, so group A comes before C; B's head is older still.
-    let next: Vec<QueueMessage> =
-        queue.receive(3, VISIBILITY).await.expect("receive").into_iter().map(|d| d.message).collect();
-    assert_eq!(next, vec![b1.clone(), a2, c1]);
-    // A redelivered message goes before newer groups.
-    clock.advance(VISIBILITY);
-    push(&queue, AccountId::new()).await;
-    let again = queue.receive(1, VISIBILITY).await.expect("receive");
-    assert_eq!((&again[0].message, again[0].receive_count), (&b1, 2));
-}
-
-#[tokio::test]
-async fn a_dead_lettered_head_lets_its_next_message_go_in_order() {
-    let (queue, _db, clock, _dir) = fresh(QueueConfig { max_receives: 1, ..QueueConfig::default() }).await;
-    let (a, b) = (AccountId::new(), AccountId::new());
-    let a1 = push(&queue, a).await;
-    let a2 = push(&queue, a).await;
-    let b1 = push(&queue, b).await;
-    assert_eq!(queue.receive(1, VISIBILITY).await.expect("receive")[0].message, a1);
-    clock.advance(VISIBILITY);
-    // a1 is dead-lettered; a2 (older than b1) is the new head of A and goes first.
-    let next: Vec<QueueMessage> =
-        queue.receive(10, VISIBILITY).await.expect("receive").into_iter().map(|d| d.message).collect();
-    assert_eq!(next, vec![a2, b1]);
-    assert_eq!(queue.dead_letters(10).await.expect("dead letters"), vec![a1]);
-}
-
-#[tokio::test]
 async fn bad_input_is_refused_and_records_nothing() {
     let (queue, _db, _clock, _dir) = fresh(QueueConfig::default()).await;
     let group = AccountId::new();
@@ -183,44 +145,6 @@ async fn bad_input_is_refused_and_records_nothing() {
     queue.ack(&delivery.receipt).await.expect("the real receipt still works");
     let stale = queue.ack(&delivery.receipt).await;
     assert!(matches!(stale, Err(Error::StaleReceipt)), "{stale:?}");
-}
-
-#[tokio::test]
-async fn a_receipt_stays_current_until_the_next_delivery() {
-    let (queue, _db, clock, _dir) = fresh(QueueConfig::default()).await;
-    let group = AccountId::new();
-    push(&queue, group).await;
-    let late = queue.receive(1, VISIBILITY).await.expect("receive").remove(0);
-    clock.advance(VISIBILITY * 2);
-    assert_eq!(queue.stats().await.expect("stats").visible, 1);
-    queue.ack(&late.receipt).await.expect("nobody received it since: the late ack counts");
-    assert!(queue.receive(10, VISIBILITY).await.expect("receive").is_empty());
-    assert_eq!(queue.stats().await.expect("stats"), QueueStats::default());
-
-    push(&queue, group).await;
-    let old = queue.receive(1, VISIBILITY).await.expect("receive").remove(0);
-    clock.advance(VISIBILITY);
-    let new = queue.receive(1, VISIBILITY).await.expect("receive").remove(0);
-    assert_ne!(old.receipt, new.receipt);
-    let stale = queue.retry_later(&old.receipt, TimeDelta::zero()).await;
-    assert!(matches!(stale, Err(Error::StaleReceipt)), "redelivered: the old receipt is stale: {stale:?}");
-    queue.ack(&new.receipt).await.expect("ack");
-}
-
-#[tokio::test]
-async fn the_dead_letter_list_is_bounded_by_capacity() {
-    let (queue, _db, _clock, _dir) =
-        fresh(QueueConfig { capacity: 3, max_receives: 0, ..QueueConfig::default() }).await;
-    let mut sent = Vec::new();
-    for _ in 0..5 {
-        sent.push(push(&queue, AccountId::new()).await);
-        assert!(queue.receive(10, VISIBILITY).await.expect("receive").is_empty(), "max_receives 0");
-    }
-    assert_eq!(queue.dead_letters(10).await.expect("dead letters"), sent[2..].to_vec());
-    assert_eq!(queue.dead_letters(2).await.expect("dead letters"), sent[2..4].to_vec());
-    assert!(queue.dead_letters(0).await.expect("dead letters").is_empty());
-    let stats = queue.stats().await.expect("stats");
-    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 3));
 }
 
 #[tokio::test]

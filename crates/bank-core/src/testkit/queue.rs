@@ -64,6 +64,10 @@ macro_rules! queue_conformance_tests {
             capacity_refuses_then_recovers,
             receive_max_bounds_the_batch,
             enqueue_batch_keeps_order_and_dedups,
+            the_group_with_the_oldest_head_goes_first,
+            a_dead_lettered_head_lets_its_next_message_go_in_order,
+            a_receipt_stays_current_until_the_next_delivery,
+            the_dead_letter_list_is_bounded_by_capacity,
             concurrent_consumers_process_each_message_once_in_order,
         );
     };
@@ -556,4 +560,78 @@ pub async fn enqueue_batch_keeps_order_and_dedups(harness: &dyn QueueHarness) {
     let over: Vec<_> = (0..4).map(|_| QueueMessage::first(TransferId::new(), b)).collect();
     assert!(matches!(w.queue.enqueue_batch(over).await, Err(Error::QueueFull)));
     assert!(w.queue.enqueue_batch(Vec::new()).await.expect("empty batch").is_empty());
+}
+
+/// Fairness: the group whose visible head is oldest goes first, and a redelivered message goes
+/// before newer groups.
+pub async fn the_group_with_the_oldest_head_goes_first(harness: &dyn QueueHarness) {
+    let w = World::with_defaults(harness).await;
+    let (a, b, c) = (AccountId::new(), AccountId::new(), AccountId::new());
+    let a1 = w.push(a).await;
+    let b1 = w.push(b).await;
+    let a2 = w.push(a).await;
+    let c1 = w.push(c).await;
+    let first = w.receive(1).await;
+    assert_eq!(first[0].message, a1);
+    w.queue.ack(&first[0].receipt).await.expect("ack");
+    // a2 was enqueued before c1, so group A comes before C; B's head is older still.
+    let next: Vec<QueueMessage> = w.receive(3).await.into_iter().map(|d| d.message).collect();
+    assert_eq!(next, vec![b1.clone(), a2, c1]);
+    w.clock.advance(VISIBILITY);
+    w.push(AccountId::new()).await;
+    let again = w.receive(1).await;
+    assert_eq!((&again[0].message, again[0].receive_count), (&b1, 2));
+}
+
+/// When a head is dead-lettered, its group's next message is the new head and goes in order.
+pub async fn a_dead_lettered_head_lets_its_next_message_go_in_order(harness: &dyn QueueHarness) {
+    let w = World::new(harness, QueueConfig { max_receives: 1, ..QueueConfig::default() }).await;
+    let (a, b) = (AccountId::new(), AccountId::new());
+    let a1 = w.push(a).await;
+    let a2 = w.push(a).await;
+    let b1 = w.push(b).await;
+    assert_eq!(w.receive(1).await[0].message, a1);
+    w.clock.advance(VISIBILITY);
+    // a1 is dead-lettered; a2 (older than b1) is the new head of A and goes first.
+    let next: Vec<QueueMessage> = w.receive(10).await.into_iter().map(|d| d.message).collect();
+    assert_eq!(next, vec![a2, b1]);
+    assert_eq!(w.queue.dead_letters(10).await.expect("dead letters"), vec![a1]);
+}
+
+/// A receipt whose visibility ran out still acknowledges if nobody received the message since;
+/// once it was delivered again, the old receipt is stale.
+pub async fn a_receipt_stays_current_until_the_next_delivery(harness: &dyn QueueHarness) {
+    let w = World::with_defaults(harness).await;
+    let group = AccountId::new();
+    w.push(group).await;
+    let late = w.receive(1).await.remove(0);
+    w.clock.advance(VISIBILITY * 2);
+    assert_eq!(w.queue.stats().await.expect("stats").visible, 1);
+    w.queue.ack(&late.receipt).await.expect("nobody received it since: the late ack counts");
+    assert!(w.receive(10).await.is_empty());
+    assert_eq!(w.queue.stats().await.expect("stats"), QueueStats::default());
+
+    w.push(group).await;
+    let old = w.receive(1).await.remove(0);
+    w.clock.advance(VISIBILITY);
+    let new = w.receive(1).await.remove(0);
+    assert_ne!(old.receipt, new.receipt);
+    let stale = w.queue.retry_later(&old.receipt, TimeDelta::zero()).await;
+    assert!(matches!(stale, Err(Error::StaleReceipt)), "redelivered: the old receipt is stale: {stale:?}");
+    w.queue.ack(&new.receipt).await.expect("ack");
+}
+
+/// The dead-letter list keeps the newest `capacity` messages, oldest first, and pages by `limit`.
+pub async fn the_dead_letter_list_is_bounded_by_capacity(harness: &dyn QueueHarness) {
+    let w = World::new(harness, QueueConfig { capacity: 3, max_receives: 0, ..QueueConfig::default() }).await;
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.push(w.push(AccountId::new()).await);
+        assert!(w.receive(10).await.is_empty(), "max_receives 0");
+    }
+    assert_eq!(w.queue.dead_letters(10).await.expect("dead letters"), sent[2..].to_vec());
+    assert_eq!(w.queue.dead_letters(2).await.expect("dead letters"), sent[2..4].to_vec());
+    assert!(w.queue.dead_letters(0).await.expect("dead letters").is_empty());
+    let stats = w.queue.stats().await.expect("stats");
+    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 3));
 }
