@@ -114,22 +114,6 @@ impl Bank {
         }
     }
 
-    /// Like [`Bank::run_waves`], but each wave's transfers are accepted concurrently.
-    pub(crate) async fn run_waves_concurrent(&mut self, count: u64, hot: bool, wave: u64) {
-        let mut left = count;
-        while left > 0 {
-            let size = left.min(wave);
-            let requests: Vec<_> = (0..size).map(|_| self.request(hot)).collect();
-            let service = &self.service;
-            join_all(requests.into_iter().map(|(caller, key, request)| async move {
-                service.accept(&caller, key, request).await.expect("accept");
-            }))
-            .await;
-            self.drain().await;
-            left -= size;
-        }
-    }
-
     async fn drain(&self) {
         while self.relay.run_once(4096).await.expect("relay") > 0 {}
         while self.worker.run_once().await.expect("worker").received > 0 {}

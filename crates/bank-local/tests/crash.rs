@@ -27,9 +27,7 @@ use bank_core::idempotency::IdempotencyKey;
 use bank_core::ids::{AccountId, CustomerId, TransferId};
 use bank_core::ledger::{EntryKey, NewEntry};
 use bank_core::money::{Currency, Money};
-use bank_core::payments::{
-    Caller, OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsService, PaymentsWorker, SystemAccounts,
-};
+use bank_core::payments::{Caller, OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsService, PaymentsWorker};
 use bank_core::ports::LedgerStore;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
@@ -115,8 +113,7 @@ async fn crash_child() {
     let service = PaymentsService::new(ports.clone(), payments_config());
     let rail = Arc::new(SimulatedRail::new(SimulatorConfig::default(), clock.clone()));
     let breaker = Arc::new(CircuitBreaker::new("crash", BreakerConfig::default(), clock.clone()));
-    let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd]).await.expect("system");
-    let worker = PaymentsWorker::new(ports.clone(), payments_config(), system, rail, breaker);
+    let worker = PaymentsWorker::new(ports.clone(), payments_config(), backend.system.clone(), rail, breaker);
     let relay = OutboxRelay::new(ports.clone(), backend.events.clone());
     let scheduler = PaymentsScheduler::new(ports.clone(), payments_config());
     tokio::spawn(async move {
