@@ -50,7 +50,7 @@ fn transfers(c: &mut Criterion) {
             })
         });
         drop(bank);
-        rt.block_on(backend.db.close());
+        rt.block_on(backend.close());
     }
     group.finish();
 }

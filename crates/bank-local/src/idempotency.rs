@@ -1,5 +1,6 @@
 //! [`SqliteIdempotencyStore`]: the durable [`IdempotencyStore`], one row per key in the
-//! `idempotency_keys` table (migration `0002_idempotency.sql`).
+//! `idempotency_keys` table (migration `0002_idempotency.sql`; rows kept in creation order with a
+//! unique `(caller, key)` index since `0008_idempotency_in_time_order.sql`).
 //!
 //! Semantics are exactly those of the reference [`MemoryIdempotencyStore`]
 //! (`bank_core::memory::idempotency`) and the contract on [`IdempotencyStore`]:

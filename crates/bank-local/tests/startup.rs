@@ -1,11 +1,20 @@
 //! `LocalDb::open` refuses what it must not touch — a garbage file, a corrupt database, another
 //! program's database, an unwritable data directory — with an error naming the path, and never
-//! creates a new database in their place.
+//! creates a new database in their place; `LocalBackend` keeps the ledger in its own file and
+//! refuses the layout from before that.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bank_core::Error;
-use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LocalDb};
+use bank_core::account::NewAccount;
+use bank_core::clock::SystemClock;
+use bank_core::ids::CustomerId;
+use bank_core::money::Currency;
+use bank_core::ports::LedgerStore;
+use bank_local::backend::{LocalBackend, LocalConfig};
+use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LEDGER_FILE_NAME, LOCK_FILE_NAME, LocalDb};
+use bank_local::ledger::SqliteLedger;
 use tempfile::TempDir;
 
 /// Opening must fail with a non-retryable storage error whose message names `path`.
@@ -123,4 +132,64 @@ async fn a_data_directory_in_use_is_refused() {
     assert!(message.contains(&dir.path().display().to_string()), "the message names the directory: {message}");
     drop(db);
     LocalDb::open(dir.path()).await.expect("open again once the first is gone");
+}
+
+/// `LocalBackend` keeps the ledger in `ledger.sqlite` and everything else in `bank.sqlite`, each
+/// file locked on its own, and the layout reopens.
+#[tokio::test]
+async fn the_backend_keeps_the_ledger_in_its_own_file() {
+    let dir = TempDir::new().expect("temp dir");
+    let config = LocalConfig { currencies: vec![Currency::Usd], ..LocalConfig::new(dir.path()) };
+    let backend = LocalBackend::open(&config, Arc::new(SystemClock)).await.expect("open");
+    let account = backend
+        .ledger
+        .open_account(NewAccount::customer(CustomerId::new(), "a", Currency::Usd))
+        .await
+        .expect("account");
+    let count = |db: &LocalDb| -> i64 {
+        db.read(|c| {
+            c.query_row("SELECT count(*) FROM accounts", [], |row| row.get(0)).map_err(|e| Error::storage(e, false))
+        })
+        .expect("count")
+    };
+    assert_eq!(count(&backend.db), 0, "no ledger rows in bank.sqlite");
+    assert!(count(&backend.ledger_db) > 1, "the customer's and the bank's own accounts are in ledger.sqlite");
+    assert_eq!(backend.ledger_db.path(), dir.path().join(LEDGER_FILE_NAME));
+    assert!(dir.path().join("ledger.lock").exists() && dir.path().join(LOCK_FILE_NAME).exists());
+    // Either file in use refuses a second process.
+    let message = LocalDb::open_file(dir.path(), LEDGER_FILE_NAME).await.err().expect("ledger in use").to_string();
+    assert!(message.contains("in use"), "{message}");
+    backend.close().await;
+    drop(backend);
+    let again = LocalBackend::open(&config, Arc::new(SystemClock)).await.expect("reopen");
+    assert_eq!(again.ledger.account(account.id).await.expect("still there").id, account.id);
+}
+
+/// A data directory from before `ledger.sqlite` (the ledger's rows in `bank.sqlite`) is refused
+/// by name instead of getting a second, empty ledger.
+#[tokio::test]
+async fn a_ledger_left_in_bank_sqlite_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    {
+        let db = LocalDb::open(dir.path()).await.expect("open");
+        let ledger = SqliteLedger::new(&db, Arc::new(SystemClock));
+        ledger.open_account(NewAccount::customer(CustomerId::new(), "old", Currency::Usd)).await.expect("account");
+        db.close().await;
+    }
+    let config = LocalConfig { currencies: vec![Currency::Usd], ..LocalConfig::new(dir.path()) };
+    let message = match LocalBackend::open(&config, Arc::new(SystemClock)).await {
+        Ok(_) => panic!("opened a directory whose ledger is in bank.sqlite"),
+        Err(err) => err.to_string(),
+    };
+    assert!(message.contains(&dir.path().join(DB_FILE_NAME).display().to_string()), "{message}");
+    assert!(message.contains("holds the ledger"), "{message}");
+    assert!(!dir.path().join(LEDGER_FILE_NAME).exists(), "no empty ledger was created");
+}
+
+#[tokio::test]
+async fn a_database_file_name_must_end_in_sqlite() {
+    let dir = TempDir::new().expect("temp dir");
+    for name in ["ledger.db", ".sqlite", "x/y.sqlite"] {
+        assert!(LocalDb::open_file(dir.path(), name).await.is_err(), "{name} accepted");
+    }
 }
