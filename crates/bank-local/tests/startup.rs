@@ -157,7 +157,7 @@ async fn the_backend_keeps_the_ledger_in_its_own_file() {
     assert_eq!(backend.ledger_db.path(), dir.path().join(LEDGER_FILE_NAME));
     assert!(dir.path().join("ledger.lock").exists() && dir.path().join(LOCK_FILE_NAME).exists());
     // Either file in use refuses a second process.
-    let message = LocalDb::open_file(dir.path(), LEDGER_FILE_NAME).await.err().expect("ledger in use").to_string();
+    let message = LocalDb::open_file(dir.path(), LEDGER_FILE_NAME).await.expect_err("ledger in use").to_string();
     assert!(message.contains("in use"), "{message}");
     backend.close().await;
     drop(backend);
