@@ -343,7 +343,8 @@ mod tests {
         let mut statement = conn
             .prepare("SELECT caller, key, state, response, created_at FROM idempotency_keys ORDER BY id")
             .expect("select");
-        let after: Vec<(String, String, String, Option<Vec<u8>>, i64)> = statement
+        type Row = (String, String, String, Option<Vec<u8>>, i64);
+        let after: Vec<Row> = statement
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .expect("query")
             .collect::<rusqlite::Result<_>>()
