@@ -78,16 +78,8 @@ pub struct HistoryEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{at, dec};
     use serde_json::json;
-    use std::str::FromStr;
-
-    fn dec(s: &str) -> Decimal {
-        Decimal::from_str(s).expect("decimal")
-    }
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("time").with_timezone(&Utc)
-    }
 
     #[test]
     fn account_round_trips_with_decimal_strings() {

@@ -74,6 +74,23 @@ pub(crate) mod decimal_str {
     pub(crate) use rust_decimal::serde::str::{deserialize, serialize};
 }
 
+/// Values the wire types' tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{DateTime, Utc};
+    use rust_decimal::Decimal;
+
+    /// An exact decimal from its text.
+    pub(crate) fn dec(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    /// A fixed instant, 2026-01-02T03:04:05Z.
+    pub(crate) fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("time").with_timezone(&Utc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,19 +151,11 @@ pub struct Deposit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{at, dec};
     use serde_json::json;
-    use std::str::FromStr;
-
-    fn dec(s: &str) -> Decimal {
-        Decimal::from_str(s).expect("decimal")
-    }
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
-    }
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("time").with_timezone(&Utc)
     }
 
     #[test]
