@@ -238,20 +238,12 @@ fn check(dir: &Path, kills: u32) {
     let ledger_db = rt.block_on(LocalDb::open_file(dir, LEDGER_FILE_NAME)).expect("open the ledger");
     let sql = |e: rusqlite::Error| bank_core::Error::storage(e, false);
     // Transfers and their postings.
-    let transfers: Vec<(Uuid, String)> = db
-        .read(|c| {
-            let mut s = c.prepare("SELECT id, status FROM transfers").map_err(sql)?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
-        })
-        .expect("transfers");
-    let postings: HashMap<Uuid, i64> = ledger_db
-        .read(|c| {
-            let mut s = c.prepare("SELECT transfer_id, count(*) FROM entries GROUP BY transfer_id").map_err(sql)?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
-            rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(sql)
-        })
-        .expect("postings");
+    let transfers: Vec<(Uuid, String)> =
+        select(&db, "SELECT id, status FROM transfers", |r| Ok((r.get(0)?, r.get(1)?)));
+    let postings: HashMap<Uuid, i64> =
+        select(&ledger_db, "SELECT transfer_id, count(*) FROM entries GROUP BY transfer_id", |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        });
     assert!(transfers.len() > 100, "too few transfers to mean anything: {}", transfers.len());
     let mut by_id = BTreeMap::new();
     for (id, status) in &transfers {
@@ -288,13 +280,8 @@ fn check(dir: &Path, kills: u32) {
         .expect("holds");
     assert_eq!(active_holds, 0, "holds left active");
     // Zero sum, and gap-free sequences that match each account row.
-    let ledger_sum: Vec<(String, String)> = ledger_db
-        .read(|c| {
-            let mut s = c.prepare("SELECT currency, posted FROM accounts").map_err(sql)?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
-        })
-        .expect("balances");
+    let ledger_sum: Vec<(String, String)> =
+        select(&ledger_db, "SELECT currency, posted FROM accounts", |r| Ok((r.get(0)?, r.get(1)?)));
     let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
     for (currency, posted) in ledger_sum {
         *sums.entry(currency).or_default() += Decimal::from_str_exact(&posted).expect("decimal");
@@ -302,18 +289,12 @@ fn check(dir: &Path, kills: u32) {
     for (currency, sum) in &sums {
         assert_eq!(*sum, Decimal::ZERO, "balances of {currency} sum to {sum}");
     }
-    let sequences: Vec<(Uuid, i64, i64)> = ledger_db
-        .read(|c| {
-            let mut s = c
-                .prepare(
-                    "SELECT l.account_id, l.sequence, a.sequence FROM entry_lines l JOIN accounts a ON a.id = l.account_id \
-                     ORDER BY l.account_id, l.sequence",
-                )
-                .map_err(sql)?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
-        })
-        .expect("sequences");
+    let sequences: Vec<(Uuid, i64, i64)> = select(
+        &ledger_db,
+        "SELECT l.account_id, l.sequence, a.sequence FROM entry_lines l JOIN accounts a ON a.id = l.account_id \
+         ORDER BY l.account_id, l.sequence",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    );
     let mut expected: BTreeMap<Uuid, i64> = BTreeMap::new();
     for (account, sequence, last) in sequences {
         let next = expected.entry(account).or_insert(1);
@@ -329,6 +310,21 @@ fn check(dir: &Path, kills: u32) {
     );
     let trial = rt.block_on(trial_balance(&ledger_db));
     assert!(trial.iter().all(|(_, sum)| sum.is_zero()), "trial balance {trial:?}");
+}
+
+/// Every row of `query` on `db`, mapped by `row`, collected into `C`.
+fn select<T, C: FromIterator<T>>(
+    db: &LocalDb,
+    query: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> C {
+    let storage = |e: rusqlite::Error| bank_core::Error::storage(e, false);
+    db.read(|c| {
+        let mut statement = c.prepare(query).map_err(storage)?;
+        let rows = statement.query_map([], row).map_err(storage)?;
+        rows.collect::<rusqlite::Result<C>>().map_err(storage)
+    })
+    .unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
 async fn trial_balance(db: &LocalDb) -> Vec<(Currency, Decimal)> {
