@@ -52,24 +52,18 @@ use bank_core::notifications::{
 };
 use bank_core::ports::EventPublisher;
 use bank_core::{Error, Result};
-use rusqlite::types::FromSql;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{db_err, nanos};
+use crate::ledger::rows::{RowOf, db_err, nanos};
 use crate::writer::WriterHandle;
 
 pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
 pub use bank_core::notifications::NOTIFICATION_LOG_CAPACITY_DEFAULT;
 
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable event bus row: {what}"), retryable: false }
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
-}
+/// Rows of this store's tables.
+const ROW: RowOf = RowOf("event bus row");
 
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -112,7 +106,7 @@ impl SqliteEventBus {
             let mut rows = statement.query([]).map_err(db_err)?;
             let mut events = Vec::new();
             while let Some(row) = rows.next().map_err(db_err)? {
-                events.push(decode_event(&get::<String>(row, "body")?)?);
+                events.push(decode_event(&ROW.get::<String>(row, "body")?)?);
             }
             Ok(events)
         })
@@ -149,7 +143,7 @@ impl SqliteEventBus {
 }
 
 fn decode_event(body: &str) -> Result<Event> {
-    serde_json::from_str(body).map_err(|e| corrupt(format!("event body: {e}")))
+    serde_json::from_str(body).map_err(|e| ROW.corrupt(format!("event body: {e}")))
 }
 
 /// How many events the log holds. Only a prefix is ever deleted, so they are the range
@@ -275,7 +269,7 @@ impl EventSubscription for SqliteSubscription {
             let mut rows = statement.query(params![self.name, limit(max)]).map_err(db_err)?;
             let mut bodies = Vec::new();
             while let Some(row) = rows.next().map_err(db_err)? {
-                bodies.push(get::<Option<String>>(row, "body")?);
+                bodies.push(ROW.get::<Option<String>>(row, "body")?);
             }
             Ok(bodies)
         })?;
@@ -346,7 +340,7 @@ fn channel_of(text: &str) -> Result<Channel> {
     Channel::ALL
         .into_iter()
         .find(|channel| channel.as_str() == text)
-        .ok_or_else(|| corrupt(format!("channel {text:?}")))
+        .ok_or_else(|| ROW.corrupt(format!("channel {text:?}")))
 }
 
 /// Columns binding a key: event id, channel, recipient.
@@ -380,7 +374,7 @@ fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
         ("claimed", None) => Ok(DeliveryState::Claimed),
         ("sent", None) => Ok(DeliveryState::Sent),
         ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
-        (state, _) => Err(corrupt(format!("delivery state {state:?}"))),
+        (state, _) => Err(ROW.corrupt(format!("delivery state {state:?}"))),
     }
 }
 
@@ -504,8 +498,8 @@ impl NotificationLog for SqliteNotificationLog {
                 statement.query(params![columns.event_id, columns.channel, columns.recipient]).map_err(db_err)?;
             let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
             // Decoding the channel checks the row is one this log wrote.
-            channel_of(&get::<String>(row, "channel")?)?;
-            state_of(&get::<String>(row, "state")?, get(row, "reason")?).map(Some)
+            channel_of(&ROW.get::<String>(row, "channel")?)?;
+            state_of(&ROW.get::<String>(row, "state")?, ROW.get(row, "reason")?).map(Some)
         })
     }
 }

@@ -37,12 +37,11 @@ use bank_core::ports::IdempotencyStore;
 use bank_core::transfer::Fingerprint;
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::types::FromSql;
 use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, nanos, time};
 use crate::writer::WriterHandle;
 
 /// Column value of `state` for a key in flight.
@@ -68,22 +67,17 @@ impl SqliteIdempotencyStore {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable idempotency row: {what}"), retryable: false }
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
-}
+/// Rows of this store's tables.
+const ROW: RowOf = RowOf("idempotency row");
 
 fn fingerprint_of(row: &Row<'_>) -> Result<Fingerprint> {
-    let bytes: Vec<u8> = get(row, "fingerprint")?;
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt("fingerprint is not 32 bytes"))?;
+    let bytes: Vec<u8> = ROW.get(row, "fingerprint")?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| ROW.corrupt("fingerprint is not 32 bytes"))?;
     Ok(Fingerprint(bytes))
 }
 
 fn token_of(row: &Row<'_>) -> Result<LeaseToken> {
-    Ok(LeaseToken(get::<Uuid>(row, "lease_token")?))
+    Ok(LeaseToken(ROW.get::<Uuid>(row, "lease_token")?))
 }
 
 /// `now + lease`, refusing a lease that protects nothing (zero or negative) or overflows.
@@ -162,11 +156,11 @@ fn begin_job(
         match rows.next().map_err(db_err)? {
             Some(row) => Some(Live {
                 fingerprint: fingerprint_of(row)?,
-                resource: get(row, "resource")?,
-                state: get(row, "state")?,
-                lease_until: get(row, "lease_until")?,
-                response: get(row, "response")?,
-                created_at: get(row, "created_at")?,
+                resource: ROW.get(row, "resource")?,
+                state: ROW.get(row, "state")?,
+                lease_until: ROW.get(row, "lease_until")?,
+                response: ROW.get(row, "response")?,
+                created_at: ROW.get(row, "created_at")?,
             }),
             None => None,
         }
@@ -192,7 +186,7 @@ fn begin_job(
                 let first_seen_at = time(live.created_at);
                 Ok(Begin::Started { resource, token, first_seen_at, takeover: true })
             }
-            other => Err(corrupt(format!("state {other:?}"))),
+            other => Err(ROW.corrupt(format!("state {other:?}"))),
         };
     }
     // Past retention: replaced.
@@ -238,7 +232,7 @@ fn complete_job(
             .map_err(db_err)?;
         let mut rows = statement.query(params![scope.caller, scope.key.as_str(), now_nanos]).map_err(db_err)?;
         match rows.next().map_err(db_err)? {
-            Some(row) => Some((token_of(row)?, get::<String>(row, "state")?)),
+            Some(row) => Some((token_of(row)?, ROW.get::<String>(row, "state")?)),
             None => None,
         }
     };
@@ -259,7 +253,7 @@ fn complete_job(
         }
         // The same completion again: the first response stays, as clients may have seen it.
         COMPLETED => Ok(()),
-        other => Err(corrupt(format!("state {other:?}"))),
+        other => Err(ROW.corrupt(format!("state {other:?}"))),
     }
 }
 
@@ -288,14 +282,17 @@ fn purge_job(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
 }
 
 fn abandoned_record(row: &Row<'_>) -> Result<IdempotencyRecord> {
-    let key: String = get(row, "key")?;
+    let key: String = ROW.get(row, "key")?;
     Ok(IdempotencyRecord {
-        scope: IdempotencyScope { caller: get(row, "caller")?, key: IdempotencyKey::new(key).map_err(corrupt)? },
+        scope: IdempotencyScope {
+            caller: ROW.get(row, "caller")?,
+            key: IdempotencyKey::new(key).map_err(|e| ROW.corrupt(e))?,
+        },
         fingerprint: fingerprint_of(row)?,
-        resource: get(row, "resource")?,
-        state: RecordState::InFlight { token: token_of(row)?, lease_until: time(get(row, "lease_until")?) },
-        created_at: time(get(row, "created_at")?),
-        expires_at: time(get(row, "expires_at")?),
+        resource: ROW.get(row, "resource")?,
+        state: RecordState::InFlight { token: token_of(row)?, lease_until: time(ROW.get(row, "lease_until")?) },
+        created_at: time(ROW.get(row, "created_at")?),
+        expires_at: time(ROW.get(row, "expires_at")?),
     })
 }
 

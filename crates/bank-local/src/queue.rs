@@ -42,12 +42,11 @@ use bank_core::ports::TransferQueue;
 use bank_core::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::types::FromSql;
 use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, nanos, time};
 use crate::writer::WriterHandle;
 
 /// The transfer queue in SQLite. Cheap to share behind an `Arc`.
@@ -77,18 +76,13 @@ impl SqliteQueue {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable queue row: {what}"), retryable: false }
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
-}
+/// Rows of this store's tables.
+const ROW: RowOf = RowOf("queue row");
 
 fn message_of(row: &Row<'_>) -> Result<QueueMessage> {
-    let transfer_id = TransferId::from_uuid(get(row, "transfer_id")?).map_err(corrupt)?;
-    let group = AccountId::from_uuid(get(row, "group_id")?).map_err(corrupt)?;
-    Ok(QueueMessage { transfer_id, group, dedup_id: get(row, "dedup_id")? })
+    let transfer_id = TransferId::from_uuid(ROW.get(row, "transfer_id")?).map_err(|e| ROW.corrupt(e))?;
+    let group = AccountId::from_uuid(ROW.get(row, "group_id")?).map_err(|e| ROW.corrupt(e))?;
+    Ok(QueueMessage { transfer_id, group, dedup_id: ROW.get(row, "dedup_id")? })
 }
 
 /// `now + span` in nanoseconds for a visibility timeout or delay, refusing negative or over-long
@@ -203,12 +197,12 @@ fn visible_heads(conn: &Connection, now_nanos: i64, max: usize) -> Result<Vec<He
     let mut rows = statement.query(params![now_nanos, limit(max)]).map_err(db_err)?;
     let mut heads = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
-        let receive_count: i64 = get(row, "receive_count")?;
+        let receive_count: i64 = ROW.get(row, "receive_count")?;
         heads.push(Head {
-            seq: get(row, "seq")?,
-            receive_count: u32::try_from(receive_count).map_err(|_| corrupt("receive_count"))?,
+            seq: ROW.get(row, "seq")?,
+            receive_count: u32::try_from(receive_count).map_err(|_| ROW.corrupt("receive_count"))?,
             message: message_of(row)?,
-            enqueued_at: get(row, "enqueued_at")?,
+            enqueued_at: ROW.get(row, "enqueued_at")?,
         });
     }
     Ok(heads)
@@ -376,11 +370,11 @@ impl TransferQueue for SqliteQueue {
                 )
                 .map_err(db_err)?;
             let mut rows = statement.query([now_nanos]).map_err(db_err)?;
-            let row = rows.next().map_err(db_err)?.ok_or_else(|| corrupt("no stats row"))?;
+            let row = rows.next().map_err(db_err)?.ok_or_else(|| ROW.corrupt("no stats row"))?;
             let count = |column: &str| -> Result<u64> {
-                u64::try_from(get::<i64>(row, column)?).map_err(|_| corrupt(format!("{column} count")))
+                u64::try_from(ROW.get::<i64>(row, column)?).map_err(|_| ROW.corrupt(format!("{column} count")))
             };
-            Ok((count("visible")?, count("in_flight")?, count("dead")?, get::<Option<i64>>(row, "oldest")?))
+            Ok((count("visible")?, count("in_flight")?, count("dead")?, ROW.get::<Option<i64>>(row, "oldest")?))
         })?;
         let age_ms = |at: DateTime<Utc>| u64::try_from((now - at).num_milliseconds()).unwrap_or(0);
         Ok(QueueStats { visible, in_flight, dead_letters: dead, oldest_age_ms: oldest.map(time).map(age_ms) })

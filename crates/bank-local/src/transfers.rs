@@ -50,12 +50,11 @@ use bank_core::queue::{QueueConfig, QueueMessage};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::types::FromSql;
 use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 
 use crate::db::LocalDb;
 use crate::events::{encode_events, publish_job};
-use crate::ledger::rows::{db_err, time};
+use crate::ledger::rows::{RowOf, db_err, time};
 use crate::queue::{check_dedup_ids, enqueue_job};
 use crate::writer::WriterHandle;
 
@@ -119,13 +118,8 @@ impl SqliteTransferStore {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable transfer row: {what}"), retryable: false }
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
-}
+/// Rows of this store's tables.
+const ROW: RowOf = RowOf("transfer row");
 
 /// Runs the cached statement `sql` with `params` and decodes every row with `decode`.
 fn fetch_all<T>(
@@ -170,20 +164,20 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 fn unsigned(value: i64, column: &str) -> Result<u64> {
-    u64::try_from(value).map_err(|_| corrupt(format!("{column} {value}")))
+    u64::try_from(value).map_err(|_| ROW.corrupt(format!("{column} {value}")))
 }
 
 fn status_of(text: &str) -> Result<TransferStatus> {
-    TransferStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| corrupt(format!("status {text:?}")))
+    TransferStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| ROW.corrupt(format!("status {text:?}")))
 }
 
 /// The transfer of a row of `seq, version, body`: its body, with the columns' `seq` and
 /// `version`.
 fn transfer_of(row: &Row<'_>) -> Result<Transfer> {
-    let body: String = get(row, "body")?;
-    let mut transfer: Transfer = serde_json::from_str(&body).map_err(|e| corrupt(format!("body: {e}")))?;
-    transfer.seq = unsigned(get(row, "seq")?, "seq")?;
-    transfer.version = unsigned(get(row, "version")?, "version")?;
+    let body: String = ROW.get(row, "body")?;
+    let mut transfer: Transfer = serde_json::from_str(&body).map_err(|e| ROW.corrupt(format!("body: {e}")))?;
+    transfer.seq = unsigned(ROW.get(row, "seq")?, "seq")?;
+    transfer.version = unsigned(ROW.get(row, "version")?, "version")?;
     Ok(transfer)
 }
 
@@ -193,11 +187,11 @@ fn body_of(transfer: &Transfer) -> Result<String> {
 }
 
 fn record_of(row: &Row<'_>) -> Result<OutboxRecord> {
-    let message: String = get(row, "message")?;
+    let message: String = ROW.get(row, "message")?;
     Ok(OutboxRecord {
-        seq: unsigned(get(row, "seq")?, "seq")?,
-        message: serde_json::from_str(&message).map_err(|e| corrupt(format!("outbox message: {e}")))?,
-        created_at: time(get(row, "created_at")?),
+        seq: unsigned(ROW.get(row, "seq")?, "seq")?,
+        message: serde_json::from_str(&message).map_err(|e| ROW.corrupt(format!("outbox message: {e}")))?,
+        created_at: time(ROW.get(row, "created_at")?),
     })
 }
 
@@ -279,7 +273,7 @@ fn insert_job(
         .map_err(db_err)?;
     let Some(seq) = inserted else {
         let existing = fetch_optional(conn, TRANSFER_BY_ID, [transfer.id.as_uuid()], transfer_of)?;
-        return existing.map(Inserted::Existing).ok_or_else(|| corrupt("an insert conflicted with no row"));
+        return existing.map(Inserted::Existing).ok_or_else(|| ROW.corrupt("an insert conflicted with no row"));
     };
     transfer.seq = unsigned(seq, "seq")?;
     transfer.version = 0;
@@ -297,7 +291,7 @@ fn update_job(
     outbox: Outgoing,
 ) -> Result<Transfer> {
     // The usual case in one statement: the stored version is the caller's and not final.
-    let next_version = transfer.version.checked_add(1).ok_or_else(|| corrupt("version overflow"))?;
+    let next_version = transfer.version.checked_add(1).ok_or_else(|| ROW.corrupt("version overflow"))?;
     let updated: Option<i64> = conn
         .prepare_cached(
             "UPDATE transfers SET owner = ?1, status = ?2, next_attempt_at = ?3, version = ?4, created_at = ?5, \
@@ -389,7 +383,7 @@ impl TransferStore for SqliteTransferStore {
     async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>> {
         let rows = self.db.read(|conn| {
             fetch_all(conn, "SELECT status, count(*) AS n FROM transfers GROUP BY status", [], |row| {
-                Ok((status_of(&get::<String>(row, "status")?)?, unsigned(get(row, "n")?, "count")?))
+                Ok((status_of(&ROW.get::<String>(row, "status")?)?, unsigned(ROW.get(row, "n")?, "count")?))
             })
         })?;
         let mut counts = TransferStatus::ALL.map(|s| (s, 0_u64));
@@ -434,10 +428,10 @@ impl TransferStore for SqliteTransferStore {
                 conn,
                 "SELECT (SELECT count(*) FROM outbox) AS n, (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) AS oldest",
                 [],
-                |row| Ok((unsigned(get(row, "n")?, "count")?, get::<Option<i64>>(row, "oldest")?)),
+                |row| Ok((unsigned(ROW.get(row, "n")?, "count")?, ROW.get::<Option<i64>>(row, "oldest")?)),
             )
         })?;
-        let (count, oldest) = lag.ok_or_else(|| corrupt("no outbox lag row"))?;
+        let (count, oldest) = lag.ok_or_else(|| ROW.corrupt("no outbox lag row"))?;
         let age = oldest.map(|at| u64::try_from((now - time(at)).num_milliseconds()).unwrap_or(0));
         Ok((count, age))
     }

@@ -22,12 +22,11 @@ use bank_core::ids::CustomerId;
 use bank_core::users::{Email, RefreshToken, RefreshTokenHash, Role, Rotation, User, UserStore};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::types::FromSql;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, nanos, time};
 use crate::writer::WriterHandle;
 
 /// Users and refresh tokens in SQLite. Cheap to share behind an `Arc`.
@@ -47,13 +46,8 @@ impl SqliteUserStore {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable user row: {what}"), retryable: false }
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
-}
+/// Rows of this store's tables.
+const ROW: RowOf = RowOf("user row");
 
 fn roles_text(roles: &[Role]) -> String {
     roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(",")
@@ -69,22 +63,24 @@ const USER_BY_ID: &str =
     "SELECT id, email, password_hash, totp_secret, roles, created_at, last_totp_step FROM users WHERE id = ?1";
 
 fn user_of(row: &Row<'_>) -> Result<User> {
-    let id = CustomerId::from_uuid(get::<Uuid>(row, "id")?).map_err(corrupt)?;
-    let email = Email::parse(&get::<String>(row, "email")?).map_err(corrupt)?;
-    let roles = get::<String>(row, "roles")?
+    let id = CustomerId::from_uuid(ROW.get::<Uuid>(row, "id")?).map_err(|e| ROW.corrupt(e))?;
+    let email = Email::parse(&ROW.get::<String>(row, "email")?).map_err(|e| ROW.corrupt(e))?;
+    let roles = ROW
+        .get::<String>(row, "roles")?
         .split(',')
-        .map(|name| name.parse::<Role>().map_err(corrupt))
+        .map(|name| name.parse::<Role>().map_err(|e| ROW.corrupt(e)))
         .collect::<Result<Vec<_>>>()?;
-    let last_totp_step = get::<Option<i64>>(row, "last_totp_step")?
-        .map(|step| u64::try_from(step).map_err(|_| corrupt("negative TOTP step")))
+    let last_totp_step = ROW
+        .get::<Option<i64>>(row, "last_totp_step")?
+        .map(|step| u64::try_from(step).map_err(|_| ROW.corrupt("negative TOTP step")))
         .transpose()?;
     Ok(User {
         id,
         email,
-        password_hash: get(row, "password_hash")?,
-        totp_secret: get(row, "totp_secret")?,
+        password_hash: ROW.get(row, "password_hash")?,
+        totp_secret: ROW.get(row, "totp_secret")?,
         roles,
-        created_at: time(get(row, "created_at")?),
+        created_at: time(ROW.get(row, "created_at")?),
         last_totp_step,
     })
 }
@@ -93,15 +89,15 @@ const REFRESH_BY_HASH: &str =
     "SELECT id_hash, family, user_id, expires_at, used, revoked FROM refresh_tokens WHERE id_hash = ?1";
 
 fn refresh_of(row: &Row<'_>) -> Result<RefreshToken> {
-    let hash: Vec<u8> = get(row, "id_hash")?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("id_hash is not 32 bytes"))?;
+    let hash: Vec<u8> = ROW.get(row, "id_hash")?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| ROW.corrupt("id_hash is not 32 bytes"))?;
     Ok(RefreshToken {
         id_hash: RefreshTokenHash(hash),
-        family: get(row, "family")?,
-        user: CustomerId::from_uuid(get::<Uuid>(row, "user_id")?).map_err(corrupt)?,
-        expires_at: time(get(row, "expires_at")?),
-        used: get(row, "used")?,
-        revoked: get(row, "revoked")?,
+        family: ROW.get(row, "family")?,
+        user: CustomerId::from_uuid(ROW.get::<Uuid>(row, "user_id")?).map_err(|e| ROW.corrupt(e))?,
+        expires_at: time(ROW.get(row, "expires_at")?),
+        used: ROW.get(row, "used")?,
+        revoked: ROW.get(row, "revoked")?,
     })
 }
 

@@ -189,7 +189,7 @@ impl LedgerStore for SqliteLedger {
             let mut statement = conn.prepare_cached(&sql).map_err(db_err)?;
             let mut rows = statement.query(params![id.as_uuid(), at]).map_err(db_err)?;
             let row = rows.next().map_err(db_err)?.ok_or(Error::AccountNotFound(id))?;
-            let lapsed: Option<String> = row.get("lapsed").map_err(|e| rows::corrupt(format!("lapsed: {e}")))?;
+            let lapsed: Option<String> = rows::ROW.get(row, "lapsed")?;
             Ok((rows::account_state(row)?, lapsed))
         })?;
         for amount in lapsed.as_deref().unwrap_or_default().split_whitespace() {

@@ -40,9 +40,26 @@ pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
     )
 }
 
-pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage { message: format!("undecodable ledger row: {what}"), retryable: false }
+/// Decoding the rows of one kind (named in its errors: "undecodable queue row: seq: ..."). Every
+/// store's row decoding goes through one, so a damaged value always reads as a non-retryable
+/// storage failure naming what and where.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowOf(pub(crate) &'static str);
+
+impl RowOf {
+    /// A value of such a row that does not decode.
+    pub(crate) fn corrupt(self, what: impl std::fmt::Display) -> Error {
+        Error::Storage { message: format!("undecodable {}: {what}", self.0), retryable: false }
+    }
+
+    /// Column `column` of `row`.
+    pub(crate) fn get<T: FromSql>(self, row: &Row<'_>, column: &str) -> Result<T> {
+        row.get(column).map_err(|e| self.corrupt(format!("{column}: {e}")))
+    }
 }
+
+/// Rows of the ledger's tables.
+pub(super) const ROW: RowOf = RowOf("ledger row");
 
 pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64> {
     at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput("time outside the storable range".into()))
@@ -53,31 +70,27 @@ pub(crate) fn time(nanos: i64) -> DateTime<Utc> {
 }
 
 pub(super) fn decimal(text: &str) -> Result<Decimal> {
-    Decimal::from_str_exact(text).map_err(|_| corrupt(format!("decimal {text:?}")))
+    Decimal::from_str_exact(text).map_err(|_| ROW.corrupt(format!("decimal {text:?}")))
 }
 
 fn currency(code: &str) -> Result<Currency> {
-    Currency::from_str(code).map_err(|_| corrupt(format!("currency {code:?}")))
+    Currency::from_str(code).map_err(|_| ROW.corrupt(format!("currency {code:?}")))
 }
 
 fn money(amount: &str, code: &str) -> Result<Money> {
-    Money::new(decimal(amount)?, currency(code)?).map_err(corrupt)
-}
-
-fn get<T: FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
-    row.get(column).map_err(|e| corrupt(format!("{column}: {e}")))
+    Money::new(decimal(amount)?, currency(code)?).map_err(|e| ROW.corrupt(e))
 }
 
 pub(super) fn uuid_to<T>(uuid: Uuid, make: fn(Uuid) -> Result<T>) -> Result<T> {
-    make(uuid).map_err(corrupt)
+    make(uuid).map_err(|e| ROW.corrupt(e))
 }
 
 fn leg(value: i64) -> Result<u16> {
-    u16::try_from(value).map_err(|_| corrupt(format!("leg {value}")))
+    u16::try_from(value).map_err(|_| ROW.corrupt(format!("leg {value}")))
 }
 
 fn sequence(value: i64) -> Result<u64> {
-    u64::try_from(value).map_err(|_| corrupt(format!("sequence {value}")))
+    u64::try_from(value).map_err(|_| ROW.corrupt(format!("sequence {value}")))
 }
 
 /// A sequence number as SQLite's signed integer (sequences never come near `i64::MAX`).
@@ -98,7 +111,7 @@ fn status(text: &str) -> Result<AccountStatus> {
         "open" => Ok(AccountStatus::Open),
         "frozen" => Ok(AccountStatus::Frozen),
         "closed" => Ok(AccountStatus::Closed),
-        other => Err(corrupt(format!("account status {other:?}"))),
+        other => Err(ROW.corrupt(format!("account status {other:?}"))),
     }
 }
 
@@ -118,7 +131,7 @@ fn kind(text: &str) -> Result<AccountKind> {
         "settlement" => Ok(AccountKind::Settlement),
         "clearing" => Ok(AccountKind::Clearing),
         "suspense" => Ok(AccountKind::Suspense),
-        other => Err(corrupt(format!("account kind {other:?}"))),
+        other => Err(ROW.corrupt(format!("account kind {other:?}"))),
     }
 }
 
@@ -133,7 +146,7 @@ fn side(text: &str) -> Result<Side> {
     match text {
         "debit" => Ok(Side::Debit),
         "credit" => Ok(Side::Credit),
-        other => Err(corrupt(format!("side {other:?}"))),
+        other => Err(ROW.corrupt(format!("side {other:?}"))),
     }
 }
 
@@ -143,7 +156,7 @@ fn hold_status(text: &str) -> Result<HoldStatus> {
         "posted" => Ok(HoldStatus::Posted),
         "voided" => Ok(HoldStatus::Voided),
         "expired" => Ok(HoldStatus::Expired),
-        other => Err(corrupt(format!("hold status {other:?}"))),
+        other => Err(ROW.corrupt(format!("hold status {other:?}"))),
     }
 }
 
@@ -157,25 +170,25 @@ pub(super) fn limit_text(limit: OverdraftLimit) -> Option<String> {
 
 /// An account row (selected with [`ACCOUNT_COLUMNS`]) as the state the rules work on.
 pub(super) fn account_state(row: &Row<'_>) -> Result<AccountState> {
-    let limit: Option<String> = get(row, "overdraft_limit")?;
+    let limit: Option<String> = ROW.get(row, "overdraft_limit")?;
     let account = Account {
-        id: uuid_to(get(row, "id")?, AccountId::from_uuid)?,
-        owner: uuid_to(get(row, "owner")?, CustomerId::from_uuid)?,
-        name: get(row, "name")?,
-        currency: currency(&get::<String>(row, "currency")?)?,
-        kind: kind(&get::<String>(row, "kind")?)?,
-        status: status(&get::<String>(row, "status")?)?,
+        id: uuid_to(ROW.get(row, "id")?, AccountId::from_uuid)?,
+        owner: uuid_to(ROW.get(row, "owner")?, CustomerId::from_uuid)?,
+        name: ROW.get(row, "name")?,
+        currency: currency(&ROW.get::<String>(row, "currency")?)?,
+        kind: kind(&ROW.get::<String>(row, "kind")?)?,
+        status: status(&ROW.get::<String>(row, "status")?)?,
         overdraft_limit: match limit {
             Some(text) => OverdraftLimit::Limited(decimal(&text)?),
             None => OverdraftLimit::Unlimited,
         },
-        created_at: time(get(row, "created_at")?),
+        created_at: time(ROW.get(row, "created_at")?),
     };
     Ok(AccountState {
         account,
-        posted: decimal(&get::<String>(row, "posted")?)?,
-        held: decimal(&get::<String>(row, "held")?)?,
-        sequence: sequence(get(row, "sequence")?)?,
+        posted: decimal(&ROW.get::<String>(row, "posted")?)?,
+        held: decimal(&ROW.get::<String>(row, "held")?)?,
+        sequence: sequence(ROW.get(row, "sequence")?)?,
     })
 }
 
@@ -213,7 +226,7 @@ pub(crate) fn load_entry(conn: &Connection, key: EntryKey) -> Result<Option<Post
     let Some((rowid, entry_id, reference, posted_at, reverses_transfer, reverses_leg)) = head else {
         return Ok(None);
     };
-    let decoded = |e: rusqlite::Error| corrupt(format!("entry: {e}"));
+    let decoded = |e: rusqlite::Error| ROW.corrupt(format!("entry: {e}"));
     let (rowid, reverses_transfer, reverses_leg) =
         (rowid.map_err(decoded)?, reverses_transfer.map_err(decoded)?, reverses_leg.map_err(decoded)?);
     let reverses = match (reverses_transfer, reverses_leg) {
@@ -230,11 +243,11 @@ pub(crate) fn load_entry(conn: &Connection, key: EntryKey) -> Result<Option<Post
     let mut lines = Vec::new();
     while let Some(line) = rows.next().map_err(db_err)? {
         lines.push(PostedLine {
-            account_id: uuid_to(get(line, "account_id")?, AccountId::from_uuid)?,
-            side: side(&get::<String>(line, "side")?)?,
-            money: money(&get::<String>(line, "amount")?, &get::<String>(line, "currency")?)?,
-            sequence: sequence(get(line, "sequence")?)?,
-            balance_after: decimal(&get::<String>(line, "balance_after")?)?,
+            account_id: uuid_to(ROW.get(line, "account_id")?, AccountId::from_uuid)?,
+            side: side(&ROW.get::<String>(line, "side")?)?,
+            money: money(&ROW.get::<String>(line, "amount")?, &ROW.get::<String>(line, "currency")?)?,
+            sequence: sequence(ROW.get(line, "sequence")?)?,
+            balance_after: decimal(&ROW.get::<String>(line, "balance_after")?)?,
         });
     }
     Ok(Some(PostedEntry {
@@ -258,20 +271,20 @@ pub(crate) fn load_hold(conn: &Connection, id: HoldId) -> Result<Option<Hold>> {
         .map_err(db_err)?;
     let mut rows = statement.query([id.as_uuid()]).map_err(db_err)?;
     let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
-    let posted_transfer: Option<Uuid> = get(row, "posted_transfer_id")?;
-    let posted_leg: Option<i64> = get(row, "posted_leg")?;
+    let posted_transfer: Option<Uuid> = ROW.get(row, "posted_transfer_id")?;
+    let posted_leg: Option<i64> = ROW.get(row, "posted_leg")?;
     let posted_entry = match (posted_transfer, posted_leg) {
         (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
         _ => None,
     };
     Ok(Some(Hold {
         id,
-        account_id: uuid_to(get(row, "account_id")?, AccountId::from_uuid)?,
-        money: money(&get::<String>(row, "amount")?, &get::<String>(row, "currency")?)?,
-        status: hold_status(&get::<String>(row, "status")?)?,
-        created_at: time(get(row, "created_at")?),
-        expires_at: time(get(row, "expires_at")?),
-        reference: get(row, "reference")?,
+        account_id: uuid_to(ROW.get(row, "account_id")?, AccountId::from_uuid)?,
+        money: money(&ROW.get::<String>(row, "amount")?, &ROW.get::<String>(row, "currency")?)?,
+        status: hold_status(&ROW.get::<String>(row, "status")?)?,
+        created_at: time(ROW.get(row, "created_at")?),
+        expires_at: time(ROW.get(row, "expires_at")?),
+        reference: ROW.get(row, "reference")?,
         posted_entry,
     }))
 }
@@ -285,9 +298,9 @@ pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<
     let mut holds = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
         holds.push((
-            time(get(row, "expires_at")?),
-            uuid_to(get(row, "id")?, HoldId::from_uuid)?,
-            decimal(&get::<String>(row, "amount")?)?,
+            time(ROW.get(row, "expires_at")?),
+            uuid_to(ROW.get(row, "id")?, HoldId::from_uuid)?,
+            decimal(&ROW.get::<String>(row, "amount")?)?,
         ));
     }
     Ok(holds)
@@ -296,23 +309,23 @@ pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<
 /// One history row (see `SqliteLedger::history`) as an item.
 pub(super) fn history_item(row: &Row<'_>) -> Result<bank_core::ledger::HistoryItem> {
     Ok(bank_core::ledger::HistoryItem {
-        entry_id: uuid_to(get(row, "entry_id")?, EntryId::from_uuid)?,
-        key: EntryKey::new(uuid_to(get(row, "transfer_id")?, TransferId::from_uuid)?, leg(get(row, "leg")?)?),
-        sequence: sequence(get(row, "sequence")?)?,
-        direction: side(&get::<String>(row, "side")?)?,
-        money: money(&get::<String>(row, "amount")?, &get::<String>(row, "currency")?)?,
-        balance_after: decimal(&get::<String>(row, "balance_after")?)?,
-        reference: get(row, "reference")?,
-        posted_at: time(get(row, "posted_at")?),
+        entry_id: uuid_to(ROW.get(row, "entry_id")?, EntryId::from_uuid)?,
+        key: EntryKey::new(uuid_to(ROW.get(row, "transfer_id")?, TransferId::from_uuid)?, leg(ROW.get(row, "leg")?)?),
+        sequence: sequence(ROW.get(row, "sequence")?)?,
+        direction: side(&ROW.get::<String>(row, "side")?)?,
+        money: money(&ROW.get::<String>(row, "amount")?, &ROW.get::<String>(row, "currency")?)?,
+        balance_after: decimal(&ROW.get::<String>(row, "balance_after")?)?,
+        reference: ROW.get(row, "reference")?,
+        posted_at: time(ROW.get(row, "posted_at")?),
     })
 }
 
 /// Parses a currency column (trial balance).
 pub(super) fn currency_column(row: &Row<'_>) -> Result<Currency> {
-    currency(&get::<String>(row, "currency")?)
+    currency(&ROW.get::<String>(row, "currency")?)
 }
 
 /// Parses a decimal column by name.
 pub(super) fn decimal_column(row: &Row<'_>, column: &str) -> Result<Decimal> {
-    decimal(&get::<String>(row, column)?)
+    decimal(&ROW.get::<String>(row, column)?)
 }
