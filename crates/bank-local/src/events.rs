@@ -56,7 +56,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, nanos};
+use crate::ledger::rows::{RowOf, db_err, fetch_all, nanos};
 use crate::writer::WriterHandle;
 
 pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
@@ -102,13 +102,9 @@ impl SqliteEventBus {
     /// tests.
     pub async fn published(&self) -> Result<Vec<Event>> {
         self.db.read(|conn| {
-            let mut statement = conn.prepare_cached("SELECT body FROM events ORDER BY seq").map_err(db_err)?;
-            let mut rows = statement.query([]).map_err(db_err)?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                events.push(decode_event(&ROW.get::<String>(row, "body")?)?);
-            }
-            Ok(events)
+            fetch_all(conn, "SELECT body FROM events ORDER BY seq", [], |row| {
+                decode_event(&ROW.get::<String>(row, "body")?)
+            })
         })
     }
 
@@ -260,18 +256,13 @@ impl EventSubscription for SqliteSubscription {
         // One statement, so the cursor and the events come from one snapshot; the subscription's
         // row comes back (with a NULL body) even when nothing is pending.
         let bodies = self.db.read(|conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
-                     WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
-                )
-                .map_err(db_err)?;
-            let mut rows = statement.query(params![self.name, limit(max)]).map_err(db_err)?;
-            let mut bodies = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                bodies.push(ROW.get::<Option<String>>(row, "body")?);
-            }
-            Ok(bodies)
+            fetch_all(
+                conn,
+                "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
+                 WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
+                params![self.name, limit(max)],
+                |row| ROW.get::<Option<String>>(row, "body"),
+            )
         })?;
         if bodies.is_empty() {
             return Err(no_subscription(&self.name));

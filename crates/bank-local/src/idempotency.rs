@@ -41,7 +41,7 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, fetch_all, fetch_optional, nanos, time};
 use crate::writer::WriterHandle;
 
 /// Column value of `state` for a key in flight.
@@ -145,26 +145,22 @@ fn begin_job(
     if write(INSERT_NEW_KEY)? == 1 {
         return Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false });
     }
-    let live = {
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT fingerprint, resource, state, lease_until, response, created_at FROM idempotency_keys \
-                 WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
-            )
-            .map_err(db_err)?;
-        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), now_nanos]).map_err(db_err)?;
-        match rows.next().map_err(db_err)? {
-            Some(row) => Some(Live {
+    let live = fetch_optional(
+        conn,
+        "SELECT fingerprint, resource, state, lease_until, response, created_at FROM idempotency_keys \
+         WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+        params![scope.caller, scope.key.as_str(), now_nanos],
+        |row| {
+            Ok(Live {
                 fingerprint: fingerprint_of(row)?,
                 resource: ROW.get(row, "resource")?,
                 state: ROW.get(row, "state")?,
                 lease_until: ROW.get(row, "lease_until")?,
                 response: ROW.get(row, "response")?,
                 created_at: ROW.get(row, "created_at")?,
-            }),
-            None => None,
-        }
-    };
+            })
+        },
+    )?;
     if let Some(live) = live {
         if live.fingerprint != fingerprint {
             return Err(Error::IdempotencyMismatch);
@@ -224,18 +220,12 @@ fn complete_job(
     if completed == 1 {
         return Ok(());
     }
-    let stored = {
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
-            )
-            .map_err(db_err)?;
-        let mut rows = statement.query(params![scope.caller, scope.key.as_str(), now_nanos]).map_err(db_err)?;
-        match rows.next().map_err(db_err)? {
-            Some(row) => Some((token_of(row)?, ROW.get::<String>(row, "state")?)),
-            None => None,
-        }
-    };
+    let stored = fetch_optional(
+        conn,
+        "SELECT state, lease_token FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND expires_at > ?3",
+        params![scope.caller, scope.key.as_str(), now_nanos],
+        |row| Ok((token_of(row)?, ROW.get::<String>(row, "state")?)),
+    )?;
     let Some((stored_token, state)) = stored else { return Err(Error::LeaseLost) };
     if stored_token != token {
         // Taken over, or completed by another token.
@@ -333,19 +323,14 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let now = nanos(self.clock.now())?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db.read(|conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT caller, key, fingerprint, resource, lease_token, lease_until, created_at, expires_at \
-                     FROM idempotency_keys WHERE state = ?1 AND lease_until <= ?2 AND expires_at > ?2 \
-                     ORDER BY created_at, caller, key LIMIT ?3",
-                )
-                .map_err(db_err)?;
-            let mut rows = statement.query(params![IN_FLIGHT, now, limit]).map_err(db_err)?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                records.push(abandoned_record(row)?);
-            }
-            Ok(records)
+            fetch_all(
+                conn,
+                "SELECT caller, key, fingerprint, resource, lease_token, lease_until, created_at, expires_at \
+                 FROM idempotency_keys WHERE state = ?1 AND lease_until <= ?2 AND expires_at > ?2 \
+                 ORDER BY created_at, caller, key LIMIT ?3",
+                params![IN_FLIGHT, now, limit],
+                abandoned_record,
+            )
         })
     }
 

@@ -46,7 +46,7 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, fetch_all, nanos, time};
 use crate::writer::WriterHandle;
 
 /// The transfer queue in SQLite. Cheap to share behind an `Arc`.
@@ -186,26 +186,23 @@ fn visible_heads(conn: &Connection, now_nanos: i64, max: usize) -> Result<Vec<He
     // Visible heads (no older message in the group, so nothing of the group is hidden: only
     // heads are ever hidden), oldest first. `+visible_at` keeps the planner on the scan in seq
     // order, which stops after `max` heads.
-    let mut statement = conn
-        .prepare_cached(
-            "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
-             WHERE +visible_at <= ?1 \
-             AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
-             ORDER BY seq LIMIT ?2",
-        )
-        .map_err(db_err)?;
-    let mut rows = statement.query(params![now_nanos, limit(max)]).map_err(db_err)?;
-    let mut heads = Vec::new();
-    while let Some(row) = rows.next().map_err(db_err)? {
-        let receive_count: i64 = ROW.get(row, "receive_count")?;
-        heads.push(Head {
-            seq: ROW.get(row, "seq")?,
-            receive_count: u32::try_from(receive_count).map_err(|_| ROW.corrupt("receive_count"))?,
-            message: message_of(row)?,
-            enqueued_at: ROW.get(row, "enqueued_at")?,
-        });
-    }
-    Ok(heads)
+    fetch_all(
+        conn,
+        "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
+         WHERE +visible_at <= ?1 \
+         AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
+         ORDER BY seq LIMIT ?2",
+        params![now_nanos, limit(max)],
+        |row| {
+            let receive_count: i64 = ROW.get(row, "receive_count")?;
+            Ok(Head {
+                seq: ROW.get(row, "seq")?,
+                receive_count: u32::try_from(receive_count).map_err(|_| ROW.corrupt("receive_count"))?,
+                message: message_of(row)?,
+                enqueued_at: ROW.get(row, "enqueued_at")?,
+            })
+        },
+    )
 }
 
 /// The writer job of `receive`: picks the oldest visible heads of unblocked groups, dead-letters
@@ -385,15 +382,12 @@ impl TransferQueue for SqliteQueue {
             return Ok(Vec::new());
         }
         self.db.read(|conn| {
-            let mut statement = conn
-                .prepare_cached("SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1")
-                .map_err(db_err)?;
-            let mut rows = statement.query([limit(max)]).map_err(db_err)?;
-            let mut messages = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                messages.push(message_of(row)?);
-            }
-            Ok(messages)
+            fetch_all(
+                conn,
+                "SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1",
+                [limit(max)],
+                message_of,
+            )
         })
     }
 }

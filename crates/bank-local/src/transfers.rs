@@ -50,11 +50,11 @@ use bank_core::queue::{QueueConfig, QueueMessage};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Params, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::db::LocalDb;
 use crate::events::{encode_events, publish_job};
-use crate::ledger::rows::{RowOf, db_err, time};
+use crate::ledger::rows::{RowOf, db_err, fetch_all, fetch_optional, time};
 use crate::queue::{check_dedup_ids, enqueue_job};
 use crate::writer::WriterHandle;
 
@@ -120,34 +120,6 @@ impl SqliteTransferStore {
 
 /// Rows of this store's tables.
 const ROW: RowOf = RowOf("transfer row");
-
-/// Runs the cached statement `sql` with `params` and decodes every row with `decode`.
-fn fetch_all<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    decode: impl Fn(&Row<'_>) -> Result<T>,
-) -> Result<Vec<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut rows = statement.query(params).map_err(db_err)?;
-    let mut all = Vec::new();
-    while let Some(row) = rows.next().map_err(db_err)? {
-        all.push(decode(row)?);
-    }
-    Ok(all)
-}
-
-/// Runs the cached statement `sql` with `params` and decodes its first row, if any.
-fn fetch_optional<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    decode: impl FnOnce(&Row<'_>) -> Result<T>,
-) -> Result<Option<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut rows = statement.query(params).map_err(db_err)?;
-    rows.next().map_err(db_err)?.map(decode).transpose()
-}
 
 /// A time as stored in a query column: nanoseconds, clamped to the storable range.
 fn nanos_clamped(at: DateTime<Utc>) -> i64 {

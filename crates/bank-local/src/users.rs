@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, nanos, time};
+use crate::ledger::rows::{RowOf, db_err, fetch_optional, nanos, time};
 use crate::writer::WriterHandle;
 
 /// Users and refresh tokens in SQLite. Cheap to share behind an `Arc`.
@@ -99,18 +99,6 @@ fn refresh_of(row: &Row<'_>) -> Result<RefreshToken> {
         used: ROW.get(row, "used")?,
         revoked: ROW.get(row, "revoked")?,
     })
-}
-
-/// The one row `sql` selects with `key`, decoded by `decode`.
-fn query_one<T>(
-    conn: &Connection,
-    sql: &str,
-    key: impl rusqlite::ToSql,
-    decode: fn(&Row<'_>) -> Result<T>,
-) -> Result<Option<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut rows = statement.query([key]).map_err(db_err)?;
-    rows.next().map_err(db_err)?.map(decode).transpose()
 }
 
 fn insert_refresh_row(conn: &Connection, token: &RefreshToken) -> Result<()> {
@@ -192,7 +180,7 @@ fn rotate_job(
     new: RefreshTokenHash,
     new_expires_at: DateTime<Utc>,
 ) -> Result<Rotation> {
-    let current = query_one(conn, REFRESH_BY_HASH, &old.0[..], refresh_of)?;
+    let current = fetch_optional(conn, REFRESH_BY_HASH, [&old.0[..]], refresh_of)?;
     let Some(current) = current.filter(|t| !t.revoked) else {
         return Ok(Rotation::Invalid);
     };
@@ -217,11 +205,11 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn by_email(&self, email: &Email) -> Result<Option<User>> {
-        self.db.read(|conn| query_one(conn, USER_BY_EMAIL, email.as_str(), user_of))
+        self.db.read(|conn| fetch_optional(conn, USER_BY_EMAIL, [email.as_str()], user_of))
     }
 
     async fn by_id(&self, id: CustomerId) -> Result<Option<User>> {
-        self.db.read(|conn| query_one(conn, USER_BY_ID, id.as_uuid(), user_of))
+        self.db.read(|conn| fetch_optional(conn, USER_BY_ID, [id.as_uuid()], user_of))
     }
 
     async fn use_totp_step(&self, user: CustomerId, step: u64) -> Result<bool> {
@@ -257,7 +245,7 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn refresh_token(&self, hash: &RefreshTokenHash) -> Result<Option<RefreshToken>> {
-        self.db.read(|conn| query_one(conn, REFRESH_BY_HASH, &hash.0[..], refresh_of))
+        self.db.read(|conn| fetch_optional(conn, REFRESH_BY_HASH, [&hash.0[..]], refresh_of))
     }
 
     async fn revoke_family(&self, family: Uuid) -> Result<u64> {

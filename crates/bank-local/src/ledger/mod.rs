@@ -114,13 +114,9 @@ impl LedgerStore for SqliteLedger {
     async fn accounts_of(&self, owner: CustomerId) -> Result<Vec<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = ?1 ORDER BY rowid LIMIT ?2");
         self.db.read(|conn| {
-            let mut statement = conn.prepare_cached(&sql).map_err(db_err)?;
-            let mut rows = statement.query(params![owner.as_uuid(), ACCOUNTS_PER_OWNER_MAX as i64]).map_err(db_err)?;
-            let mut accounts = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                accounts.push(rows::account_state(row)?.account);
-            }
-            Ok(accounts)
+            rows::fetch_all(conn, &sql, params![owner.as_uuid(), ACCOUNTS_PER_OWNER_MAX as i64], |row| {
+                Ok(rows::account_state(row)?.account)
+            })
         })
     }
 
@@ -200,20 +196,14 @@ impl LedgerStore for SqliteLedger {
 
     async fn history(&self, id: AccountId, query: HistoryQuery) -> Result<Page<HistoryItem>> {
         let items: Vec<HistoryItem> = self.db.read(|conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT l.sequence, l.side, l.amount, l.currency, l.balance_after, e.entry_id, e.transfer_id, \
-                     e.leg, e.reference, e.posted_at FROM entry_lines l JOIN entries e ON e.id = l.entry \
-                     WHERE l.account_id = ?1 AND l.sequence < ?2 ORDER BY l.sequence DESC LIMIT ?3",
-                )
-                .map_err(db_err)?;
-            let mut rows = statement
-                .query(params![id.as_uuid(), sql_sequence(query.before_sequence()), i64::from(query.limit())])
-                .map_err(db_err)?;
-            let mut items = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                items.push(rows::history_item(row)?);
-            }
+            let items = rows::fetch_all(
+                conn,
+                "SELECT l.sequence, l.side, l.amount, l.currency, l.balance_after, e.entry_id, e.transfer_id, \
+                 e.leg, e.reference, e.posted_at FROM entry_lines l JOIN entries e ON e.id = l.entry \
+                 WHERE l.account_id = ?1 AND l.sequence < ?2 ORDER BY l.sequence DESC LIMIT ?3",
+                params![id.as_uuid(), sql_sequence(query.before_sequence()), i64::from(query.limit())],
+                rows::history_item,
+            )?;
             if items.is_empty() && rows::load_account(conn, id)?.is_none() {
                 return Err(Error::AccountNotFound(id));
             }
@@ -225,13 +215,9 @@ impl LedgerStore for SqliteLedger {
 
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {
         let rows: Vec<(Currency, Decimal)> = self.db.read(|conn| {
-            let mut statement = conn.prepare_cached("SELECT currency, posted FROM accounts").map_err(db_err)?;
-            let mut rows = statement.query([]).map_err(db_err)?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                all.push((rows::currency_column(row)?, rows::decimal_column(row, "posted")?));
-            }
-            Ok(all)
+            rows::fetch_all(conn, "SELECT currency, posted FROM accounts", [], |row| {
+                Ok((rows::currency_column(row)?, rows::decimal_column(row, "posted")?))
+            })
         })?;
         let mut totals: Vec<(Currency, Decimal)> = Vec::new();
         for (currency, posted) in rows {

@@ -12,7 +12,7 @@ use bank_core::money::{Currency, Money};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::types::FromSql;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Params, Row};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -28,6 +28,34 @@ pub(crate) fn db_err(err: rusqlite::Error) -> Error {
             if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     );
     Error::Storage { message: format!("sqlite: {err}"), retryable }
+}
+
+/// Runs the cached statement `sql` with `params` and decodes every row with `decode`.
+pub(crate) fn fetch_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = statement.query(params).map_err(db_err)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        all.push(decode(row)?);
+    }
+    Ok(all)
+}
+
+/// Runs the cached statement `sql` with `params` and decodes its first row, if any.
+pub(crate) fn fetch_optional<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = statement.query(params).map_err(db_err)?;
+    rows.next().map_err(db_err)?.map(decode).transpose()
 }
 
 /// Whether `err` is a UNIQUE or PRIMARY KEY constraint failure.
@@ -194,9 +222,7 @@ pub(super) fn account_state(row: &Row<'_>) -> Result<AccountState> {
 
 /// One account's row, if it exists.
 pub(crate) fn load_account(conn: &Connection, id: AccountId) -> Result<Option<AccountState>> {
-    let mut statement = conn.prepare_cached(ACCOUNT_BY_ID).map_err(db_err)?;
-    let mut rows = statement.query([id.as_uuid()]).map_err(db_err)?;
-    rows.next().map_err(db_err)?.map(account_state).transpose()
+    fetch_optional(conn, ACCOUNT_BY_ID, [id.as_uuid()], account_state)
 }
 
 /// Selects one account by id (`?1`).
@@ -233,23 +259,21 @@ pub(crate) fn load_entry(conn: &Connection, key: EntryKey) -> Result<Option<Post
         (Some(transfer), Some(l)) => Some(EntryKey::new(uuid_to(transfer, TransferId::from_uuid)?, leg(l)?)),
         _ => None,
     };
-    let mut statement = conn
-        .prepare_cached(
-            "SELECT account_id, side, amount, currency, sequence, balance_after \
-             FROM entry_lines WHERE entry = ?1 ORDER BY line_no",
-        )
-        .map_err(db_err)?;
-    let mut rows = statement.query([rowid]).map_err(db_err)?;
-    let mut lines = Vec::new();
-    while let Some(line) = rows.next().map_err(db_err)? {
-        lines.push(PostedLine {
-            account_id: uuid_to(ROW.get(line, "account_id")?, AccountId::from_uuid)?,
-            side: side(&ROW.get::<String>(line, "side")?)?,
-            money: money(&ROW.get::<String>(line, "amount")?, &ROW.get::<String>(line, "currency")?)?,
-            sequence: sequence(ROW.get(line, "sequence")?)?,
-            balance_after: decimal(&ROW.get::<String>(line, "balance_after")?)?,
-        });
-    }
+    let lines = fetch_all(
+        conn,
+        "SELECT account_id, side, amount, currency, sequence, balance_after \
+         FROM entry_lines WHERE entry = ?1 ORDER BY line_no",
+        [rowid],
+        |line| {
+            Ok(PostedLine {
+                account_id: uuid_to(ROW.get(line, "account_id")?, AccountId::from_uuid)?,
+                side: side(&ROW.get::<String>(line, "side")?)?,
+                money: money(&ROW.get::<String>(line, "amount")?, &ROW.get::<String>(line, "currency")?)?,
+                sequence: sequence(ROW.get(line, "sequence")?)?,
+                balance_after: decimal(&ROW.get::<String>(line, "balance_after")?)?,
+            })
+        },
+    )?;
     Ok(Some(PostedEntry {
         id: uuid_to(entry_id.map_err(decoded)?, EntryId::from_uuid)?,
         key,
@@ -291,18 +315,18 @@ pub(crate) fn load_hold(conn: &Connection, id: HoldId) -> Result<Option<Hold>> {
 
 /// The holds of `account` still marked active: (expires_at, id, amount).
 pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<(DateTime<Utc>, HoldId, Decimal)>> {
-    let mut statement = conn
-        .prepare_cached("SELECT id, amount, expires_at FROM holds WHERE account_id = ?1 AND status = 'active'")
-        .map_err(db_err)?;
-    let mut rows = statement.query([account.as_uuid()]).map_err(db_err)?;
-    let mut holds = Vec::new();
-    while let Some(row) = rows.next().map_err(db_err)? {
-        holds.push((
-            time(ROW.get(row, "expires_at")?),
-            uuid_to(ROW.get(row, "id")?, HoldId::from_uuid)?,
-            decimal(&ROW.get::<String>(row, "amount")?)?,
-        ));
-    }
+    let holds = fetch_all(
+        conn,
+        "SELECT id, amount, expires_at FROM holds WHERE account_id = ?1 AND status = 'active'",
+        [account.as_uuid()],
+        |row| {
+            Ok((
+                time(ROW.get(row, "expires_at")?),
+                uuid_to(ROW.get(row, "id")?, HoldId::from_uuid)?,
+                decimal(&ROW.get::<String>(row, "amount")?)?,
+            ))
+        },
+    )?;
     Ok(holds)
 }
 
