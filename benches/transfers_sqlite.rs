@@ -2,8 +2,8 @@
 //! two SQLite files — ledger and the rest — in a temporary directory, every commit fsynced), run as
 //! the server runs it: the outbox relay and the worker loop in their own tasks while concurrent
 //! clients accept transfers (idempotency key, ownership and funds checks, hold, transfer + outbox
-//! write); the worker marks each transfer processing, posts its hold, settles it with its event and acks.
-//! Every stage's writes join the group commits of their file's writer.
+//! write); the worker marks each transfer processing, posts its hold, settles it with its event
+//! and acks. Every stage's writes join the group commits of their file's writer.
 //!
 //! Target (issue): at least 5,000 internal transfers per second accepted and settled, with 1,000
 //! accounts; the figure with one hot source account is reported too.
