@@ -59,7 +59,27 @@ else
   passed=$(grep -Eo '[0-9]+ passed' "$summary_log" | awk '{s += $1} END {print s + 0}')
   failed=$(grep -Eo '[0-9]+ failed' "$summary_log" | awk '{s += $1} END {print s + 0}')
 fi
-rm -f "$summary_log"
+
+# --- Fault simulation, wide -----------------------------------------------------------------------
+# The test run above replays the first 2,000 seeds (in-memory) and 100 (SQLite) in debug. Here, in
+# release: 100,000 fixed in-memory seeds, 100,000 more from a start derived from the commit (so
+# every commit searches fresh ground; the start is printed, a failure names its seed and
+# `SIM_SEED=k` replays it), and 2,000 seeds on the SQLite stores.
+step "fault simulation in release (in-memory: 100,000 fixed + 100,000 fresh seeds; SQLite: 2,000)"
+commit="$(git rev-parse --short=8 HEAD 2>/dev/null || date +%s)"
+fresh_from=$(( (16#${commit:0:8} % 1000000) * 100000 + 1000000 ))
+echo "fresh seeds from SIM_FROM=${fresh_from} (commit ${commit})"
+SIM_FROM=0 SIM_SEEDS="${SIM_FIXED_SEEDS:-100000}" \
+  cargo test --release -p bank-core --all-features --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+SIM_FROM="${fresh_from}" SIM_SEEDS="${SIM_FRESH_SEEDS:-100000}" \
+  cargo test --release -p bank-core --all-features --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+SIM_SEEDS="${SIM_SQLITE_SEEDS:-2000}" \
+  cargo test --release -p bank-local --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+sim_passed=$(grep -Ec '^test .* ok$' "$summary_log.sim" || true)
+sim_failed=$(grep -Ec '^test .* FAILED$' "$summary_log.sim" || true)
+rm -f "$summary_log.sim"
+passed=$((passed + sim_passed))
+failed=$((failed + sim_failed))
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.
@@ -69,6 +89,7 @@ cargo bench --benches -- --test
 step "cargo run --example quickstart"
 cargo run --example quickstart
 
+rm -f "$summary_log"
 step "all checks passed in ${SECONDS}s"
 # The plain closing line CI reads.
 echo "tests: ${passed} passed, ${failed} failed"

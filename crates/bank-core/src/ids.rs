@@ -12,6 +12,64 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// Deterministic ids for replayable simulations (feature `testkit`).
+///
+/// While a [`seeded::SeededIds`] guard lives, every id the current thread makes is drawn from a
+/// seeded generator instead of the system clock and random source: the same seed gives the same
+/// ids, so a simulation seed replays exactly (the simulated rail's decisions hash the transfer id).
+/// Ids stay UUID v7 and time-ordered: the timestamp is the given instant (or a counter).
+#[cfg(feature = "testkit")]
+pub mod seeded {
+    use std::cell::Cell;
+
+    use uuid::Uuid;
+
+    thread_local! {
+        static STATE: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+
+    /// Restores the thread's previous id source when dropped.
+    #[derive(Debug)]
+    #[must_use = "ids are seeded only while the guard lives"]
+    pub struct SeededIds {
+        previous: Option<(u64, u64)>,
+    }
+
+    /// Seeds the current thread's ids until the guard is dropped.
+    pub fn seed_ids(seed: u64) -> SeededIds {
+        let previous = STATE.with(|s| s.replace(Some((seed ^ 0x1D5_5EED, 0))));
+        SeededIds { previous }
+    }
+
+    impl Drop for SeededIds {
+        fn drop(&mut self) {
+            STATE.with(|s| s.set(self.previous));
+        }
+    }
+
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The next seeded id for `at` (or a counter), if this thread is seeded.
+    pub(crate) fn next(at: Option<chrono::DateTime<chrono::Utc>>) -> Option<Uuid> {
+        STATE.with(|s| {
+            let (state, counter) = s.get()?;
+            let (state, counter) = (mix(state), counter + 1);
+            s.set(Some((state, counter)));
+            // 2026-01-01T00:00:00Z plus the counter in milliseconds, when no instant is given.
+            let millis = at.map_or(1_767_225_600_000 + counter, |at| u64::try_from(at.timestamp_millis()).unwrap_or(0));
+            let mut random = [0_u8; 10];
+            random[..8].copy_from_slice(&state.to_le_bytes());
+            random[8..].copy_from_slice(&mix(state ^ counter).to_le_bytes()[..2]);
+            Some(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
+        })
+    }
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $label:literal) => {
         $(#[$doc])*
@@ -21,11 +79,19 @@ macro_rules! uuid_id {
         impl $name {
             /// A new, time-ordered (UUID v7) id.
             pub fn new() -> Self {
+                #[cfg(feature = "testkit")]
+                if let Some(uuid) = seeded::next(None) {
+                    return $name(uuid);
+                }
                 $name(Uuid::now_v7())
             }
 
             /// A new UUID v7 for the instant `at` (saves a clock read when the caller has one).
             pub fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
+                #[cfg(feature = "testkit")]
+                if let Some(uuid) = seeded::next(Some(at)) {
+                    return $name(uuid);
+                }
                 let secs = u64::try_from(at.timestamp()).unwrap_or(0);
                 let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
                 $name(Uuid::new_v7(ts))

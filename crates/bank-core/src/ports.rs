@@ -234,6 +234,10 @@ pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// Count of transfers per status.
     async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>>;
 
+    /// `pending` transfers whose rail outcome is unknown (a payment may be out that the rail has
+    /// not confirmed), in acceptance order, at most `limit`: what an operator is alerted to.
+    async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>>;
+
     /// Unrelayed outbox records in order, at most `limit`.
     async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>>;
 

@@ -1,6 +1,8 @@
 //! Deterministic fault simulation of the transfers pipeline over in-memory ports.
 //!
-//! `SIM_SEEDS=n` runs seeds 0..n (default 2,000); `SIM_SEED=k` replays one seed.
+//! `SIM_SEEDS=n` runs n seeds (default 2,000) from `SIM_FROM` (default 0); `SIM_SEED=k` replays one
+//! seed exactly. `scripts/test.sh` runs 100,000 fixed seeds and 100,000 more from a seed derived
+//! from the commit, in release.
 
 use bank_core::testkit::simulation::{DEFAULT_SEEDS, MemorySimHarness, run_seeds};
 

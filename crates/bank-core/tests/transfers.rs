@@ -592,3 +592,94 @@ async fn a_payment_the_source_can_no_longer_cover_is_booked_to_suspense() {
         assert!(total.is_zero(), "{currency} sums to {total}");
     }
 }
+
+/// The scenario of simulation seed 3112 (issue 11): the rail took the payment, the worker died
+/// before it could record that, and the rail then stayed down past the retry budget. The
+/// redelivered transfer must not be failed on the budget — that released the hold of a payment
+/// the rail had made — but stay pending, flagged for an operator, until the rail answers.
+#[tokio::test]
+async fn a_payment_the_rail_took_before_a_worker_crash_is_never_failed_by_the_retry_budget() {
+    let b = bank_with(SimulatorConfig { seed: 5, ..SimulatorConfig::default() }, 100).await;
+    *b.crash.point.lock() = Some(FaultPoint::WorkerAfterRail);
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert!(b.crash.point.lock().is_none(), "the crash after the rail call was never reached");
+    assert_eq!(b.rail.payments_executed(t.id), 1, "the rail took the payment before the crash");
+    b.rail.set_outage(true);
+    for _ in 0..30 {
+        b.clock.advance(TimeDelta::minutes(6));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert!(stored.attempts > 4, "the budget (4) was spent: {}", stored.attempts);
+    assert_eq!(stored.status, TransferStatus::Pending, "a payment the rail may have made is never failed by a budget");
+    assert!(stored.outcome_unknown);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("25.00")), "the hold stays while unresolved");
+    let unresolved: Vec<TransferId> =
+        b.transfers.unresolved(10).await.expect("unresolved").iter().map(|t| t.id).collect();
+    assert_eq!(unresolved, vec![t.id], "visible to an operator");
+    b.rail.set_outage(false);
+    for _ in 0..10 {
+        b.clock.advance(TimeDelta::minutes(6));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")));
+    assert!(b.transfers.unresolved(10).await.expect("unresolved").is_empty());
+}
+
+/// A timeout followed by an outage past the budget: also never failed, resolved when the rail
+/// returns (the status query finds the payment).
+#[tokio::test]
+async fn a_timed_out_payment_stays_pending_through_an_outage_past_the_budget() {
+    let b =
+        bank_with(SimulatorConfig { seed: 3, timeout_after_success_ppm: 1_000_000, ..SimulatorConfig::default() }, 100)
+            .await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert!(b.transfers.get(t.id).await.expect("transfer").outcome_unknown);
+    b.rail.set_outage(true);
+    for _ in 0..30 {
+        b.clock.advance(TimeDelta::minutes(6));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    assert_eq!(b.status(t.id).await, TransferStatus::Pending);
+    b.rail.set_outage(false);
+    for _ in 0..10 {
+        b.clock.advance(TimeDelta::minutes(6));
+        b.scheduler.run_once().await.expect("scheduler");
+        b.drain().await;
+    }
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled);
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+}
+
+/// An external transfer whose hold lapsed before anything was sent fails without calling the
+/// rail (paying would spend money no longer reserved).
+#[tokio::test]
+async fn an_external_transfer_whose_hold_lapsed_before_any_call_fails_without_paying() {
+    let b = bank_with_config(
+        SimulatorConfig { seed: 5, ..SimulatorConfig::default() },
+        100,
+        PaymentsConfig { hold_duration: TimeDelta::minutes(10), max_attempts: 100, ..PaymentsConfig::default() },
+    )
+    .await;
+    b.rail.set_outage(true);
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Pending);
+    b.rail.set_outage(false);
+    let calls = b.rail.submit_calls();
+    b.clock.advance(TimeDelta::minutes(11));
+    b.scheduler.run_once().await.expect("scheduler");
+    b.drain().await;
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert_eq!(stored.status, TransferStatus::Failed);
+    assert_eq!(stored.failure_reason.map(|r| r.code), Some(FailureCode::HoldExpired));
+    assert_eq!(b.rail.submit_calls(), calls, "nothing was sent once the hold lapsed");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
+}

@@ -367,6 +367,16 @@ impl TransferStore for SqliteTransferStore {
         Ok(counts.to_vec())
     }
 
+    async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // `transfers_by_status` narrows to the pending ones; the flag lives in the body.
+        const SQL: &str = "SELECT seq, version, body FROM transfers \
+             WHERE status = 'pending' AND json_extract(body, '$.outcome_unknown') = 1 ORDER BY seq LIMIT ?1";
+        self.db.read(|conn| fetch_all(conn, SQL, [sql_limit(limit)], transfer_of))
+    }
+
     async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
         if limit == 0 {
             return Ok(Vec::new());

@@ -2,7 +2,8 @@
 //! over the durable SQLite stores: ledger, transfers, idempotency keys and queue all on one fresh
 //! `LocalDb` per seed, in a temporary directory.
 //!
-//! `SIM_SEEDS=n` runs seeds 0..n (default [`DEFAULT_SEEDS`]); `SIM_SEED=k` replays one seed.
+//! `SIM_SEEDS=n` runs n seeds (default [`DEFAULT_SEEDS`]) from `SIM_FROM`; `SIM_SEED=k` replays one
+//! seed. `scripts/test.sh` runs 2,000 seeds in release.
 
 use std::sync::Arc;
 

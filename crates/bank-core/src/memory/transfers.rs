@@ -147,6 +147,21 @@ impl TransferStore for MemoryTransferStore {
         Ok(TransferStatus::ALL.iter().map(|s| (*s, inner.counts.get(s).copied().unwrap_or(0))).collect())
     }
 
+    async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>> {
+        let inner = self.inner.lock();
+        // Every non-final transfer is in `due`; unresolved ones are few.
+        let mut found: Vec<Transfer> = inner
+            .due
+            .iter()
+            .filter_map(|(_, _, id)| inner.transfers.get(id))
+            .filter(|t| t.status == TransferStatus::Pending && t.outcome_unknown)
+            .cloned()
+            .collect();
+        found.sort_by_key(|t| t.seq);
+        found.truncate(limit);
+        Ok(found)
+    }
+
     async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
         Ok(self.inner.lock().outbox.iter().take(limit).cloned().collect())
     }

@@ -12,6 +12,14 @@
 //!
 //! A crash anywhere leaves the message unacknowledged: it is delivered again and the steps above
 //! find what was already done.
+//!
+//! **A payment of unknown outcome is never failed.** The external mark sets `outcome_unknown`
+//! before the rail can be called, and only the rail's definite answer (accepted or rejected)
+//! clears it. While it is set, the transfer ends `failed` only on the rail's rejection — not on
+//! the retry budget, a lapsed hold or a timer: it stays `pending` (listed by
+//! [`crate::ports::TransferStore::unresolved`], the server's `transfers_outcome_unknown` alert
+//! gauge) until the rail answers. A status query's "not found" is not such an answer (a request
+//! can still arrive late); it only makes a re-submission under the same idempotency key safe.
 
 use std::sync::Arc;
 
@@ -51,6 +59,18 @@ enum Outcome {
     Settled,
     Failed(FailureCode, String),
     Pending { retry_at: DateTime<Utc>, outcome_unknown: bool },
+}
+
+fn lapsed() -> Outcome {
+    Outcome::Failed(FailureCode::HoldExpired, "the reservation lapsed before the transfer ran".into())
+}
+
+/// Whether a transfer whose rail just answered `Unavailable` may be failed: only once its retry
+/// budget is spent **and** no earlier submission's outcome is unknown. "Unavailable" proves that
+/// this call never reached the rail, nothing about an earlier call that timed out or whose
+/// worker died: failing then would release the hold of a payment the rail may have made.
+pub(crate) fn may_fail_on_budget(earlier_outcome_unknown: bool, attempts: u32, max_attempts: u32) -> bool {
+    !earlier_outcome_unknown && attempts >= max_attempts
 }
 
 /// Processes transfers from the queue.
@@ -117,6 +137,10 @@ impl PaymentsWorker {
             return Ok(None);
         }
         let now = self.ports.clock.now();
+        // Whether an earlier rail submission may have landed without a definite answer (a
+        // timeout, or a crash or takeover after the mark below): decides whether the rail is
+        // asked first, and forbids failing the transfer without the rail's word.
+        let earlier_unknown = transfer.outcome_unknown;
         let mut marked = transfer;
         marked.enter(TransferStatus::Processing, now);
         marked.attempts = marked.attempts.saturating_add(1);
@@ -126,15 +150,22 @@ impl PaymentsWorker {
         // step keyed by the transfer, so its mark is written with the outcome (same history,
         // one write less); a concurrent delivery loses the final compare-and-swap and finds the
         // transfer final when it comes back.
+        //
+        // The external mark also records `outcome_unknown` *before* the rail can be called: if
+        // this delivery dies after the call (or another delivery takes over while it is still
+        // waiting for the rail), whoever comes next knows a payment may be out there.
         let transfer = match marked.destination {
-            Destination::External { .. } => self.ports.transfers.update(marked, Vec::new()).await?,
+            Destination::External { .. } => {
+                marked.outcome_unknown = true;
+                self.ports.transfers.update(marked, Vec::new()).await?
+            }
             Destination::Internal { .. } => marked,
         };
         self.ports.faults.check(FaultPoint::WorkerAfterMark, Some(id))?;
 
         let outcome = match &transfer.destination {
             Destination::Internal { account_id } => self.post(&transfer, *account_id).await?,
-            Destination::External { .. } => self.settle_external(&transfer).await?,
+            Destination::External { .. } => self.settle_external(&transfer, earlier_unknown).await?,
         };
         let status = self.record(transfer, outcome).await?;
         self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
@@ -165,9 +196,7 @@ impl PaymentsWorker {
                 self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
                 Ok(Outcome::Settled)
             }
-            Err(Error::HoldNotActive { status: HoldStatus::Expired | HoldStatus::Voided, .. }) => {
-                Ok(Outcome::Failed(FailureCode::HoldExpired, "the reservation lapsed before the transfer ran".into()))
-            }
+            Err(Error::HoldNotActive { status: HoldStatus::Expired | HoldStatus::Voided, .. }) => Ok(lapsed()),
             Err(Error::AccountNotOpen { account, .. } | Error::AccountNotFound(account)) => {
                 self.void(transfer).await?;
                 let (code, detail) = if account == transfer.from_account_id {
@@ -231,19 +260,31 @@ impl PaymentsWorker {
         }
     }
 
-    async fn settle_external(&self, transfer: &Transfer) -> Result<Outcome> {
+    /// Pays an external transfer through the rail, exactly once.
+    ///
+    /// `earlier_unknown`: an earlier submission may have reached the rail without a definite
+    /// answer. The rail is then asked first, and the transfer can end `failed` only on the rail's
+    /// definite rejection — never on the retry budget, a timer or a lapsed hold alone: it stays
+    /// `pending` with `outcome_unknown` (counted by [`crate::ports::TransferStore::unresolved`]
+    /// for an operator's alert) until the rail answers.
+    async fn settle_external(&self, transfer: &Transfer, earlier_unknown: bool) -> Result<Outcome> {
         let Destination::External { beneficiary } = &transfer.destination else {
             return Err(Error::invalid("not an external transfer"));
         };
         let now = self.ports.clock.now();
+        if !earlier_unknown && let Some(lapsed) = self.lapsed_hold(transfer, now).await? {
+            // Nothing was ever sent and the reservation is gone: paying now would spend money
+            // the customer may no longer have.
+            return Ok(lapsed);
+        }
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(open) => {
-                return Ok(Outcome::Pending { retry_at: open.retry_at, outcome_unknown: transfer.outcome_unknown });
+                return Ok(Outcome::Pending { retry_at: open.retry_at, outcome_unknown: earlier_unknown });
             }
         };
         let rail_account = self.system.rail(transfer.money.currency)?;
-        if transfer.outcome_unknown {
+        if earlier_unknown {
             // An earlier call may have reached the rail: ask before paying again.
             match self.rail.status(transfer.id).await {
                 Ok(RailStatus::Accepted(_)) => {
@@ -257,7 +298,9 @@ impl PaymentsWorker {
                     return Ok(Outcome::Failed(FailureCode::RailRejected, format!("{code}: {message}")));
                 }
                 Ok(RailStatus::NotFound) => {
-                    return self.submit(transfer, beneficiary, rail_account, permit).await;
+                    // Not received *yet*: an earlier request may still arrive late. Submitting
+                    // again under the same idempotency key is safe (the rail pays once); failing
+                    // is not, so the submit below keeps `earlier_unknown`.
                 }
                 Err(_) => {
                     self.breaker.record_failure(permit);
@@ -265,7 +308,22 @@ impl PaymentsWorker {
                 }
             }
         }
-        self.submit(transfer, beneficiary, rail_account, permit).await
+        self.submit(transfer, beneficiary, rail_account, permit, earlier_unknown).await
+    }
+
+    /// `Failed(HoldExpired)` when the transfer's hold is no longer active.
+    async fn lapsed_hold(&self, transfer: &Transfer, now: DateTime<Utc>) -> Result<Option<Outcome>> {
+        let hold = match self.ports.ledger.get_hold(HoldId::from(transfer.id)).await {
+            Ok(hold) => hold,
+            Err(Error::HoldNotFound(_)) => return Ok(Some(lapsed())),
+            Err(other) => return Err(other),
+        };
+        let active = hold.status == HoldStatus::Active && hold.expires_at > now;
+        if active {
+            return Ok(None);
+        }
+        self.void(transfer).await?;
+        Ok(Some(lapsed()))
     }
 
     async fn submit(
@@ -274,6 +332,7 @@ impl PaymentsWorker {
         beneficiary: &crate::transfer::Beneficiary,
         rail_account: AccountId,
         permit: crate::rail::breaker::Permit,
+        earlier_unknown: bool,
     ) -> Result<Outcome> {
         let payment = RailPayment {
             transfer_id: transfer.id,
@@ -297,16 +356,15 @@ impl PaymentsWorker {
             }
             Err(RailError::Unavailable(_)) => {
                 self.breaker.record_failure(permit);
-                if transfer.attempts >= self.config.max_attempts {
-                    // Unavailable means the rail never took the payment, and any earlier timeout was
-                    // resolved by a status query first: failing now cannot lose or double money.
+                // This call certainly did not reach the rail; an earlier one may have.
+                if may_fail_on_budget(earlier_unknown, transfer.attempts, self.config.max_attempts) {
                     self.void(transfer).await?;
                     return Ok(Outcome::Failed(
                         FailureCode::RailUnavailable,
                         format!("the payment rail stayed unavailable for {} attempts", transfer.attempts),
                     ));
                 }
-                Ok(self.retry_later(transfer, now, false))
+                Ok(self.retry_later(transfer, now, earlier_unknown))
             }
             Err(RailError::Timeout) => {
                 self.breaker.record_failure(permit);
@@ -351,5 +409,21 @@ impl PaymentsWorker {
     async fn to_owner(&self, transfer: &Transfer) -> Option<CustomerId> {
         let to = transfer.to_account_id()?;
         self.ports.ledger.account(to).await.ok().map(|a| a.owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_fail_on_budget;
+
+    #[test]
+    fn only_a_spent_budget_with_no_unknown_submission_may_fail() {
+        assert!(may_fail_on_budget(false, 6, 6));
+        assert!(may_fail_on_budget(false, 7, 6));
+        assert!(!may_fail_on_budget(false, 5, 6), "budget left");
+        // The decision at fault in issue 11: an earlier submission of unknown outcome (a timeout,
+        // or a worker that died after the mark) must never be failed by the budget.
+        assert!(!may_fail_on_budget(true, 6, 6));
+        assert!(!may_fail_on_budget(true, u32::MAX, 6));
     }
 }

@@ -16,6 +16,10 @@
 //! - `timeout_after_success_ppm`: the payment is recorded as accepted, then the answer is lost
 //!   (`Timeout`): the "outcome unknown" case, resolved by [`PaymentRail::status`];
 //! - `status_timeout_ppm`: status queries that time out;
+//! - `late_arrival_ppm`: the request is stuck on its way and the caller times out (`Timeout`);
+//!   the rail receives it up to `late_arrival_max` later and then pays (or rejects) it — until
+//!   then a status query answers `NotFound`. A re-submission under the same id that the rail
+//!   decides first wins, and the late copy is then deduplicated;
 //! - outage windows (read from the injected [`Clock`]) and [`SimulatedRail::set_outage`]:
 //!   every call is `Unavailable` and nothing is recorded.
 //!
@@ -70,6 +74,10 @@ pub struct SimulatorConfig {
     pub timeout_after_success_ppm: u32,
     /// Status queries that time out.
     pub status_timeout_ppm: u32,
+    /// Submits that time out and reach the rail later (within `late_arrival_max`).
+    pub late_arrival_ppm: u32,
+    /// Longest delay of a late request.
+    pub late_arrival_max: TimeDelta,
     /// Windows `[from, to)` during which every call is `Unavailable`.
     pub outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
@@ -85,6 +93,8 @@ impl Default for SimulatorConfig {
             reject_rate_ppm: 0,
             timeout_after_success_ppm: 0,
             status_timeout_ppm: 0,
+            late_arrival_ppm: 0,
+            late_arrival_max: TimeDelta::minutes(5),
             outages: Vec::new(),
         }
     }
@@ -97,6 +107,8 @@ enum Decision {
     Reject = 2,
     LoseAnswer = 3,
     StatusTimeout = 4,
+    LateArrival = 5,
+    LateDelay = 6,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +125,8 @@ struct Track {
     status_queries: u64,
     /// Times money moved: 0 or 1.
     executed: u32,
+    /// A request on its way, arriving then (see `late_arrival_ppm`).
+    arrives_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -195,7 +209,50 @@ impl SimulatedRail {
 
     /// How many times money actually moved for `id` (never more than 1).
     pub fn payments_executed(&self, id: TransferId) -> u32 {
-        self.book.lock().ids.get(&id).map_or(0, |t| t.executed)
+        let now = self.clock.now();
+        let mut book = self.book.lock();
+        self.land(&mut book, id, now);
+        book.ids.get(&id).map_or(0, |t| t.executed)
+    }
+
+    /// Whether a late request about `id` is still on its way.
+    pub fn in_transit(&self, id: TransferId) -> bool {
+        let now = self.clock.now();
+        let mut book = self.book.lock();
+        self.land(&mut book, id, now);
+        book.ids.get(&id).is_some_and(|t| t.arrives_at.is_some())
+    }
+
+    /// Decides a payment the rail receives (a new one: no outcome yet); returns the outcome.
+    fn decide(&self, book: &mut Book, id: TransferId, attempt: u64) -> Recorded {
+        let Some(track) = book.ids.get_mut(&id) else {
+            return Recorded::Rejected { code: REJECTION_CODE.into(), message: "unknown".into() };
+        };
+        let outcome = if self.hits(self.config.reject_rate_ppm, id, attempt, Decision::Reject) {
+            Recorded::Rejected { code: REJECTION_CODE.into(), message: "incorrect account number".into() }
+        } else {
+            track.executed += 1;
+            Recorded::Accepted(RailConfirmation { rail_reference: format!("SIM-{}", id.as_uuid().simple()) })
+        };
+        assert!(track.executed <= 1, "a rail pays at most once per transfer id");
+        track.outcome = Some(outcome.clone());
+        track.arrives_at = None; // a late copy still on its way is now a duplicate
+        if matches!(outcome, Recorded::Accepted(_)) {
+            book.accepted += 1;
+        }
+        outcome
+    }
+
+    /// Lets a late request about `id` arrive if its time has come.
+    fn land(&self, book: &mut Book, id: TransferId, now: DateTime<Utc>) {
+        let Some(track) = book.ids.get_mut(&id) else { return };
+        let Some(at) = track.arrives_at else { return };
+        if track.outcome.is_some() {
+            track.arrives_at = None;
+        } else if at <= now {
+            // Decided as the attempt it was sent as (attempt 0 is never a submit's number).
+            self.decide(book, id, 0);
+        }
     }
 
     /// Payments accepted so far.
@@ -230,14 +287,19 @@ impl SimulatedRail {
         if rate_ppm == 0 {
             return false;
         }
+        // `draw % PPM` is below one million, so it always fits in a u32.
+        let draw = u32::try_from(self.draw(id, attempt, decision) % u64::from(PPM)).unwrap_or(0);
+        draw < rate_ppm
+    }
+
+    /// The deterministic 64-bit draw for one decision about one call.
+    fn draw(&self, id: TransferId, attempt: u64, decision: Decision) -> u64 {
         let (hi, lo) = id.as_uuid().as_u64_pair();
         let mut h = mix(self.config.seed);
         for word in [hi, lo, attempt, decision as u64] {
             h = mix(h ^ word);
         }
-        // `h % PPM` is below one million, so it always fits in a u32.
-        let draw = u32::try_from(h % u64::from(PPM)).unwrap_or(0);
-        draw < rate_ppm
+        h
     }
 
     async fn latency(&self) {
@@ -263,8 +325,10 @@ impl PaymentRail for SimulatedRail {
             return Err(self.down());
         }
         let id = payment.transfer_id;
+        let now = self.clock.now();
         let (outcome, lost_answer) = {
             let mut book = self.book.lock();
+            self.land(&mut book, id, now);
             let Some(track) = book.track(id) else {
                 return Err(RailError::Unavailable(format!("{} is full", self.config.name)));
             };
@@ -277,20 +341,18 @@ impl PaymentRail for SimulatedRail {
                 if self.hits(self.config.failure_rate_ppm, id, attempt, Decision::Unavailable) {
                     return Err(RailError::Unavailable(format!("{} refused the connection", self.config.name)));
                 }
-                let outcome = if self.hits(self.config.reject_rate_ppm, id, attempt, Decision::Reject) {
-                    Recorded::Rejected { code: REJECTION_CODE.into(), message: "incorrect account number".into() }
-                } else {
-                    track.executed += 1;
-                    Recorded::Accepted(RailConfirmation { rail_reference: format!("SIM-{}", id.as_uuid().simple()) })
-                };
-                assert!(track.executed <= 1, "a rail pays at most once per transfer id");
-                track.outcome = Some(outcome.clone());
+                if self.hits(self.config.late_arrival_ppm, id, attempt, Decision::LateArrival) {
+                    let max_ms = u64::try_from(self.config.late_arrival_max.num_milliseconds()).unwrap_or(0).max(1);
+                    let delay_ms = self.draw(id, attempt, Decision::LateDelay) % max_ms + 1;
+                    let arrives = now + TimeDelta::milliseconds(i64::try_from(delay_ms).unwrap_or(1));
+                    // The earliest copy on its way is the one that lands first.
+                    track.arrives_at = Some(track.arrives_at.map_or(arrives, |at| at.min(arrives)));
+                    return Err(RailError::Timeout);
+                }
+                let outcome = self.decide(&mut book, id, attempt);
                 let accepted = matches!(outcome, Recorded::Accepted(_));
                 let lost =
                     accepted && self.hits(self.config.timeout_after_success_ppm, id, attempt, Decision::LoseAnswer);
-                if accepted {
-                    book.accepted += 1;
-                }
                 (outcome, lost)
             }
         };
@@ -309,7 +371,9 @@ impl PaymentRail for SimulatedRail {
         if self.is_down() {
             return Err(self.down());
         }
+        let now = self.clock.now();
         let mut book = self.book.lock();
+        self.land(&mut book, transfer_id, now);
         let Some(track) = book.track(transfer_id) else {
             return Err(RailError::Unavailable(format!("{} is full", self.config.name)));
         };

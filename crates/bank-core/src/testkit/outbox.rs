@@ -33,6 +33,7 @@ macro_rules! transfer_store_conformance_tests {
             due_lists_unfinished_transfers_by_deadline,
             list_for_account_pages_newest_first,
             concurrent_updates_have_one_winner,
+            unresolved_lists_pending_transfers_of_unknown_outcome,
         );
     };
 }
@@ -227,4 +228,45 @@ pub async fn concurrent_updates_have_one_winner(harness: &dyn TransferStoreHarne
     }
     assert_eq!(wins, 1);
     assert_eq!(store.get(t.id).await.expect("get").version, 1);
+}
+
+/// `unresolved` lists exactly the `pending` transfers whose rail outcome is unknown, in
+/// acceptance order: not a processing one (a call in flight), not a plain pending one, not a
+/// final one.
+pub async fn unresolved_lists_pending_transfers_of_unknown_outcome(harness: &dyn TransferStoreHarness) {
+    let (store, clock) = setup(harness).await;
+    let mut stored = Vec::new();
+    for _ in 0..5 {
+        stored.push(created(
+            store.insert(transfer(&clock, AccountId::new(), AccountId::new()), Vec::new()).await.expect("i"),
+        ));
+    }
+    let now = clock.now();
+    let set = |t: &Transfer, status: TransferStatus, unknown: bool| {
+        let mut t = t.clone();
+        t.enter(status, now);
+        t.outcome_unknown = unknown;
+        t
+    };
+    let changes = [
+        set(&stored[0], TransferStatus::Pending, true),
+        set(&stored[1], TransferStatus::Pending, false),
+        set(&stored[2], TransferStatus::Processing, true),
+        set(&stored[3], TransferStatus::Pending, true),
+        set(&stored[4], TransferStatus::Settled, false),
+    ];
+    for change in changes {
+        store.update(change, Vec::new()).await.expect("update");
+    }
+    let ids: Vec<TransferId> = store.unresolved(10).await.expect("unresolved").iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![stored[0].id, stored[3].id]);
+    assert_eq!(store.unresolved(1).await.expect("unresolved").len(), 1);
+    assert!(store.unresolved(0).await.expect("unresolved").is_empty());
+    // Resolved by the rail: off the list.
+    let mut settled = store.get(stored[0].id).await.expect("get");
+    settled.outcome_unknown = false;
+    settled.enter(TransferStatus::Settled, now);
+    store.update(settled, Vec::new()).await.expect("settle");
+    let ids: Vec<TransferId> = store.unresolved(10).await.expect("unresolved").iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![stored[3].id]);
 }

@@ -15,7 +15,15 @@
 //! - every event was notified exactly once per channel and recipient;
 //! - one idempotency key never produced two transfers, and replays returned the first response.
 //!
-//! A failing seed is reported by number; `run_seed` replays it alone.
+//! A failing seed is reported by number; `SIM_SEED=k` (or [`run_seed`]) replays it alone, with
+//! the same ids (they come from the seed, see [`crate::ids::seeded`]) and so the same run.
+//!
+//! Faults injected besides crashes: rail outages, unavailable answers, rejections, answers lost
+//! after success, status queries that time out, requests that reach the rail late (after the
+//! worker gave up waiting), breakers that open between a submit and a status query, slow rail
+//! calls during which time runs past the visibility timeout and a second worker and the
+//! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
+//! holds and idempotency leases.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -179,6 +187,40 @@ impl Faults for SimFaults {
     }
 }
 
+/// The simulated rail's latency hook: when switched on, each rail call may move virtual time
+/// forward (past visibility timeouts and re-drive deadlines) and yield, so concurrent workers
+/// interleave with the call.
+struct SlowRail {
+    clock: ManualClock,
+    state: Mutex<(Rng, bool)>,
+}
+
+impl SlowRail {
+    fn set(&self, on: bool) {
+        self.state.lock().1 = on;
+    }
+
+    fn hook(self: Arc<Self>) -> crate::rail::simulator::SleepFn {
+        Arc::new(move |_| {
+            let this = self.clone();
+            Box::pin(async move {
+                let (jump, yields) = {
+                    let mut state = this.state.lock();
+                    if !state.1 {
+                        return;
+                    }
+                    let jump = if state.0.chance(50) { state.0.below(400) } else { 0 };
+                    (jump, 1 + state.0.below(4))
+                };
+                this.clock.advance(TimeDelta::seconds(i64::try_from(jump).unwrap_or(0)));
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+    }
+}
+
 struct Customer {
     id: CustomerId,
     accounts: Vec<AccountId>,
@@ -194,18 +236,26 @@ struct Call {
 /// Number of seeds the default test runs (`SIM_SEEDS` overrides).
 pub const DEFAULT_SEEDS: u64 = 2_000;
 
-/// Runs seeds `0..count` (or the one in `SIM_SEED`), panicking with the failing seed.
-pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SIM_SEED must be a number")],
-        Err(_) => {
-            let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
-            (0..count).collect()
-        }
+/// The seeds to run: `SIM_SEED=k` alone, or `SIM_SEEDS=n` seeds (default `default_count`)
+/// starting at `SIM_FROM` (default 0).
+pub fn seeds_from_env(default_count: u64) -> std::ops::Range<u64> {
+    let var = |name: &str| {
+        std::env::var(name).ok().map(|v| v.trim().parse::<u64>().unwrap_or_else(|_| panic!("{name} must be a number")))
     };
+    if let Some(seed) = var("SIM_SEED") {
+        return seed..seed.saturating_add(1);
+    }
+    let from = var("SIM_FROM").unwrap_or(0);
+    from..from.saturating_add(var("SIM_SEEDS").unwrap_or(default_count))
+}
+
+/// Runs the seeds [`seeds_from_env`] names, panicking with the first failing seed.
+pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
+    let seeds = seeds_from_env(default_count);
+    println!("simulation: seeds {}..{}", seeds.start, seeds.end);
     let mut total = SimReport::default();
-    for seed in &seeds {
-        match run_seed(harness, *seed).await {
+    for seed in seeds.clone() {
+        match run_seed(harness, seed).await {
             Ok(r) => {
                 total.accepted += r.accepted;
                 total.settled += r.settled;
@@ -217,11 +267,14 @@ pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
             Err(why) => panic!("simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
         }
     }
-    println!("simulation: {} seeds, {total:?}", seeds.len());
+    println!("simulation: {} seeds passed, {total:?}", seeds.end - seeds.start);
 }
 
 /// Runs one seed; `Err` names the broken invariant.
 pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Result<SimReport, String> {
+    // Every id this seed makes comes from the seed: a replay makes the same ids, so the rail
+    // (which hashes the transfer id) answers the same way.
+    let _ids = crate::ids::seeded::seed_ids(seed);
     let mut rng = Rng(seed);
     let clock = ManualClock::at_epoch();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -246,28 +299,55 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         clock: dyn_clock.clone(),
         faults: faults.clone(),
     };
-    let config = PaymentsConfig { worker_batch: 8, max_attempts: 6, ..PaymentsConfig::default() };
+    // Short holds and leases in some seeds, so clock jumps cross their expiry mid-flight.
+    let hold_duration = if rng.chance(30) {
+        TimeDelta::minutes(i64::try_from(3 + rng.below(28)).unwrap_or(3))
+    } else {
+        PaymentsConfig::default().hold_duration
+    };
+    let config = PaymentsConfig {
+        worker_batch: 8,
+        max_attempts: u32::try_from(2 + rng.below(7)).unwrap_or(6),
+        hold_duration,
+        idempotency_lease: TimeDelta::seconds(i64::try_from(5 + rng.below(56)).unwrap_or(30)),
+        ..PaymentsConfig::default()
+    };
     let system = SystemAccounts::ensure(ports.ledger.as_ref(), &[Currency::Usd, Currency::Eur])
         .await
         .map_err(|e| format!("system accounts: {e}"))?;
-    let rail = Arc::new(SimulatedRail::new(
-        SimulatorConfig {
-            seed,
-            failure_rate_ppm: u32::try_from(rng.below(200_000)).unwrap_or(0),
-            reject_rate_ppm: 50_000,
-            timeout_after_success_ppm: u32::try_from(rng.below(150_000)).unwrap_or(0),
-            status_timeout_ppm: 50_000,
-            ..SimulatorConfig::default()
-        },
-        dyn_clock.clone(),
-    ));
-    let breaker = Arc::new(CircuitBreaker::new(
-        "sim-rail",
-        BreakerConfig { failure_threshold: 3, open_duration: TimeDelta::seconds(30), half_open_max_calls: 1 },
-        dyn_clock.clone(),
-    ));
+    // A slow rail call: while it is out, virtual time may run past the queue's visibility
+    // timeout and the scheduler's re-drive deadline, and the other worker may take the same
+    // transfer over (see `SlowRail`).
+    let slow = Arc::new(SlowRail { clock: clock.clone(), state: Mutex::new((Rng(seed ^ 0x510E), false)) });
+    let late_arrival_max = TimeDelta::seconds(i64::try_from(30 + rng.below(600)).unwrap_or(60));
+    let rail = Arc::new(
+        SimulatedRail::new(
+            SimulatorConfig {
+                seed,
+                latency: TimeDelta::milliseconds(1),
+                failure_rate_ppm: u32::try_from(rng.below(200_000)).unwrap_or(0),
+                reject_rate_ppm: 50_000,
+                timeout_after_success_ppm: u32::try_from(rng.below(150_000)).unwrap_or(0),
+                status_timeout_ppm: u32::try_from(rng.below(150_000)).unwrap_or(0),
+                late_arrival_ppm: u32::try_from(rng.below(150_000)).unwrap_or(0),
+                late_arrival_max,
+                ..SimulatorConfig::default()
+            },
+            dyn_clock.clone(),
+        )
+        .with_sleep(slow.clone().hook()),
+    );
+    let breaker_config = BreakerConfig {
+        failure_threshold: u32::try_from(1 + rng.below(4)).unwrap_or(3),
+        open_duration: TimeDelta::seconds(i64::try_from(5 + rng.below(120)).unwrap_or(30)),
+        half_open_max_calls: 1,
+    };
+    let breaker = Arc::new(CircuitBreaker::new("sim-rail", breaker_config, dyn_clock.clone()));
+    // A second worker process, with its own breaker.
+    let other_breaker = Arc::new(CircuitBreaker::new("sim-rail-2", breaker_config, dyn_clock.clone()));
     let service = PaymentsService::new(ports.clone(), config.clone());
     let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker);
+    let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker);
     let bus = Arc::new(MemoryEventBus::new(100_000));
     let relay = OutboxRelay::new(ports.clone(), bus.clone());
     let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
@@ -397,7 +477,18 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             72..=77 => {
                 let _ = notifications.run_once(subscription.as_ref(), 64).await;
             }
-            78..=87 => clock.advance(TimeDelta::seconds(i64::try_from(1 + rng.below(90)).unwrap_or(1))),
+            78..=84 => clock.advance(TimeDelta::seconds(i64::try_from(1 + rng.below(90)).unwrap_or(1))),
+            85..=86 => {
+                // A long jump: across leases, holds, breaker windows and late arrivals.
+                clock.advance(TimeDelta::seconds(i64::try_from(60 + rng.below(1_800)).unwrap_or(60)));
+            }
+            87 => {
+                // Two workers and the scheduler at once, the rail slow: deliveries of one
+                // transfer race each other and its re-drive.
+                slow.set(true);
+                let (_, _, _) = futures::join!(worker.run_once(), other_worker.run_once(), scheduler.run_once());
+                slow.set(false);
+            }
             88..=92 => rail.set_outage(rng.chance(50)),
             _ => {
                 // A duplicate delivery of a transfer a worker has already started on.
@@ -441,6 +532,9 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         }
     }
     report.quiescence_rounds = rounds;
+    // Every request still on its way reaches the rail now: a transfer failed while its payment
+    // was in transit would show up below as failed-but-paid.
+    clock.advance(late_arrival_max + TimeDelta::seconds(1));
     report.crashes = faults.state.lock().crashes;
 
     // 1. Money is conserved.
@@ -475,7 +569,13 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             TransferStatus::Settled => {
                 let entry = entry.map_err(|e| format!("settled {} has no entry: {e}", t.id))?;
                 let debit = entry.line_of(t.from_account_id).map(|l| l.money);
-                if debit != Some(t.money) {
+                // A payout the source could no longer cover (its hold lapsed while the rail's
+                // answer was unknown) is booked against suspense for an operator.
+                let suspense = system.suspense(t.money.currency).map_err(|e| e.to_string())?;
+                let booked_to_suspense = matches!(t.destination, Destination::External { .. })
+                    && debit.is_none()
+                    && entry.line_of(suspense).map(|l| l.money) == Some(t.money);
+                if debit != Some(t.money) && !booked_to_suspense {
                     return Err(format!("settled {} debited {debit:?}, not {}", t.id, t.money));
                 }
                 if let Destination::External { .. } = t.destination {

@@ -179,7 +179,8 @@ pub enum FailureCode {
     HoldExpired,
     /// The payment rail refused the payment.
     RailRejected,
-    /// The rail stayed unreachable past the retry budget, and it confirmed it never saw the payment.
+    /// The rail stayed unreachable past the retry budget, and every call was refused before it
+    /// reached the rail (no submission's outcome was ever unknown).
     RailUnavailable,
 }
 
@@ -225,7 +226,9 @@ pub struct Transfer {
     /// When a non-final transfer is next due for (re)processing; the scheduler re-enqueues it
     /// then, which also recovers a message lost to a crash or a dead-letter queue.
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// A rail call may have reached the rail without an answer: ask its status before retrying.
+    /// A rail call may have reached the rail without a definite answer (a timeout, or a worker
+    /// that died after marking the transfer for a call): the rail is asked before any retry, and
+    /// the transfer is never failed until the rail accepts or rejects the payment.
     pub outcome_unknown: bool,
     /// Optimistic-concurrency version, bumped by every store update.
     pub version: u64,

@@ -42,6 +42,10 @@ struct BreakerLabels {
     name: String,
 }
 
+/// Most unresolved transfers one scrape reads (the gauge saturates there; the alert fires long
+/// before).
+const UNRESOLVED_COUNTED_MAX: usize = 1_000;
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn duration_histogram() -> Histogram {
@@ -61,6 +65,8 @@ pub(crate) struct Metrics {
     outbox_unrelayed: Gauge,
     outbox_oldest_age: FloatGauge,
     transfers: Family<StatusLabels, Gauge>,
+    unresolved: Gauge,
+    unresolved_oldest_age: FloatGauge,
     breakers: Family<BreakerLabels, Gauge>,
 }
 
@@ -102,6 +108,19 @@ impl Metrics {
         );
         let transfers = Family::<StatusLabels, Gauge>::default();
         registry.register("transfers", "Transfers by status", transfers.clone());
+        let unresolved = Gauge::default();
+        registry.register(
+            "transfers_outcome_unknown",
+            "Pending transfers whose payment the rail has not confirmed either way (alert when above 0 for long)",
+            unresolved.clone(),
+        );
+        let unresolved_oldest_age = FloatGauge::default();
+        registry.register_with_unit(
+            "transfers_outcome_unknown_oldest_age",
+            "Age of the oldest pending transfer whose rail outcome is unknown",
+            prometheus_client::registry::Unit::Seconds,
+            unresolved_oldest_age.clone(),
+        );
         let breakers = Family::<BreakerLabels, Gauge>::default();
         registry.register(
             "circuit_breaker_state",
@@ -119,6 +138,8 @@ impl Metrics {
             outbox_unrelayed,
             outbox_oldest_age,
             transfers,
+            unresolved,
+            unresolved_oldest_age,
             breakers,
         }
     }
@@ -171,6 +192,16 @@ impl Metrics {
                 }
             }
             Err(error) => tracing::warn!(%error, "metrics: transfer counts unavailable"),
+        }
+        match payments.transfers.unresolved(UNRESOLVED_COUNTED_MAX).await {
+            Ok(unresolved) => {
+                self.unresolved.set(to_i64(unresolved.len() as u64));
+                let now = payments.clock.now();
+                let oldest = unresolved.iter().map(|t| t.created_at).min();
+                let age_ms = oldest.map(|at| u64::try_from((now - at).num_milliseconds()).unwrap_or(0));
+                self.unresolved_oldest_age.set(ms_to_secs(age_ms));
+            }
+            Err(error) => tracing::warn!(%error, "metrics: unresolved transfers unavailable"),
         }
         for breaker in state.inner.breakers.read().iter() {
             let labels = BreakerLabels { name: breaker.name().to_owned() };
