@@ -4,9 +4,20 @@
 //! seed exactly. `scripts/test.sh` runs 100,000 fixed seeds and 100,000 more from a seed derived
 //! from the commit, in release.
 
-use bank_core::testkit::simulation::{DEFAULT_SEEDS, MemorySimHarness, run_seeds};
+use bank_core::testkit::simulation::{DEFAULT_SEEDS, MemorySimHarness, run_seed, run_seeds};
 
 #[tokio::test]
 async fn pipeline_invariants_hold_under_random_faults() {
     run_seeds(&MemorySimHarness, DEFAULT_SEEDS).await;
+}
+
+/// A seed is a replay: the same seed gives the same run (same ids, same rail answers, same
+/// faults), so a failure found in CI reproduces with `SIM_SEED`.
+#[tokio::test]
+async fn a_seed_replays_exactly() {
+    for seed in [3, 90, 3112] {
+        let first = run_seed(&MemorySimHarness, seed).await.expect("seed passes");
+        let again = run_seed(&MemorySimHarness, seed).await.expect("seed passes");
+        assert_eq!(first, again, "seed {seed}");
+    }
 }
