@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::entry::{NewEntry, PostedEntry, PostedLine, Side};
+use super::hold::{Hold, HoldStatus, PostHold};
 use crate::account::{AccountState, AccountStatus};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, EntryId};
@@ -104,6 +105,45 @@ pub fn posted_entry(
     PostedEntry { id, key, lines, reference, posted_at: now, reverses }
 }
 
+/// What posting a hold comes to, decided by [`plan_post_hold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostHoldPlan {
+    /// The key already posted this very hold: answer with the stored entry (if `entry` is the
+    /// same request), move nothing.
+    Replay(NewEntry),
+    /// Post `entry`, releasing the whole hold.
+    Post(NewEntry, Release),
+}
+
+/// Decides a [`PostHold`] request against the hold as of now (`hold.as_of(now)`) and whether
+/// its entry key is already used. A used key is a replay only if it posted this very hold
+/// (otherwise `KeyReused`), whatever the hold's status says now; an unused key needs an active
+/// hold (otherwise `HoldNotActive`); the amount must fit the hold.
+pub fn plan_post_hold(hold: &Hold, request: PostHold, key_used: bool) -> Result<PostHoldPlan> {
+    let money = request.amount_from(hold)?;
+    let entry = NewEntry::transfer(request.key, hold.account_id, request.credit_account, money, request.reference)?;
+    if key_used {
+        if hold.posted_entry != Some(entry.key()) {
+            return Err(Error::KeyReused(format!("entry key {}", entry.key())));
+        }
+        return Ok(PostHoldPlan::Replay(entry));
+    }
+    if hold.status != HoldStatus::Active {
+        return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });
+    }
+    Ok(PostHoldPlan::Post(entry, Release { account_id: hold.account_id, amount: hold.money.value() }))
+}
+
+/// Whether voiding `hold` (as of now) releases its funds (`true`), leaves it as it is (`false`:
+/// already voided or expired — voiding is idempotent), or is refused (a posted hold).
+pub fn plan_void_hold(hold: &Hold) -> Result<bool> {
+    match hold.status {
+        HoldStatus::Active => Ok(true),
+        HoldStatus::Voided | HoldStatus::Expired => Ok(false),
+        HoldStatus::Posted => Err(Error::HoldNotActive { hold: hold.id, status: HoldStatus::Posted }),
+    }
+}
+
 /// Checks a new hold of `money` on `state` and returns the account's held amount after it.
 pub fn plan_hold(state: &AccountState, money: Money) -> Result<Decimal> {
     check_currency(state, money)?;
@@ -135,4 +175,61 @@ fn check_currency(state: &AccountState, money: Money) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::ids::{HoldId, TransferId};
+    use crate::ledger::{EntryKey, NewHold};
+
+    fn hold(status: HoldStatus, posted_by: Option<EntryKey>) -> Hold {
+        let now = DateTime::UNIX_EPOCH;
+        let new = NewHold {
+            id: HoldId::new(),
+            account_id: AccountId::new(),
+            money: Money::parse("10.00", "USD").expect("money"),
+            expires_at: now + TimeDelta::hours(1),
+            reference: "r".into(),
+        };
+        Hold { status, posted_entry: posted_by, ..Hold::from_new(new, now) }
+    }
+
+    fn request(key: EntryKey, hold: &Hold) -> PostHold {
+        PostHold { hold_id: hold.id, key, amount: None, credit_account: AccountId::new(), reference: "r".into() }
+    }
+
+    #[test]
+    fn posting_a_hold_replays_its_own_key_refuses_another_and_needs_it_active() {
+        let key = EntryKey::new(TransferId::new(), 0);
+        let active = hold(HoldStatus::Active, None);
+        assert!(
+            matches!(plan_post_hold(&active, request(key, &active), false), Ok(PostHoldPlan::Post(_, r)) if r.amount == active.money.value())
+        );
+        assert!(
+            matches!(plan_post_hold(&active, request(key, &active), true), Err(Error::KeyReused(_))),
+            "a key used elsewhere"
+        );
+        let posted = hold(HoldStatus::Posted, Some(key));
+        assert!(matches!(plan_post_hold(&posted, request(key, &posted), true), Ok(PostHoldPlan::Replay(_))));
+        let other = EntryKey::new(TransferId::new(), 0);
+        assert!(matches!(plan_post_hold(&posted, request(other, &posted), false), Err(Error::HoldNotActive { .. })));
+        for status in [HoldStatus::Voided, HoldStatus::Expired] {
+            let h = hold(status, None);
+            assert!(
+                matches!(plan_post_hold(&h, request(key, &h), false), Err(Error::HoldNotActive { .. })),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn voiding_releases_an_active_hold_only_and_refuses_a_posted_one() {
+        assert_eq!(plan_void_hold(&hold(HoldStatus::Active, None)).ok(), Some(true));
+        assert_eq!(plan_void_hold(&hold(HoldStatus::Voided, None)).ok(), Some(false));
+        assert_eq!(plan_void_hold(&hold(HoldStatus::Expired, None)).ok(), Some(false));
+        assert!(matches!(plan_void_hold(&hold(HoldStatus::Posted, None)), Err(Error::HoldNotActive { .. })));
+    }
 }

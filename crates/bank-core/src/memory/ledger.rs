@@ -330,20 +330,13 @@ impl LedgerStore for MemoryLedger {
         let now = self.clock.now();
         let mut inner = self.inner.lock();
         let hold = inner.holds.get(&request.hold_id).ok_or(Error::HoldNotFound(request.hold_id))?.clone().as_of(now);
-        let money = request.amount_from(&hold)?;
-        let entry = NewEntry::transfer(request.key, hold.account_id, request.credit_account, money, request.reference)?;
-        if inner.by_key.contains_key(&entry.key()) {
-            // The key is taken: a replay only if it posted this very hold.
-            if hold.posted_entry != Some(entry.key()) {
-                return Err(Error::KeyReused(format!("entry key {}", entry.key())));
+        let key_used = inner.by_key.contains_key(&request.key);
+        match rules::plan_post_hold(&hold, request, key_used)? {
+            rules::PostHoldPlan::Replay(entry) => {
+                inner.replay(&entry).unwrap_or_else(|| Err(Error::EntryNotFound(entry.key())))
             }
-            return inner.replay(&entry).unwrap_or_else(|| Err(Error::EntryNotFound(entry.key())));
+            rules::PostHoldPlan::Post(entry, release) => inner.post(entry, Some((hold.id, release)), None, now),
         }
-        if hold.status != HoldStatus::Active {
-            return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });
-        }
-        let release = Release { account_id: hold.account_id, amount: hold.money.value() };
-        inner.post(entry, Some((hold.id, release)), None, now)
     }
 
     async fn void_hold(&self, id: HoldId) -> Result<Hold> {
@@ -353,17 +346,13 @@ impl LedgerStore for MemoryLedger {
         inner.release_expired(account_id, now)?;
         let Inner { holds, accounts, .. } = &mut *inner;
         let hold = holds.get_mut(&id).ok_or(Error::HoldNotFound(id))?;
-        match hold.status {
-            HoldStatus::Active => {
-                let slot = accounts.get_mut(&account_id).ok_or(Error::AccountNotFound(account_id))?;
-                slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
-                slot.active_holds.remove(&(hold.expires_at, id));
-                hold.status = HoldStatus::Voided;
-                Ok(hold.clone())
-            }
-            HoldStatus::Voided | HoldStatus::Expired => Ok(hold.clone()),
-            HoldStatus::Posted => Err(Error::HoldNotActive { hold: id, status: HoldStatus::Posted }),
+        if rules::plan_void_hold(hold)? {
+            let slot = accounts.get_mut(&account_id).ok_or(Error::AccountNotFound(account_id))?;
+            slot.state.held = checked_sub(slot.state.held, hold.money.value())?;
+            slot.active_holds.remove(&(hold.expires_at, id));
+            hold.status = HoldStatus::Voided;
         }
+        Ok(hold.clone())
     }
 
     async fn expire_holds(&self) -> Result<u64> {

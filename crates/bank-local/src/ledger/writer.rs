@@ -592,20 +592,16 @@ impl Writer {
     fn post_hold(&mut self, conn: &Connection, request: PostHold) -> Result<PostedEntry> {
         let now = self.clock.now();
         let hold = rows::load_hold(conn, request.hold_id)?.ok_or(Error::HoldNotFound(request.hold_id))?.as_of(now);
-        let money = request.amount_from(&hold)?;
-        let entry = NewEntry::transfer(request.key, hold.account_id, request.credit_account, money, request.reference)?;
-        if let Some(existing) = rows::load_entry(conn, entry.key())? {
-            // The key is taken: a replay only if it posted this very hold.
-            if hold.posted_entry != Some(entry.key()) {
-                return Err(Error::KeyReused(format!("entry key {}", entry.key())));
+        let existing = rows::load_entry(conn, request.key)?;
+        match rules::plan_post_hold(&hold, request, existing.is_some())? {
+            rules::PostHoldPlan::Replay(entry) => match existing {
+                Some(posted) => replay_of(&entry, posted),
+                None => Err(Error::EntryNotFound(entry.key())),
+            },
+            rules::PostHoldPlan::Post(entry, release) => {
+                self.post_entry(conn, entry, Some((hold.id, release)), None, now)
             }
-            return replay_of(&entry, existing);
         }
-        if hold.status != HoldStatus::Active {
-            return Err(Error::HoldNotActive { hold: hold.id, status: hold.status });
-        }
-        let release = Release { account_id: hold.account_id, amount: hold.money.value() };
-        self.post_entry(conn, entry, Some((hold.id, release)), None, now)
     }
 
     fn void_hold(&mut self, conn: &Connection, id: HoldId) -> Result<Hold> {
@@ -613,23 +609,20 @@ impl Writer {
         let hold = rows::load_hold(conn, id)?.ok_or(Error::HoldNotFound(id))?;
         self.release_expired(conn, hold.account_id, now)?;
         let hold = hold.as_of(now);
-        match hold.status {
-            HoldStatus::Active => {
-                let cached = self.load(conn, hold.account_id)?.ok_or(Error::AccountNotFound(hold.account_id))?;
-                let held = checked_sub(cached.state.held, hold.money.value())?;
-                exec(conn, "UPDATE holds SET status = 'voided' WHERE id = ?1", params![id.as_uuid()])?;
-                exec(
-                    conn,
-                    "UPDATE accounts SET held = ?1 WHERE id = ?2",
-                    params![held.to_string(), hold.account_id.as_uuid()],
-                )?;
-                cached.state.held = held;
-                cached.active_holds.remove(&(hold.expires_at, id));
-                Ok(Hold { status: HoldStatus::Voided, ..hold })
-            }
-            HoldStatus::Voided | HoldStatus::Expired => Ok(hold),
-            HoldStatus::Posted => Err(Error::HoldNotActive { hold: id, status: HoldStatus::Posted }),
+        if !rules::plan_void_hold(&hold)? {
+            return Ok(hold);
         }
+        let cached = self.load(conn, hold.account_id)?.ok_or(Error::AccountNotFound(hold.account_id))?;
+        let held = checked_sub(cached.state.held, hold.money.value())?;
+        exec(conn, "UPDATE holds SET status = 'voided' WHERE id = ?1", params![id.as_uuid()])?;
+        exec(
+            conn,
+            "UPDATE accounts SET held = ?1 WHERE id = ?2",
+            params![held.to_string(), hold.account_id.as_uuid()],
+        )?;
+        cached.state.held = held;
+        cached.active_holds.remove(&(hold.expires_at, id));
+        Ok(Hold { status: HoldStatus::Voided, ..hold })
     }
 
     fn expire_holds(&mut self, conn: &Connection) -> Result<u64> {
