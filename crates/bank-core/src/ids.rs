@@ -70,6 +70,15 @@ pub mod seeded {
     }
 }
 
+/// A UUID v8 from the first 16 bytes of SHA-256 over `name` (never nil: v8 sets version bits).
+pub fn derived_uuid(name: &[u8]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name);
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $label:literal) => {
         $(#[$doc])*
@@ -95,6 +104,13 @@ macro_rules! uuid_id {
                 let secs = u64::try_from(at.timestamp()).unwrap_or(0);
                 let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
                 $name(Uuid::new_v7(ts))
+            }
+
+            /// The id named by `name`: a UUID v8 from the first 16 bytes of SHA-256 over `name`,
+            /// so the same name gives the same id on every run and every machine (system
+            /// accounts, ledger keys derived from an idempotency key, demo data).
+            pub fn derived(name: &[u8]) -> Self {
+                $name(derived_uuid(name))
             }
 
             /// Wraps an existing UUID; the nil UUID is refused.
@@ -219,5 +235,19 @@ mod tests {
             assert!(matches!(bad.parse::<AccountId>(), Err(Error::InvalidInput(_))), "{bad}");
         }
         assert!("0190B6C2-A4F5-7C3A-9B1E-2D3F4A5B6C7D".parse::<TransferId>().is_ok());
+    }
+
+    #[test]
+    fn derived_ids_are_stable_v8_and_distinct() {
+        let id = AccountId::derived(b"bank:deposits:USD");
+        assert_eq!(id, AccountId::derived(b"bank:deposits:USD"));
+        assert_ne!(id, AccountId::derived(b"bank:deposits:EUR"));
+        assert_eq!(id.as_uuid().get_version_num(), 8);
+        // Pinned: data directories name their system accounts with these ids.
+        assert_eq!(
+            derived_uuid(b"abc").to_string(),
+            "ba7816bf-8f01-8fea-8141-40de5dae2223",
+            "SHA-256(\"abc\") = ba7816bf8f01cfea414140de5dae2223…, with the v8 version and variant bits"
+        );
     }
 }

@@ -26,7 +26,6 @@ use bank_core::rail::simulator::SimulatedRail;
 use bank_core::users::{Email, Role};
 use bank_local::backend::LocalBackend;
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -451,10 +450,7 @@ async fn seed_demo_account(backend: &Backend, owner: CustomerId, email: &str) ->
 
 /// A UUID v8 fixed by `(purpose, name)`: the same demo seed names the same ids on every start.
 fn derived_uuid(purpose: &str, name: &str) -> Uuid {
-    let digest = Sha256::digest(format!("bank-server/{purpose}/{name}").as_bytes());
-    let mut bytes = [0_u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::new_v8(bytes)
+    bank_core::ids::derived_uuid(format!("bank-server/{purpose}/{name}").as_bytes())
 }
 
 /// The text `serve --demo` prints: credentials, TOTP secrets and a curl session.

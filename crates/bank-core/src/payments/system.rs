@@ -2,8 +2,6 @@
 //! every restart) finds the same ones.
 
 use rustc_hash::FxHashMap;
-use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::account::{AccountKind, NewAccount};
 use crate::error::{Error, Result};
@@ -24,18 +22,10 @@ pub struct SystemAccounts {
     suspense: FxHashMap<Currency, AccountId>,
 }
 
-/// A stable UUID (version 8) derived from a name.
-fn stable_uuid(name: &str) -> Uuid {
-    let digest = Sha256::digest(name.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::new_v8(bytes)
-}
-
 impl SystemAccounts {
     /// The bank's owner id.
     pub fn bank_owner() -> CustomerId {
-        CustomerId::from_uuid(stable_uuid("bank:system-owner")).unwrap_or_default()
+        CustomerId::derived(b"bank:system-owner")
     }
 
     /// Opens (idempotently) the settlement accounts of every currency in `currencies`.
@@ -51,7 +41,7 @@ impl SystemAccounts {
                 (AccountKind::Suspense, &mut suspense, "suspense"),
             ] {
                 let name = format!("{currency} {label}");
-                let id = AccountId::from_uuid(stable_uuid(&format!("bank:{label}:{currency}")))?;
+                let id = AccountId::derived(format!("bank:{label}:{currency}").as_bytes());
                 let mut new = NewAccount::internal(owner, name, currency, kind);
                 new.id = id;
                 ledger.open_account(new).await?;
