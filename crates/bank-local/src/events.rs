@@ -56,8 +56,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, fetch_all, nanos};
-use crate::writer::WriterHandle;
+use crate::db::rows::{RowOf, db_err, fetch_all, nanos};
+use crate::db::writer::WriterHandle;
 
 pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
 pub use bank_core::notifications::NOTIFICATION_LOG_CAPACITY_DEFAULT;

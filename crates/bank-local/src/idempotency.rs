@@ -41,8 +41,8 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, fetch_all, fetch_optional, nanos, time};
-use crate::writer::WriterHandle;
+use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, nanos, time};
+use crate::db::writer::WriterHandle;
 
 /// Column value of `state` for a key in flight.
 const IN_FLIGHT: &str = "in_flight";

@@ -25,4 +25,3 @@ pub mod ledger;
 pub mod queue;
 pub mod transfers;
 pub mod users;
-pub mod writer;

@@ -46,8 +46,8 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, fetch_all, nanos, time};
-use crate::writer::WriterHandle;
+use crate::db::rows::{RowOf, db_err, fetch_all, nanos, time};
+use crate::db::writer::WriterHandle;
 
 /// The transfer queue in SQLite. Cheap to share behind an `Arc`.
 #[derive(Debug)]

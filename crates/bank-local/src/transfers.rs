@@ -53,10 +53,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::db::LocalDb;
+use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, time};
+use crate::db::writer::WriterHandle;
 use crate::events::{encode_events, publish_job};
-use crate::ledger::rows::{RowOf, db_err, fetch_all, fetch_optional, time};
 use crate::queue::{check_dedup_ids, enqueue_job};
-use crate::writer::WriterHandle;
 
 /// Selects the transfer with id `?1`, in the columns [`transfer_of`] reads.
 const TRANSFER_BY_ID: &str = "SELECT seq, version, body FROM transfers WHERE id = ?1";

@@ -26,8 +26,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::ledger::rows::{RowOf, db_err, fetch_optional, nanos, time};
-use crate::writer::WriterHandle;
+use crate::db::rows::{RowOf, db_err, fetch_optional, nanos, time};
+use crate::db::writer::WriterHandle;
 
 /// Users and refresh tokens in SQLite. Cheap to share behind an `Arc`.
 #[derive(Debug)]

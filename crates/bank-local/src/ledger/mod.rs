@@ -3,11 +3,13 @@
 //! # Design
 //!
 //! - **One writer thread** owns the only writing connection (shared with the database's other
-//!   stores through [`WriterHandle`], which run their jobs in the same batches). Callers send it a
-//!   command over a bounded channel ([`WRITE_QUEUE_CAPACITY`]) and wait on a oneshot reply. The
-//!   thread takes every command waiting (up to `writer::BATCH_COMMANDS_MAX`, 256), runs them in one
-//!   `BEGIN IMMEDIATE` transaction — each in its own `SAVEPOINT`, so a refused command rolls back
-//!   alone —, commits **once**, and only then answers them all. Under load one fsync (see
+//!   stores through [`WriterHandle`]: every write operation is a job of its batches, see
+//!   [`crate::db::writer`]), with the ledger's cache of account states kept there as its
+//!   `WriterState` (`state.rs`). Callers send a job over a bounded channel
+//!   ([`WRITE_QUEUE_CAPACITY`]) and wait on a oneshot reply. The thread takes every job waiting
+//!   (up to [`crate::db::writer::BATCH_JOBS_MAX`]), runs them in one `BEGIN IMMEDIATE`
+//!   transaction — each in its own `SAVEPOINT`, so a refused one rolls back alone —, commits
+//!   **once**, and only then answers them all. Under load one fsync (see
 //!   [`crate::db`]: `synchronous=FULL`) thus serves hundreds of postings: group commit.
 //! - A posting reads no row: the rules decide on the cached states, then a few prepared
 //!   statements (run in place on the writer thread) insert the entry and its lines and update
@@ -35,10 +37,9 @@
 //!   loses only batches that had not committed — and no caller of those got an answer, so none of
 //!   them believes its posting happened; a retry with the same key posts it once.
 
-pub(crate) mod command;
 pub(crate) mod rows;
+mod state;
 pub(crate) mod views;
-pub(crate) mod writer;
 
 use std::sync::Arc;
 
@@ -52,16 +53,16 @@ use bank_core::ledger::{
 use bank_core::money::{Currency, checked_add, checked_sub};
 use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
 use bank_core::{Error, Result};
-use rusqlite::params;
+use rusqlite::{Connection, params};
 use rust_decimal::Decimal;
-use tokio::sync::oneshot;
+use state::LedgerState;
+use views::AccountViews;
 
 use crate::db::LocalDb;
-use crate::writer::{WriterHandle, writer_gone};
-use command::Command;
+use crate::db::writer::{WriterHandle, writer_gone};
 use rows::{ACCOUNT_COLUMNS, db_err, nanos, sql_sequence};
 
-pub use crate::writer::{WRITE_QUEUE_CAPACITY, WriterStats};
+pub use crate::db::writer::{WRITE_QUEUE_CAPACITY, WriterStats};
 
 /// The ledger in SQLite. Cheap to share behind an `Arc`; dropping the last handle stops the
 /// writer thread once it has answered every queued command.
@@ -69,6 +70,7 @@ pub use crate::writer::{WRITE_QUEUE_CAPACITY, WriterStats};
 pub struct SqliteLedger {
     writer: WriterHandle,
     db: LocalDb,
+    views: Arc<AccountViews>,
     clock: Arc<dyn Clock>,
 }
 
@@ -78,7 +80,7 @@ impl SqliteLedger {
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
         let writer = WriterHandle::for_db(db, clock);
         let clock = Arc::clone(writer.clock());
-        SqliteLedger { writer, db: db.clone(), clock }
+        SqliteLedger { writer, db: db.clone(), views: db.shared::<AccountViews>(), clock }
     }
 
     /// Batches and commands the writer has run (for every store sharing it).
@@ -91,9 +93,13 @@ impl SqliteLedger {
         &self.writer
     }
 
-    /// Sends a command to the writer and waits for its answer.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-        self.writer.call(command).await
+    /// Runs one of the ledger's write operations in the writer thread, on its [`LedgerState`].
+    async fn write<T, F>(&self, operation: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut LedgerState, &Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.run_with(move |conn, ledger: &mut LedgerState| operation(ledger, conn)).await
     }
 }
 
@@ -101,11 +107,11 @@ impl SqliteLedger {
 impl LedgerStore for SqliteLedger {
     async fn open_account(&self, new: NewAccount) -> Result<Account> {
         new.validate()?;
-        self.call(|tx| Command::Open(new, tx)).await?
+        self.write(move |l, conn| l.open_account(conn, new)).await
     }
 
     async fn account(&self, id: AccountId) -> Result<Account> {
-        if let Some(view) = self.db.views().get(id) {
+        if let Some(view) = self.views.get(id) {
             return Ok(view.account());
         }
         self.db.read(|conn| Ok(rows::load_account(conn, id)?.ok_or(Error::AccountNotFound(id))?.account))
@@ -121,7 +127,7 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn set_status(&self, id: AccountId, status: AccountStatus) -> Result<Account> {
-        self.call(|tx| Command::SetStatus(id, status, tx)).await?
+        self.write(move |l, conn| l.set_status(conn, id, status)).await
     }
 
     async fn post(&self, entry: NewEntry) -> Result<PostedEntry> {
@@ -134,9 +140,12 @@ impl LedgerStore for SqliteLedger {
             return Vec::new();
         }
         let count = entries.len();
-        match self.call(|tx| Command::Post(entries, tx)).await {
+        match self.write(move |l, conn| l.post_batch(conn, entries)).await {
             Ok(results) => results,
-            Err(_) => (0..count).map(|_| Err(writer_gone())).collect(),
+            // The whole job failed (storage, or the writer is gone): every entry fails with it.
+            Err(err) => (0..count)
+                .map(|_| Err(Error::Storage { message: err.to_string(), retryable: err.is_retryable() }))
+                .collect(),
         }
     }
 
@@ -145,11 +154,11 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn reverse(&self, reversal: Reversal) -> Result<PostedEntry> {
-        self.call(|tx| Command::Reverse(reversal, tx)).await?
+        self.write(move |l, conn| l.reverse(conn, reversal)).await
     }
 
     async fn hold(&self, hold: NewHold) -> Result<Hold> {
-        self.call(|tx| Command::Hold(hold, tx)).await?
+        self.write(move |l, conn| l.hold(conn, hold)).await
     }
 
     async fn get_hold(&self, id: HoldId) -> Result<Hold> {
@@ -158,20 +167,20 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn post_hold(&self, request: PostHold) -> Result<PostedEntry> {
-        self.call(|tx| Command::PostHold(request, tx)).await?
+        self.write(move |l, conn| l.post_hold(conn, request)).await
     }
 
     async fn void_hold(&self, id: HoldId) -> Result<Hold> {
-        self.call(|tx| Command::VoidHold(id, tx)).await?
+        self.write(move |l, conn| l.void_hold(conn, id)).await
     }
 
     async fn expire_holds(&self) -> Result<u64> {
-        self.call(Command::ExpireHolds).await?
+        self.write(|l, conn| l.expire_holds(conn)).await
     }
 
     async fn balance(&self, id: AccountId) -> Result<Balance> {
         let now = self.clock.now();
-        if let Some(view) = self.db.views().get(id) {
+        if let Some(view) = self.views.get(id) {
             return view.balance(now);
         }
         // One statement, so the account row and its lapsed holds are read from one snapshot.

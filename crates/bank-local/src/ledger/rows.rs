@@ -11,8 +11,9 @@ use bank_core::ledger::{EntryKey, Hold, HoldStatus, PostedEntry, PostedLine, Sid
 use bank_core::money::{Currency, Money};
 use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::types::FromSql;
-use rusqlite::{Connection, OptionalExtension, Params, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
+
+pub(crate) use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, is_unique_violation, nanos, time};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -20,82 +21,8 @@ use uuid::Uuid;
 pub(super) const ACCOUNT_COLUMNS: &str =
     "id, owner, name, currency, kind, status, overdraft_limit, posted, held, sequence, created_at";
 
-/// A storage failure from SQLite: retryable when the database was busy or locked.
-pub(crate) fn db_err(err: rusqlite::Error) -> Error {
-    let retryable = matches!(
-        &err,
-        rusqlite::Error::SqliteFailure(e, _)
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
-    Error::Storage { message: format!("sqlite: {err}"), retryable }
-}
-
-/// Runs the cached statement `sql` with `params` and decodes every row with `decode`.
-pub(crate) fn fetch_all<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
-) -> Result<Vec<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut rows = statement.query(params).map_err(db_err)?;
-    let mut all = Vec::new();
-    while let Some(row) = rows.next().map_err(db_err)? {
-        all.push(decode(row)?);
-    }
-    Ok(all)
-}
-
-/// Runs the cached statement `sql` with `params` and decodes its first row, if any.
-pub(crate) fn fetch_optional<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    decode: impl FnOnce(&Row<'_>) -> Result<T>,
-) -> Result<Option<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut rows = statement.query(params).map_err(db_err)?;
-    rows.next().map_err(db_err)?.map(decode).transpose()
-}
-
-/// Whether `err` is a UNIQUE or PRIMARY KEY constraint failure.
-pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
-    matches!(
-        err,
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-    )
-}
-
-/// Decoding the rows of one kind (named in its errors: "undecodable queue row: seq: ..."). Every
-/// store's row decoding goes through one, so a damaged value always reads as a non-retryable
-/// storage failure naming what and where.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowOf(pub(crate) &'static str);
-
-impl RowOf {
-    /// A value of such a row that does not decode.
-    pub(crate) fn corrupt(self, what: impl std::fmt::Display) -> Error {
-        Error::Storage { message: format!("undecodable {}: {what}", self.0), retryable: false }
-    }
-
-    /// Column `column` of `row`.
-    pub(crate) fn get<T: FromSql>(self, row: &Row<'_>, column: &str) -> Result<T> {
-        row.get(column).map_err(|e| self.corrupt(format!("{column}: {e}")))
-    }
-}
-
 /// Rows of the ledger's tables.
 pub(super) const ROW: RowOf = RowOf("ledger row");
-
-pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64> {
-    at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput("time outside the storable range".into()))
-}
-
-pub(crate) fn time(nanos: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_nanos(nanos)
-}
 
 pub(super) fn decimal(text: &str) -> Result<Decimal> {
     Decimal::from_str_exact(text).map_err(|_| ROW.corrupt(format!("decimal {text:?}")))

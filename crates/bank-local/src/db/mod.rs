@@ -1,4 +1,11 @@
-//! Opening an embedded database: one SQLite file in the data directory, in WAL mode.
+//! The embedded database machinery, knowing no store: opening one SQLite file in the data
+//! directory (here), its single writer thread with group-committed batches of jobs
+//! ([`writer`]), the WAL checkpoint thread ([`checkpoint`]) and the row helpers every store
+//! decodes with ([`rows`]). Stores plug in from outside: they send jobs to the writer, keep
+//! state inside its thread through [`writer::WriterState`] (the ledger's account cache), and
+//! share per-database state through [`LocalDb::shared`] (the ledger's read cache).
+//!
+//! # Opening
 //!
 //! [`LocalDb::open_file`] owns the whole start-up check, in this order, and refuses with an
 //! [`Error::Storage`] naming the path (never a panic, never a silent fresh database):
@@ -25,7 +32,7 @@
 //!
 //! Writes then go through one **writer thread** per file with its own connection (SQLite
 //! serialises writers anyway; one thread makes that explicit and lets it group commits: see
-//! [`crate::writer`]); reads run on **read-only connections** taken from a small idle list
+//! [`writer`]); reads run on **read-only connections** taken from a small idle list
 //! ([`LocalDb::read`]; WAL lets readers run beside the writer and see every committed
 //! transaction).
 //!
@@ -42,6 +49,7 @@
 //! WAL mode may lose the last commits). The fsync is the cost of a commit; the writer's group
 //! commit amortises it over every write in the batch.
 
+use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,9 +58,13 @@ use bank_core::Error;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
+use rustc_hash::FxHashMap;
 
-use crate::ledger::views::AccountViews;
-use crate::writer::WriterSlot;
+use crate::db::writer::WriterSlot;
+
+pub(crate) mod checkpoint;
+pub(crate) mod rows;
+pub mod writer;
 
 /// `PRAGMA application_id` of a database created by this crate ("BANK" in ASCII).
 pub const APPLICATION_ID: i32 = 0x4241_4E4B;
@@ -78,26 +90,27 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// The embedded migrations, in order; `PRAGMA user_version` records how many ran.
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
-        M::up(include_str!("../migrations/0001_ledger.sql")),
-        M::up(include_str!("../migrations/0002_idempotency.sql")),
-        M::up(include_str!("../migrations/0003_transfers.sql")),
-        M::up(include_str!("../migrations/0004_queue.sql")),
-        M::up(include_str!("../migrations/0005_events.sql")),
-        M::up(include_str!("../migrations/0006_users.sql")),
-        M::up(include_str!("../migrations/0007_queue_indexes.sql")),
-        M::up(include_str!("../migrations/0008_idempotency_in_time_order.sql")),
+        M::up(include_str!("../../migrations/0001_ledger.sql")),
+        M::up(include_str!("../../migrations/0002_idempotency.sql")),
+        M::up(include_str!("../../migrations/0003_transfers.sql")),
+        M::up(include_str!("../../migrations/0004_queue.sql")),
+        M::up(include_str!("../../migrations/0005_events.sql")),
+        M::up(include_str!("../../migrations/0006_users.sql")),
+        M::up(include_str!("../../migrations/0007_queue_indexes.sql")),
+        M::up(include_str!("../../migrations/0008_idempotency_in_time_order.sql")),
     ])
 }
 
 /// The opened database: its path, its idle read-only connections, and (once a store starts it)
-/// its one writer thread ([`crate::writer::WriterHandle::for_db`]), shared by every clone.
+/// its one writer thread ([`writer::WriterHandle::for_db`]), shared by every clone.
 #[derive(Debug, Clone)]
 pub struct LocalDb {
     path: PathBuf,
     /// The data directory's lock, released when the last clone (the writer's included) drops.
     _lock: Arc<std::fs::File>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    views: AccountViews,
+    /// State stores share per database (the ledger's read cache), by type: see [`LocalDb::shared`].
+    shared: Arc<Mutex<FxHashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
     writer_slot: Arc<Mutex<WriterSlot>>,
 }
 
@@ -144,7 +157,7 @@ impl LocalDb {
             path,
             _lock: Arc::new(lock),
             readers: Arc::default(),
-            views: AccountViews::default(),
+            shared: Arc::default(),
             writer_slot: Arc::default(),
         })
     }
@@ -168,12 +181,19 @@ impl LocalDb {
         &self.path
     }
 
-    /// The read cache of account views (filled by the writer thread only).
-    pub(crate) fn views(&self) -> &AccountViews {
-        &self.views
+    /// The one `T` of this database, shared by every clone and every store on it (created on
+    /// first use). A store keeps what must be common to all its handles here — the ledger its
+    /// read cache — without this module knowing the store.
+    pub(crate) fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut shared = self.shared.lock();
+        let slot = shared.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(T::default()));
+        match Arc::clone(slot).downcast::<T>() {
+            Ok(value) => value,
+            // The map is keyed by the type id, so the value is always a `T`.
+            Err(_) => unreachable!("shared state stored under another type's id"),
+        }
     }
 
-    /// Where the running writer thread of this database is remembered.
     pub(crate) fn writer_slot(&self) -> &Mutex<WriterSlot> {
         &self.writer_slot
     }

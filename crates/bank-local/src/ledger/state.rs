@@ -1,21 +1,22 @@
-//! The single writer thread: every change to the database runs here, in group-committed batches
-//! (the ledger's commands, and other stores' jobs: see [`crate::writer`]).
+//! [`LedgerState`]: what the ledger keeps inside the database's writer thread
+//! ([`crate::db::writer::WriterState`]), and the ledger's write operations run there.
 //!
-//! The thread owns the writer connection and a cache of [`AccountState`]s (with each account's
-//! active holds), so planning a posting reads no row: the rules run on the cache, and the task
-//! writes what they decided. Because this thread is the only writer, the cache always equals the
-//! database as of the open transaction:
-//! - a command that fails rolls back to its savepoint and evicts every account it loaded or
-//!   changed, so the next use reloads them from the (rolled-back) transaction;
+//! The state is a cache of [`AccountState`]s (with each account's active holds), so planning a
+//! posting reads no row: the rules run on the cache, and the job writes what they decided.
+//! Because the writer thread is the only writer, the cache always equals the database as of the
+//! open transaction:
+//! - a job that fails is rolled back to its savepoint and evicts every account it loaded or
+//!   changed (`job_failed`), so the next use reloads them from the (rolled-back) transaction;
 //! - a posting changes the cache only after its writes succeeded (a refused posting writes
 //!   nothing but the release of lapsed holds, which is true whatever happens next);
-//! - a batch whose COMMIT fails is rolled back whole and the cache is cleared.
+//! - a batch whose COMMIT fails is rolled back whole and the cache is cleared (`batch_ended`).
+//!
+//! After each committed batch the state publishes the accounts it loaded or changed to the read
+//! cache ([`super::views`]).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bank_core::account::{Account, AccountState, AccountStatus, NewAccount};
 use bank_core::clock::Clock;
@@ -29,17 +30,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::mpsc;
 
-use super::command::{Command, Counters, Pending, batch_failed};
 use super::rows::{self, db_err, is_unique_violation, nanos, sql_sequence};
-use super::views::AccountView;
+use super::views::{AccountView, AccountViews};
 use crate::db::LocalDb;
+use crate::db::writer::{WriterState, exec};
 
-/// Most commands one transaction commits together.
-pub(super) const BATCH_COMMANDS_MAX: usize = 256;
-/// Accounts kept in the writer's cache; past this, it is dropped after a batch and refilled on use.
-pub(super) const CACHE_ACCOUNTS_MAX: usize = 100_000;
+/// Accounts kept in the cache; past this, it is dropped after a batch and refilled on use.
+const CACHE_ACCOUNTS_MAX: usize = 100_000;
 
 /// One account as the writer knows it.
 #[derive(Debug)]
@@ -49,210 +47,56 @@ struct Cached {
     active_holds: BTreeMap<(DateTime<Utc>, HoldId), Decimal>,
 }
 
-/// The writer thread's state.
-pub(crate) struct Writer {
-    db: LocalDb,
+/// The ledger's state in the writer thread.
+pub(crate) struct LedgerState {
     clock: Arc<dyn Clock>,
-    counters: Arc<Counters>,
+    views: Arc<AccountViews>,
     cache: FxHashMap<AccountId, Cached>,
     /// Row id the next entry gets (`None`: read `max(id) + 1` on next use).
     next_entry_rowid: Option<i64>,
-    /// Accounts the current command loaded or changed (evicted if it fails).
+    /// Accounts the current job loaded or changed (evicted if it fails).
     touched: Vec<AccountId>,
     /// Accounts the current batch loaded or changed (their views are refreshed after COMMIT).
     batch_accounts: FxHashSet<AccountId>,
-    /// Where the answers of a finished batch go.
-    answers: Answers,
 }
 
-/// Answers finished batches from a thread of its own: waking hundreds of waiting tasks per batch
-/// (a futex call each when their runtime threads sleep) would otherwise cost the writer, the one
-/// thread every write waits for, about a tenth of its time. Falls back to answering in place if
-/// that thread cannot start.
-struct Answers {
-    to_thread: Option<std::sync::mpsc::Sender<(Vec<Pending>, Option<String>)>>,
-}
-
-impl Answers {
-    fn start() -> Answers {
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Pending>, Option<String>)>();
-        let spawned = std::thread::Builder::new().name("bank-local-answers".into()).spawn(move || {
-            for (pending, failure) in rx {
-                for p in pending {
-                    p.answer(failure.as_deref());
-                }
-            }
-        });
-        match spawned {
-            Ok(_) => Answers { to_thread: Some(tx) },
-            Err(e) => {
-                tracing::warn!(error = %e, "no answer thread; the writer answers in place");
-                Answers { to_thread: None }
-            }
-        }
-    }
-
-    fn send(&self, pending: Vec<Pending>, failure: Option<String>) {
-        let unsent = match &self.to_thread {
-            Some(tx) => match tx.send((pending, failure)) {
-                Ok(()) => return,
-                Err(std::sync::mpsc::SendError(back)) => back,
-            },
-            None => (pending, failure),
-        };
-        for p in unsent.0 {
-            p.answer(unsent.1.as_deref());
-        }
-    }
-}
-
-/// WAL pages after which the writer checkpoints itself (a safety net: normally the checkpoint
-/// thread has already copied them, and the writer's checkpoint only resets the log). 256 MiB at
-/// 4 KiB pages: well above what one [`CHECKPOINT_EVERY`] adds at full load (~110 MB/s), so the
-/// writer never copies pages on its commit path.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
-/// How often the checkpoint thread copies committed WAL frames into the database file. A page
-/// written by many commits (an account row, the end of an index) is copied once per checkpoint,
-/// so a longer interval copies less: measured, 1 s instead of 50 ms gave +7–15% settled transfers
-/// per second. The cost is a bigger WAL (up to a second of writes) to replay after a crash.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A thread that checkpoints the WAL (`PASSIVE`: never blocks the writer or readers) beside the
-/// writer, so copying pages into the database file and its fsync are not on the commit path.
-/// Stops as soon as it is dropped (its thread waits on the other end of `_stop`).
-struct Checkpointer {
-    _stop: std::sync::mpsc::Sender<()>,
-}
-
-impl Checkpointer {
-    fn start(db: &LocalDb, writer: &Connection) -> Option<Checkpointer> {
-        if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES) {
-            tracing::warn!(error = %e, "cannot raise the WAL auto-checkpoint; the writer checkpoints alone");
-            return None;
-        }
-        let conn = match db.connect() {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints alone");
-                return None;
-            }
-        };
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new().name("bank-local-checkpoint".into()).spawn(move || {
-            // Nothing is ever sent: a timeout is the next checkpoint, a disconnect the end.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                }
-            }
-        });
-        match spawned {
-            Ok(_) => Some(Checkpointer { _stop: stop }),
-            Err(e) => {
-                tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints alone");
-                None
-            }
-        }
-    }
-}
-
-/// Runs a statement on `conn` (prepared once, cached) and returns the rows it changed.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-    conn.prepare_cached(sql).and_then(|mut statement| statement.execute(params)).map_err(db_err)
-}
-
-impl Writer {
-    pub(crate) fn new(db: LocalDb, clock: Arc<dyn Clock>, counters: Arc<Counters>) -> Self {
-        Writer {
-            db,
+impl WriterState for LedgerState {
+    fn start(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
+        LedgerState {
             clock,
-            counters,
+            views: db.shared::<AccountViews>(),
             cache: FxHashMap::default(),
             next_entry_rowid: None,
             touched: Vec::new(),
             batch_accounts: FxHashSet::default(),
-            answers: Answers::start(),
         }
     }
 
-    /// Serves commands until every sender is gone. Runs on its own thread.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let conn = match self.db.connect() {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::error!(error = %e, path = %self.db.path().display(), "the writer cannot open the database");
-                let message = format!("the writer cannot open the database: {e}");
-                while let Some(command) = rx.blocking_recv() {
-                    command.fail(&message);
-                }
-                return;
-            }
-        };
-        let checkpoints = Checkpointer::start(&self.db, &conn);
-        let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < BATCH_COMMANDS_MAX {
-                match rx.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(&conn, &mut batch);
-            if self.cache.len() > CACHE_ACCOUNTS_MAX {
-                self.cache.clear();
-            }
-        }
-        drop(checkpoints);
+    fn job_started(&mut self) {
+        self.touched.clear();
     }
 
-    /// Runs `batch` in one `BEGIN IMMEDIATE` transaction, commits once, then answers everyone.
-    fn run_batch(&mut self, conn: &Connection, batch: &mut Vec<Command>) {
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = exec(conn, "BEGIN IMMEDIATE", []) {
-            return batch.drain(..).for_each(|c| c.fail(&e.to_string()));
+    fn job_failed(&mut self) {
+        for id in self.touched.drain(..) {
+            self.cache.remove(&id);
         }
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut broken: Option<String> = None;
-        let mut commands = batch.drain(..);
-        for command in commands.by_ref() {
-            pending.push(self.execute(conn, command, &mut broken));
-            if broken.is_some() {
-                break;
-            }
-        }
-        let failure = match broken {
-            Some(message) => Some(message),
-            None => exec(conn, "COMMIT", []).err().map(|e| e.to_string()),
-        };
-        if let Some(message) = &failure {
-            tracing::error!(error = %message, "ledger batch failed; rolled back");
-            // The transaction may already be gone (a failed COMMIT can end it); either way
-            // nothing of the batch is committed, and the cache may hold its effects: drop it.
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
+    }
+
+    /// Puts the committed state of every account the batch loaded or changed into the read
+    /// cache, or drops the view of one the state no longer holds (see [`super::views`]). A batch
+    /// that did not commit changed nothing, so the views stay as they are and the cache, which
+    /// may hold its effects, is cleared.
+    fn batch_ended(&mut self, committed: bool) {
+        if !committed {
             self.cache.clear();
             self.next_entry_rowid = None;
-            commands.for_each(|c| c.fail(message));
         }
-        // Views before answers: a caller that reads after its answer sees its own write.
-        self.publish_views(failure.is_none());
-        self.answers.send(pending, failure);
-    }
-
-    /// After a batch: puts the committed state of every account it loaded or changed into the
-    /// read cache, or drops the view of one the writer no longer holds (see [`super::views`]).
-    /// A batch that did not commit changed nothing, so the views stay as they are.
-    fn publish_views(&mut self, committed: bool) {
-        let views = self.db.views();
         for id in self.batch_accounts.drain() {
             if !committed {
                 continue;
             }
             match self.cache.get(&id) {
-                Some(cached) => views.put(
+                Some(cached) => self.views.put(
                     id,
                     AccountView {
                         state: cached.state.clone(),
@@ -263,88 +107,16 @@ impl Writer {
                             .collect(),
                     },
                 ),
-                None => views.forget(id),
+                None => self.views.forget(id),
             }
+        }
+        if self.cache.len() > CACHE_ACCOUNTS_MAX {
+            self.cache.clear();
         }
     }
+}
 
-    /// Runs one command inside its own savepoint; on failure rolls back to it and evicts what the
-    /// command touched. A failure to roll back breaks the whole batch (`broken`).
-    fn step<T>(
-        &mut self,
-        conn: &Connection,
-        broken: &mut Option<String>,
-        command: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<T> {
-        self.touched.clear();
-        if let Err(e) = exec(conn, "SAVEPOINT cmd", []) {
-            *broken = Some(e.to_string());
-            return Err(e);
-        }
-        let result = command(self);
-        let mut end = Ok(0);
-        if result.is_err() {
-            for id in self.touched.drain(..) {
-                self.cache.remove(&id);
-            }
-            end = exec(conn, "ROLLBACK TO cmd", []);
-        }
-        match end.and_then(|_| exec(conn, "RELEASE cmd", [])) {
-            Ok(_) => result,
-            Err(e) => {
-                *broken = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    fn execute(&mut self, conn: &Connection, command: Command, broken: &mut Option<String>) -> Pending {
-        match command {
-            Command::Open(new, tx) => Pending::Account(tx, self.step(conn, broken, |w| w.open_account(conn, new))),
-            Command::SetStatus(id, status, tx) => {
-                Pending::Account(tx, self.step(conn, broken, |w| w.set_status(conn, id, status)))
-            }
-            Command::Post(entries, tx) => {
-                // No outer savepoint: `post_entry` writes nothing before its rules pass and then
-                // writes the entry in its own savepoint. A storage failure fails the batch.
-                let count = entries.len();
-                let mut results = Vec::with_capacity(count);
-                for entry in entries {
-                    self.touched.clear();
-                    let now = self.clock.now();
-                    let result = self.post_entry(conn, entry, None, None, now);
-                    if let Err(Error::Storage { message, .. }) = &result {
-                        *broken = Some(message.clone());
-                        results.push(result);
-                        break;
-                    }
-                    results.push(result);
-                }
-                // A broken batch fails whole; every entry still gets its (failed) result.
-                results.resize_with(count, || Err(batch_failed("not run")));
-                Pending::Entries(tx, results)
-            }
-            Command::Reverse(reversal, tx) => {
-                Pending::Entry(tx, self.step(conn, broken, |w| w.reverse(conn, reversal)))
-            }
-            Command::Hold(new, tx) => Pending::Hold(tx, self.step(conn, broken, |w| w.hold(conn, new))),
-            Command::PostHold(request, tx) => {
-                Pending::Entry(tx, self.step(conn, broken, |w| w.post_hold(conn, request)))
-            }
-            Command::VoidHold(id, tx) => Pending::Hold(tx, self.step(conn, broken, |w| w.void_hold(conn, id))),
-            Command::ExpireHolds(tx) => Pending::Count(tx, self.step(conn, broken, |w| w.expire_holds(conn))),
-            // Touches no cached account (jobs must not write the ledger's tables). A job that
-            // panics fails alone, rolled back to its savepoint, instead of killing the writer.
-            Command::Job(job, tx) => {
-                let result = self.step(conn, broken, |_| {
-                    let run = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(conn)));
-                    run.unwrap_or_else(|_| Err(job_panicked()))
-                });
-                Pending::Job(tx, result)
-            }
-        }
-    }
-
+impl LedgerState {
     /// The cached state of `id`, loaded (with its active holds) on first use; `None` if unknown.
     fn load(&mut self, conn: &Connection, id: AccountId) -> Result<Option<&mut Cached>> {
         self.touched.push(id);
@@ -384,7 +156,7 @@ impl Writer {
         Ok(expired.len() as u64)
     }
 
-    fn open_account(&mut self, conn: &Connection, new: NewAccount) -> Result<Account> {
+    pub(super) fn open_account(&mut self, conn: &Connection, new: NewAccount) -> Result<Account> {
         new.validate()?;
         let now = self.clock.now();
         if let Some(existing) = rows::load_account(conn, new.id)? {
@@ -424,7 +196,7 @@ impl Writer {
         Ok(account)
     }
 
-    fn set_status(&mut self, conn: &Connection, id: AccountId, status: AccountStatus) -> Result<Account> {
+    pub(super) fn set_status(&mut self, conn: &Connection, id: AccountId, status: AccountStatus) -> Result<Account> {
         let now = self.clock.now();
         self.release_expired(conn, id, now)?;
         let cached = self.load(conn, id)?.ok_or(Error::AccountNotFound(id))?;
@@ -441,7 +213,7 @@ impl Writer {
     /// in its own savepoint: the entry, its lines and the account rows ([`write_entry`]); the
     /// cache changes only once that succeeded. A conflicting key makes the insert fail; the savepoint is rolled back and the
     /// stored entry answers as a replay (or `KeyReused`).
-    fn post_entry(
+    pub(super) fn post_entry(
         &mut self,
         conn: &Connection,
         entry: NewEntry,
@@ -528,7 +300,22 @@ impl Writer {
         Ok(rules::posted_entry(id, entry, lines, now, reverses))
     }
 
-    fn reverse(&mut self, conn: &Connection, reversal: Reversal) -> Result<PostedEntry> {
+    /// Posts each entry of a batch in turn; a refused entry fails alone. A storage failure fails
+    /// the whole job (the writer rolls it back, so no entry of it is kept).
+    pub(super) fn post_batch(&mut self, conn: &Connection, entries: Vec<NewEntry>) -> Result<Vec<Result<PostedEntry>>> {
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let now = self.clock.now();
+            let result = self.post_entry(conn, entry, None, None, now);
+            if let Err(storage @ Error::Storage { .. }) = result {
+                return Err(storage);
+            }
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    pub(super) fn reverse(&mut self, conn: &Connection, reversal: Reversal) -> Result<PostedEntry> {
         let now = self.clock.now();
         let original = rows::load_entry(conn, reversal.original)?.ok_or(Error::EntryNotFound(reversal.original))?;
         let entry = reversal.to_entry(&original)?;
@@ -556,7 +343,7 @@ impl Writer {
         self.post_entry(conn, entry, None, Some(reversal.original), now)
     }
 
-    fn hold(&mut self, conn: &Connection, new: NewHold) -> Result<Hold> {
+    pub(super) fn hold(&mut self, conn: &Connection, new: NewHold) -> Result<Hold> {
         let now = self.clock.now();
         if let Some(existing) = rows::load_hold(conn, new.id)? {
             return if existing.matches(&new) {
@@ -589,7 +376,7 @@ impl Writer {
         Ok(Hold::from_new(new, now))
     }
 
-    fn post_hold(&mut self, conn: &Connection, request: PostHold) -> Result<PostedEntry> {
+    pub(super) fn post_hold(&mut self, conn: &Connection, request: PostHold) -> Result<PostedEntry> {
         let now = self.clock.now();
         let hold = rows::load_hold(conn, request.hold_id)?.ok_or(Error::HoldNotFound(request.hold_id))?.as_of(now);
         let existing = rows::load_entry(conn, request.key)?;
@@ -604,7 +391,7 @@ impl Writer {
         }
     }
 
-    fn void_hold(&mut self, conn: &Connection, id: HoldId) -> Result<Hold> {
+    pub(super) fn void_hold(&mut self, conn: &Connection, id: HoldId) -> Result<Hold> {
         let now = self.clock.now();
         let hold = rows::load_hold(conn, id)?.ok_or(Error::HoldNotFound(id))?;
         self.release_expired(conn, hold.account_id, now)?;
@@ -625,7 +412,7 @@ impl Writer {
         Ok(Hold { status: HoldStatus::Voided, ..hold })
     }
 
-    fn expire_holds(&mut self, conn: &Connection) -> Result<u64> {
+    pub(super) fn expire_holds(&mut self, conn: &Connection) -> Result<u64> {
         let now = self.clock.now();
         let at = nanos(now)?;
         let accounts: Vec<uuid::Uuid> = conn
@@ -649,10 +436,6 @@ fn replay_of(entry: &NewEntry, posted: PostedEntry) -> Result<PostedEntry> {
 /// A failure that leaves the transaction in an unknown state: the whole batch must roll back.
 fn broken_batch(err: &Error) -> Error {
     Error::Storage { message: format!("{BROKEN_BATCH}: {err}"), retryable: true }
-}
-
-fn job_panicked() -> Error {
-    Error::Storage { message: "a writer job panicked; its writes were rolled back".into(), retryable: false }
 }
 
 /// Marks errors after which the batch cannot continue.
