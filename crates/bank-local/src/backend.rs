@@ -29,9 +29,10 @@ use bank_core::queue::QueueConfig;
 
 use crate::blob::FileBlobStore;
 use crate::db::{LEDGER_FILE_NAME, LocalDb};
-use crate::events::{SqliteEventBus, SqliteNotificationLog};
+use crate::events::SqliteEventBus;
 use crate::idempotency::SqliteIdempotencyStore;
 use crate::ledger::SqliteLedger;
+use crate::notification_log::SqliteNotificationLog;
 use crate::queue::SqliteQueue;
 use crate::transfers::SqliteTransferStore;
 use crate::users::SqliteUserStore;

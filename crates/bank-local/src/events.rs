@@ -1,10 +1,8 @@
-//! [`SqliteEventBus`]: the durable event bus ([`EventPublisher`] + [`EventSubscriber`]), and
-//! [`SqliteNotificationLog`]: the durable [`NotificationLog`], in the `events`,
-//! `event_subscriptions` and `notification_deliveries` tables (migration `0005_events.sql`).
+//! [`SqliteEventBus`]: the durable event bus ([`EventPublisher`] + [`EventSubscriber`]), in the
+//! `events` and `event_subscriptions` tables (migration `0005_events.sql`).
 //!
-//! Semantics are exactly those of the references, [`MemoryEventBus`] and
-//! [`MemoryNotificationLog`], and of the contracts on the traits, with one addition: everything
-//! survives a restart.
+//! Semantics are exactly those of the reference, [`MemoryEventBus`], and of the contracts on the
+//! traits, with one addition: everything survives a restart.
 //!
 //! # The bus
 //! - `publish` appends a whole batch or nothing, in order, in one writer job, so concurrent
@@ -25,20 +23,7 @@
 //!   `seq` range `min..=max` (their count is `max - min + 1`, read from the primary key without a
 //!   scan).
 //!
-//! # The notification log
-//! - `claim` is one writer job inserting the key if absent (`ON CONFLICT DO NOTHING`): of any
-//!   number of concurrent claims, exactly one inserts, so exactly one returns `true`, and the
-//!   claim is durable once it answered (a claim after a restart still loses).
-//! - `mark` records the outcome (recording the key anew if it was forgotten since the claim, so
-//!   it stays claimed); `release` deletes a claim without outcome, refuses one with an outcome
-//!   (`InvalidInput`) and ignores an unknown key; each is one writer job.
-//! - **Retention**: the records of the latest `capacity` claims (and marks of forgotten keys) are
-//!   kept; a new record forgets those more than `capacity` record positions older. That bounds the
-//!   table; an event redelivered after `capacity` newer deliveries could be notified again, far
-//!   beyond any redelivery of this bus (it redelivers only what was not committed).
-//!
 //! [`MemoryEventBus`]: bank_core::memory::bus::MemoryEventBus
-//! [`MemoryNotificationLog`]: bank_core::notifications::MemoryNotificationLog
 
 use std::sync::Arc;
 
@@ -46,10 +31,7 @@ use async_trait::async_trait;
 use bank_core::clock::Clock;
 use bank_core::events::Event;
 use bank_core::ids::EventId;
-use bank_core::notifications::{
-    Channel, DeliveryKey, DeliveryOutcome, DeliveryState, EVENT_POLL_MAX, EventSubscriber, EventSubscription,
-    NotificationLog,
-};
+use bank_core::notifications::{EVENT_POLL_MAX, EventSubscriber, EventSubscription};
 use bank_core::ports::EventPublisher;
 use bank_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -60,7 +42,6 @@ use crate::db::rows::{RowOf, db_err, fetch_all, nanos};
 use crate::db::writer::WriterHandle;
 
 pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
-pub use bank_core::notifications::NOTIFICATION_LOG_CAPACITY_DEFAULT;
 
 /// Rows of this store's tables.
 const ROW: RowOf = RowOf("event bus row");
@@ -68,10 +49,6 @@ const ROW: RowOf = RowOf("event bus row");
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
-
-// ----------------------------------------------------------------------------------------------
-// The bus
-// ----------------------------------------------------------------------------------------------
 
 /// The event bus in SQLite (see the module docs). Cloning shares the bus.
 #[derive(Debug, Clone)]
@@ -297,200 +274,5 @@ impl EventSubscription for SqliteSubscription {
                 Ok(())
             })
             .await
-    }
-}
-
-// ----------------------------------------------------------------------------------------------
-// The notification log
-// ----------------------------------------------------------------------------------------------
-
-/// The notification log in SQLite (see the module docs). Cheap to share behind an `Arc`.
-#[derive(Debug, Clone)]
-pub struct SqliteNotificationLog {
-    writer: WriterHandle,
-    db: LocalDb,
-    clock: Arc<dyn Clock>,
-    capacity: usize,
-}
-
-impl SqliteNotificationLog {
-    /// A log over `db` keeping the records of the latest `capacity` claims (at least one), reading
-    /// time from `clock`, writing through the database's one writer ([`WriterHandle::for_db`]).
-    pub fn new(db: &LocalDb, clock: Arc<dyn Clock>, capacity: usize) -> Self {
-        let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteNotificationLog { writer, db: db.clone(), clock, capacity: capacity.max(1) }
-    }
-
-    /// How many record positions are kept.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-}
-
-fn channel_of(text: &str) -> Result<Channel> {
-    Channel::ALL
-        .into_iter()
-        .find(|channel| channel.as_str() == text)
-        .ok_or_else(|| ROW.corrupt(format!("channel {text:?}")))
-}
-
-/// Columns binding a key: event id, channel, recipient.
-struct KeyColumns {
-    event_id: Uuid,
-    channel: &'static str,
-    recipient: Uuid,
-}
-
-impl From<DeliveryKey> for KeyColumns {
-    fn from(key: DeliveryKey) -> Self {
-        KeyColumns {
-            event_id: *key.event_id.as_uuid(),
-            channel: key.channel.as_str(),
-            recipient: *key.recipient.as_uuid(),
-        }
-    }
-}
-
-/// The state, reason columns of `state`.
-fn state_columns(state: &DeliveryState) -> (&'static str, Option<String>) {
-    match state {
-        DeliveryState::Claimed => ("claimed", None),
-        DeliveryState::Sent => ("sent", None),
-        DeliveryState::Failed { reason } => ("failed", Some(reason.clone())),
-    }
-}
-
-fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
-    match (state, reason) {
-        ("claimed", None) => Ok(DeliveryState::Claimed),
-        ("sent", None) => Ok(DeliveryState::Sent),
-        ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
-        (state, _) => Err(ROW.corrupt(format!("delivery state {state:?}"))),
-    }
-}
-
-/// Inserts `key` with `state` if absent; true if it did. A new record forgets those more than
-/// `capacity` positions older.
-fn insert_record(
-    conn: &Connection,
-    now: i64,
-    capacity: usize,
-    key: &KeyColumns,
-    state: &DeliveryState,
-) -> Result<bool> {
-    let (state, reason) = state_columns(state);
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (event_id, channel, recipient) DO NOTHING",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![key.event_id, key.channel, key.recipient, state, reason, now])
-        })
-        .map_err(db_err)?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let oldest_kept = conn.last_insert_rowid().saturating_sub(limit(capacity));
-    let forgotten = conn
-        .prepare_cached("DELETE FROM notification_deliveries WHERE seq <= ?1")
-        .and_then(|mut statement| statement.execute([oldest_kept]))
-        .map_err(db_err)?;
-    if forgotten > 0 {
-        tracing::warn!(forgotten, "notification log full; forgot its oldest records");
-    }
-    Ok(true)
-}
-
-#[async_trait]
-impl NotificationLog for SqliteNotificationLog {
-    async fn claim(&self, key: DeliveryKey) -> Result<bool> {
-        let clock = Arc::clone(&self.clock);
-        let capacity = self.capacity;
-        self.writer
-            .run(move |conn| insert_record(conn, nanos(clock.now())?, capacity, &key.into(), &DeliveryState::Claimed))
-            .await
-    }
-
-    async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
-        let clock = Arc::clone(&self.clock);
-        let capacity = self.capacity;
-        let state = DeliveryState::from(outcome);
-        self.writer
-            .run(move |conn| {
-                let now = nanos(clock.now())?;
-                let columns = KeyColumns::from(key);
-                let (name, reason) = state_columns(&state);
-                let updated = conn
-                    .prepare_cached(
-                        "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
-                         WHERE event_id = ?4 AND channel = ?5 AND recipient = ?6",
-                    )
-                    .and_then(|mut statement| {
-                        statement.execute(params![
-                            name,
-                            reason,
-                            now,
-                            columns.event_id,
-                            columns.channel,
-                            columns.recipient
-                        ])
-                    })
-                    .map_err(db_err)?;
-                if updated == 0 {
-                    // Forgotten since the claim (the log overflowed mid-send): record it anew, so
-                    // the delivery stays claimed.
-                    insert_record(conn, now, capacity, &columns, &state)?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn release(&self, key: DeliveryKey) -> Result<()> {
-        self.writer
-            .run(move |conn| {
-                let columns = KeyColumns::from(key);
-                let key_params = params![columns.event_id, columns.channel, columns.recipient];
-                let state: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT state FROM notification_deliveries \
-                         WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
-                    )
-                    .and_then(|mut statement| statement.query_row(key_params, |row| row.get(0)).optional())
-                    .map_err(db_err)?;
-                match state.as_deref() {
-                    None => Ok(()),
-                    Some("claimed") => {
-                        conn.prepare_cached(
-                            "DELETE FROM notification_deliveries \
-                             WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
-                        )
-                        .and_then(|mut statement| statement.execute(key_params))
-                        .map_err(db_err)?;
-                        Ok(())
-                    }
-                    Some(_) => Err(Error::InvalidInput("a delivery with a recorded outcome cannot be released".into())),
-                }
-            })
-            .await
-    }
-
-    async fn state(&self, key: DeliveryKey) -> Result<Option<DeliveryState>> {
-        let columns = KeyColumns::from(key);
-        self.db.read(|conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT channel, state, reason FROM notification_deliveries \
-                     WHERE event_id = ?1 AND channel = ?2 AND recipient = ?3",
-                )
-                .map_err(db_err)?;
-            let mut rows =
-                statement.query(params![columns.event_id, columns.channel, columns.recipient]).map_err(db_err)?;
-            let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
-            // Decoding the channel checks the row is one this log wrote.
-            channel_of(&ROW.get::<String>(row, "channel")?)?;
-            state_of(&ROW.get::<String>(row, "state")?, ROW.get(row, "reason")?).map(Some)
-        })
     }
 }

@@ -13,7 +13,9 @@
 //! - [`transfers`]: [`transfers::SqliteTransferStore`], durable transfers and their outbox.
 //! - [`queue`]: [`queue::SqliteQueue`], the durable transfer queue (SQS FIFO semantics).
 //! - [`events`]: [`events::SqliteEventBus`], the durable event bus (named cursors that survive a
-//!   restart), and [`events::SqliteNotificationLog`], the durable notification log.
+//!   restart);
+//! - [`notification_log`]: [`notification_log::SqliteNotificationLog`], the durable notification
+//!   log (at most one message per event, channel and recipient).
 //! - [`users`]: [`users::SqliteUserStore`], users and refresh-token families.
 
 pub mod backend;
@@ -22,6 +24,7 @@ pub mod db;
 pub mod events;
 pub mod idempotency;
 pub mod ledger;
+pub mod notification_log;
 pub mod queue;
 pub mod transfers;
 pub mod users;

@@ -14,9 +14,8 @@ use bank_core::notifications::{
 use bank_core::ports::EventPublisher;
 use bank_core::testkit::notifications::{BusUnderTest, EventBusHarness, NotificationLogHarness, transfer_event};
 use bank_local::db::LocalDb;
-use bank_local::events::{
-    EVENT_BUS_CAPACITY_DEFAULT, NOTIFICATION_LOG_CAPACITY_DEFAULT, SqliteEventBus, SqliteNotificationLog,
-};
+use bank_local::events::{EVENT_BUS_CAPACITY_DEFAULT, SqliteEventBus};
+use bank_local::notification_log::{NOTIFICATION_LOG_CAPACITY_DEFAULT, SqliteNotificationLog};
 use parking_lot::Mutex;
 use tempfile::TempDir;
 
