@@ -13,6 +13,7 @@
 //! Money rules are pure functions in [`ledger::rules`]; a storage adapter supplies only atomicity.
 
 pub mod account;
+pub mod accounts;
 pub mod blob;
 pub mod clock;
 mod error;
@@ -24,6 +25,7 @@ pub mod ledger;
 pub mod memory;
 pub mod money;
 pub mod notifications;
+pub mod page;
 pub mod payments;
 pub mod ports;
 pub mod queue;

@@ -683,3 +683,46 @@ async fn an_external_transfer_whose_hold_lapsed_before_any_call_fails_without_pa
     assert_eq!(b.rail.submit_calls(), calls, "nothing was sent once the hold lapsed");
     assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
 }
+
+/// The transfers of an account page newest first with one cursor type, for its owner and for
+/// operators; anyone else finds no such account.
+#[tokio::test]
+async fn transfers_are_listed_in_pages_for_owners_and_operators_only() {
+    use bank_core::accounts::Viewer;
+    use bank_core::page::PageQuery;
+
+    let b = bank().await;
+    let mut ids = Vec::new();
+    for amount in ["1.00", "2.00", "3.00", "4.00", "5.00"] {
+        ids.push(b.accept(b.internal(amount)).await.expect("accept").id);
+    }
+    ids.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = PageQuery::parse(Some(2), cursor.as_deref()).expect("query");
+        let page = b.service.list(&Viewer::customer(b.alice), b.alice_usd, query).await.expect("list");
+        seen.extend(page.items.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every transfer once, newest first");
+    let operator = Viewer::operator(CustomerId::new());
+    assert_eq!(b.service.list(&operator, b.alice_usd, PageQuery::first_page()).await.expect("list").items.len(), 5);
+    assert!(matches!(
+        b.service.list(&Viewer::customer(b.bob), b.alice_usd, PageQuery::first_page()).await,
+        Err(Error::AccountNotFound(_))
+    ));
+    // Incoming transfers are listed under the destination, for its owner.
+    assert_eq!(
+        b.service.list(&Viewer::customer(b.bob), b.bob_usd, PageQuery::first_page()).await.expect("l").items.len(),
+        5
+    );
+    assert_eq!(b.service.view(&operator, ids[0]).await.expect("operator view").id, ids[0]);
+    assert!(matches!(
+        b.service.view(&Viewer::customer(CustomerId::new()), ids[0]).await,
+        Err(Error::TransferNotFound(_))
+    ));
+}

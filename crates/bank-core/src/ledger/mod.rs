@@ -8,9 +8,10 @@ mod history;
 mod hold;
 pub mod rules;
 
+pub use crate::page::{Cursor, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page};
 pub use entry::{
     ENTRY_LINES_MAX, EntryKey, Line, NewEntry, PostedEntry, PostedLine, REFERENCE_CHARS_MAX, Reversal, Side,
     check_reference,
 };
-pub use history::{Cursor, HistoryItem, HistoryQuery, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page};
+pub use history::{HistoryItem, HistoryQuery};
 pub use hold::{HOLD_DURATION_SECONDS_MAX, Hold, HoldStatus, NewHold, PostHold};

@@ -11,12 +11,14 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::{PaymentsConfig, PaymentsPorts};
+use crate::accounts::{AccountsService, Viewer};
 use crate::error::{Error, ErrorAction, Result};
 use crate::events::{Event, OutboxMessage};
 use crate::faults::FaultPoint;
 use crate::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
-use crate::ids::{CustomerId, HoldId, TransferId};
+use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
 use crate::ledger::NewHold;
+use crate::page::{Page, PageQuery};
 use crate::ports::Inserted;
 use crate::queue::QueueMessage;
 use crate::transfer::{Destination, Transfer, TransferRequest};
@@ -212,6 +214,26 @@ impl PaymentsService {
             return Ok(transfer);
         }
         Err(Error::TransferNotFound(id))
+    }
+
+    /// A transfer as `viewer` may see it: operators see every transfer, a customer what
+    /// [`PaymentsService::get`] allows; anything else reads as not found.
+    pub async fn view(&self, viewer: &Viewer, id: TransferId) -> Result<Transfer> {
+        if viewer.operator {
+            return self.ports.transfers.get(id).await;
+        }
+        self.get(&Caller { customer: viewer.user }, id).await
+    }
+
+    /// One page of the transfers from or into `account`, newest first (by acceptance order), if
+    /// `viewer` may read the account (else `AccountNotFound`, as if it did not exist).
+    pub async fn list(&self, viewer: &Viewer, account: AccountId, query: PageQuery) -> Result<Page<Transfer>> {
+        let account = AccountsService::new(self.ports.ledger.clone()).readable(viewer, account).await?;
+        let limit = query.limit() as usize;
+        let before = Some(query.before()).filter(|b| *b != u64::MAX);
+        let items = self.ports.transfers.list_for_account(account.id, limit, before).await?;
+        let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.seq));
+        Ok(Page { items, next_cursor })
     }
 
     /// Finishes or undoes requests that died holding their key (lease expired): if the transfer
