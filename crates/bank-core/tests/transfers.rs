@@ -178,6 +178,15 @@ impl Bank {
         }
     }
 
+    /// `rounds` times: let `step` pass, run the scheduler (re-enqueues what is due), drain.
+    async fn redrive(&self, rounds: usize, step: TimeDelta) {
+        for _ in 0..rounds {
+            self.clock.advance(step);
+            self.scheduler.run_once().await.expect("scheduler");
+            self.drain().await;
+        }
+    }
+
     async fn status(&self, id: TransferId) -> TransferStatus {
         self.transfers.get(id).await.expect("transfer").status
     }
@@ -365,11 +374,7 @@ async fn rail_outage_leaves_transfer_pending_until_the_rail_returns() {
     assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("25.00")), "still held while pending");
     assert!(b.bus.published().iter().any(|e| e.kind == EventKind::TransferPending));
     b.rail.set_outage(false);
-    for _ in 0..10 {
-        b.clock.advance(TimeDelta::minutes(1));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(10, TimeDelta::minutes(1)).await;
     assert_eq!(b.status(t.id).await, TransferStatus::Settled);
     assert_eq!(b.rail.payments_executed(t.id), 1);
     assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")));
@@ -413,11 +418,7 @@ async fn timeout_after_success_is_resolved_by_asking_the_rail() {
     let stored = b.transfers.get(t.id).await.expect("transfer");
     assert_eq!(stored.status, TransferStatus::Pending);
     assert!(stored.outcome_unknown);
-    for _ in 0..10 {
-        b.clock.advance(TimeDelta::minutes(1));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(10, TimeDelta::minutes(1)).await;
     assert_eq!(b.status(t.id).await, TransferStatus::Settled);
     assert_eq!(b.rail.payments_executed(t.id), 1, "the status query prevented a second payment");
 }
@@ -427,11 +428,7 @@ async fn rail_down_past_the_retry_budget_fails_visibly() {
     let b = bank_with(SimulatorConfig { seed: 5, ..SimulatorConfig::default() }, 100).await;
     b.rail.set_outage(true);
     let t = b.accept(b.external("25.00")).await.expect("accept");
-    for _ in 0..30 {
-        b.clock.advance(TimeDelta::minutes(6));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(30, TimeDelta::minutes(6)).await;
     let stored = b.transfers.get(t.id).await.expect("transfer");
     assert_eq!(stored.status, TransferStatus::Failed);
     assert_eq!(stored.failure_reason.map(|r| r.code), Some(FailureCode::RailUnavailable));
@@ -606,11 +603,7 @@ async fn a_payment_the_rail_took_before_a_worker_crash_is_never_failed_by_the_re
     assert!(b.crash.point.lock().is_none(), "the crash after the rail call was never reached");
     assert_eq!(b.rail.payments_executed(t.id), 1, "the rail took the payment before the crash");
     b.rail.set_outage(true);
-    for _ in 0..30 {
-        b.clock.advance(TimeDelta::minutes(6));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(30, TimeDelta::minutes(6)).await;
     let stored = b.transfers.get(t.id).await.expect("transfer");
     assert!(stored.attempts > 4, "the budget (4) was spent: {}", stored.attempts);
     assert_eq!(stored.status, TransferStatus::Pending, "a payment the rail may have made is never failed by a budget");
@@ -620,11 +613,7 @@ async fn a_payment_the_rail_took_before_a_worker_crash_is_never_failed_by_the_re
         b.transfers.unresolved(10).await.expect("unresolved").iter().map(|t| t.id).collect();
     assert_eq!(unresolved, vec![t.id], "visible to an operator");
     b.rail.set_outage(false);
-    for _ in 0..10 {
-        b.clock.advance(TimeDelta::minutes(6));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(10, TimeDelta::minutes(6)).await;
     assert_eq!(b.status(t.id).await, TransferStatus::Settled);
     assert_eq!(b.rail.payments_executed(t.id), 1);
     assert_eq!(b.balance(b.alice_usd).await, (dec("75.00"), dec("0")));
@@ -642,18 +631,10 @@ async fn a_timed_out_payment_stays_pending_through_an_outage_past_the_budget() {
     b.drain().await;
     assert!(b.transfers.get(t.id).await.expect("transfer").outcome_unknown);
     b.rail.set_outage(true);
-    for _ in 0..30 {
-        b.clock.advance(TimeDelta::minutes(6));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(30, TimeDelta::minutes(6)).await;
     assert_eq!(b.status(t.id).await, TransferStatus::Pending);
     b.rail.set_outage(false);
-    for _ in 0..10 {
-        b.clock.advance(TimeDelta::minutes(6));
-        b.scheduler.run_once().await.expect("scheduler");
-        b.drain().await;
-    }
+    b.redrive(10, TimeDelta::minutes(6)).await;
     assert_eq!(b.status(t.id).await, TransferStatus::Settled);
     assert_eq!(b.rail.payments_executed(t.id), 1);
 }

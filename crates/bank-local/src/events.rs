@@ -38,17 +38,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::db::rows::{RowOf, db_err, fetch_all, nanos};
+use crate::db::rows::{RowOf, db_err, fetch_all, nanos, sql_limit};
 use crate::db::writer::WriterHandle;
 
 pub use bank_core::memory::bus::EVENT_BUS_CAPACITY_DEFAULT;
 
 /// Rows of this store's tables.
 const ROW: RowOf = RowOf("event bus row");
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 /// The event bus in SQLite (see the module docs). Cloning shares the bus.
 #[derive(Debug, Clone)]
@@ -130,8 +126,8 @@ fn held(conn: &Connection) -> Result<i64> {
 
 /// The writer job of `publish` (also run inside a transfer store job that delivers directly).
 pub(crate) fn publish_job(conn: &Connection, now: i64, capacity: usize, events: Vec<(Uuid, String)>) -> Result<()> {
-    let incoming = limit(events.len());
-    let capacity = limit(capacity);
+    let incoming = sql_limit(events.len());
+    let capacity = sql_limit(capacity);
     if held(conn)?.saturating_add(incoming) > capacity {
         let slowest: Option<i64> = conn
             .prepare_cached("SELECT min(committed_seq) FROM event_subscriptions")
@@ -237,7 +233,7 @@ impl EventSubscription for SqliteSubscription {
                 conn,
                 "SELECT e.body AS body FROM event_subscriptions s LEFT JOIN events e ON e.seq > s.committed_seq \
                  WHERE s.name = ?1 ORDER BY e.seq LIMIT ?2",
-                params![self.name, limit(max)],
+                params![self.name, sql_limit(max)],
                 |row| ROW.get::<Option<String>>(row, "body"),
             )
         })?;

@@ -41,7 +41,7 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, nanos, time};
+use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, nanos, sql_limit, time};
 use crate::db::writer::WriterHandle;
 
 /// Column value of `state` for a key in flight.
@@ -321,7 +321,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             return Ok(Vec::new());
         }
         let now = nanos(self.clock.now())?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
         self.db.read(|conn| {
             fetch_all(
                 conn,

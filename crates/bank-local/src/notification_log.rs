@@ -28,17 +28,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::db::rows::{RowOf, db_err, nanos};
+use crate::db::rows::{RowOf, db_err, nanos, sql_limit};
 use crate::db::writer::WriterHandle;
 
 pub use bank_core::notifications::NOTIFICATION_LOG_CAPACITY_DEFAULT;
 
 /// Rows of this store's tables.
 const ROW: RowOf = RowOf("notification log row");
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 /// The notification log in SQLite (see the module docs). Cheap to share behind an `Arc`.
 #[derive(Debug, Clone)]
@@ -127,7 +123,7 @@ fn insert_record(
     if inserted == 0 {
         return Ok(false);
     }
-    let oldest_kept = conn.last_insert_rowid().saturating_sub(limit(capacity));
+    let oldest_kept = conn.last_insert_rowid().saturating_sub(sql_limit(capacity));
     let forgotten = conn
         .prepare_cached("DELETE FROM notification_deliveries WHERE seq <= ?1")
         .and_then(|mut statement| statement.execute([oldest_kept]))

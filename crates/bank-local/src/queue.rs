@@ -46,7 +46,7 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::db::LocalDb;
-use crate::db::rows::{RowOf, db_err, fetch_all, nanos, time};
+use crate::db::rows::{RowOf, db_err, fetch_all, nanos, sql_limit, time};
 use crate::db::writer::WriterHandle;
 
 /// The transfer queue in SQLite. Cheap to share behind an `Arc`.
@@ -108,10 +108,6 @@ fn parse_receipt(receipt: &Receipt) -> Result<(i64, String)> {
 /// The receipt of a delivery of message `seq`.
 fn receipt_text(seq: i64, uuid: Uuid) -> String {
     format!("{seq}.{}", uuid.hyphenated())
-}
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Refuses a dedup id that is empty or longer than SQS allows.
@@ -192,7 +188,7 @@ fn visible_heads(conn: &Connection, now_nanos: i64, max: usize) -> Result<Vec<He
          WHERE +visible_at <= ?1 \
          AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
          ORDER BY seq LIMIT ?2",
-        params![now_nanos, limit(max)],
+        params![now_nanos, sql_limit(max)],
         |row| {
             let receive_count: i64 = ROW.get(row, "receive_count")?;
             Ok(Head {
@@ -291,7 +287,7 @@ fn dead_letter(
             "DELETE FROM queue_dead_letters WHERE seq NOT IN \
              (SELECT seq FROM queue_dead_letters ORDER BY seq DESC LIMIT ?1)",
         )
-        .and_then(|mut statement| statement.execute([limit(config.capacity.max(1))]))
+        .and_then(|mut statement| statement.execute([sql_limit(config.capacity.max(1))]))
         .map_err(db_err)?;
     if dropped > 0 {
         tracing::warn!(dropped, "dead-letter list full; dropped its oldest");
@@ -385,7 +381,7 @@ impl TransferQueue for SqliteQueue {
             fetch_all(
                 conn,
                 "SELECT group_id, transfer_id, dedup_id FROM queue_dead_letters ORDER BY seq LIMIT ?1",
-                [limit(max)],
+                [sql_limit(max)],
                 message_of,
             )
         })

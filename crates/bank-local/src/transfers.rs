@@ -53,7 +53,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::db::LocalDb;
-use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, time};
+use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, sql_limit, time};
 use crate::db::writer::WriterHandle;
 use crate::events::{encode_events, publish_job};
 use crate::queue::{check_dedup_ids, enqueue_job};
@@ -129,10 +129,6 @@ fn nanos_clamped(at: DateTime<Utc>) -> i64 {
 /// A count or position as SQLite's signed integer (saturating; none gets near the limit).
 fn sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 fn unsigned(value: i64, column: &str) -> Result<u64> {

@@ -83,3 +83,8 @@ pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64> {
 pub(crate) fn time(nanos: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(nanos)
 }
+
+/// A count as an SQL integer (`LIMIT ?`, offsets): saturates instead of wrapping.
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
