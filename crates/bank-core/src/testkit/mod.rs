@@ -23,6 +23,7 @@ macro_rules! conformance_cases {
 pub mod blob;
 pub mod idempotency;
 pub mod ledger;
+pub mod ledger_model;
 pub mod notifications;
 pub mod outbox;
 pub mod queue;
