@@ -65,7 +65,7 @@ pub struct HistoryEntry {
     pub transfer_id: Option<Uuid>,
     pub direction: Direction,
     /// Always positive; `direction` gives the sign.
-    #[serde(with = "crate::decimal_str")]
+    #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
     pub amount: Decimal,
     #[serde(with = "crate::decimal_str")]

@@ -13,12 +13,21 @@
 //! - [`paths`]: the route paths; [`Page`] and [`Health`] are shared by several routes.
 //!
 //! Amounts are [`rust_decimal::Decimal`] and always travel as JSON strings (`"12.34"`); a JSON
-//! number is refused, so a float can never silently round money. Request types refuse unknown
-//! fields, so a misspelt field is an error instead of being ignored.
+//! number is refused, so a float can never silently round money. Every amount string is read with
+//! the one amount grammar of `bank-core` ([`amount_text`], the same source file compiled here):
+//! `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, checked on the text before it becomes a `Decimal`, so `"1e3"`,
+//! `"+1"`, `"1_0"`, `"00001.00"` or 32 decimals are refused instead of being read as something
+//! else. The `Decimal` keeps the decimals as written (`"1.000"` stays three decimals) for the server
+//! to check against the account's currency. Request types refuse unknown fields, so a misspelt
+//! field is an error instead of being ignored.
 //!
 //! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`.
 
 pub mod accounts;
+// The one amount grammar is owned by bank-core; this crate cannot depend on bank-core (it must
+// build for wasm32 without a clock or an RNG), so it compiles the same dependency-free file.
+#[path = "../../bank-core/src/amount_text.rs"]
+pub mod amount_text;
 pub mod auth;
 pub mod paths;
 pub mod problem;
@@ -69,9 +78,44 @@ pub struct Health {
     pub checks: BTreeMap<String, String>,
 }
 
-/// Fields holding amounts go through this module: a JSON string both ways, never a number.
+/// Start of the message of an amount the grammar refused; the server answers such a body with a
+/// 400 `invalid-request` problem naming the field instead of `malformed-body`.
+pub const INVALID_AMOUNT_PREFIX: &str = "invalid amount: ";
+
+/// `amount` fields: a JSON string both ways, never a number, read with the amount grammar
+/// ([`amount_text::parse_amount_text`], at most [`amount_text::AMOUNT_DECIMALS_MAX`] decimals; the
+/// server then checks the decimals against the currency). The error names the field.
+pub(crate) mod amount_str {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::amount_text::parse_amount_text(&text, crate::amount_text::AMOUNT_DECIMALS_MAX)
+            .map_err(|error| serde::de::Error::custom(format!("{}`amount` is {error}", crate::INVALID_AMOUNT_PREFIX)))
+    }
+}
+
+/// Signed balances (`posted`, `available`, `balance_after`): a JSON string both ways, read with
+/// the amount grammar (more integer digits allowed, as a balance sums many amounts).
 pub(crate) mod decimal_str {
-    pub(crate) use rust_decimal::serde::str::{deserialize, serialize};
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        use crate::amount_text::{AMOUNT_DECIMALS_MAX, DECIMAL_INTEGER_DIGITS_MAX, parse_decimal_text};
+        let text = String::deserialize(d)?;
+        parse_decimal_text(&text, AMOUNT_DECIMALS_MAX, DECIMAL_INTEGER_DIGITS_MAX)
+            .map_err(|error| serde::de::Error::custom(format!("invalid balance: {error}")))
+    }
 }
 
 /// Values the wire types' tests share.
