@@ -5,7 +5,7 @@ use bank_api as api;
 use bank_core::account::{Account, AccountStatus, Balance};
 use bank_core::ids::{AccountId, TransferId};
 use bank_core::ledger::{HistoryItem, Side};
-use bank_core::money::{Currency, Money, checked_sub, in_minor_units};
+use bank_core::money::{Amount, Currency, Money, checked_sub, in_minor_units};
 use bank_core::transfer::{Beneficiary, BeneficiaryAccount, Destination, Transfer, TransferRequest, TransferStatus};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,7 +79,7 @@ pub(crate) fn transfer_request(request: api::TransferRequest) -> Result<Transfer
         _ => return Err(ApiError::invalid("exactly one of to_account_id and to_external must be set")),
     };
     let currency = currency(&request.currency)?;
-    let money = Money::new(request.amount, currency).map_err(ApiError::from_core)?;
+    let money = money_of(request.amount, currency)?;
     Ok(TransferRequest {
         id: None,
         from_account_id: AccountId::from_uuid(request.from_account_id).map_err(ApiError::from_core)?,
@@ -87,6 +87,15 @@ pub(crate) fn transfer_request(request: api::TransferRequest) -> Result<Transfer
         money,
         reference: request.reference,
     })
+}
+
+/// A wire amount checked against `currency` by bank-core's amount grammar, from its text: the wire
+/// `Decimal` keeps the decimals as written, so `"1.000"` is refused for USD rather than read as
+/// `1.00`. The detail names the field.
+pub(crate) fn money_of(amount: rust_decimal::Decimal, currency: Currency) -> Result<Money, ApiError> {
+    let amount = Amount::parse(&amount.to_string(), currency)
+        .map_err(|error| ApiError::invalid(format!("`amount` is invalid: {error}")))?;
+    Ok(Money { amount, currency })
 }
 
 pub(crate) fn transfer(transfer: &Transfer) -> api::Transfer {

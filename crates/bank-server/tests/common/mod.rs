@@ -2,6 +2,8 @@
 //! issuer, `bank-local` backend on a fresh temporary directory, and the transfers pipeline's
 //! background loops) on `127.0.0.1:0`, exactly as `serve` assembles it, and hands out signed-in
 //! [`BankClient`]s. Dropping the app stops its loops and its listener.
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -128,6 +130,21 @@ impl TestApp {
         let client = self.client();
         client.login(email, PASSWORD, &totp_now(&registered.totp_secret)).await.expect("operator login");
         client
+    }
+
+    /// Creates the operator `name@example.com` with the issuer and signs it in with the issuer:
+    /// a client holding the access token, and the token (for raw requests).
+    pub(crate) async fn operator_named(&self, name: &str) -> (BankClient, String) {
+        let email = format!("{name}@example.com");
+        let registered = self.issuer.create_user(&email, PASSWORD, Role::Operator).await.expect("create operator");
+        let ip = "127.0.0.1".parse().expect("ip");
+        let tokens = self.issuer.login(&email, PASSWORD, &totp_now(&registered.totp_secret), ip).await.expect("login");
+        (self.client().with_access_token(&tokens.access_token), tokens.access_token)
+    }
+
+    /// [`TestApp::operator_named`] for `operator-token@example.com`.
+    pub(crate) async fn operator_with_token(&self) -> (BankClient, String) {
+        self.operator_named("operator-token").await
     }
 
     /// Registers a customer with the issuer and answers a fresh access token (for raw requests).

@@ -50,19 +50,25 @@ async fn with_balance(state: &AppState, account: &bank_core::account::Account) -
     convert::account(account, &balance)
 }
 
-/// Opens an account owned by the caller.
+/// Opens an account owned by the caller. An operator may not own a customer account (separation
+/// of duties: an operator who owned one could credit it): 403 `separation-of-duties`.
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = OpenAccountRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Opened", body = Account),
         (status = 400, description = "Invalid currency or name", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operators may not own accounts", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn open(
     State(state): State<AppState>,
     caller: Authed,
     ApiJson(request): ApiJson<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
+    if caller.is_operator() {
+        tracing::warn!("operator tried to open an account for itself");
+        return Err(ApiError::separation_of_duties("operators may not own customer accounts"));
+    }
     let currency = convert::currency(&request.currency)?;
     let new = NewAccount::customer(caller.0.user, request.name, currency);
     let account = state.backend().ledger.open_account(new).await?;

@@ -43,7 +43,11 @@ pub(crate) async fn deposit(
         Err(Error::AccountNotFound(_)) => return Err(ApiError::not_found("account")),
         Err(other) => return Err(other.into()),
     };
-    let money = Money::new(request.amount, account.currency)?;
+    if account.owner == operator.user {
+        tracing::warn!(account_id = %account.id, "operator tried to credit its own account");
+        return Err(ApiError::separation_of_duties("an operator may not credit an account it owns"));
+    }
+    let money = convert::money_of(request.amount, account.currency)?;
     let from = state.backend().system.deposits(account.currency)?;
     let id = convert::deposit_transfer_id(&operator.user.to_string(), key.as_str())?;
     let entry_key = EntryKey::new(id, DEPOSIT_LEG);
