@@ -176,6 +176,20 @@ async fn unknown_routes_wrong_methods_and_request_ids() {
     assert_eq!(ready.body["status"], "ok");
 }
 
+/// The NAT case through the router with the default limits: failed logins of other accounts from
+/// one address (all clients of this router share one) do not stop a colleague's correct login.
+#[tokio::test]
+async fn failed_logins_of_others_do_not_lock_out_a_shared_ip() {
+    let app = App::new().await;
+    for i in 0..40 {
+        let body = json!({"email": format!("victim{}@example.com", i % 4), "password": "wrong password!!", "totp_code": "123456"});
+        let reply = app.post(paths::AUTH_LOGIN, None, None, body).await;
+        assert!(matches!(reply.status.as_u16(), 401 | 429), "{}", reply.body);
+    }
+    // `login` registers through the API and asserts a 200 login.
+    app.login("colleague@example.com", Role::Customer).await;
+}
+
 #[tokio::test]
 async fn protected_routes_need_a_valid_bearer_token() {
     let app = App::new().await;

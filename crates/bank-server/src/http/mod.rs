@@ -44,6 +44,9 @@ use crate::state::{Auth, Backend};
 pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
 /// Default time a request may take before it is answered with a `timeout` problem.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default login and register requests per client IP per minute: five a second, room for an office
+/// behind one NAT signing in at nine; a guesser is stopped by the failure counters, not by this.
+pub const LOGIN_REQUESTS_PER_IP_PER_MINUTE: u32 = 300;
 /// Keys (IPs or subjects) a rate limiter tracks before it forgets the idle ones.
 pub const RATE_LIMIT_KEYS_MAX: usize = 100_000;
 
@@ -81,7 +84,8 @@ pub struct HttpConfig {
     pub rate_per_subject: RateLimit,
     /// Per client IP, on every route but health and metrics.
     pub rate_per_ip: RateLimit,
-    /// Per client IP on login and registration (on top of `rate_per_ip`).
+    /// Per client IP on login and registration (on top of `rate_per_ip`): requests, not failures
+    /// (failures are the issuer's), so it must be high enough for many users behind one NAT.
     pub login_rate_per_ip: RateLimit,
     /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy that
     /// appends it); otherwise from the connection.
@@ -95,7 +99,10 @@ impl Default for HttpConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             rate_per_subject: RateLimit::per_second(50, 100),
             rate_per_ip: RateLimit::per_second(100, 200),
-            login_rate_per_ip: RateLimit::per_minute(10, 10),
+            login_rate_per_ip: RateLimit::per_minute(
+                LOGIN_REQUESTS_PER_IP_PER_MINUTE,
+                LOGIN_REQUESTS_PER_IP_PER_MINUTE,
+            ),
             trust_forwarded_for: false,
         }
     }
