@@ -16,6 +16,8 @@
 //!   restart), and [`events::SqliteNotificationLog`], the durable notification log.
 //! - [`users`]: [`users::SqliteUserStore`], users and refresh-token families.
 
+pub mod approvals;
+pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod db;
