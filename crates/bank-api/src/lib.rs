@@ -9,6 +9,7 @@
 //! - [`auth`]: registration, login and tokens;
 //! - [`accounts`]: accounts, balances and their history;
 //! - [`transfers`]: transfers and operator deposits;
+//! - [`admin`]: deposit requests waiting for a second operator, and the audit log;
 //! - [`problem`]: RFC 9457 errors and their [`problem_types`];
 //! - [`paths`]: the route paths; [`Page`] and [`Health`] are shared by several routes.
 //!
@@ -24,6 +25,7 @@
 //! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`.
 
 pub mod accounts;
+pub mod admin;
 // The one amount grammar is owned by bank-core; this crate cannot depend on bank-core (it must
 // build for wasm32 without a clock or an RNG), so it compiles the same dependency-free file.
 #[path = "../../bank-core/src/amount_text.rs"]
@@ -38,6 +40,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{Account, AccountStatus, Direction, HistoryEntry, OpenAccountRequest};
+pub use admin::{AuditEntry, AuditOutcome, PendingDeposit, PendingDepositStatus};
 pub use auth::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, Registered, TOKEN_TYPE_BEARER, Tokens};
 pub use problem::{PROBLEM_JSON, Problem, problem_types};
 pub use transfers::{Deposit, DepositRequest, ExternalBeneficiary, Transfer, TransferRequest, TransferStatus};

@@ -342,6 +342,9 @@ async fn openapi_lists_every_route_and_metrics_show_requests() {
         paths::TRANSFERS.to_owned(),
         format!("{}/{id}", paths::TRANSFERS),
         paths::ADMIN_DEPOSITS.to_owned(),
+        format!("{}/{id}", paths::ADMIN_DEPOSITS),
+        format!("{}/{id}/approve", paths::ADMIN_DEPOSITS),
+        paths::ADMIN_AUDIT.to_owned(),
     ];
     let documented = document["paths"].as_object().expect("paths");
     for path in &expected {

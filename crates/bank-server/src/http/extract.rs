@@ -199,3 +199,43 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         Ok(IdempotencyKeyHeader(key))
     }
 }
+
+/// What an audit record needs from the request: its id and the client address (never a header
+/// value beyond these, never a body).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditContext {
+    pub(crate) request_id: Option<String>,
+    pub(crate) client_ip: IpAddr,
+}
+
+impl FromRequestParts<AppState> for AuditContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let request_id = parts.extensions.get::<super::middleware::RequestId>().map(|id| id.0.clone());
+        let client_ip = client_ip(&parts.headers, &parts.extensions, state.config().trust_forwarded_for);
+        Ok(AuditContext { request_id, client_ip })
+    }
+}
+
+impl AuditContext {
+    /// Appends an operator action to the audit log. An append that fails is logged and answered
+    /// as an internal error only where the action has not happened yet (callers audit before
+    /// acting when they can); the record never holds a secret.
+    pub(crate) async fn record(
+        &self,
+        state: &AppState,
+        subject: &crate::auth::Principal,
+        action: &str,
+        target: String,
+        outcome: bank_core::audit::AuditOutcome,
+    ) -> Result<(), ApiError> {
+        let at = state.backend().payments.clock.now();
+        let record = bank_core::audit::NewAuditRecord::new(at, subject.user.to_string(), action, target, outcome)
+            .with_request(self.request_id.clone(), Some(self.client_ip.to_string()));
+        state.backend().audit.append(record).await.map(|_| ()).map_err(|error| {
+            tracing::error!(%error, action, "audit append failed");
+            ApiError::from_core(error)
+        })
+    }
+}

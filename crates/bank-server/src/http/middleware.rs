@@ -27,6 +27,10 @@ fn client_request_id(request: &Request) -> Option<String> {
     visible.then(|| text.to_owned())
 }
 
+/// The id of the request being served (for the audit log).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
 /// Outermost: names the request (the client's `x-request-id` if it is 1 to 128 visible ASCII
 /// characters, else a new UUID v7), runs it in a span, echoes the id, writes problem bodies and
 /// records metrics by route template (never by raw path, so ids do not explode label sets).
@@ -43,6 +47,8 @@ pub(crate) async fn request_context(State(state): State<AppState>, request: Requ
         subject = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    let mut request = request;
+    request.extensions_mut().insert(RequestId(request_id.clone()));
     let uri_bytes = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     let mut response = if uri_bytes > URI_BYTES_MAX {
         ApiError::uri_too_long(URI_BYTES_MAX).into_response()

@@ -33,6 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use bank_api::paths;
+use bank_core::approvals::DepositPolicy;
 use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
 
@@ -90,6 +91,8 @@ pub struct HttpConfig {
     /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy that
     /// appends it); otherwise from the connection.
     pub trust_forwarded_for: bool,
+    /// Operator deposits above this amount wait for a second operator (four eyes).
+    pub deposit_policy: DepositPolicy,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +107,7 @@ impl Default for HttpConfig {
                 LOGIN_REQUESTS_PER_IP_PER_MINUTE,
             ),
             trust_forwarded_for: false,
+            deposit_policy: DepositPolicy::default(),
         }
     }
 }
@@ -196,6 +200,8 @@ pub fn router(state: AppState) -> Router {
     let account = format!("{}/{{id}}", paths::ACCOUNTS);
     let account_transactions = format!("{}/{{id}}/transactions", paths::ACCOUNTS);
     let transfer = format!("{}/{{id}}", paths::TRANSFERS);
+    let admin_deposit = format!("{}/{{id}}", paths::ADMIN_DEPOSITS);
+    let admin_deposit_approve = format!("{}/{{id}}/approve", paths::ADMIN_DEPOSITS);
     Router::new()
         .route(paths::AUTH_REGISTER, post(routes::auth::register))
         .route(paths::AUTH_LOGIN, post(routes::auth::login))
@@ -207,7 +213,10 @@ pub fn router(state: AppState) -> Router {
         .route(&account_transactions, get(routes::accounts::transactions))
         .route(paths::TRANSFERS, post(routes::transfers::create).get(routes::transfers::list))
         .route(&transfer, get(routes::transfers::get_one))
-        .route(paths::ADMIN_DEPOSITS, post(routes::admin::deposit))
+        .route(paths::ADMIN_DEPOSITS, post(routes::admin::deposit).get(routes::admin::pending_deposits))
+        .route(&admin_deposit, get(routes::admin::deposit_request))
+        .route(&admin_deposit_approve, post(routes::admin::approve_deposit))
+        .route(paths::ADMIN_AUDIT, get(routes::admin::audit))
         .route(paths::HEALTH_LIVE, get(routes::ops::live))
         .route(paths::HEALTH_READY, get(routes::ops::ready))
         .route(paths::METRICS, get(routes::ops::metrics))

@@ -13,7 +13,7 @@ use super::routes::{accounts, admin, auth, ops, transfers};
         auth::register, auth::login, auth::refresh, auth::logout, auth::jwks,
         accounts::open, accounts::list, accounts::get_one, accounts::transactions,
         transfers::create, transfers::list, transfers::get_one,
-        admin::deposit,
+        admin::deposit, admin::pending_deposits, admin::deposit_request, admin::approve_deposit, admin::audit,
         ops::live, ops::ready, ops::metrics, ops::openapi_json,
     ),
     components(schemas(
@@ -23,7 +23,8 @@ use super::routes::{accounts, admin, auth, ops, transfers};
         bank_api::OpenAccountRequest, bank_api::Account, bank_api::AccountStatus, bank_api::HistoryEntry,
         bank_api::Direction,
         bank_api::TransferRequest, bank_api::Transfer, bank_api::TransferStatus, bank_api::ExternalBeneficiary,
-        bank_api::DepositRequest, bank_api::Deposit,
+        bank_api::DepositRequest, bank_api::Deposit, bank_api::PendingDeposit, bank_api::PendingDepositStatus,
+        bank_api::AuditEntry, bank_api::AuditOutcome,
     )),
     modifiers(&BearerAuth),
 )]

@@ -18,6 +18,7 @@ use bank_server::auth::totp;
 use bank_server::config::Config;
 use bank_server::http::{AppState, HttpConfig, RateLimit, router};
 use bank_server::run::{self, LoopSet, Loops, Rail};
+use bank_server::state::Backend;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -67,6 +68,8 @@ pub(crate) struct TestApp {
     pub(crate) issuer: Arc<TokenIssuer>,
     /// A plain HTTP client, for requests `BankClient` cannot make (crafted tokens, bad bodies).
     pub(crate) http: reqwest::Client,
+    /// The server's stores (to set up what the API refuses to make, and to read the audit log).
+    pub(crate) backend: Backend,
     loops: Option<Loops>,
     server: JoinHandle<()>,
     _dir: TempDir,
@@ -97,13 +100,22 @@ impl TestApp {
         let issuer = auth.issuer.clone().expect("the built-in issuer");
         let rail = Rail::simulated(&config, Arc::clone(&backend.payments.clock));
         let loops = Loops::start(&backend, &config.payments_config(), &rail, LoopSet::PIPELINE);
+        let stores = backend.clone();
         let state = AppState::new(backend, auth, config.payments_config(), options.http)
             .with_breaker(Arc::clone(&rail.breaker));
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        TestApp { base_url, issuer, http: reqwest::Client::new(), loops: Some(loops), server, _dir: dir }
+        TestApp {
+            base_url,
+            issuer,
+            http: reqwest::Client::new(),
+            backend: stores,
+            loops: Some(loops),
+            server,
+            _dir: dir,
+        }
     }
 
     /// A client of this server, not signed in, retrying up to [`CLIENT_ATTEMPTS_MAX`] times.

@@ -9,12 +9,13 @@ use axum::response::Response;
 use bank_api::{Account, HistoryEntry, OpenAccountRequest, Page, Problem};
 use bank_core::Error;
 use bank_core::account::NewAccount;
+use bank_core::audit::AuditOutcome;
 use bank_core::ledger::{Cursor, HistoryQuery};
 use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, Authed, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, json_response};
 use crate::http::problem::ApiError;
 
 /// Default page size of `GET /v1/accounts/{id}/transactions`.
@@ -63,9 +64,12 @@ async fn with_balance(state: &AppState, account: &bank_core::account::Account) -
 pub(crate) async fn open(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiJson(request): ApiJson<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
     if caller.is_operator() {
+        let target = format!("customer:{}", caller.0.user);
+        audit.record(&state, &caller.0, "account.open.refused.operator", target, AuditOutcome::Refused).await?;
         tracing::warn!("operator tried to open an account for itself");
         return Err(ApiError::separation_of_duties("operators may not own customer accounts"));
     }
