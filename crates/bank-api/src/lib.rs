@@ -81,6 +81,29 @@ pub struct Health {
     pub checks: BTreeMap<String, String>,
 }
 
+/// Schema patterns the OpenAPI document states (the server enforces each). The schema attributes
+/// repeat them as literals (utoipa takes no constant there); a test checks they agree.
+pub mod patterns {
+    /// A positive request amount: the amount grammar, without sign or zero, at most 12 integer
+    /// digits (below the one-trillion cap) and 3 decimals. The account's currency may allow fewer
+    /// decimals (2 for most, 0 for JPY): more are refused, never rounded.
+    pub const POSITIVE_AMOUNT: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$";
+    /// Any amount or balance as the server writes it (the amount grammar).
+    pub const AMOUNT: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$";
+    /// A display name: no control character, not only spaces.
+    pub const NAME: &str =
+        r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+    /// A reference: no control character.
+    pub const REFERENCE: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+    /// An `Idempotency-Key`: 1 to 255 printable ASCII characters, not starting or ending with a
+    /// space (HTTP trims those off a header value).
+    pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7E]([\x20-\x7E]{0,253}[\x21-\x7E])?$";
+    /// An email address as the server checks it: text, one `@`, text, no whitespace or control.
+    pub const EMAIL: &str = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+$";
+    /// A TOTP code: six digits.
+    pub const TOTP_CODE: &str = r"^[0-9]{6}$";
+}
+
 /// Start of the message of an amount the grammar refused; the server answers such a body with a
 /// 400 `invalid-request` problem naming the field instead of `malformed-body`.
 pub const INVALID_AMOUNT_PREFIX: &str = "invalid amount: ";
@@ -170,6 +193,39 @@ mod tests {
         assert_eq!(IDEMPOTENT_REPLAYED_HEADER, "Idempotent-Replayed");
         assert_eq!(REQUEST_ID_HEADER, "x-request-id");
         assert_eq!(PAGE_LIMIT_MAX, 100);
+    }
+
+    /// The patterns written into the schemas are these constants, and they say what the grammar
+    /// says.
+    #[cfg(feature = "utoipa")]
+    #[test]
+    fn schema_patterns_are_the_constants() {
+        use utoipa::PartialSchema;
+        let transfer = serde_json::to_value(TransferRequest::schema()).expect("schema");
+        assert_eq!(transfer["properties"]["amount"]["pattern"], json!(patterns::POSITIVE_AMOUNT), "{transfer}");
+        assert_eq!(transfer["properties"]["reference"]["pattern"], json!(patterns::REFERENCE));
+        let deposit = serde_json::to_value(DepositRequest::schema()).expect("schema");
+        assert_eq!(deposit["properties"]["amount"]["pattern"], json!(patterns::POSITIVE_AMOUNT));
+        let account = serde_json::to_value(OpenAccountRequest::schema()).expect("schema");
+        assert_eq!(account["properties"]["name"]["pattern"], json!(patterns::NAME));
+        let external = serde_json::to_value(ExternalBeneficiary::schema()).expect("schema");
+        assert_eq!(external["properties"]["name"]["pattern"], json!(patterns::NAME));
+        for schema in [RegisterRequest::schema(), LoginRequest::schema()] {
+            let value = serde_json::to_value(schema).expect("schema");
+            assert_eq!(value["properties"]["email"]["pattern"], json!(patterns::EMAIL));
+            assert_eq!(value["properties"]["password"]["minLength"], json!(12));
+        }
+        assert_eq!(amount_text::AMOUNT_PATTERN, patterns::AMOUNT);
+    }
+
+    /// Every text the positive-amount pattern admits is a positive amount the grammar accepts
+    /// for a 3-decimal currency (checked over a sample by hand: no regex engine here).
+    #[test]
+    fn positive_amount_pattern_samples() {
+        for text in ["1", "0.001", "0.01", "0.1", "999999999999.999", "12.34", "0.010"] {
+            let value = amount_text::parse_amount_text(text, 3).expect(text);
+            assert!(value > rust_decimal::Decimal::ZERO, "{text}");
+        }
     }
 
     /// The OpenAPI schema must show amounts as strings, as they travel.

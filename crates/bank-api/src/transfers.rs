@@ -10,7 +10,21 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ExternalBeneficiary {
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 140,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: String,
+    /// An IBAN with a valid check digit (spaces allowed; the check digit itself cannot be stated
+    /// as a pattern: a wrong one answers 400).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 15, max_length = 42, pattern = "^[A-Za-z]{2}[0-9]{2}[A-Za-z0-9 ]{11,38}$")
+    )]
     pub iban: String,
 }
 
@@ -29,11 +43,13 @@ pub struct TransferRequest {
     pub to_account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_external: Option<ExternalBeneficiary>,
+    /// A positive plain decimal string with at most the currency's decimals.
     #[serde(with = "crate::amount_str")]
-    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34", pattern = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"))]
     pub amount: Decimal,
     /// ISO 4217 code; must be the currency of both accounts.
     pub currency: String,
+    #[cfg_attr(feature = "utoipa", schema(max_length = 140, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub reference: String,
 }
 
@@ -128,9 +144,11 @@ pub struct Transfer {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct DepositRequest {
     pub account_id: Uuid,
+    /// A positive plain decimal string with at most the account currency's decimals.
     #[serde(with = "crate::amount_str")]
-    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00", pattern = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"))]
     pub amount: Decimal,
+    #[cfg_attr(feature = "utoipa", schema(max_length = 140, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub reference: String,
 }
 

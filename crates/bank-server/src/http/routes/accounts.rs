@@ -53,11 +53,11 @@ async fn with_balance(state: &AppState, account: &bank_core::account::Account) -
 
 /// Opens an account owned by the caller. An operator may not own a customer account (separation
 /// of duties: an operator who owned one could credit it): 403 `separation-of-duties`.
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = OpenAccountRequest,
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", operation_id = "open_account", request_body = OpenAccountRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Opened", body = Account),
-        (status = 400, description = "Invalid currency or name", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid currency or name, or the owner already holds 100 accounts (the most one owner may hold)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operators may not own accounts", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -82,7 +82,7 @@ pub(crate) async fn open(
 }
 
 /// The caller's accounts, oldest first (one page: `next_cursor` is null).
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", operation_id = "list_accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's accounts", body = Page<Account>),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
@@ -97,7 +97,7 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Authed) -> Resul
 }
 
 /// One account with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "get_account", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account", body = Account),
@@ -113,7 +113,7 @@ pub(crate) async fn get_one(
 }
 
 /// An account's posted entries, newest first.
-#[utoipa::path(get, path = "/v1/accounts/{id}/transactions", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts/{id}/transactions", tag = "accounts", operation_id = "account_transactions", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id"), PageParams),
     responses(
         (status = 200, description = "One page of history", body = Page<HistoryEntry>),

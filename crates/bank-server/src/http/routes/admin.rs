@@ -34,12 +34,11 @@ const DEPOSIT_LEG: u16 = 0;
 /// request is stored (202) for another operator to approve.
 #[utoipa::path(post, path = "/v1/admin/deposits", tag = "admin", request_body = DepositRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters", pattern = "^[\\x21-\\x7E]{1,255}$")),
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
     responses(
         (status = 201, description = "Posted (or replayed)", body = Deposit),
         (status = 202, description = "Above the four-eyes threshold: stored pending a second operator's approval (or replayed)", body = PendingDeposit,
-            headers(("Location" = String, description = "The deposit request")),
-            links(("GetDepositRequest" = (operation_id = "deposit_request", parameters(("id" = "$response.body#/id")))))),
+            headers(("Location" = String, description = "The deposit request"))),
         (status = 400, description = "Invalid amount or missing key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator, or the operator owns the account (separation of duties)", body = Problem, content_type = "application/problem+json"),
