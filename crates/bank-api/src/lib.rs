@@ -98,7 +98,8 @@ pub mod patterns {
     /// An `Idempotency-Key`: 1 to 255 printable ASCII characters, not starting or ending with a
     /// space (HTTP trims those off a header value).
     pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7E]([\x20-\x7E]{0,253}[\x21-\x7E])?$";
-    /// An email address as the server checks it: text, one `@`, text, no whitespace or control.
+    /// An email address as the server checks it: text, one `@`, text, no whitespace or control
+    /// character (internationalized addresses are accepted).
     pub const EMAIL: &str = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+$";
     /// A TOTP code: six digits.
     pub const TOTP_CODE: &str = r"^[0-9]{6}$";

@@ -190,6 +190,20 @@ async fn failed_logins_of_others_do_not_lock_out_a_shared_ip() {
     app.login("colleague@example.com", Role::Customer).await;
 }
 
+/// Registration takes the address as the OpenAPI pattern states it: surrounding whitespace is
+/// refused, not trimmed silently.
+#[tokio::test]
+async fn registration_refuses_a_padded_email() {
+    let app = App::new().await;
+    for email in [" padded@example.com", "padded@example.com\n", "\u{c}x@example.com"] {
+        let reply = app.post(paths::AUTH_REGISTER, None, None, json!({"email": email, "password": PASSWORD})).await;
+        assert_problem(&reply, StatusCode::BAD_REQUEST, problem_types::INVALID_REQUEST);
+    }
+    let reply =
+        app.post(paths::AUTH_REGISTER, None, None, json!({"email": "padded@example.com", "password": PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
 #[tokio::test]
 async fn protected_routes_need_a_valid_bearer_token() {
     let app = App::new().await;

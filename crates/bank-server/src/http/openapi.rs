@@ -15,6 +15,25 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use super::routes::{accounts, admin, auth, ops, transfers};
 
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    /// The pattern the document states is the one checked with hypothesis; and the cursors the
+    /// server writes start with the prefixes it names.
+    #[test]
+    fn cursor_patterns() {
+        assert_eq!(
+            super::cursor_pattern("aDEu"),
+            "^aDEu(((M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}((M[AQgw]|N[AQgw]|O[AQ])|(M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk])|((M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){1,6})$"
+        );
+        assert_eq!(URL_SAFE_NO_PAD.encode("h1."), "aDEu");
+        assert_eq!(URL_SAFE_NO_PAD.encode("t1."), "dDEu");
+        assert!(super::super::convert::transfer_cursor(42).starts_with("dDEu"));
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Bank API", version = "1", description = "The bank's HTTP API (v1). Amounts are decimal strings; errors are RFC 9457 problems."),
@@ -128,6 +147,18 @@ fn paths_pointer<'a>(paths: &'a mut serde_json::Map<String, Value>, pointer: &st
     paths.get_mut(&path)?.pointer_mut(&format!("/{rest}"))
 }
 
+/// The pattern of a cursor: `prefix` is the base64url of the 3-byte prefix (`h1.` → `aDEu`,
+/// `t1.` → `dDEu`), then base64url of 1 to 18 ASCII digits: each full group of 3 digits is 4
+/// characters, the last 1 or 2 digits 2 or 3 (checked against every digit string, and every string
+/// the pattern admits against the decoder, with Python's hypothesis).
+fn cursor_pattern(prefix: &str) -> String {
+    const FIRST_TWO: &str = "(M[DTjz]|N[DTjz]|O[DT])";
+    let three = format!("({FIRST_TWO}[AEIMQUYcgk][w-z0-5])");
+    let one = "(M[AQgw]|N[AQgw]|O[AQ])";
+    let two = format!("{FIRST_TWO}[AEIMQUYcgk]");
+    format!("^{prefix}({three}{{0,5}}({one}|{two})|{three}{{1,6}})$")
+}
+
 /// The answers and parameter rules of one operation.
 fn state_operation_rules(path: &str, operation: &mut Value) {
     let exempt_from_rate_limit = path.starts_with("/health/") || path == paths::METRICS;
@@ -148,6 +179,12 @@ fn state_operation_rules(path: &str, operation: &mut Value) {
                     schema["maximum"] = json!(bank_api::PAGE_LIMIT_MAX);
                 }
                 "account_id" | "id" => schema["format"] = json!("uuid"),
+                // The opaque cursors are base64url (no padding) of a prefix and a decimal
+                // sequence number; the pattern admits exactly those (and at most 18 digits).
+                "cursor" if path == "/v1/accounts/{id}/transactions" => {
+                    schema["pattern"] = json!(cursor_pattern("aDEu"))
+                }
+                "cursor" if path == paths::TRANSFERS => schema["pattern"] = json!(cursor_pattern("dDEu")),
                 _ => {}
             }
         }

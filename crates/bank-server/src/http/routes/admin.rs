@@ -249,7 +249,7 @@ pub(crate) async fn pending_deposits(
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditParams {
     /// The first `seq` to read (default 1); a page's `next_cursor` is the next one.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub(crate) from_seq: Option<u64>,
     /// 1 to 100 (default 100).
     #[param(minimum = 1, maximum = 100)]
@@ -272,7 +272,10 @@ pub(crate) async fn audit(
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
     caller.require_operator()?;
     let limit = page_limit(params.limit)?.min(AUDIT_PAGE_MAX);
-    let records = state.backend().audit.list(params.from_seq.unwrap_or(1).max(1), limit).await?;
+    if params.from_seq.is_some_and(|seq| seq == 0 || i64::try_from(seq).is_err()) {
+        return Err(ApiError::invalid(format!("from_seq must be from 1 to {}", i64::MAX)));
+    }
+    let records = state.backend().audit.list(params.from_seq.unwrap_or(1), limit).await?;
     let next = (records.len() == limit).then(|| records.last().map(|r| (r.seq + 1).to_string())).flatten();
     let items = records
         .into_iter()
