@@ -174,6 +174,30 @@ pub(crate) fn deposit_transfer_id(operator: &str, key: &str) -> Result<TransferI
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The HTTP entry point (bank-api's wire type, then `money_of`) accepts exactly what
+        /// bank-core's `Amount::parse` accepts for the account's currency, with the same value:
+        /// a text the grammar refuses is refused here too, and nothing is rounded on the way.
+        #[test]
+        fn the_wire_and_the_server_agree_with_bank_core(
+            text in "[-+ ._eE0-9]{0,18}|-?(0|[1-9][0-9]{0,13})(\\.[0-9]{0,5})?|0\\.0{0,30}[0-9]{0,3}",
+            currency in 0..Currency::ALL.len(),
+        ) {
+            let currency = Currency::ALL[currency];
+            let core = Amount::parse(&text, currency);
+            let body = serde_json::json!({"account_id": Uuid::nil(), "amount": text, "reference": "r"});
+            match serde_json::from_value::<api::DepositRequest>(body) {
+                Ok(request) => {
+                    let server = money_of(request.amount, currency).map(|money| money.amount);
+                    proptest::prop_assert_eq!(server.ok(), core.ok(), "{:?} {}", text, currency);
+                }
+                Err(_) => proptest::prop_assert!(core.is_err(), "{:?} refused on the wire, accepted by bank-core", text),
+            }
+        }
+    }
+
     #[test]
     fn transfer_cursors_round_trip_and_garbage_is_refused() {
         assert_eq!(parse_transfer_cursor(&transfer_cursor(42)).expect("cursor"), 42);
