@@ -202,6 +202,22 @@ async fn registration_refuses_a_padded_email() {
     let reply =
         app.post(paths::AUTH_REGISTER, None, None, json!({"email": "padded@example.com", "password": PASSWORD})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    // A colon is valid in an address (it once answered 500 building the otpauth URI).
+    let reply =
+        app.post(paths::AUTH_REGISTER, None, None, json!({"email": "a:b@example.com", "password": PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+/// The 100-accounts cap answers 409 (a conflict with the owner's state, as the document says).
+#[tokio::test]
+async fn the_hundred_and_first_account_is_a_conflict() {
+    let app = App::new().await;
+    let token = app.login("many@example.com", Role::Customer).await;
+    for _ in 0..100 {
+        app.open_account(&token, "USD").await;
+    }
+    let reply = app.post(paths::ACCOUNTS, Some(&token), None, json!({"currency": "USD", "name": "one more"})).await;
+    assert_problem(&reply, StatusCode::CONFLICT, problem_types::CONFLICT);
 }
 
 #[tokio::test]

@@ -134,7 +134,7 @@ fn the_document_states_every_enforced_rule() {
     }
     assert!(statuses("/v1/auth/register", "post").contains(&"409".to_owned()));
     assert!(
-        paths["/v1/accounts"]["post"]["responses"]["400"]["description"]
+        paths["/v1/accounts"]["post"]["responses"]["409"]["description"]
             .as_str()
             .expect("text")
             .contains("100 accounts")

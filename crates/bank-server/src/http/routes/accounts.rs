@@ -11,6 +11,7 @@ use bank_core::Error;
 use bank_core::account::NewAccount;
 use bank_core::audit::AuditOutcome;
 use bank_core::ledger::{Cursor, HistoryQuery};
+use bank_core::ports::ACCOUNTS_PER_OWNER_MAX;
 use serde::Deserialize;
 
 use crate::http::AppState;
@@ -57,7 +58,8 @@ async fn with_balance(state: &AppState, account: &bank_core::account::Account) -
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Opened", body = Account),
-        (status = 400, description = "Invalid currency or name, or the owner already holds 100 accounts (the most one owner may hold)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The owner already holds 100 accounts, the most one owner may hold", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid currency or name", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operators may not own accounts", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -74,6 +76,16 @@ pub(crate) async fn open(
         return Err(ApiError::separation_of_duties("operators may not own customer accounts"));
     }
     let currency = convert::currency(&request.currency)?;
+    // The ledger enforces the cap atomically (a racing open past it answers 400 from there); this
+    // check answers the usual case as what it is, a conflict with the owner's current state.
+    if state.backend().ledger.accounts_of(caller.0.user).await?.len() >= ACCOUNTS_PER_OWNER_MAX {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            bank_api::problem_types::CONFLICT,
+            "Conflict",
+            format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts"),
+        ));
+    }
     let new = NewAccount::customer(caller.0.user, request.name, currency);
     let account = state.backend().ledger.open_account(new).await?;
     tracing::info!(account_id = %account.id, "account opened");
