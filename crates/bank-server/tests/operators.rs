@@ -205,3 +205,32 @@ async fn a_large_deposit_waits_for_a_second_operator_then_posts_once() {
         page["items"].as_array().expect("items").iter().map(|r| r["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, (1..=u64::try_from(seqs.len()).expect("fits")).collect::<Vec<_>>(), "gap-free");
 }
+
+/// The typed client: a large deposit is `PendingApproval` with its request, another operator
+/// approves it through `approve_deposit`, and the audit log reads through `audit`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_drives_four_eyes() {
+    let mut options = Options::default();
+    options.http.deposit_policy = DepositPolicy { approval_above: Decimal::from(100) };
+    let app = TestApp::spawn_with(options).await;
+    let (first, _) = app.operator_named("client-first").await;
+    let (second, _) = app.operator_named("client-second").await;
+    let customer = app.client().with_access_token(&app.access_token("erin").await);
+    let account = customer.open_account("USD", "main").await.expect("open").id;
+    let request =
+        bank_api::DepositRequest { account_id: account, amount: Decimal::from(250), reference: "cash".into() };
+    let error = first.admin_deposit("big", &request).await.expect_err("pending");
+    let bank_client::ClientError::PendingApproval(pending) = error else { panic!("expected pending, got {error:?}") };
+    assert_eq!(pending.status, bank_api::PendingDepositStatus::PendingApproval);
+    assert_eq!(first.pending_deposits(10).await.expect("list").items.len(), 1);
+    assert_eq!(first.deposit_request(pending.id).await.expect("read").id, pending.id);
+    let refused = first.approve_deposit(pending.id).await.expect_err("own request");
+    assert_eq!(refused.problem_type(), Some(problem_types::SEPARATION_OF_DUTIES));
+    let posted = second.approve_deposit(pending.id).await.expect("approve");
+    assert!(!posted.replayed);
+    assert_eq!(posted.value.amount, Decimal::new(25000, 2));
+    assert!(second.approve_deposit(pending.id).await.expect("again").replayed);
+    assert_eq!(customer.account(account).await.expect("account").posted, Decimal::new(25000, 2));
+    let audit = second.audit(1, 100).await.expect("audit");
+    assert!(audit.items.iter().any(|entry| entry.action == "deposit.approved"));
+}
