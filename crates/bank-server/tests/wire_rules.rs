@@ -210,7 +210,9 @@ async fn http_layer_rejections_are_problems() {
 async fn hyper_level_rejections_are_the_documented_bare_answers() {
     let app = TestApp::spawn().await;
     let long_uri = format!("GET /v1/accounts?cursor={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 * 1024));
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let too_many = format!("GET /health/live HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n");
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "DEL byte in a header value",
             b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Bad: a\x7fb\r\n\r\n".to_vec(),
@@ -218,6 +220,7 @@ async fn hyper_level_rejections_are_the_documented_bare_answers() {
         ),
         ("request line over 64 KiB", long_uri.into_bytes(), "HTTP/1.1 414"),
         ("a method with a separator", b"GE(T /health/live HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("more than 100 headers", too_many.into_bytes(), "HTTP/1.1 431"),
     ];
     for (case, request, status_line) in cases {
         let answer = raw_request(&app, &request).await;
