@@ -12,6 +12,14 @@ use uuid::Uuid;
 pub struct OpenAccountRequest {
     /// ISO 4217 code, e.g. `"USD"`.
     pub currency: String,
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: String,
 }
 
@@ -65,7 +73,7 @@ pub struct HistoryEntry {
     pub transfer_id: Option<Uuid>,
     pub direction: Direction,
     /// Always positive; `direction` gives the sign.
-    #[serde(with = "crate::decimal_str")]
+    #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
     pub amount: Decimal,
     #[serde(with = "crate::decimal_str")]

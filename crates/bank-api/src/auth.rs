@@ -18,7 +18,13 @@ const REDACTED: &str = "<redacted>";
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(max_length = 254, pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+$")
+    )]
     pub email: String,
+    /// 12 to 128 characters.
+    #[cfg_attr(feature = "utoipa", schema(min_length = 12, max_length = 128, format = Password))]
     pub password: String,
 }
 
@@ -54,8 +60,14 @@ impl fmt::Debug for Registered {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(max_length = 254, pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+$")
+    )]
     pub email: String,
+    #[cfg_attr(feature = "utoipa", schema(min_length = 12, max_length = 128, format = Password))]
     pub password: String,
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^[0-9]{6}$"))]
     pub totp_code: String,
 }
 

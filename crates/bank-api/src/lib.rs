@@ -9,16 +9,27 @@
 //! - [`auth`]: registration, login and tokens;
 //! - [`accounts`]: accounts, balances and their history;
 //! - [`transfers`]: transfers and operator deposits;
+//! - [`admin`]: deposit requests waiting for a second operator, and the audit log;
 //! - [`problem`]: RFC 9457 errors and their [`problem_types`];
 //! - [`paths`]: the route paths; [`Page`] and [`Health`] are shared by several routes.
 //!
 //! Amounts are [`rust_decimal::Decimal`] and always travel as JSON strings (`"12.34"`); a JSON
-//! number is refused, so a float can never silently round money. Request types refuse unknown
-//! fields, so a misspelt field is an error instead of being ignored.
+//! number is refused, so a float can never silently round money. Every amount string is read with
+//! the one amount grammar of `bank-core` ([`amount_text`], the same source file compiled here):
+//! `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, checked on the text before it becomes a `Decimal`, so `"1e3"`,
+//! `"+1"`, `"1_0"`, `"00001.00"` or 32 decimals are refused instead of being read as something
+//! else. The `Decimal` keeps the decimals as written (`"1.000"` stays three decimals) for the server
+//! to check against the account's currency. Request types refuse unknown fields, so a misspelt
+//! field is an error instead of being ignored.
 //!
 //! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`.
 
 pub mod accounts;
+pub mod admin;
+// The one amount grammar is owned by bank-core; this crate cannot depend on bank-core (it must
+// build for wasm32 without a clock or an RNG), so it compiles the same dependency-free file.
+#[path = "../../bank-core/src/amount_text.rs"]
+pub mod amount_text;
 pub mod auth;
 pub mod paths;
 pub mod problem;
@@ -29,6 +40,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{Account, AccountStatus, Direction, HistoryEntry, OpenAccountRequest};
+pub use admin::{AuditEntry, AuditOutcome, PendingDeposit, PendingDepositStatus};
 pub use auth::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, Registered, TOKEN_TYPE_BEARER, Tokens};
 pub use problem::{PROBLEM_JSON, Problem, problem_types};
 pub use transfers::{Deposit, DepositRequest, ExternalBeneficiary, Transfer, TransferRequest, TransferStatus};
@@ -69,9 +81,68 @@ pub struct Health {
     pub checks: BTreeMap<String, String>,
 }
 
-/// Fields holding amounts go through this module: a JSON string both ways, never a number.
+/// Schema patterns the OpenAPI document states (the server enforces each). The schema attributes
+/// repeat them as literals (utoipa takes no constant there); a test checks they agree.
+pub mod patterns {
+    /// A positive request amount: the amount grammar, without sign or zero, at most 12 integer
+    /// digits (below the one-trillion cap) and 3 decimals. The account's currency may allow fewer
+    /// decimals (2 for most, 0 for JPY): more are refused, never rounded.
+    pub const POSITIVE_AMOUNT: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$";
+    /// Any amount or balance as the server writes it (the amount grammar).
+    pub const AMOUNT: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$";
+    /// A display name: no control character, not only spaces.
+    pub const NAME: &str =
+        r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+    /// A reference: no control character.
+    pub const REFERENCE: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+    /// An `Idempotency-Key`: 1 to 255 printable ASCII characters, not starting or ending with a
+    /// space (HTTP trims those off a header value).
+    pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7E]([\x20-\x7E]{0,253}[\x21-\x7E])?$";
+    /// An email address as the server checks it: text, one `@`, text, no whitespace or control
+    /// character (internationalized addresses are accepted).
+    pub const EMAIL: &str = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+$";
+    /// A TOTP code: six digits.
+    pub const TOTP_CODE: &str = r"^[0-9]{6}$";
+}
+
+/// Start of the message of an amount the grammar refused; the server answers such a body with a
+/// 400 `invalid-request` problem naming the field instead of `malformed-body`.
+pub const INVALID_AMOUNT_PREFIX: &str = "invalid amount: ";
+
+/// `amount` fields: a JSON string both ways, never a number, read with the amount grammar
+/// ([`amount_text::parse_amount_text`], at most [`amount_text::AMOUNT_DECIMALS_MAX`] decimals; the
+/// server then checks the decimals against the currency). The error names the field.
+pub(crate) mod amount_str {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::amount_text::parse_amount_text(&text, crate::amount_text::AMOUNT_DECIMALS_MAX)
+            .map_err(|error| serde::de::Error::custom(format!("{}`amount` is {error}", crate::INVALID_AMOUNT_PREFIX)))
+    }
+}
+
+/// Signed balances (`posted`, `available`, `balance_after`): a JSON string both ways, read with
+/// the amount grammar (more integer digits allowed, as a balance sums many amounts).
 pub(crate) mod decimal_str {
-    pub(crate) use rust_decimal::serde::str::{deserialize, serialize};
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        use crate::amount_text::{AMOUNT_DECIMALS_MAX, DECIMAL_INTEGER_DIGITS_MAX, parse_decimal_text};
+        let text = String::deserialize(d)?;
+        parse_decimal_text(&text, AMOUNT_DECIMALS_MAX, DECIMAL_INTEGER_DIGITS_MAX)
+            .map_err(|error| serde::de::Error::custom(format!("invalid balance: {error}")))
+    }
 }
 
 /// Values the wire types' tests share.
@@ -123,6 +194,39 @@ mod tests {
         assert_eq!(IDEMPOTENT_REPLAYED_HEADER, "Idempotent-Replayed");
         assert_eq!(REQUEST_ID_HEADER, "x-request-id");
         assert_eq!(PAGE_LIMIT_MAX, 100);
+    }
+
+    /// The patterns written into the schemas are these constants, and they say what the grammar
+    /// says.
+    #[cfg(feature = "utoipa")]
+    #[test]
+    fn schema_patterns_are_the_constants() {
+        use utoipa::PartialSchema;
+        let transfer = serde_json::to_value(TransferRequest::schema()).expect("schema");
+        assert_eq!(transfer["properties"]["amount"]["pattern"], json!(patterns::POSITIVE_AMOUNT), "{transfer}");
+        assert_eq!(transfer["properties"]["reference"]["pattern"], json!(patterns::REFERENCE));
+        let deposit = serde_json::to_value(DepositRequest::schema()).expect("schema");
+        assert_eq!(deposit["properties"]["amount"]["pattern"], json!(patterns::POSITIVE_AMOUNT));
+        let account = serde_json::to_value(OpenAccountRequest::schema()).expect("schema");
+        assert_eq!(account["properties"]["name"]["pattern"], json!(patterns::NAME));
+        let external = serde_json::to_value(ExternalBeneficiary::schema()).expect("schema");
+        assert_eq!(external["properties"]["name"]["pattern"], json!(patterns::NAME));
+        for schema in [RegisterRequest::schema(), LoginRequest::schema()] {
+            let value = serde_json::to_value(schema).expect("schema");
+            assert_eq!(value["properties"]["email"]["pattern"], json!(patterns::EMAIL));
+            assert_eq!(value["properties"]["password"]["minLength"], json!(12));
+        }
+        assert_eq!(amount_text::AMOUNT_PATTERN, patterns::AMOUNT);
+    }
+
+    /// Every text the positive-amount pattern admits is a positive amount the grammar accepts
+    /// for a 3-decimal currency (checked over a sample by hand: no regex engine here).
+    #[test]
+    fn positive_amount_pattern_samples() {
+        for text in ["1", "0.001", "0.01", "0.1", "999999999999.999", "12.34", "0.010"] {
+            let value = amount_text::parse_amount_text(text, 3).expect(text);
+            assert!(value > rust_decimal::Decimal::ZERO, "{text}");
+        }
     }
 
     /// The OpenAPI schema must show amounts as strings, as they travel.

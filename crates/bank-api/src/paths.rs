@@ -20,8 +20,21 @@ pub const AUTH_LOGOUT: &str = "/v1/auth/logout";
 pub const ACCOUNTS: &str = "/v1/accounts";
 /// `POST` submits a transfer (with `Idempotency-Key`), `GET ?account_id=` lists an account's transfers.
 pub const TRANSFERS: &str = "/v1/transfers";
-/// Operator only: `POST` credits a customer account (with `Idempotency-Key`).
+/// Operator only: `POST` credits a customer account (with `Idempotency-Key`); above the four-eyes
+/// threshold it makes a pending request instead. `GET ?status=pending` lists pending requests.
 pub const ADMIN_DEPOSITS: &str = "/v1/admin/deposits";
+/// Operator only: `GET ?from_seq=&limit=` pages through the audit log.
+pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
+
+/// `/v1/admin/deposits/{id}`: a deposit request.
+pub fn admin_deposit(id: Uuid) -> String {
+    format!("{ADMIN_DEPOSITS}/{id}")
+}
+
+/// `/v1/admin/deposits/{id}/approve`: a second operator approves (and posts) a request.
+pub fn admin_deposit_approve(id: Uuid) -> String {
+    format!("{ADMIN_DEPOSITS}/{id}/approve")
+}
 
 /// `/v1/accounts/{id}`
 pub fn account(id: Uuid) -> String {
@@ -48,5 +61,7 @@ mod tests {
         assert_eq!(account(id), "/v1/accounts/00000000-0000-0000-0000-000000000000");
         assert_eq!(account_transactions(id), "/v1/accounts/00000000-0000-0000-0000-000000000000/transactions");
         assert_eq!(transfer(id), "/v1/transfers/00000000-0000-0000-0000-000000000000");
+        assert_eq!(admin_deposit(id), "/v1/admin/deposits/00000000-0000-0000-0000-000000000000");
+        assert_eq!(admin_deposit_approve(id), "/v1/admin/deposits/00000000-0000-0000-0000-000000000000/approve");
     }
 }

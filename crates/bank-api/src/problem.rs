@@ -98,6 +98,16 @@ pub mod problem_types {
     pub const RATE_LIMITED: &str = "https://bank.example/problems/rate-limited";
     /// 413: the body is larger than the server accepts.
     pub const PAYLOAD_TOO_LARGE: &str = "https://bank.example/problems/payload-too-large";
+    /// 415: a body that is not `application/json` (or `application/*+json`), or has no
+    /// `Content-Type`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "https://bank.example/problems/unsupported-media-type";
+    /// 405: the route exists but not with this method (see `Allow`).
+    pub const METHOD_NOT_ALLOWED: &str = "https://bank.example/problems/method-not-allowed";
+    /// 414: the request target (path and query) is longer than the server accepts.
+    pub const URI_TOO_LONG: &str = "https://bank.example/problems/uri-too-long";
+    /// 403: the action would break separation of duties (an operator owning an account,
+    /// crediting one they own, or approving their own deposit request).
+    pub const SEPARATION_OF_DUTIES: &str = "https://bank.example/problems/separation-of-duties";
     /// 503/504: the server gave up waiting.
     pub const TIMEOUT: &str = "https://bank.example/problems/timeout";
     /// 503: a backend is unavailable; retry later.
@@ -106,7 +116,7 @@ pub mod problem_types {
     pub const INTERNAL: &str = "https://bank.example/problems/internal";
 
     /// Every type above except [`ABOUT_BLANK`].
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 21] = [
         INVALID_REQUEST,
         MALFORMED_BODY,
         UNAUTHORIZED,
@@ -121,6 +131,10 @@ pub mod problem_types {
         CONFLICT,
         RATE_LIMITED,
         PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        METHOD_NOT_ALLOWED,
+        URI_TOO_LONG,
+        SEPARATION_OF_DUTIES,
         TIMEOUT,
         UNAVAILABLE,
         INTERNAL,

@@ -10,7 +10,21 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ExternalBeneficiary {
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 140,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: String,
+    /// An IBAN with a valid check digit (spaces allowed; the check digit itself cannot be stated
+    /// as a pattern: a wrong one answers 400).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 15, max_length = 42, pattern = "^[A-Za-z]{2}[0-9]{2}[A-Za-z0-9 ]{11,38}$")
+    )]
     pub iban: String,
 }
 
@@ -29,11 +43,13 @@ pub struct TransferRequest {
     pub to_account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_external: Option<ExternalBeneficiary>,
-    #[serde(with = "crate::decimal_str")]
-    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    /// A positive plain decimal string with at most the currency's decimals.
+    #[serde(with = "crate::amount_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34", pattern = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"))]
     pub amount: Decimal,
     /// ISO 4217 code; must be the currency of both accounts.
     pub currency: String,
+    #[cfg_attr(feature = "utoipa", schema(max_length = 140, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub reference: String,
 }
 
@@ -110,7 +126,7 @@ pub struct Transfer {
     pub to_account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_external: Option<ExternalBeneficiary>,
-    #[serde(with = "crate::decimal_str")]
+    #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
     pub amount: Decimal,
     pub currency: String,
@@ -128,9 +144,11 @@ pub struct Transfer {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct DepositRequest {
     pub account_id: Uuid,
-    #[serde(with = "crate::decimal_str")]
-    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
+    /// A positive plain decimal string with at most the account currency's decimals.
+    #[serde(with = "crate::amount_str")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00", pattern = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"))]
     pub amount: Decimal,
+    #[cfg_attr(feature = "utoipa", schema(max_length = 140, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub reference: String,
 }
 
@@ -140,7 +158,7 @@ pub struct DepositRequest {
 pub struct Deposit {
     pub entry_id: Uuid,
     pub account_id: Uuid,
-    #[serde(with = "crate::decimal_str")]
+    #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
     pub amount: Decimal,
     pub currency: String,
@@ -201,6 +219,66 @@ mod tests {
         let mut both = TransferRequest::external(id(1), to, dec("1"), "USD", "r");
         both.to_account_id = Some(id(2));
         assert!(!both.has_one_destination());
+    }
+
+    /// The inputs of issue 19 and the rest of what the grammar refuses: every request with one
+    /// fails to deserialize, with an error that names the `amount` field.
+    #[test]
+    fn request_amounts_follow_the_grammar() {
+        let refused = [
+            "1e3",
+            "1E3",
+            "1_0",
+            "1e-2",
+            "0.1e1",
+            "+1.00",
+            ".5",
+            "1.",
+            "00001.00",
+            " 1",
+            "1 ",
+            "",
+            "-",
+            "0.00999999999999999999999999999999",
+            "12.340000000000000000000000000009",
+            "1.0000000000000000000000000000001",
+            "1.0000",
+            "12345678901234.00",
+            "0x10",
+            "NaN",
+            "1,00",
+        ];
+        for text in refused {
+            let transfer = json!({"from_account_id": id(1), "to_account_id": id(2), "amount": text, "currency": "USD", "reference": "r"});
+            let error = serde_json::from_value::<TransferRequest>(transfer).expect_err(text).to_string();
+            assert!(error.starts_with(crate::INVALID_AMOUNT_PREFIX) && error.contains("`amount`"), "{text:?}: {error}");
+            let deposit = json!({"account_id": id(1), "amount": text, "reference": "r"});
+            assert!(serde_json::from_value::<DepositRequest>(deposit).is_err(), "{text:?}");
+        }
+        for text in ["1", "0", "-1", "1.5", "12.34", "1.000", "1000000000000.00", "0.001"] {
+            let deposit = json!({"account_id": id(1), "amount": text, "reference": "r"});
+            let request = serde_json::from_value::<DepositRequest>(deposit).expect(text);
+            // The decimals are kept as written: the server checks them against the currency.
+            assert_eq!(request.amount.to_string(), text);
+            assert_eq!(serde_json::to_value(&request).expect("serialize")["amount"], json!(text));
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the wire type agrees with bank-core's grammar (the same file) and an
+        /// accepted text round-trips byte for byte.
+        #[test]
+        fn wire_amounts_round_trip_byte_for_byte(text in "[-+ ._e0-9]{0,16}|-?[1-9][0-9]{0,12}(\\.[0-9]{1,4})?") {
+            let deposit = json!({"account_id": id(1), "amount": text, "reference": "r"});
+            let grammar = crate::amount_text::parse_amount_text(&text, crate::amount_text::AMOUNT_DECIMALS_MAX);
+            match serde_json::from_value::<DepositRequest>(deposit) {
+                Ok(request) => {
+                    proptest::prop_assert!(grammar.is_ok());
+                    proptest::prop_assert_eq!(serde_json::to_value(&request).expect("serialize")["amount"].clone(), json!(text));
+                }
+                Err(_) => proptest::prop_assert!(grammar.is_err()),
+            }
+        }
     }
 
     #[test]

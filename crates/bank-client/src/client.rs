@@ -161,6 +161,7 @@ impl<'a> Call<'a> {
 /// A successful answer, read whole.
 #[derive(Debug)]
 pub(crate) struct Answer {
+    pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Vec<u8>,
 }
@@ -284,7 +285,7 @@ impl BankClient {
         let headers = response.headers().clone();
         let body = read_body(response).await?;
         if status.is_success() || call.also_ok.contains(&status.as_u16()) {
-            return Ok(Ok(Answer { headers, body }));
+            return Ok(Ok(Answer { status: status.as_u16(), headers, body }));
         }
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let error = problem_from_body(status, content_type, &body);

@@ -30,6 +30,11 @@ pub enum ClientError {
     /// The base URL or a URL built from it is not a usable http(s) URL.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The deposit is above the four-eyes threshold: nothing was posted, the server stored this
+    /// pending request (202), which another operator approves with
+    /// [`crate::BankClient::approve_deposit`]. Calling again with the same key answers it again.
+    #[error("the deposit waits for a second operator's approval (request {})", .0.id)]
+    PendingApproval(Box<bank_api::PendingDeposit>),
 }
 
 impl ClientError {
@@ -75,7 +80,7 @@ impl ClientError {
                 matches!(status, 408 | 429 | 500..=599)
                     || (*status == 409 && problem.problem_type == problem_types::IDEMPOTENCY_IN_FLIGHT)
             }
-            Self::Decode(_) | Self::NotLoggedIn | Self::InvalidUrl(_) => false,
+            Self::Decode(_) | Self::NotLoggedIn | Self::InvalidUrl(_) | Self::PendingApproval(_) => false,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! no retry or token logic of its own.
 
 use bank_api::{
-    Account, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest, LogoutRequest, OpenAccountRequest,
-    PAGE_LIMIT_MAX, Page, RegisterRequest, Registered, Tokens, Transfer, TransferRequest, paths,
+    Account, AuditEntry, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest, LogoutRequest,
+    OpenAccountRequest, PAGE_LIMIT_MAX, Page, PendingDeposit, RegisterRequest, Registered, Tokens, Transfer,
+    TransferRequest, paths,
 };
 use futures::Stream;
 use tokio::time::Instant;
@@ -159,8 +160,40 @@ impl BankClient {
 
     /// Credits a customer account from the bank's settlement account (operator role), idempotent
     /// under `key`.
+    /// Above the server's four-eyes threshold nothing is posted: the answer is
+    /// [`ClientError::PendingApproval`] with the stored request.
     pub async fn admin_deposit(&self, key: &str, request: &DepositRequest) -> Result<Submitted<Deposit>, ClientError> {
-        self.execute(&Call::post_keyed(paths::ADMIN_DEPOSITS, key, request)?).await?.submitted()
+        let answer = self.execute(&Call::post_keyed(paths::ADMIN_DEPOSITS, key, request)?).await?;
+        if answer.status == 202 {
+            return Err(ClientError::PendingApproval(Box::new(answer.json()?)));
+        }
+        answer.submitted()
+    }
+
+    /// Approves (as another operator) and so posts a pending deposit; approving again posts
+    /// nothing and answers the same deposit with `replayed` set. Idempotent, so retried.
+    pub async fn approve_deposit(&self, id: Uuid) -> Result<Submitted<Deposit>, ClientError> {
+        let path = paths::admin_deposit_approve(id);
+        let call = Call { method: reqwest::Method::POST, ..Call::get(&path) };
+        self.execute(&call).await?.submitted()
+    }
+
+    /// One deposit request (operator role).
+    pub async fn deposit_request(&self, id: Uuid) -> Result<PendingDeposit, ClientError> {
+        self.execute(&Call::get(&paths::admin_deposit(id))).await?.json()
+    }
+
+    /// Deposit requests waiting for a second operator, oldest first (operator role).
+    pub async fn pending_deposits(&self, limit: u32) -> Result<Page<PendingDeposit>, ClientError> {
+        let call = Call::get(paths::ADMIN_DEPOSITS).query("status", "pending").query("limit", clamp_limit(limit));
+        self.execute(&call).await?.json()
+    }
+
+    /// One page of the audit log from `from_seq` on (operator role); `next_cursor` is the next
+    /// `from_seq`.
+    pub async fn audit(&self, from_seq: u64, limit: u32) -> Result<Page<AuditEntry>, ClientError> {
+        let call = Call::get(paths::ADMIN_AUDIT).query("from_seq", from_seq.max(1)).query("limit", clamp_limit(limit));
+        self.execute(&call).await?.json()
     }
 
     // --- operations (no token) ---

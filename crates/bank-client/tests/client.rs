@@ -275,6 +275,31 @@ async fn admin_deposit_sends_its_key_and_reports_a_fresh_answer() {
     assert_eq!(submitted.value.amount, Decimal::new(5000, 2));
 }
 
+/// The client reads amounts with the one grammar too: an answer with `"1e3"` (or a rounded-looking
+/// 32-decimal text) is a decode error, never 1000.00; and every body it sends is JSON-typed.
+#[tokio::test]
+async fn amounts_outside_the_grammar_are_refused_and_bodies_are_json() {
+    for amount in ["1e3", "0.00999999999999999999999999999999", "+1.00", "00001.00"] {
+        let router = Router::new().route(
+            "/v1/admin/deposits",
+            post(move |headers: HeaderMap| async move {
+                assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+                let body = format!(
+                    r#"{{"entry_id":"{}","account_id":"{}","amount":"{amount}","currency":"USD","reference":"r","posted_at":"2026-01-02T03:04:05Z"}}"#,
+                    Uuid::nil(),
+                    Uuid::nil()
+                );
+                ([("content-type", "application/json")], body)
+            }),
+        );
+        let client = spawn(router).await.with_access_token("t");
+        let request =
+            DepositRequest { account_id: Uuid::nil(), amount: Decimal::new(100, 2), reference: "r".to_owned() };
+        let error = client.admin_deposit("dep-1", &request).await.expect_err(amount);
+        assert!(matches!(error, ClientError::Decode(_)), "{amount}: {error:?}");
+    }
+}
+
 #[tokio::test]
 async fn problem_json_is_decoded_into_client_error() {
     let hits = Arc::new(AtomicUsize::new(0));

@@ -6,6 +6,8 @@
 //! - [`ids`]: typed identifiers.
 //! - [`account`]: accounts, their status, overdraft limits and balances.
 //! - [`ledger`]: double-entry journal entries, holds, history and the posting rules.
+//! - [`audit`]: the append-only audit log of operator actions and its port.
+//! - [`approvals`]: four eyes on large operator deposits (pending requests and their port).
 //! - [`ports`]: the traits adapters implement ([`ports::LedgerStore`], [`ports::Clock`]).
 //! - [`memory`]: in-memory adapters.
 //! - `testkit` (feature `testkit`): conformance suites every adapter runs.
@@ -14,6 +16,8 @@
 
 pub mod account;
 pub mod accounts;
+pub mod approvals;
+pub mod audit;
 pub mod blob;
 pub mod clock;
 mod error;

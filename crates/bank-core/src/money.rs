@@ -4,6 +4,10 @@
 //! values are [`rust_decimal::Decimal`], arithmetic is checked (overflow is an [`Error`], never a
 //! panic or a wrap), and an amount with more decimals than its currency allows is **rejected, never
 //! rounded**. On the wire every value is a decimal string (`"12.34"`).
+//!
+//! Text is parsed by one grammar ([`text`]): `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with at most the
+//! currency's decimals, checked on the characters before any conversion ([`Amount::parse`],
+//! [`Money::parse`], [`parse_decimal`] and every serde path go through it).
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +16,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+
+#[path = "amount_text.rs"]
+pub mod text;
+
+pub use text::{AMOUNT_DECIMALS_MAX, AMOUNT_INTEGER_DIGITS_MAX, AMOUNT_PATTERN, AmountTextError};
 
 /// The largest amount a single transfer, hold or entry line may carry (one trillion units of any
 /// currency). Bounding it keeps every balance far from `Decimal`'s own limit, so sums of many lines
@@ -180,10 +189,14 @@ impl Amount {
         Ok(Amount(normalized))
     }
 
-    /// Parses a decimal string (`"12.34"`) for `currency`. Exponent notation, signs other than a
-    /// leading minus (which is then refused as negative) and empty strings are refused.
+    /// Parses a decimal string (`"12.34"`) for `currency` with the one amount grammar ([`text`]):
+    /// the text is checked before it is converted, so nothing is ever rounded. An exponent, a `+`,
+    /// `_`, a leading zero, a bare dot, whitespace and any decimal past the currency's exponent
+    /// (`"1.000"` USD, `"100.0"` JPY) are refused; a leading minus is refused as negative.
     pub fn parse(text: &str, currency: Currency) -> Result<Self> {
-        Amount::new(parse_decimal(text)?, currency)
+        let value =
+            text::parse_amount_text(text, currency.exponent()).map_err(|error| amount_text_error(error, currency))?;
+        Amount::new(value, currency)
     }
 
     /// The value.
@@ -310,21 +323,27 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
-/// Parses a plain decimal string. Refuses exponents, spaces, `+`, and anything
-/// `Decimal` cannot hold exactly (too many digits).
+/// The amount error of a text the grammar refused.
+fn amount_text_error(error: AmountTextError, currency: Currency) -> Error {
+    let reason = match error {
+        AmountTextError::NotANumber => AmountError::NotANumber,
+        AmountTextError::TooManyDecimals { max } => AmountError::TooManyDecimals { currency, max },
+        AmountTextError::TooLarge => AmountError::TooLarge,
+    };
+    Error::InvalidAmount { reason }
+}
+
+/// Parses a signed decimal string of any currency (a balance, a limit) with the amount grammar
+/// ([`text`]) and at most [`AMOUNT_DECIMALS_MAX`] decimals: no exponent, `+`, `_`, leading zero,
+/// bare dot or whitespace, and nothing `Decimal` would have to round.
 pub fn parse_decimal(text: &str) -> Result<Decimal> {
-    let bad = || Error::InvalidAmount { reason: AmountError::NotANumber };
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let mut parts = digits.splitn(2, '.');
-    let int_part = parts.next().unwrap_or_default();
-    let frac_part = parts.next();
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int_part.is_empty() || !all_digits(int_part) || frac_part.is_some_and(|f| f.is_empty() || !all_digits(f)) {
-        return Err(bad());
-    }
-    // `from_str_exact` refuses values it would have to round (more than 28 fractional digits).
-    Decimal::from_str_exact(text)
-        .map_err(|_| if int_part.len() > 28 { Error::InvalidAmount { reason: AmountError::TooLarge } } else { bad() })
+    text::parse_decimal_text(text, AMOUNT_DECIMALS_MAX, text::DECIMAL_INTEGER_DIGITS_MAX).map_err(|error| {
+        let reason = match error {
+            AmountTextError::NotANumber | AmountTextError::TooManyDecimals { .. } => AmountError::NotANumber,
+            AmountTextError::TooLarge => AmountError::TooLarge,
+        };
+        Error::InvalidAmount { reason }
+    })
 }
 
 /// Checked `a + b`.
@@ -413,7 +432,19 @@ mod tests {
             Err(Error::InvalidAmount { reason: AmountError::TooManyDecimals { .. } })
         ));
         assert!(matches!(Amount::parse("1.5", Currency::Jpy), Err(Error::InvalidAmount { .. })));
-        assert!(Amount::parse("100.000", Currency::Jpy).is_ok());
+        assert!(Amount::parse("100", Currency::Jpy).is_ok());
+        // Zeros past the currency's exponent are digits too: refused, as "1.000" USD.
+        for (text, currency) in
+            [("100.000", Currency::Jpy), ("100.0", Currency::Jpy), ("1.000", usd), ("1.0000", Currency::Kwd)]
+        {
+            assert!(
+                matches!(
+                    Amount::parse(text, currency),
+                    Err(Error::InvalidAmount { reason: AmountError::TooManyDecimals { .. } })
+                ),
+                "{text} {currency}"
+            );
+        }
         assert!(Amount::parse("1.234", Currency::Kwd).is_ok());
         assert!(Amount::parse("1.2345", Currency::Bhd).is_err());
         assert!(matches!(Amount::parse("0", usd), Err(Error::InvalidAmount { reason: AmountError::Zero })));
@@ -428,12 +459,39 @@ mod tests {
             Amount::parse("99999999999999999999999999999999", usd),
             Err(Error::InvalidAmount { reason: AmountError::TooLarge })
         ));
-        for bad in ["", "abc", "1e3", "+1", " 1", "1 ", "1.", ".5", "1.2.3", "NaN", "inf", "0x10", "１"] {
+        for bad in [
+            "", "abc", "1e3", "1E3", "1e-2", "0.1e1", "1_0", "1_000.00", "+1", "+1.00", " 1", "1 ", "1.", ".5",
+            "1.2.3", "NaN", "inf", "0x10", "１", "00001.00", "01", "-01", "--1", "-", "-.5", "1.-5", "\u{7f}1", "1\n",
+            "1,00",
+        ] {
             assert!(
                 matches!(Amount::parse(bad, usd), Err(Error::InvalidAmount { reason: AmountError::NotANumber })),
                 "{bad:?}"
             );
         }
+    }
+
+    /// The inputs of issue 19: refused, never rounded to the nearest cent.
+    #[test]
+    fn long_texts_are_refused_not_rounded() {
+        for text in [
+            "0.00999999999999999999999999999999",
+            "12.340000000000000000000000000009",
+            "1.0000000000000000000000000000001",
+            "0.001",
+        ] {
+            assert!(
+                matches!(
+                    Amount::parse(text, Currency::Usd),
+                    Err(Error::InvalidAmount { reason: AmountError::TooManyDecimals { .. } })
+                ),
+                "{text}"
+            );
+            assert!(Money::parse(text, "USD").is_err(), "{text}");
+        }
+        assert!(parse_decimal("0.00999999999999999999999999999999").is_err());
+        assert_eq!(parse_decimal("-12.30").unwrap().to_string(), "-12.30");
+        assert!(parse_decimal("12345678901234567890123456").is_err(), "26 integer digits");
     }
 
     #[test]
@@ -450,12 +508,75 @@ mod tests {
         assert_eq!(serde_json::to_string(&whole).unwrap(), r#"{"amount":"12.50","currency":"USD"}"#);
         assert_eq!(whole.to_string(), "12.50 USD");
         assert_eq!(Money::parse("7", "KWD").unwrap().to_string(), "7.000 KWD");
-        assert_eq!(Money::parse("7.00", "JPY").unwrap().to_string(), "7 JPY");
+        assert_eq!(Money::parse("7", "JPY").unwrap().to_string(), "7 JPY");
+        assert!(Money::parse("7.00", "JPY").is_err(), "no decimals past the currency's");
         assert_eq!(in_minor_units(Decimal::new(-3, 0), Currency::Bhd).to_string(), "-3.000");
         assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
         assert!(serde_json::from_str::<Money>(r#"{"amount":12.34,"currency":"EUR"}"#).is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1.001","currency":"EUR"}"#).is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1","currency":"XYZ"}"#).is_err());
+        assert!(serde_json::from_str::<Money>(r#"{"amount":"1.000","currency":"EUR"}"#).is_err());
+        assert!(serde_json::from_str::<Money>(r#"{"amount":"1e3","currency":"EUR"}"#).is_err());
+    }
+
+    /// A model of the grammar written independently of the parser: digits, an optional minus,
+    /// no leading zero, at most `max` decimals, at most 13 integer digits.
+    fn grammar_accepts(text: &str, max: usize) -> bool {
+        let unsigned = text.strip_prefix('-').unwrap_or(text);
+        let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let has_point = unsigned.contains('.');
+        let all_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+        !integer.is_empty()
+            && all_digits(integer)
+            && all_digits(fraction)
+            && !(has_point && fraction.is_empty())
+            && !(integer.len() > 1 && integer.starts_with('0'))
+            && fraction.len() <= max
+            && integer.len() <= AMOUNT_INTEGER_DIGITS_MAX
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any text: accepted exactly when the model accepts it; an accepted text prints back
+        /// byte for byte (nothing rounded, no digit dropped or added).
+        #[test]
+        fn the_grammar_is_exact(text in "[-+ ._e0-9]{0,20}|-?[0-9]{1,14}(\\.[0-9]{0,5})?", currency in 0..Currency::ALL.len()) {
+            let currency = Currency::ALL[currency];
+            let max = usize::try_from(currency.exponent()).unwrap();
+            let parsed = text::parse_amount_text(&text, currency.exponent());
+            proptest::prop_assert_eq!(parsed.is_ok(), grammar_accepts(&text, max), "{:?} {}", text, currency);
+            if let Ok(value) = parsed {
+                let shown = value.to_string();
+                proptest::prop_assert_eq!(shown.trim_start_matches('-'), text.trim_start_matches('-'));
+                let amount = Amount::parse(&text, currency);
+                if value > Decimal::ZERO && value <= TRANSFER_AMOUNT_MAX {
+                    let amount = amount.unwrap();
+                    proptest::prop_assert_eq!(amount.value(), value);
+                    // The wire form of the amount is the text, padded to the currency's decimals.
+                    proptest::prop_assert_eq!(in_minor_units(amount.value(), currency), value);
+                } else {
+                    proptest::prop_assert!(amount.is_err());
+                }
+            } else {
+                proptest::prop_assert!(Amount::parse(&text, currency).is_err());
+                proptest::prop_assert!(Money::parse(&text, currency.code()).is_err());
+            }
+        }
+
+        /// A valid amount followed by more digits (zeros included) past the currency's scale is
+        /// refused, never rounded or truncated to the valid prefix.
+        #[test]
+        fn extra_digits_are_refused(units in 1u64..1_000_000, extra in "[0-9]{1,40}", currency in 0..Currency::ALL.len()) {
+            let currency = Currency::ALL[currency];
+            let decimals = usize::try_from(currency.exponent()).unwrap();
+            let text = if decimals == 0 {
+                format!("{units}.{extra}")
+            } else {
+                format!("{units}.{}{extra}", "0".repeat(decimals))
+            };
+            proptest::prop_assert!(Amount::parse(&text, currency).is_err(), "{}", text);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Layout of the data directory (`BANK_DATA_DIR`, default `./data`):
 //! - `ledger.sqlite` (+ `-wal`, `-shm`): the ledger (accounts, entries, holds, reversals);
 //! - `bank.sqlite` (+ `-wal`, `-shm`): idempotency keys, transfers, queue, events and subscriber
-//!   cursors, notification log, users and refresh tokens;
+//!   cursors, notification log, users and refresh tokens, the audit log, deposit requests;
 //! - `ledger.lock`, `bank.lock`: held while the process runs (one process per data directory);
 //! - `blobs/`: write-once objects with retention (statements, sealed audit segments) and the
 //!   secret that signs their download links.
@@ -27,6 +27,8 @@ use bank_core::money::Currency;
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::queue::QueueConfig;
 
+use crate::approvals::SqliteDepositRequests;
+use crate::audit::SqliteAuditLog;
 use crate::blob::FileBlobStore;
 use crate::db::{LEDGER_FILE_NAME, LocalDb};
 use crate::events::SqliteEventBus;
@@ -94,6 +96,10 @@ pub struct LocalBackend {
     pub users: Arc<SqliteUserStore>,
     /// The bank's own accounts, opened on first start.
     pub system: SystemAccounts,
+    /// The append-only audit log of operator actions.
+    pub audit: Arc<SqliteAuditLog>,
+    /// Deposits waiting for a second operator.
+    pub deposit_requests: Arc<SqliteDepositRequests>,
 }
 
 impl LocalBackend {
@@ -127,7 +133,22 @@ impl LocalBackend {
         );
         let users = Arc::new(SqliteUserStore::new(&db, Arc::clone(&clock)));
         let system = SystemAccounts::ensure(ledger.as_ref(), &config.currencies).await?;
-        Ok(LocalBackend { db, ledger_db, clock, ledger, payments, events, notification_log, blobs, users, system })
+        let audit = Arc::new(SqliteAuditLog::new(&db, Arc::clone(&clock)));
+        let deposit_requests = Arc::new(SqliteDepositRequests::new(&db, Arc::clone(&clock)));
+        Ok(LocalBackend {
+            db,
+            ledger_db,
+            clock,
+            ledger,
+            payments,
+            events,
+            notification_log,
+            blobs,
+            users,
+            system,
+            audit,
+            deposit_requests,
+        })
     }
 
     /// Checks that both databases answer a read (for readiness probes).

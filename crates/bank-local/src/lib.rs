@@ -18,6 +18,8 @@
 //!   log (at most one message per event, channel and recipient).
 //! - [`users`]: [`users::SqliteUserStore`], users and refresh-token families.
 
+pub mod approvals;
+pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod db;

@@ -50,7 +50,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_WORKER_BATCH", "64", "transfers a worker takes per receive, 1 to 256"),
     ("BANK_RATE_PER_SUBJECT", "50", "requests per second per signed-in user (burst twice that), 1 to 100000"),
     ("BANK_RATE_PER_IP", "100", "requests per second per client IP (burst twice that), 1 to 100000"),
-    ("BANK_LOGIN_RATE_PER_IP", "10", "login and register requests per minute per client IP, 1 to 100000"),
+    (
+        "BANK_LOGIN_RATE_PER_IP",
+        "300",
+        "login and register requests per minute per client IP (a shared NAT included), 1 to 100000",
+    ),
+    (
+        "BANK_LOGIN_FAILURES_PER_IP",
+        "100",
+        "failed logins per client IP per 15 min before accounts that failed are refused from it, 1 to 100000",
+    ),
+    (
+        "BANK_DEPOSIT_APPROVAL_ABOVE",
+        "10000",
+        "operator deposits above this amount (in the account's currency) wait for a second operator's approval",
+    ),
     ("BANK_REQUEST_TIMEOUT_SECONDS", "10", "time a request may take before it answers 503 timeout, 1 to 300"),
     ("BANK_TRUST_FORWARDED_FOR", "false", "`true` behind a proxy: the client IP is the last X-Forwarded-For entry"),
     (
@@ -170,6 +184,10 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Take the client IP from `X-Forwarded-For` (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// Failed logins per client IP per 15 minutes (see `auth::issuer`).
+    pub login_failures_per_ip: u32,
+    /// Operator deposits above this wait for a second operator.
+    pub deposit_approval_above: Decimal,
 }
 
 /// Everything the process is configured with.
@@ -357,6 +375,20 @@ impl Config {
             rate_per_subject: rate("BANK_RATE_PER_SUBJECT", defaults.rate_per_subject.requests)?,
             rate_per_ip: rate("BANK_RATE_PER_IP", defaults.rate_per_ip.requests)?,
             login_rate_per_ip: rate("BANK_LOGIN_RATE_PER_IP", defaults.login_rate_per_ip.requests)?,
+            login_failures_per_ip: rate("BANK_LOGIN_FAILURES_PER_IP", crate::auth::issuer::IP_FAILURES_PER_IP_DEFAULT)?,
+            deposit_approval_above: match get("BANK_DEPOSIT_APPROVAL_ABOVE")? {
+                None => bank_core::approvals::DEPOSIT_APPROVAL_ABOVE_DEFAULT,
+                Some(v) => match bank_core::money::parse_decimal(&v) {
+                    Ok(amount) if !amount.is_sign_negative() => amount,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "BANK_DEPOSIT_APPROVAL_ABOVE",
+                            &v,
+                            "expected a plain decimal amount of at least 0 (e.g. 10000.00)",
+                        ));
+                    }
+                },
+            },
             request_timeout: match get("BANK_REQUEST_TIMEOUT_SECONDS")? {
                 None => defaults.request_timeout,
                 Some(v) => Duration::from_secs(parse_in_range("BANK_REQUEST_TIMEOUT_SECONDS", &v, 1, 300)?),
@@ -399,6 +431,7 @@ impl Config {
             login_rate_per_ip: RateLimit::per_minute(limits.login_rate_per_ip, limits.login_rate_per_ip),
             request_timeout: limits.request_timeout,
             trust_forwarded_for: limits.trust_forwarded_for,
+            deposit_policy: bank_core::approvals::DepositPolicy { approval_above: limits.deposit_approval_above },
             ..HttpConfig::default()
         }
     }
@@ -421,6 +454,7 @@ impl Config {
             access_ttl: self.access_ttl,
             refresh_ttl: self.refresh_ttl,
             data_dir: self.data_dir.clone(),
+            login_failures_per_ip: self.http.login_failures_per_ip,
         }
     }
 
@@ -644,7 +678,18 @@ mod tests {
         refused(&[("BANK_RATE_PER_SUBJECT", "0")], "BANK_RATE_PER_SUBJECT");
         refused(&[("BANK_RATE_PER_IP", "lots")], "BANK_RATE_PER_IP");
         refused(&[("BANK_LOGIN_RATE_PER_IP", "100001")], "BANK_LOGIN_RATE_PER_IP");
+        refused(&[("BANK_LOGIN_FAILURES_PER_IP", "0")], "BANK_LOGIN_FAILURES_PER_IP");
+        for bad in ["-1", "1e4", "ten", "10_000"] {
+            refused(&[("BANK_DEPOSIT_APPROVAL_ABOVE", bad)], "BANK_DEPOSIT_APPROVAL_ABOVE");
+        }
+        let above = Config::from_lookup(|name| (name == "BANK_DEPOSIT_APPROVAL_ABOVE").then(|| "500.00".into()));
+        assert_eq!(above.expect("valid").http_config().deposit_policy.approval_above.to_string(), "500.00");
+        assert_eq!(Config::default().http_config().deposit_policy.approval_above, Decimal::from(10_000));
         refused(&[("BANK_REQUEST_TIMEOUT_SECONDS", "0")], "BANK_REQUEST_TIMEOUT_SECONDS");
+        assert_eq!(Config::default().auth_config().login_failures_per_ip, 100);
+        assert_eq!(Config::default().http_config().login_rate_per_ip.requests, 300, "room for a shared NAT");
+        let failures = Config::from_lookup(|name| (name == "BANK_LOGIN_FAILURES_PER_IP").then(|| "250".into()));
+        assert_eq!(failures.expect("valid").auth_config().login_failures_per_ip, 250);
         refused(&[("BANK_TRUST_FORWARDED_FOR", "yes")], "BANK_TRUST_FORWARDED_FOR");
         let c = Config::from_lookup(|name| match name {
             "BANK_RATE_PER_SUBJECT" => Some("7".into()),

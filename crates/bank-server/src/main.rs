@@ -216,6 +216,16 @@ async fn create_user(config: &Config, email: &str, role: Role) -> Result<(), Run
     let auth = run::auth(config, &backend)?;
     let issuer = auth.issuer.ok_or_else(|| RunError::Refused("built-in issuer unavailable".into()))?;
     let registered = issuer.create_user(email, &password, role).await?;
+    // Who ran the command is the machine's business; the record says it came from the CLI, and
+    // names the new user by id (never the email's password or the TOTP secret).
+    let record = bank_core::audit::NewAuditRecord::new(
+        backend.payments.clock.now(),
+        "cli",
+        format!("user.created.{}", role.as_str()),
+        format!("user:{}", registered.user_id),
+        bank_core::audit::AuditOutcome::Done,
+    );
+    backend.audit.append(record).await?;
     let json = serde_json::json!({
         "user_id": registered.user_id.to_string(),
         "totp_secret": registered.totp_secret,

@@ -25,7 +25,7 @@ use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::SimulatedRail;
 use bank_core::users::{Email, Role};
 use bank_local::backend::LocalBackend;
-use rust_decimal::Decimal;
+
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -440,8 +440,7 @@ async fn seed_demo_account(backend: &Backend, owner: CustomerId, email: &str) ->
         }
     };
     let key = EntryKey::new(TransferId::from_uuid(derived_uuid("demo-deposit", &account.id.to_string()))?, 0);
-    let amount: Decimal = DEMO_DEPOSIT.parse().map_err(|e| bank_core::Error::InvalidInput(format!("{e}")))?;
-    let money = Money::new(amount, Currency::Usd)?;
+    let money = Money::parse(DEMO_DEPOSIT, Currency::Usd.code())?;
     let deposit = NewEntry::transfer(key, backend.system.deposits(Currency::Usd)?, account.id, money, "demo deposit")?;
     // Posting a used key answers the first entry and moves no money.
     backend.ledger.post(deposit).await?;

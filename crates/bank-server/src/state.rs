@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bank_core::Result;
+use bank_core::approvals::DepositRequestStore;
+use bank_core::audit::AuditLog;
 use bank_core::notifications::{EventSubscriber, NotificationLog};
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
@@ -42,6 +44,10 @@ pub struct Backend {
     pub users: Option<Arc<dyn UserStore>>,
     /// The bank's own accounts (deposits, rail settlement, suspense) per currency.
     pub system: SystemAccounts,
+    /// The append-only audit log of operator actions.
+    pub audit: Arc<dyn AuditLog>,
+    /// Deposits waiting for a second operator (four eyes).
+    pub deposit_requests: Arc<dyn DepositRequestStore>,
     /// Readiness of the backing services.
     pub ready: Arc<dyn ReadyCheck>,
 }
@@ -67,6 +73,8 @@ impl From<LocalBackend> for Backend {
             blobs: local.blobs.clone(),
             users: Some(local.users.clone()),
             system: local.system.clone(),
+            audit: local.audit.clone(),
+            deposit_requests: local.deposit_requests.clone(),
             ready: Arc::new(LocalReady(local)),
         }
     }

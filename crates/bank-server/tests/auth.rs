@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::memory::users::MemoryUserStore;
 use bank_core::users::{Role, UserStore};
-use bank_server::auth::issuer::{ACCOUNT_FAILURES_MAX, TokenIssuer};
+use bank_server::auth::issuer::{ACCOUNT_FAILURES_MAX, IP_FAILURES_PER_IP_DEFAULT, PAIR_FAILURES_MAX, TokenIssuer};
 use bank_server::auth::keys::SigningKeys;
 use bank_server::auth::verify::TokenVerifier;
 use bank_server::auth::{AccessClaims, AuthConfig, AuthError, totp};
@@ -156,10 +156,10 @@ async fn a_totp_code_works_once() {
 }
 
 #[tokio::test]
-async fn failed_logins_are_throttled_per_account() {
+async fn failed_logins_are_throttled_per_ip_and_account() {
     let world = World::new();
     let registered = world.issuer.register("erin@example.com", PASSWORD).await.expect("register");
-    for _ in 0..ACCOUNT_FAILURES_MAX {
+    for _ in 0..PAIR_FAILURES_MAX {
         let err = world.issuer.login("erin@example.com", "wrong password!!", "123456", IP).await.expect_err("wrong");
         assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
     }
@@ -172,18 +172,75 @@ async fn failed_logins_are_throttled_per_account() {
     world.issuer.login("erin@example.com", PASSWORD, &code, IP).await.expect("allowed after the window");
 }
 
+/// A guesser spread over many addresses: the account's own counter stops it, from every IP.
 #[tokio::test]
-async fn failed_logins_are_throttled_per_ip() {
+async fn failed_logins_are_throttled_per_account_across_ips() {
     let world = World::new();
-    for i in 0..20 {
-        let email = format!("user{i}@example.com");
-        world.issuer.login(&email, "wrong password!!", "123456", IP).await.expect_err("unknown");
+    let registered = world.issuer.register("fay@example.com", PASSWORD).await.expect("register");
+    for i in 0..ACCOUNT_FAILURES_MAX {
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, u8::try_from(i).expect("small")));
+        let err = world.issuer.login("fay@example.com", "wrong password!!", "123456", ip).await.expect_err("wrong");
+        assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
     }
-    let err = world.issuer.login("fresh@example.com", PASSWORD, "123456", IP).await.expect_err("throttled");
+    let code = world.code(&registered.totp_secret);
+    let err = world.issuer.login("fay@example.com", PASSWORD, &code, IP).await.expect_err("throttled");
     assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+}
+
+/// The NAT case of issue 19: one attacker behind a shared address fails far past the per-IP cap
+/// on other accounts; a colleague behind the same address, whose account has not failed, signs
+/// in at once.
+#[tokio::test]
+async fn an_attacker_behind_a_shared_ip_cannot_lock_out_the_others() {
+    let world = World::new();
+    let registered = world.issuer.register("colleague@example.com", PASSWORD).await.expect("register");
+    for i in 0..(IP_FAILURES_PER_IP_DEFAULT + 50) {
+        let email = format!("victim{}@example.com", i % 40);
+        let err = world.issuer.login(&email, "wrong password!!", "123456", IP).await.expect_err("refused");
+        assert!(matches!(err, AuthError::InvalidCredentials | AuthError::Throttled { .. }), "{err:?}");
+    }
+    let code = world.code(&registered.totp_secret);
+    world.issuer.login("colleague@example.com", PASSWORD, &code, IP).await.expect("a clean account is never refused");
+}
+
+/// The brute-force case: one account from one IP is locked after a few failures; an address
+/// spraying many accounts hits the per-IP cap, after which every account that failed from it is
+/// refused, even with the right password, while other addresses are not affected.
+#[tokio::test]
+async fn a_sprayer_hits_the_per_ip_cap() {
+    let world = World::new();
+    let target = world.issuer.register("target@example.com", PASSWORD).await.expect("register");
+    // One failure for the target, then a spray of one failure per other account up to the cap.
+    world.issuer.login("target@example.com", "wrong password!!", "123456", IP).await.expect_err("wrong");
+    for i in 1..IP_FAILURES_PER_IP_DEFAULT {
+        let email = format!("sprayed{i}@example.com");
+        let err = world.issuer.login(&email, "wrong password!!", "123456", IP).await.expect_err("refused");
+        assert!(matches!(err, AuthError::InvalidCredentials), "under the cap: {err:?}");
+    }
+    // Over the cap: an account that failed from this IP is refused, right password or not.
+    let code = world.code(&target.totp_secret);
+    let err = world.issuer.login("target@example.com", PASSWORD, &code, IP).await.expect_err("capped");
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    let err = world.issuer.login("sprayed1@example.com", "guess!!!!!!!!", "123456", IP).await.expect_err("capped");
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    // From another address the target logs in.
     let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
-    let err = world.issuer.login("fresh@example.com", PASSWORD, "123456", other).await.expect_err("unknown");
-    assert!(matches!(err, AuthError::InvalidCredentials), "another IP is not throttled: {err:?}");
+    world.issuer.login("target@example.com", PASSWORD, &code, other).await.expect("another IP is not capped");
+}
+
+/// The per-IP cap is configurable (`BANK_LOGIN_FAILURES_PER_IP`).
+#[tokio::test]
+async fn the_per_ip_cap_is_configurable() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let store: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new(Arc::new(clock.clone())));
+    let config = AuthConfig { login_failures_per_ip: 3, ..AuthConfig::new(dir.path()) };
+    let issuer = TokenIssuer::new(config, store, Arc::new(clock)).expect("issuer");
+    for i in 0..3 {
+        issuer.login(&format!("u{i}@example.com"), "wrong password!!", "123456", IP).await.expect_err("wrong");
+    }
+    let err = issuer.login("u0@example.com", "wrong password!!", "123456", IP).await.expect_err("capped");
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
 }
 
 #[tokio::test]

@@ -176,6 +176,50 @@ async fn unknown_routes_wrong_methods_and_request_ids() {
     assert_eq!(ready.body["status"], "ok");
 }
 
+/// The NAT case through the router with the default limits: failed logins of other accounts from
+/// one address (all clients of this router share one) do not stop a colleague's correct login.
+#[tokio::test]
+async fn failed_logins_of_others_do_not_lock_out_a_shared_ip() {
+    let app = App::new().await;
+    for i in 0..40 {
+        let body = json!({"email": format!("victim{}@example.com", i % 4), "password": "wrong password!!", "totp_code": "123456"});
+        let reply = app.post(paths::AUTH_LOGIN, None, None, body).await;
+        assert!(matches!(reply.status.as_u16(), 401 | 429), "{}", reply.body);
+    }
+    // `login` registers through the API and asserts a 200 login.
+    app.login("colleague@example.com", Role::Customer).await;
+}
+
+/// Registration takes the address as the OpenAPI pattern states it: surrounding whitespace is
+/// refused, not trimmed silently.
+#[tokio::test]
+async fn registration_refuses_a_padded_email() {
+    let app = App::new().await;
+    for email in [" padded@example.com", "padded@example.com\n", "\u{c}x@example.com"] {
+        let reply = app.post(paths::AUTH_REGISTER, None, None, json!({"email": email, "password": PASSWORD})).await;
+        assert_problem(&reply, StatusCode::BAD_REQUEST, problem_types::INVALID_REQUEST);
+    }
+    let reply =
+        app.post(paths::AUTH_REGISTER, None, None, json!({"email": "padded@example.com", "password": PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    // A colon is valid in an address (it once answered 500 building the otpauth URI).
+    let reply =
+        app.post(paths::AUTH_REGISTER, None, None, json!({"email": "a:b@example.com", "password": PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+/// The 100-accounts cap answers 409 (a conflict with the owner's state, as the document says).
+#[tokio::test]
+async fn the_hundred_and_first_account_is_a_conflict() {
+    let app = App::new().await;
+    let token = app.login("many@example.com", Role::Customer).await;
+    for _ in 0..100 {
+        app.open_account(&token, "USD").await;
+    }
+    let reply = app.post(paths::ACCOUNTS, Some(&token), None, json!({"currency": "USD", "name": "one more"})).await;
+    assert_problem(&reply, StatusCode::CONFLICT, problem_types::CONFLICT);
+}
+
 #[tokio::test]
 async fn protected_routes_need_a_valid_bearer_token() {
     let app = App::new().await;
@@ -328,6 +372,9 @@ async fn openapi_lists_every_route_and_metrics_show_requests() {
         paths::TRANSFERS.to_owned(),
         format!("{}/{id}", paths::TRANSFERS),
         paths::ADMIN_DEPOSITS.to_owned(),
+        format!("{}/{id}", paths::ADMIN_DEPOSITS),
+        format!("{}/{id}/approve", paths::ADMIN_DEPOSITS),
+        paths::ADMIN_AUDIT.to_owned(),
     ];
     let documented = document["paths"].as_object().expect("paths");
     for path in &expected {

@@ -3,6 +3,8 @@
 //! They back unit tests, simulations and benchmarks, and are the reference every other adapter's
 //! conformance run is compared against.
 
+pub mod approvals;
+pub mod audit;
 pub mod blob;
 pub mod bus;
 pub mod idempotency;

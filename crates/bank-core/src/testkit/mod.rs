@@ -20,6 +20,8 @@ macro_rules! conformance_cases {
     };
 }
 
+pub mod approvals;
+pub mod audit;
 pub mod blob;
 pub mod idempotency;
 pub mod ledger;

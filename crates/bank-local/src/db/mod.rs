@@ -98,6 +98,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0006_users.sql")),
         M::up(include_str!("../../migrations/0007_queue_indexes.sql")),
         M::up(include_str!("../../migrations/0008_idempotency_in_time_order.sql")),
+        M::up(include_str!("../../migrations/0009_audit_and_deposit_requests.sql")),
     ])
 }
 

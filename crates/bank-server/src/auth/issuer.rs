@@ -3,8 +3,26 @@
 //!
 //! Login answers one generic [`AuthError::InvalidCredentials`] for an unknown email, a wrong
 //! password and a wrong or replayed TOTP code, and hashes a password even for an unknown email, so
-//! the answer reveals nothing about which accounts exist. Failures are throttled per account and
-//! per client IP.
+//! the answer reveals nothing about which accounts exist.
+//!
+//! # Login throttling
+//!
+//! Only failures are counted, in 15-minute windows, under three keys:
+//!
+//! - per (client IP, account): [`PAIR_FAILURES_MAX`] — a guesser at one account from one address;
+//! - per account, from every IP: [`ACCOUNT_FAILURES_MAX`] — a guesser spread over many addresses;
+//! - per client IP: [`AuthConfig::login_failures_per_ip`] (default [`IP_FAILURES_PER_IP_DEFAULT`],
+//!   far above what a household or an office behind one NAT fails) — a sprayer trying many
+//!   accounts from one address. This cap is consulted **only for an account that has failures
+//!   of its own** in the window: a correct password and TOTP code for an account that has not
+//!   failed is never refused because other accounts failed from the same IP, so one attacker
+//!   behind a shared NAT cannot lock everyone else out. Past the cap, a sprayer gets one guess per
+//!   account (its first failure marks the account), and every guess needs both the password and
+//!   the current TOTP code.
+//!
+//! A successful login clears its (IP, account) and account counters. Requests to the login and
+//! register routes are also rate limited per IP by the HTTP layer (`BANK_LOGIN_RATE_PER_IP`), at
+//! a rate meant for a shared address.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,10 +43,12 @@ use super::throttle::FailureThrottle;
 use super::verify::TokenVerifier;
 use super::{AccessClaims, AuthConfig, AuthError, passwords, totp};
 
-/// Failed logins per account per window.
-pub const ACCOUNT_FAILURES_MAX: u32 = 5;
-/// Failed logins per client IP per window.
-pub const IP_FAILURES_MAX: u32 = 20;
+/// Failed logins per (client IP, account) per window.
+pub const PAIR_FAILURES_MAX: u32 = 5;
+/// Failed logins per account, from every IP, per window.
+pub const ACCOUNT_FAILURES_MAX: u32 = 10;
+/// Default failed logins per client IP per window before accounts that failed are refused from it.
+pub const IP_FAILURES_PER_IP_DEFAULT: u32 = 100;
 /// The throttling window.
 pub const FAILURE_WINDOW_SECS: i64 = 15 * 60;
 /// Random bytes in a refresh token (256 bits).
@@ -75,6 +95,7 @@ pub struct TokenIssuer {
     keys: Arc<SigningKeys>,
     store: Arc<dyn UserStore>,
     clock: Arc<dyn Clock>,
+    per_pair: FailureThrottle,
     per_account: FailureThrottle,
     per_ip: FailureThrottle,
 }
@@ -90,8 +111,9 @@ impl TokenIssuer {
         let keys = Arc::new(SigningKeys::load_or_create(&config.data_dir)?);
         let window = TimeDelta::seconds(FAILURE_WINDOW_SECS);
         Ok(TokenIssuer {
+            per_pair: FailureThrottle::new(PAIR_FAILURES_MAX, window, Arc::clone(&clock)),
             per_account: FailureThrottle::new(ACCOUNT_FAILURES_MAX, window, Arc::clone(&clock)),
-            per_ip: FailureThrottle::new(IP_FAILURES_MAX, window, Arc::clone(&clock)),
+            per_ip: FailureThrottle::new(config.login_failures_per_ip.max(1), window, Arc::clone(&clock)),
             config,
             keys,
             store,
@@ -156,8 +178,14 @@ impl TokenIssuer {
     ) -> Result<Tokens, AuthError> {
         let ip_key = client_ip.to_string();
         let account_key = email.trim().to_lowercase();
-        self.per_ip.check(&ip_key).map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
-        self.per_account.check(&account_key).map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
+        let pair_key = format!("{ip_key} {account_key}");
+        let throttled = |retry_after_secs| AuthError::Throttled { retry_after_secs };
+        self.per_pair.check(&pair_key).map_err(throttled)?;
+        self.per_account.check(&account_key).map_err(throttled)?;
+        // The per-IP cap never refuses an account without failures (see the module docs).
+        if self.per_account.failures(&account_key) > 0 {
+            self.per_ip.check(&ip_key).map_err(throttled)?;
+        }
         let user = match Email::parse(email) {
             Ok(email) => self.store.by_email(&email).await?,
             Err(_) => None,
@@ -169,10 +197,12 @@ impl TokenIssuer {
         };
         let Some(user) = user.filter(|_| authenticated) else {
             self.per_ip.fail(&ip_key);
+            self.per_pair.fail(&pair_key);
             self.per_account.fail(&account_key);
             tracing::info!("login refused");
             return Err(AuthError::InvalidCredentials);
         };
+        self.per_pair.reset(&pair_key);
         self.per_account.reset(&account_key);
         let family = Uuid::now_v7();
         let refresh_token = new_refresh_token();

@@ -82,6 +82,9 @@ pub struct AuthConfig {
     pub refresh_ttl: Duration,
     /// The data directory; the signing key lives in `<data_dir>/keys/`.
     pub data_dir: PathBuf,
+    /// Failed logins per client IP per 15 minutes before accounts that failed are refused from
+    /// that IP (accounts without failures never are; see [`issuer`]).
+    pub login_failures_per_ip: u32,
 }
 
 impl AuthConfig {
@@ -93,6 +96,7 @@ impl AuthConfig {
             access_ttl: ACCESS_TTL_MAX,
             refresh_ttl: REFRESH_TTL_DEFAULT,
             data_dir: data_dir.into(),
+            login_failures_per_ip: issuer::IP_FAILURES_PER_IP_DEFAULT,
         }
     }
 

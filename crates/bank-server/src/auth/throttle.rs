@@ -1,8 +1,10 @@
-//! Failed-login counters: fixed windows per key (an account's email, or a client IP), in one
-//! bounded map.
+//! Failed-login counters: fixed windows per key (an account's email, an (IP, account) pair, or a
+//! client IP), in one bounded map per kind of key.
 //!
-//! A key with `limit` failures inside its window is refused until the window ends. Time comes from
-//! the injected clock, so tests need no sleeps.
+//! A key with `limit` failures inside its window is refused until the window ends. Only failures
+//! are counted: a successful login never fills a window. Which counters a login consults, and
+//! why one client cannot lock out the others behind the same IP, is the policy of
+//! [`super::issuer`]. Time comes from the injected clock, so tests need no sleeps.
 
 use std::sync::Arc;
 
@@ -46,6 +48,12 @@ impl FailureThrottle {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The failures of `key` in its current window (0 once the window ended).
+    pub fn failures(&self, key: &str) -> u32 {
+        let now = self.clock.now();
+        self.windows.lock().get(key).filter(|w| now < w.started + self.window).map_or(0, |w| w.failures)
     }
 
     /// Counts one failure of `key`.

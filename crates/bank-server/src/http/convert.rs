@@ -5,7 +5,7 @@ use bank_api as api;
 use bank_core::account::{Account, AccountStatus, Balance};
 use bank_core::ids::{AccountId, TransferId};
 use bank_core::ledger::{HistoryItem, Side};
-use bank_core::money::{Currency, Money, checked_sub, in_minor_units};
+use bank_core::money::{Amount, Currency, Money, checked_sub, in_minor_units};
 use bank_core::transfer::{Beneficiary, BeneficiaryAccount, Destination, Transfer, TransferRequest, TransferStatus};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,7 +79,7 @@ pub(crate) fn transfer_request(request: api::TransferRequest) -> Result<Transfer
         _ => return Err(ApiError::invalid("exactly one of to_account_id and to_external must be set")),
     };
     let currency = currency(&request.currency)?;
-    let money = Money::new(request.amount, currency).map_err(ApiError::from_core)?;
+    let money = money_of(request.amount, currency)?;
     Ok(TransferRequest {
         id: None,
         from_account_id: AccountId::from_uuid(request.from_account_id).map_err(ApiError::from_core)?,
@@ -87,6 +87,15 @@ pub(crate) fn transfer_request(request: api::TransferRequest) -> Result<Transfer
         money,
         reference: request.reference,
     })
+}
+
+/// A wire amount checked against `currency` by bank-core's amount grammar, from its text: the wire
+/// `Decimal` keeps the decimals as written, so `"1.000"` is refused for USD rather than read as
+/// `1.00`. The detail names the field.
+pub(crate) fn money_of(amount: rust_decimal::Decimal, currency: Currency) -> Result<Money, ApiError> {
+    let amount = Amount::parse(&amount.to_string(), currency)
+        .map_err(|error| ApiError::invalid(format!("`amount` is invalid: {error}")))?;
+    Ok(Money { amount, currency })
 }
 
 pub(crate) fn transfer(transfer: &Transfer) -> api::Transfer {
@@ -164,6 +173,30 @@ pub(crate) fn deposit_transfer_id(operator: &str, key: &str) -> Result<TransferI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The HTTP entry point (bank-api's wire type, then `money_of`) accepts exactly what
+        /// bank-core's `Amount::parse` accepts for the account's currency, with the same value:
+        /// a text the grammar refuses is refused here too, and nothing is rounded on the way.
+        #[test]
+        fn the_wire_and_the_server_agree_with_bank_core(
+            text in "[-+ ._eE0-9]{0,18}|-?(0|[1-9][0-9]{0,13})(\\.[0-9]{0,5})?|0\\.0{0,30}[0-9]{0,3}",
+            currency in 0..Currency::ALL.len(),
+        ) {
+            let currency = Currency::ALL[currency];
+            let core = Amount::parse(&text, currency);
+            let body = serde_json::json!({"account_id": Uuid::nil(), "amount": text, "reference": "r"});
+            match serde_json::from_value::<api::DepositRequest>(body) {
+                Ok(request) => {
+                    let server = money_of(request.amount, currency).map(|money| money.amount);
+                    proptest::prop_assert_eq!(server.ok(), core.ok(), "{:?} {}", text, currency);
+                }
+                Err(_) => proptest::prop_assert!(core.is_err(), "{:?} refused on the wire, accepted by bank-core", text),
+            }
+        }
+    }
 
     #[test]
     fn transfer_cursors_round_trip_and_garbage_is_refused() {

@@ -16,9 +16,10 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::auth::Principal;
 
-/// A JSON body: malformed JSON, wrong types and unknown fields answer 400 `malformed-body`, a body
-/// over the limit 413 `payload-too-large`. A `Content-Type` other than JSON is refused; none is
-/// accepted (some clients omit it).
+/// A JSON body: malformed JSON, wrong types and unknown fields answer 400 `malformed-body`, an
+/// amount the grammar refuses 400 `invalid-request` naming the field, a body over the limit 413
+/// `payload-too-large`. The `Content-Type` must be JSON ([`is_json_content_type`]): another one, or
+/// none, answers 415 `unsupported-media-type`.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
@@ -26,14 +27,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let json_type = request.headers().get(header::CONTENT_TYPE).is_none_or(|value| {
-            value.to_str().is_ok_and(|text| {
-                let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                essence == "application/json" || essence.ends_with("+json")
-            })
-        });
-        if !json_type {
-            return Err(ApiError::malformed_body("the body must be application/json"));
+        if !is_json_content_type(request.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -43,11 +38,29 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             }
         })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = T::deserialize(&mut deserializer)
-            .and_then(|value| deserializer.end().map(|()| value))
-            .map_err(|error| ApiError::malformed_body(json_error_detail(&error)))?;
+        let value = T::deserialize(&mut deserializer).and_then(|value| deserializer.end().map(|()| value)).map_err(
+            |error| {
+                let message = error.to_string();
+                match message.strip_prefix(bank_api::INVALID_AMOUNT_PREFIX) {
+                    // The grammar's message names the field and quotes no input.
+                    Some(detail) => ApiError::invalid(detail.split(" at line ").next().unwrap_or(detail).to_owned()),
+                    None => ApiError::malformed_body(json_error_detail(&error)),
+                }
+            },
+        )?;
         Ok(ApiJson(value))
     }
+}
+
+/// `application/json` (parameters such as `charset=utf-8` allowed) or `application/<x>+json`.
+pub(crate) fn is_json_content_type(value: Option<&axum::http::HeaderValue>) -> bool {
+    value.and_then(|value| value.to_str().ok()).is_some_and(|text| {
+        let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        essence == "application/json"
+            || essence
+                .strip_prefix("application/")
+                .is_some_and(|sub| sub.len() > "+json".len() && sub.ends_with("+json"))
+    })
 }
 
 /// What went wrong in a body, without echoing it (it may hold a password).
@@ -184,5 +197,45 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         })?;
         let key = IdempotencyKey::new(text).map_err(|error| ApiError::idempotency_key_missing(error.to_string()))?;
         Ok(IdempotencyKeyHeader(key))
+    }
+}
+
+/// What an audit record needs from the request: its id and the client address (never a header
+/// value beyond these, never a body).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditContext {
+    pub(crate) request_id: Option<String>,
+    pub(crate) client_ip: IpAddr,
+}
+
+impl FromRequestParts<AppState> for AuditContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let request_id = parts.extensions.get::<super::middleware::RequestId>().map(|id| id.0.clone());
+        let client_ip = client_ip(&parts.headers, &parts.extensions, state.config().trust_forwarded_for);
+        Ok(AuditContext { request_id, client_ip })
+    }
+}
+
+impl AuditContext {
+    /// Appends an operator action to the audit log. An append that fails is logged and answered
+    /// as an internal error only where the action has not happened yet (callers audit before
+    /// acting when they can); the record never holds a secret.
+    pub(crate) async fn record(
+        &self,
+        state: &AppState,
+        subject: &crate::auth::Principal,
+        action: &str,
+        target: String,
+        outcome: bank_core::audit::AuditOutcome,
+    ) -> Result<(), ApiError> {
+        let at = state.backend().payments.clock.now();
+        let record = bank_core::audit::NewAuditRecord::new(at, subject.user.to_string(), action, target, outcome)
+            .with_request(self.request_id.clone(), Some(self.client_ip.to_string()));
+        state.backend().audit.append(record).await.map(|_| ()).map_err(|error| {
+            tracing::error!(%error, action, "audit append failed");
+            ApiError::from_core(error)
+        })
     }
 }

@@ -16,12 +16,20 @@ use super::problem::{ApiError, finish_problem};
 
 /// Longest request id taken from a client.
 pub(crate) const REQUEST_ID_CHARS_MAX: usize = 128;
+/// Longest path and query the server reads; a longer one answers 414 `uri-too-long`. (Past about
+/// 64 KiB hyper refuses the request line itself, before any of this code runs: see the crate
+/// README.)
+pub(crate) const URI_BYTES_MAX: usize = 8 * 1024;
 
 fn client_request_id(request: &Request) -> Option<String> {
     let text = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let visible = !text.is_empty() && text.len() <= REQUEST_ID_CHARS_MAX && text.bytes().all(|b| b.is_ascii_graphic());
     visible.then(|| text.to_owned())
 }
+
+/// The id of the request being served (for the audit log).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
 
 /// Outermost: names the request (the client's `x-request-id` if it is 1 to 128 visible ASCII
 /// characters, else a new UUID v7), runs it in a span, echoes the id, writes problem bodies and
@@ -39,7 +47,14 @@ pub(crate) async fn request_context(State(state): State<AppState>, request: Requ
         subject = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut request = request;
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let uri_bytes = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let mut response = if uri_bytes > URI_BYTES_MAX {
+        ApiError::uri_too_long(URI_BYTES_MAX).into_response()
+    } else {
+        next.run(request).instrument(span.clone()).await
+    };
     let problem_type = finish_problem(&mut response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

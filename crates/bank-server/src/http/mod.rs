@@ -33,6 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use bank_api::paths;
+use bank_core::approvals::DepositPolicy;
 use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
 
@@ -44,6 +45,9 @@ use crate::state::{Auth, Backend};
 pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
 /// Default time a request may take before it is answered with a `timeout` problem.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default login and register requests per client IP per minute: five a second, room for an office
+/// behind one NAT signing in at nine; a guesser is stopped by the failure counters, not by this.
+pub const LOGIN_REQUESTS_PER_IP_PER_MINUTE: u32 = 300;
 /// Keys (IPs or subjects) a rate limiter tracks before it forgets the idle ones.
 pub const RATE_LIMIT_KEYS_MAX: usize = 100_000;
 
@@ -81,11 +85,14 @@ pub struct HttpConfig {
     pub rate_per_subject: RateLimit,
     /// Per client IP, on every route but health and metrics.
     pub rate_per_ip: RateLimit,
-    /// Per client IP on login and registration (on top of `rate_per_ip`).
+    /// Per client IP on login and registration (on top of `rate_per_ip`): requests, not failures
+    /// (failures are the issuer's), so it must be high enough for many users behind one NAT.
     pub login_rate_per_ip: RateLimit,
     /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy that
     /// appends it); otherwise from the connection.
     pub trust_forwarded_for: bool,
+    /// Operator deposits above this amount wait for a second operator (four eyes).
+    pub deposit_policy: DepositPolicy,
 }
 
 impl Default for HttpConfig {
@@ -95,8 +102,12 @@ impl Default for HttpConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             rate_per_subject: RateLimit::per_second(50, 100),
             rate_per_ip: RateLimit::per_second(100, 200),
-            login_rate_per_ip: RateLimit::per_minute(10, 10),
+            login_rate_per_ip: RateLimit::per_minute(
+                LOGIN_REQUESTS_PER_IP_PER_MINUTE,
+                LOGIN_REQUESTS_PER_IP_PER_MINUTE,
+            ),
             trust_forwarded_for: false,
+            deposit_policy: DepositPolicy::default(),
         }
     }
 }
@@ -189,6 +200,8 @@ pub fn router(state: AppState) -> Router {
     let account = format!("{}/{{id}}", paths::ACCOUNTS);
     let account_transactions = format!("{}/{{id}}/transactions", paths::ACCOUNTS);
     let transfer = format!("{}/{{id}}", paths::TRANSFERS);
+    let admin_deposit = format!("{}/{{id}}", paths::ADMIN_DEPOSITS);
+    let admin_deposit_approve = format!("{}/{{id}}/approve", paths::ADMIN_DEPOSITS);
     Router::new()
         .route(paths::AUTH_REGISTER, post(routes::auth::register))
         .route(paths::AUTH_LOGIN, post(routes::auth::login))
@@ -200,7 +213,10 @@ pub fn router(state: AppState) -> Router {
         .route(&account_transactions, get(routes::accounts::transactions))
         .route(paths::TRANSFERS, post(routes::transfers::create).get(routes::transfers::list))
         .route(&transfer, get(routes::transfers::get_one))
-        .route(paths::ADMIN_DEPOSITS, post(routes::admin::deposit))
+        .route(paths::ADMIN_DEPOSITS, post(routes::admin::deposit).get(routes::admin::pending_deposits))
+        .route(&admin_deposit, get(routes::admin::deposit_request))
+        .route(&admin_deposit_approve, post(routes::admin::approve_deposit))
+        .route(paths::ADMIN_AUDIT, get(routes::admin::audit))
         .route(paths::HEALTH_LIVE, get(routes::ops::live))
         .route(paths::HEALTH_READY, get(routes::ops::ready))
         .route(paths::METRICS, get(routes::ops::metrics))

@@ -66,6 +66,29 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn unsupported_media_type() -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            types::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "the body must be sent with Content-Type: application/json",
+        )
+    }
+
+    pub(crate) fn uri_too_long(limit_bytes: usize) -> Self {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            types::URI_TOO_LONG,
+            "URI too long",
+            format!("the path and query exceed {limit_bytes} bytes"),
+        )
+    }
+
+    /// 403: the action would break separation of duties.
+    pub(crate) fn separation_of_duties(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, types::SEPARATION_OF_DUTIES, "Separation of duties", detail)
+    }
+
     pub(crate) fn unauthorized(detail: impl Into<String>) -> Self {
         let mut error = ApiError::new(StatusCode::UNAUTHORIZED, types::UNAUTHORIZED, "Unauthorized", detail);
         error.bearer_challenge = true;
@@ -251,11 +274,12 @@ fn problem_for_status(status: StatusCode) -> Problem {
     let (problem_type, title, detail) = match status {
         StatusCode::NOT_FOUND => (types::NOT_FOUND, "Not found", "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => {
-            (types::ABOUT_BLANK, "Method not allowed", "the route does not accept this method; see Allow")
+            (types::METHOD_NOT_ALLOWED, "Method not allowed", "the route does not accept this method; see Allow")
         }
+        StatusCode::URI_TOO_LONG => (types::URI_TOO_LONG, "URI too long", "the path and query are too long"),
         StatusCode::PAYLOAD_TOO_LARGE => (types::PAYLOAD_TOO_LARGE, "Payload too large", "the body is too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            (types::MALFORMED_BODY, "Malformed body", "the body must be application/json")
+            (types::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "the body must be application/json")
         }
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
             (types::TIMEOUT, "Timeout", "the request took too long")

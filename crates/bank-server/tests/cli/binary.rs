@@ -42,6 +42,25 @@ fn users_create_prints_the_user_id_and_totp_secret() {
     assert!(secret.len() >= 16 && secret.chars().all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
     assert!(!text(&output.stderr).contains("a-long-operator-password"), "the password is never logged");
 
+    // The creation is in the audit log: from the CLI, naming the user by id, holding no secret.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let records = runtime.block_on(async {
+        let clock = std::sync::Arc::new(bank_core::clock::SystemClock);
+        let local = bank_local::backend::LocalBackend::open(&bank_local::backend::LocalConfig::new(dir.path()), clock)
+            .await
+            .expect("open the data directory");
+        let records = bank_core::audit::AuditLog::list(local.audit.as_ref(), 1, 10).await.expect("audit");
+        local.close().await;
+        records
+    });
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0].record;
+    assert_eq!((record.subject.as_str(), record.action.as_str()), ("cli", "user.created.operator"));
+    assert_eq!(record.target, format!("user:{user_id}"));
+    let printed = format!("{records:?}");
+    assert!(!printed.contains("a-long-operator-password") && !printed.contains(secret), "no secret in the audit log");
+    drop(runtime);
+
     // The same email again is refused, and nothing is printed on stdout.
     let again = bank_server(dir.path())
         .env("BANK_PASSWORD", "a-long-operator-password")

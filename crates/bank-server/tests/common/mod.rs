@@ -2,6 +2,8 @@
 //! issuer, `bank-local` backend on a fresh temporary directory, and the transfers pipeline's
 //! background loops) on `127.0.0.1:0`, exactly as `serve` assembles it, and hands out signed-in
 //! [`BankClient`]s. Dropping the app stops its loops and its listener.
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +18,7 @@ use bank_server::auth::totp;
 use bank_server::config::Config;
 use bank_server::http::{AppState, HttpConfig, RateLimit, router};
 use bank_server::run::{self, LoopSet, Loops, Rail};
+use bank_server::state::Backend;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -65,6 +68,8 @@ pub(crate) struct TestApp {
     pub(crate) issuer: Arc<TokenIssuer>,
     /// A plain HTTP client, for requests `BankClient` cannot make (crafted tokens, bad bodies).
     pub(crate) http: reqwest::Client,
+    /// The server's stores (to set up what the API refuses to make, and to read the audit log).
+    pub(crate) backend: Backend,
     loops: Option<Loops>,
     server: JoinHandle<()>,
     _dir: TempDir,
@@ -95,13 +100,22 @@ impl TestApp {
         let issuer = auth.issuer.clone().expect("the built-in issuer");
         let rail = Rail::simulated(&config, Arc::clone(&backend.payments.clock));
         let loops = Loops::start(&backend, &config.payments_config(), &rail, LoopSet::PIPELINE);
+        let stores = backend.clone();
         let state = AppState::new(backend, auth, config.payments_config(), options.http)
             .with_breaker(Arc::clone(&rail.breaker));
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        TestApp { base_url, issuer, http: reqwest::Client::new(), loops: Some(loops), server, _dir: dir }
+        TestApp {
+            base_url,
+            issuer,
+            http: reqwest::Client::new(),
+            backend: stores,
+            loops: Some(loops),
+            server,
+            _dir: dir,
+        }
     }
 
     /// A client of this server, not signed in, retrying up to [`CLIENT_ATTEMPTS_MAX`] times.
@@ -128,6 +142,21 @@ impl TestApp {
         let client = self.client();
         client.login(email, PASSWORD, &totp_now(&registered.totp_secret)).await.expect("operator login");
         client
+    }
+
+    /// Creates the operator `name@example.com` with the issuer and signs it in with the issuer:
+    /// a client holding the access token, and the token (for raw requests).
+    pub(crate) async fn operator_named(&self, name: &str) -> (BankClient, String) {
+        let email = format!("{name}@example.com");
+        let registered = self.issuer.create_user(&email, PASSWORD, Role::Operator).await.expect("create operator");
+        let ip = "127.0.0.1".parse().expect("ip");
+        let tokens = self.issuer.login(&email, PASSWORD, &totp_now(&registered.totp_secret), ip).await.expect("login");
+        (self.client().with_access_token(&tokens.access_token), tokens.access_token)
+    }
+
+    /// [`TestApp::operator_named`] for `operator-token@example.com`.
+    pub(crate) async fn operator_with_token(&self) -> (BankClient, String) {
+        self.operator_named("operator-token").await
     }
 
     /// Registers a customer with the issuer and answers a fresh access token (for raw requests).

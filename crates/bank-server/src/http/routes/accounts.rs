@@ -9,12 +9,14 @@ use axum::response::Response;
 use bank_api::{Account, HistoryEntry, OpenAccountRequest, Page, Problem};
 use bank_core::Error;
 use bank_core::account::NewAccount;
+use bank_core::audit::AuditOutcome;
 use bank_core::ledger::{Cursor, HistoryQuery};
+use bank_core::ports::ACCOUNTS_PER_OWNER_MAX;
 use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, Authed, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, json_response};
 use crate::http::problem::ApiError;
 
 /// Default page size of `GET /v1/accounts/{id}/transactions`.
@@ -50,20 +52,40 @@ async fn with_balance(state: &AppState, account: &bank_core::account::Account) -
     convert::account(account, &balance)
 }
 
-/// Opens an account owned by the caller.
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = OpenAccountRequest,
+/// Opens an account owned by the caller. An operator may not own a customer account (separation
+/// of duties: an operator who owned one could credit it): 403 `separation-of-duties`.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", operation_id = "open_account", request_body = OpenAccountRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Opened", body = Account),
+        (status = 409, description = "The owner already holds 100 accounts, the most one owner may hold", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid currency or name", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operators may not own accounts", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn open(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiJson(request): ApiJson<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
+    if caller.is_operator() {
+        let target = format!("customer:{}", caller.0.user);
+        audit.record(&state, &caller.0, "account.open.refused.operator", target, AuditOutcome::Refused).await?;
+        tracing::warn!("operator tried to open an account for itself");
+        return Err(ApiError::separation_of_duties("operators may not own customer accounts"));
+    }
     let currency = convert::currency(&request.currency)?;
+    // The ledger enforces the cap atomically (a racing open past it answers 400 from there); this
+    // check answers the usual case as what it is, a conflict with the owner's current state.
+    if state.backend().ledger.accounts_of(caller.0.user).await?.len() >= ACCOUNTS_PER_OWNER_MAX {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            bank_api::problem_types::CONFLICT,
+            "Conflict",
+            format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts"),
+        ));
+    }
     let new = NewAccount::customer(caller.0.user, request.name, currency);
     let account = state.backend().ledger.open_account(new).await?;
     tracing::info!(account_id = %account.id, "account opened");
@@ -72,7 +94,7 @@ pub(crate) async fn open(
 }
 
 /// The caller's accounts, oldest first (one page: `next_cursor` is null).
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", operation_id = "list_accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's accounts", body = Page<Account>),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
@@ -87,7 +109,7 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Authed) -> Resul
 }
 
 /// One account with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "get_account", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account", body = Account),
@@ -103,7 +125,7 @@ pub(crate) async fn get_one(
 }
 
 /// An account's posted entries, newest first.
-#[utoipa::path(get, path = "/v1/accounts/{id}/transactions", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/accounts/{id}/transactions", tag = "accounts", operation_id = "account_transactions", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id"), PageParams),
     responses(
         (status = 200, description = "One page of history", body = Page<HistoryEntry>),

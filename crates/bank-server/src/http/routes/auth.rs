@@ -45,6 +45,11 @@ pub(crate) async fn register(
 ) -> Result<Response, ApiError> {
     let issuer = issuer(&state)?;
     login_throttle(&state, ip)?;
+    // A new address is taken as written (the OpenAPI pattern): no surrounding whitespace to trim
+    // silently. Login still trims, so an address pasted with a space signs in.
+    if request.email.trim() != request.email {
+        return Err(ApiError::invalid("the email address must not start or end with whitespace"));
+    }
     let registered = issuer.register(&request.email, &request.password).await?;
     let body = Registered {
         user_id: *registered.user_id.as_uuid(),

@@ -33,7 +33,7 @@ pub(crate) struct ListParams {
 
 /// Submits a transfer. A replay with the same key and body answers the first response with
 /// `Idempotent-Replayed: true`.
-#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = TransferRequest,
+#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", operation_id = "create_transfer", request_body = TransferRequest,
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
     responses(
@@ -56,7 +56,7 @@ pub(crate) async fn create(
 }
 
 /// One transfer the caller sent or received (operators: any).
-#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", operation_id = "get_transfer", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Transfer id")),
     responses(
         (status = 200, description = "The transfer", body = Transfer),
@@ -81,7 +81,7 @@ pub(crate) async fn get_one(
 }
 
 /// Transfers from or to one of the caller's accounts, newest first.
-#[utoipa::path(get, path = "/v1/transfers", tag = "transfers", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/transfers", tag = "transfers", operation_id = "list_transfers", security(("bearer" = [])),
     params(ListParams),
     responses(
         (status = 200, description = "One page of transfers", body = Page<Transfer>),
