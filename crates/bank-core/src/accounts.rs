@@ -15,7 +15,7 @@ use crate::ids::{AccountId, CustomerId};
 use crate::ledger::HistoryItem;
 use crate::money::Currency;
 use crate::page::{Page, PageQuery};
-use crate::ports::LedgerStore;
+use crate::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +64,19 @@ impl AccountsService {
         AccountsService { ledger }
     }
 
-    /// Opens a customer account owned by `owner` (at most
-    /// [`crate::ports::ACCOUNTS_PER_OWNER_MAX`] per owner).
-    #[instrument(skip_all, fields(owner = %owner))]
-    pub async fn open(&self, owner: CustomerId, name: String, currency: Currency) -> Result<AccountWithBalance> {
-        let account = self.ledger.open_account(NewAccount::customer(owner, name, currency)).await?;
+    /// Opens a customer account owned by `viewer`. Refused: to an operator (separation of
+    /// duties: an operator who owned a customer account could credit it), and past
+    /// [`ACCOUNTS_PER_OWNER_MAX`] accounts (`TooManyAccounts`; the ledger enforces the cap
+    /// atomically too, this answers the usual case before writing anything).
+    #[instrument(skip_all, fields(owner = %viewer.user))]
+    pub async fn open(&self, viewer: &Viewer, name: String, currency: Currency) -> Result<AccountWithBalance> {
+        if viewer.operator {
+            return Err(Error::SeparationOfDuties("operators may not own customer accounts".into()));
+        }
+        if self.ledger.accounts_of(viewer.user).await?.len() >= ACCOUNTS_PER_OWNER_MAX {
+            return Err(Error::TooManyAccounts { max: ACCOUNTS_PER_OWNER_MAX });
+        }
+        let account = self.ledger.open_account(NewAccount::customer(viewer.user, name, currency)).await?;
         tracing::info!(account_id = %account.id, "account opened");
         self.with_balance(account).await
     }
@@ -121,7 +129,11 @@ mod tests {
         let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(Arc::new(ManualClock::at_epoch())));
         let service = AccountsService::new(ledger);
         let (alice, bob) = (CustomerId::new(), CustomerId::new());
-        let opened = service.open(alice, "main".into(), Currency::Usd).await.expect("open");
+        let opened = service.open(&Viewer::customer(alice), "main".into(), Currency::Usd).await.expect("open");
+        assert!(matches!(
+            service.open(&Viewer::operator(bob), "mine".into(), Currency::Usd).await,
+            Err(Error::SeparationOfDuties(_))
+        ));
         let id = opened.account.id;
         assert!(opened.balance.posted.is_zero());
         assert_eq!(service.view(&Viewer::customer(alice), id).await.expect("view").account.id, id);

@@ -153,6 +153,16 @@ pub enum Error {
         until: chrono::DateTime<chrono::Utc>,
     },
     /// Processing stopped at a fault-injection point (tests and simulations only).
+    /// An operator asked for what separation of duties forbids (owning a customer account,
+    /// crediting an account of their own, approving their own request).
+    #[error("separation of duties: {0}")]
+    SeparationOfDuties(String),
+    /// The owner already holds [`crate::ports::ACCOUNTS_PER_OWNER_MAX`] accounts.
+    #[error("an owner may hold at most {max} accounts")]
+    TooManyAccounts {
+        /// The most one owner may hold.
+        max: usize,
+    },
     #[error("interrupted at {0}")]
     Interrupted(&'static str),
     /// The storage backend failed. `retryable` says whether the same call may succeed later.
@@ -183,7 +193,9 @@ impl Error {
             | Error::HoldNotActive { .. }
             | Error::AlreadyReversed(_)
             | Error::StaleReceipt
-            | Error::Retained { .. } => ErrorAction::Refused,
+            | Error::Retained { .. }
+            | Error::SeparationOfDuties(_)
+            | Error::TooManyAccounts { .. } => ErrorAction::Refused,
             Error::AccountNotFound(_)
             | Error::HoldNotFound(_)
             | Error::EntryNotFound(_)
@@ -232,6 +244,8 @@ impl Error {
             Error::Interrupted(_) => "interrupted",
             Error::BlobNotFound(_) => "object-not-found",
             Error::Retained { .. } => "object-retained",
+            Error::SeparationOfDuties(_) => "separation-of-duties",
+            Error::TooManyAccounts { .. } => "too-many-accounts",
             Error::Storage { .. } => "storage-failure",
         }
     }

@@ -28,7 +28,8 @@ pub struct Cursor {
     pub before: u64,
 }
 
-const CURSOR_PREFIX: &str = "c1.";
+/// What a cursor's text encodes before the position (versioned, so the encoding can change).
+pub const CURSOR_PREFIX: &str = "c1.";
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

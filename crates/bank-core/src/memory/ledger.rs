@@ -234,7 +234,7 @@ impl LedgerStore for MemoryLedger {
         }
         let owned = inner.by_owner.get(&new.owner).map_or(0, Vec::len);
         if owned >= ACCOUNTS_PER_OWNER_MAX {
-            return Err(Error::invalid(format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts")));
+            return Err(Error::TooManyAccounts { max: ACCOUNTS_PER_OWNER_MAX });
         }
         let account = Account::from_new(new, now);
         inner.by_owner.entry(account.owner).or_default().push(account.id);

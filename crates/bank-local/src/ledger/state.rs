@@ -171,7 +171,7 @@ impl LedgerState {
             .and_then(|mut statement| statement.query_row([new.owner.as_uuid()], |row| row.get(0)))
             .map_err(db_err)?;
         if usize::try_from(owned).unwrap_or(usize::MAX) >= ACCOUNTS_PER_OWNER_MAX {
-            return Err(Error::InvalidInput(format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts")));
+            return Err(Error::TooManyAccounts { max: ACCOUNTS_PER_OWNER_MAX });
         }
         let account = Account::from_new(new, now);
         exec(

@@ -7,9 +7,6 @@ use bank_core::ids::{AccountId, TransferId};
 use bank_core::ledger::{HistoryItem, Side};
 use bank_core::money::{Amount, Currency, Money, checked_sub, in_minor_units};
 use bank_core::transfer::{Beneficiary, BeneficiaryAccount, Destination, Transfer, TransferRequest, TransferStatus};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use uuid::Uuid;
 
 use super::problem::ApiError;
 
@@ -133,46 +130,18 @@ pub(crate) fn transfer(transfer: &Transfer) -> api::Transfer {
     }
 }
 
-const TRANSFER_CURSOR_PREFIX: &str = "t1.";
-const CURSOR_CHARS_MAX: usize = 64;
-
-/// The opaque cursor of a transfers page: continue below this `seq`.
-pub(crate) fn transfer_cursor(before_seq: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TRANSFER_CURSOR_PREFIX}{before_seq}"))
-}
-
-pub(crate) fn parse_transfer_cursor(text: &str) -> Result<u64, ApiError> {
-    let bad = || ApiError::invalid("invalid cursor");
-    if text.len() > CURSOR_CHARS_MAX {
-        return Err(bad());
-    }
-    let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
-    let digits = raw.strip_prefix(TRANSFER_CURSOR_PREFIX).ok_or_else(bad)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    digits.parse().map_err(|_| bad())
-}
-
 /// The id of the transfer an operator deposit is booked under: a UUID v8 from the first 16 bytes
 /// of SHA-256 over the operator and the idempotency key, so a retry names the same ledger entry.
 pub(crate) fn deposit_transfer_id(operator: &str, key: &str) -> Result<TransferId, ApiError> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(b"bank:deposit\x1f");
-    hasher.update(operator.as_bytes());
-    hasher.update([0x1f]);
-    hasher.update(key.as_bytes());
-    let digest = hasher.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    TransferId::from_uuid(Uuid::new_v8(bytes)).map_err(ApiError::from_core)
+    // Same bytes as before the name-derived id moved to bank-core: ids of earlier deposits stay.
+    let name = [b"bank:deposit\x1f".as_slice(), operator.as_bytes(), b"\x1f", key.as_bytes()].concat();
+    Ok(TransferId::derived(&name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
@@ -195,14 +164,6 @@ mod tests {
                 }
                 Err(_) => proptest::prop_assert!(core.is_err(), "{:?} refused on the wire, accepted by bank-core", text),
             }
-        }
-    }
-
-    #[test]
-    fn transfer_cursors_round_trip_and_garbage_is_refused() {
-        assert_eq!(parse_transfer_cursor(&transfer_cursor(42)).expect("cursor"), 42);
-        for bad in ["", "42", "!!!", &"a".repeat(100), &URL_SAFE_NO_PAD.encode("t1.")] {
-            assert!(parse_transfer_cursor(bad).is_err(), "{bad}");
         }
     }
 

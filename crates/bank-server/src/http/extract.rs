@@ -120,6 +120,11 @@ impl Authed {
         self.0.has_role(Role::Operator)
     }
 
+    /// Who is asking, as the core services see it.
+    pub(crate) fn viewer(&self) -> bank_core::accounts::Viewer {
+        bank_core::accounts::Viewer { user: self.0.user, operator: self.is_operator() }
+    }
+
     /// The principal if it is an operator, else 403.
     pub(crate) fn require_operator(&self) -> Result<&Principal, ApiError> {
         if self.is_operator() { Ok(&self.0) } else { Err(ApiError::forbidden()) }

@@ -33,6 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use bank_api::paths;
+use bank_core::accounts::AccountsService;
 use bank_core::approvals::DepositPolicy;
 use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
@@ -121,6 +122,7 @@ pub struct AppState {
 struct Inner {
     backend: Backend,
     service: PaymentsService,
+    accounts: AccountsService,
     auth: Auth,
     config: HttpConfig,
     metrics: metrics::Metrics,
@@ -141,11 +143,13 @@ impl AppState {
     /// The state of a server over `backend`, authenticating with `auth`.
     pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
         let service = PaymentsService::new(backend.payments.clone(), payments_config);
+        let accounts = AccountsService::new(backend.ledger.clone());
         let limits = limits::Limits::new(&config);
         AppState {
             inner: Arc::new(Inner {
                 backend,
                 service,
+                accounts,
                 auth,
                 config,
                 metrics: metrics::Metrics::new(),
@@ -170,6 +174,11 @@ impl AppState {
     /// The transfers service.
     pub fn service(&self) -> &PaymentsService {
         &self.inner.service
+    }
+
+    /// The accounts service.
+    pub fn accounts(&self) -> &AccountsService {
+        &self.inner.accounts
     }
 
     /// The authentication in force.

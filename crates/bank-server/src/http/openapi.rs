@@ -29,8 +29,9 @@ mod tests {
             "^aDEu(((M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}((M[AQgw]|N[AQgw]|O[AQ])|(M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk])|((M[DTjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){1,6})$"
         );
         assert_eq!(URL_SAFE_NO_PAD.encode("h1."), "aDEu");
-        assert_eq!(URL_SAFE_NO_PAD.encode("t1."), "dDEu");
-        assert!(super::super::convert::transfer_cursor(42).starts_with("dDEu"));
+        assert_eq!(super::cursor_prefix(), "YzEu");
+        // Every cursor the server writes starts with the prefix the document states.
+        assert!(bank_core::page::Cursor { before: 42 }.to_string().starts_with(&super::cursor_prefix()));
     }
 }
 
@@ -147,8 +148,15 @@ fn paths_pointer<'a>(paths: &'a mut serde_json::Map<String, Value>, pointer: &st
     paths.get_mut(&path)?.pointer_mut(&format!("/{rest}"))
 }
 
+/// The base64url of the cursors' 3-byte prefix ([`bank_core::page::CURSOR_PREFIX`], one for every
+/// list: `c1.` → `YzEu`).
+fn cursor_prefix() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bank_core::page::CURSOR_PREFIX)
+}
+
 /// The pattern of a cursor: `prefix` is the base64url of the 3-byte prefix (`h1.` → `aDEu`,
-/// `t1.` → `dDEu`), then base64url of 1 to 18 ASCII digits: each full group of 3 digits is 4
+/// `c1.` → `YzEu`), then base64url of 1 to 18 ASCII digits: each full group of 3 digits is 4
 /// characters, the last 1 or 2 digits 2 or 3 (checked against every digit string, and every string
 /// the pattern admits against the decoder, with Python's hypothesis).
 fn cursor_pattern(prefix: &str) -> String {
@@ -181,10 +189,7 @@ fn state_operation_rules(path: &str, operation: &mut Value) {
                 "account_id" | "id" => schema["format"] = json!("uuid"),
                 // The opaque cursors are base64url (no padding) of a prefix and a decimal
                 // sequence number; the pattern admits exactly those (and at most 18 digits).
-                "cursor" if path == "/v1/accounts/{id}/transactions" => {
-                    schema["pattern"] = json!(cursor_pattern("aDEu"))
-                }
-                "cursor" if path == paths::TRANSFERS => schema["pattern"] = json!(cursor_pattern("dDEu")),
+                "cursor" => schema["pattern"] = json!(cursor_pattern(&cursor_prefix())),
                 _ => {}
             }
         }

@@ -191,6 +191,8 @@ impl ApiError {
                 "a request with this Idempotency-Key is still being processed; retry later with the same key",
             )
             .with_retry_after(RETRY_AFTER_TRANSIENT_SECS),
+            Error::SeparationOfDuties(detail) => ApiError::separation_of_duties(detail.clone()),
+            Error::TooManyAccounts { .. } => ApiError::new(S::CONFLICT, types::CONFLICT, "Conflict", error.to_string()),
             Error::AccountNotEmpty(_)
             | Error::HoldNotActive { .. }
             | Error::AlreadyReversed(_)

@@ -8,19 +8,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bank_api::{Account, HistoryEntry, OpenAccountRequest, Page, Problem};
 use bank_core::Error;
-use bank_core::account::NewAccount;
+use bank_core::accounts::AccountWithBalance;
 use bank_core::audit::AuditOutcome;
-use bank_core::ledger::{Cursor, HistoryQuery};
-use bank_core::ports::ACCOUNTS_PER_OWNER_MAX;
+use bank_core::page::PageQuery;
 use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
 use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, json_response};
 use crate::http::problem::ApiError;
-
-/// Default page size of `GET /v1/accounts/{id}/transactions`.
-pub(crate) const HISTORY_PAGE_DEFAULT: u32 = 50;
 
 /// `?limit=&cursor=` of a list route.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
@@ -33,23 +29,8 @@ pub(crate) struct PageParams {
     pub(crate) cursor: Option<String>,
 }
 
-/// The account `id` if `caller` may read it (its owner, or an operator), else 404.
-pub(crate) async fn readable_account(
-    state: &AppState,
-    caller: &Authed,
-    id: &str,
-) -> Result<bank_core::account::Account, ApiError> {
-    let id = convert::account_id(id)?;
-    match state.backend().ledger.account(id).await {
-        Ok(account) if account.owner == caller.0.user || caller.is_operator() => Ok(account),
-        Ok(_) | Err(Error::AccountNotFound(_)) => Err(ApiError::not_found("account")),
-        Err(other) => Err(other.into()),
-    }
-}
-
-async fn with_balance(state: &AppState, account: &bank_core::account::Account) -> Result<Account, ApiError> {
-    let balance = state.backend().ledger.balance(account.id).await?;
-    convert::account(account, &balance)
+fn with_balance(view: &AccountWithBalance) -> Result<Account, ApiError> {
+    convert::account(&view.account, &view.balance)
 }
 
 /// Opens an account owned by the caller. An operator may not own a customer account (separation
@@ -69,27 +50,17 @@ pub(crate) async fn open(
     audit: AuditContext,
     ApiJson(request): ApiJson<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
-    if caller.is_operator() {
-        let target = format!("customer:{}", caller.0.user);
-        audit.record(&state, &caller.0, "account.open.refused.operator", target, AuditOutcome::Refused).await?;
-        tracing::warn!("operator tried to open an account for itself");
-        return Err(ApiError::separation_of_duties("operators may not own customer accounts"));
-    }
     let currency = convert::currency(&request.currency)?;
-    // The ledger enforces the cap atomically (a racing open past it answers 400 from there); this
-    // check answers the usual case as what it is, a conflict with the owner's current state.
-    if state.backend().ledger.accounts_of(caller.0.user).await?.len() >= ACCOUNTS_PER_OWNER_MAX {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            bank_api::problem_types::CONFLICT,
-            "Conflict",
-            format!("an owner may hold at most {ACCOUNTS_PER_OWNER_MAX} accounts"),
-        ));
-    }
-    let new = NewAccount::customer(caller.0.user, request.name, currency);
-    let account = state.backend().ledger.open_account(new).await?;
-    tracing::info!(account_id = %account.id, "account opened");
-    let body = with_balance(&state, &account).await?;
+    let opened = match state.accounts().open(&caller.viewer(), request.name, currency).await {
+        Err(refused @ Error::SeparationOfDuties(_)) => {
+            let target = format!("customer:{}", caller.0.user);
+            audit.record(&state, &caller.0, "account.open.refused.operator", target, AuditOutcome::Refused).await?;
+            tracing::warn!("operator tried to open an account for itself");
+            return Err(refused.into());
+        }
+        other => other?,
+    };
+    let body = with_balance(&opened)?;
     Ok(json_response(StatusCode::CREATED, &body, false))
 }
 
@@ -100,11 +71,8 @@ pub(crate) async fn open(
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list(State(state): State<AppState>, caller: Authed) -> Result<Json<Page<Account>>, ApiError> {
-    let accounts = state.backend().ledger.accounts_of(caller.0.user).await?;
-    let mut items = Vec::with_capacity(accounts.len());
-    for account in &accounts {
-        items.push(with_balance(&state, account).await?);
-    }
+    let accounts = state.accounts().list(&caller.viewer()).await?;
+    let items = accounts.iter().map(with_balance).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Page::new(items, None)))
 }
 
@@ -120,8 +88,8 @@ pub(crate) async fn get_one(
     caller: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
-    let account = readable_account(&state, &caller, &id).await?;
-    Ok(Json(with_balance(&state, &account).await?))
+    let view = state.accounts().view(&caller.viewer(), convert::account_id(&id)?).await?;
+    Ok(Json(with_balance(&view)?))
 }
 
 /// An account's posted entries, newest first.
@@ -138,10 +106,8 @@ pub(crate) async fn transactions(
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<HistoryEntry>>, ApiError> {
-    let account = readable_account(&state, &caller, &id).await?;
-    let cursor = params.cursor.as_deref().map(str::parse::<Cursor>).transpose()?;
-    let query = HistoryQuery::new(params.limit.unwrap_or(HISTORY_PAGE_DEFAULT), cursor)?;
-    let page = state.backend().ledger.history(account.id, query).await?;
+    let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
+    let page = state.accounts().history(&caller.viewer(), convert::account_id(&id)?, query).await?;
     let items = page.items.iter().map(convert::history_entry).collect();
     Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
 }

@@ -5,18 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bank_api::{Page, Problem, Transfer, TransferRequest};
-use bank_core::Error;
+use bank_core::page::PageQuery;
 use bank_core::payments::Caller;
 use serde::Deserialize;
 
-use super::accounts::readable_account;
 use crate::http::AppState;
 use crate::http::convert;
 use crate::http::extract::{ApiJson, ApiQuery, Authed, IdempotencyKeyHeader, json_response};
 use crate::http::problem::ApiError;
-
-/// Default page size of `GET /v1/transfers`.
-pub(crate) const TRANSFERS_PAGE_DEFAULT: u32 = 50;
 
 /// `?account_id=&limit=&cursor=`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
@@ -67,17 +63,8 @@ pub(crate) async fn get_one(
     caller: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Transfer>, ApiError> {
-    let id = convert::transfer_id(&id)?;
-    let transfer = if caller.is_operator() {
-        state.backend().payments.transfers.get(id).await
-    } else {
-        state.service().get(&Caller { customer: caller.0.user }, id).await
-    };
-    match transfer {
-        Ok(transfer) => Ok(Json(convert::transfer(&transfer))),
-        Err(Error::TransferNotFound(_)) => Err(ApiError::not_found("transfer")),
-        Err(other) => Err(other.into()),
-    }
+    let transfer = state.service().view(&caller.viewer(), convert::transfer_id(&id)?).await?;
+    Ok(Json(convert::transfer(&transfer)))
 }
 
 /// Transfers from or to one of the caller's accounts, newest first.
@@ -93,17 +80,8 @@ pub(crate) async fn list(
     caller: Authed,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<Transfer>>, ApiError> {
-    let account = readable_account(&state, &caller, &params.account_id).await?;
-    let limit = params.limit.unwrap_or(TRANSFERS_PAGE_DEFAULT);
-    if limit == 0 || limit > bank_api::PAGE_LIMIT_MAX {
-        return Err(ApiError::invalid(format!("limit must be 1 to {}", bank_api::PAGE_LIMIT_MAX)));
-    }
-    let before_seq = params.cursor.as_deref().map(convert::parse_transfer_cursor).transpose()?;
-    let limit = limit as usize;
-    let transfers = state.backend().payments.transfers.list_for_account(account.id, limit, before_seq).await?;
-    let next_cursor = match transfers.last() {
-        Some(last) if transfers.len() == limit && last.seq > 1 => Some(convert::transfer_cursor(last.seq)),
-        _ => None,
-    };
-    Ok(Json(Page::new(transfers.iter().map(convert::transfer).collect(), next_cursor)))
+    let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
+    let page = state.service().list(&caller.viewer(), convert::account_id(&params.account_id)?, query).await?;
+    let items = page.items.iter().map(convert::transfer).collect();
+    Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
 }
