@@ -1,5 +1,6 @@
 //! The bank reference server as a library: auth, HTTP routes, assembly.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;

@@ -10,8 +10,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use bank_core::users::Role;
+use bank_server::app::App;
 use bank_server::config::{self, Config, LogFormat};
-use bank_server::run::{self, LoopSet, Loops, Rail, RunError};
+use bank_server::run::{self, LoopSet, RunError};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -163,33 +164,28 @@ async fn serve(config: &Config, demo: bool, with_rail: bool, loops: LoopSet) -> 
     if demo && !config.is_built_in_auth() {
         return Err(RunError::Refused("--demo needs BANK_AUTH_MODE=builtin".into()));
     }
-    let (backend, local) = run::open_local(config).await?;
-    let auth = run::auth(config, &backend)?;
-    let rail = Rail::simulated(config, local.clock.clone());
+    let app = App::build(config).await?;
     let listener = run::bind(config).await?;
     let address = listener.local_addr()?;
-    if demo && let Some(issuer) = &auth.issuer {
-        let users = run::seed_demo(&backend, issuer).await?;
+    if demo && let Some(issuer) = &app.auth.issuer {
+        let users = run::seed_demo(&app.backend, issuer).await?;
         // The example talks to this process directly, whatever BANK_PUBLIC_URL says.
         print_stdout(&run::demo_banner(&users, &format!("http://{address}")));
     }
     print_stdout(&format!("bank-server listening on http://{address}\n"));
     tracing::info!(%address, data_dir = %config.data_dir.display(), "serving");
 
-    let loops = Loops::start_with_notifiers(&backend, &config.payments_config(), &rail, loops, run::notifiers(config)?);
+    let loops = app.start_loops(loops)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let breaker = with_rail.then(|| rail.breaker.clone());
-    let served = run::serve_http(listener, backend, auth, config, breaker, shutdown).await;
+    let served = run::serve_http(listener, app.service(with_rail), shutdown).await;
     loops.shutdown().await;
     served
 }
 
 /// Background loops only, until Ctrl-C or SIGTERM.
 async fn background(config: &Config, set: LoopSet) -> Result<(), RunError> {
-    let (backend, local) = run::open_local(config).await?;
-    let rail = Rail::simulated(config, local.clock.clone());
-    let loops = Loops::start_with_notifiers(&backend, &config.payments_config(), &rail, set, run::notifiers(config)?);
+    let loops = App::build(config).await?.start_loops(set)?;
     print_stdout(&format!("bank-server running {}\n", loops.names().join(", ")));
     run::shutdown_signal().await;
     loops.shutdown().await;
@@ -212,8 +208,7 @@ async fn create_user(config: &Config, email: &str, role: Role) -> Result<(), Run
         None => read_password()?,
     };
     run::check_password(&password)?;
-    let (backend, _local) = run::open_local(config).await?;
-    let auth = run::auth(config, &backend)?;
+    let App { backend, auth, .. } = App::build(config).await?;
     let issuer = auth.issuer.ok_or_else(|| RunError::Refused("built-in issuer unavailable".into()))?;
     let registered = issuer.create_user(email, &password, role).await?;
     // Who ran the command is the machine's business; the record says it came from the CLI, and

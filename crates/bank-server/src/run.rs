@@ -36,7 +36,6 @@ use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
 use crate::auth::{AuthError, passwords};
 use crate::config::{AuthMode, Config};
-use crate::http::{AppState, router};
 use crate::state::{Auth, Backend};
 
 /// Pause of the worker and relay loops after a step that found nothing.
@@ -343,22 +342,14 @@ pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
     })
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` is cancelled, then stops accepting and
-/// lets requests in flight finish.
+/// Serves `service` (an [`crate::app::App`]'s) on `listener` until `shutdown` is cancelled, then
+/// stops accepting and lets requests in flight finish.
 pub async fn serve_http(
     listener: TcpListener,
-    backend: Backend,
-    auth: Auth,
-    config: &Config,
-    breaker: Option<Arc<CircuitBreaker>>,
+    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let mut state = AppState::new(backend, auth, config.payments_config(), config.http_config());
-    if let Some(breaker) = breaker {
-        state = state.with_breaker(breaker);
-    }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     tracing::info!("HTTP server stopped");
     Ok(())
 }

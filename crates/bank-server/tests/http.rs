@@ -9,13 +9,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bank_api::{paths, problem_types};
 use bank_core::clock::{Clock, SystemClock};
-use bank_core::payments::PaymentsConfig;
 use bank_core::users::Role;
-use bank_local::backend::{LocalBackend, LocalConfig};
 use bank_server::auth::issuer::TokenIssuer;
-use bank_server::auth::{AuthConfig, totp};
-use bank_server::http::{AppState, HttpConfig, openapi, router};
-use bank_server::state::{Auth, Backend};
+use bank_server::auth::totp;
+use bank_server::config::Config;
+use bank_server::http::{HttpConfig, openapi, router};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -37,15 +35,11 @@ struct Reply {
 impl App {
     async fn new() -> App {
         let dir = TempDir::new().expect("temp dir");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let local =
-            LocalBackend::open(&LocalConfig::new(dir.path().join("data")), Arc::clone(&clock)).await.expect("backend");
-        let backend = Backend::from(local);
-        let users = backend.users.clone().expect("user store");
-        let issuer =
-            Arc::new(TokenIssuer::new(AuthConfig::new(dir.path().join("auth")), users, clock).expect("issuer"));
-        let auth = Auth { verifier: Arc::new(issuer.verifier()), issuer: Some(Arc::clone(&issuer)) };
-        let state = AppState::new(backend, auth, PaymentsConfig::default(), HttpConfig::default());
+        let data_dir = dir.path().display().to_string();
+        let config = Config::from_lookup(|name| (name == "BANK_DATA_DIR").then(|| data_dir.clone())).expect("config");
+        let app = bank_server::app::App::build(&config).await.expect("app").with_http(HttpConfig::default());
+        let issuer = app.auth.issuer.clone().expect("built-in issuer");
+        let state = app.state(false);
         App { _dir: dir, router: router(state), issuer }
     }
 

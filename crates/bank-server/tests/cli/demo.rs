@@ -13,9 +13,8 @@ async fn the_demo_seed_is_idempotent_across_restarts() {
     let mut runs = Vec::new();
     for _ in 0..2 {
         // Each run opens the data directory afresh, as a restarted process would.
-        let (backend, _local) = run::open_local(&config).await.expect("open");
-        let auth = run::auth(&config, &backend).expect("auth");
-        let issuer = auth.issuer.expect("built-in issuer");
+        let app = bank_server::app::App::build(&config).await.expect("app");
+        let (backend, issuer) = (app.backend, app.auth.issuer.expect("built-in issuer"));
         let users = run::seed_demo(&backend, &issuer).await.expect("seed");
         assert_eq!(users.len(), DEMO_USERS.len());
         for user in &users {

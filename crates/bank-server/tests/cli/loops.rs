@@ -11,7 +11,7 @@ use bank_core::money::{Currency, Money};
 use bank_core::payments::{Caller, PaymentsService};
 use bank_core::rail::breaker::BreakerState;
 use bank_core::transfer::{Beneficiary, BeneficiaryAccount, Destination, TransferRequest, TransferStatus};
-use bank_server::run::{self, LoopSet, Loops, Rail};
+use bank_server::run::LoopSet;
 use rust_decimal::Decimal;
 
 use crate::config_in;
@@ -25,9 +25,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_in(dir.path(), &[("BANK_RAIL_LATENCY_MS", "5")]);
-    let (backend, local) = run::open_local(&config).await.expect("open");
-    let rail = Rail::simulated(&config, local.clock.clone());
-    let loops = Loops::start(&backend, &config.payments_config(), &rail, LoopSet::ALL);
+    let app = bank_server::app::App::build(&config).await.expect("app");
+    let loops = app.start_loops(LoopSet::ALL).expect("loops");
+    let backend = app.backend.clone();
     assert_eq!(loops.names(), ["worker", "relay", "scheduler", "notifications", "refresh_purge"]);
 
     let alice = CustomerId::new();
@@ -81,8 +81,8 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     })
     .await;
     assert!(settled.is_ok(), "the loops did not settle both transfers within {SETTLE_WAIT:?}");
-    assert_eq!(rail.rail.accepted_count(), 1, "the external transfer went through the rail once");
-    assert_eq!(rail.breaker.state(), BreakerState::Closed);
+    assert_eq!(app.rail.rail.accepted_count(), 1, "the external transfer went through the rail once");
+    assert_eq!(app.rail.breaker.state(), BreakerState::Closed);
 
     let balance = backend.ledger.balance(from.id).await.expect("balance");
     assert_eq!(balance.posted, Decimal::new(5_000, 2));

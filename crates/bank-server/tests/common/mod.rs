@@ -7,17 +7,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bank_client::{BankClient, RetryPolicy};
 use bank_core::users::Role;
+use bank_server::app::App;
 use bank_server::auth::issuer::TokenIssuer;
 use bank_server::auth::totp;
 use bank_server::config::Config;
-use bank_server::http::{AppState, HttpConfig, RateLimit, router};
-use bank_server::run::{self, LoopSet, Loops, Rail};
+use bank_server::http::{HttpConfig, RateLimit};
+use bank_server::run::{LoopSet, Loops};
 use bank_server::state::Backend;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -95,17 +95,13 @@ impl TestApp {
         }
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
 
-        let (backend, _local) = run::open_local(&config).await.expect("open the local backend");
-        let auth = run::auth(&config, &backend).expect("built-in auth");
-        let issuer = auth.issuer.clone().expect("the built-in issuer");
-        let rail = Rail::simulated(&config, Arc::clone(&backend.payments.clock));
-        let loops = Loops::start(&backend, &config.payments_config(), &rail, LoopSet::PIPELINE);
-        let stores = backend.clone();
-        let state = AppState::new(backend, auth, config.payments_config(), options.http)
-            .with_breaker(Arc::clone(&rail.breaker));
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = App::build(&config).await.expect("build the app").with_http(options.http);
+        let issuer = app.auth.issuer.clone().expect("the built-in issuer");
+        let loops = app.start_loops(LoopSet::PIPELINE).expect("loops");
+        let stores = app.backend.clone();
+        let service = app.service(true);
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
+            axum::serve(listener, service).await.expect("serve");
         });
         TestApp {
             base_url,

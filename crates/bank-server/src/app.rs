@@ -1,0 +1,67 @@
+//! [`App`]: the one assembly of a server — storage backend, authentication, payment rail and the
+//! HTTP state — built from a [`Config`]. `main` runs it and every test that starts a server builds
+//! it the same way, so no second hand-made assembly can drift from what production runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use bank_local::backend::LocalBackend;
+
+use crate::config::Config;
+use crate::http::{AppState, HttpConfig, router};
+use crate::run::{self, LoopSet, Loops, Rail, RunError};
+use crate::state::{Auth, Backend};
+
+/// An assembled server, not yet serving.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The stores it runs on.
+    pub backend: Backend,
+    /// The embedded backend behind `backend` (its clock, its files).
+    pub local: LocalBackend,
+    /// Token issuing and verification.
+    pub auth: Auth,
+    /// The payment rail and its circuit breaker.
+    pub rail: Rail,
+    /// The HTTP limits in force (from the configuration unless replaced).
+    pub http: HttpConfig,
+}
+
+impl App {
+    /// Opens the backend of `config` and sets up authentication and the rail.
+    pub async fn build(config: &Config) -> Result<App, RunError> {
+        let (backend, local) = run::open_local(config).await?;
+        let auth = run::auth(config, &backend)?;
+        let rail = Rail::simulated(config, Arc::clone(&backend.payments.clock));
+        Ok(App { config: config.clone(), backend, local, auth, rail, http: config.http_config() })
+    }
+
+    /// The same app with other HTTP limits (tests tighten or loosen rate limits).
+    pub fn with_http(mut self, http: HttpConfig) -> App {
+        self.http = http;
+        self
+    }
+
+    /// The HTTP state; `with_breaker`: this process runs the worker, so the API reports the
+    /// rail's circuit breaker.
+    pub fn state(&self, with_breaker: bool) -> AppState {
+        let state =
+            AppState::new(self.backend.clone(), self.auth.clone(), self.config.payments_config(), self.http.clone());
+        if with_breaker { state.with_breaker(Arc::clone(&self.rail.breaker)) } else { state }
+    }
+
+    /// The router of [`App::state`], ready for `axum::serve` (peer addresses included).
+    pub fn service(&self, with_breaker: bool) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
+        router(self.state(with_breaker)).into_make_service_with_connect_info::<SocketAddr>()
+    }
+
+    /// Starts the background loops of `set`, with the configured notifiers.
+    pub fn start_loops(&self, set: LoopSet) -> Result<Loops, RunError> {
+        let notifiers = run::notifiers(&self.config)?;
+        Ok(Loops::start_with_notifiers(&self.backend, &self.config.payments_config(), &self.rail, set, notifiers))
+    }
+}
