@@ -17,6 +17,7 @@
 //! recorded as failed ("outcome unknown"), never retried: a missed message beats a doubled one.
 //! Error texts never contain the URL's query, the secret or the message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -179,6 +180,18 @@ impl Notifier for WebhookNotifier {
             Err(_) => Err(NotifyError::Permanent("the webhook call failed after it may have been sent".into())),
         }
     }
+}
+
+/// The notifiers the configuration asks for beside the log: the signed webhook of
+/// `BANK_WEBHOOK_URL` (checked when the configuration was read).
+pub fn configured(config: &crate::config::Config) -> Result<Vec<Arc<dyn Notifier>>, crate::run::RunError> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    if let Some((url, secret)) = &config.webhook {
+        let webhook = WebhookNotifier::new(url, secret.expose().as_bytes())
+            .map_err(|e| crate::run::RunError::Refused(format!("webhook notifier: {e}")))?;
+        notifiers.push(Arc::new(webhook));
+    }
+    Ok(notifiers)
 }
 
 #[cfg(test)]

@@ -1,0 +1,215 @@
+//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge.
+//!
+//! Every loop runs one step at a time (`run_once` of a `bank-core` service), sleeps a little when
+//! the step found nothing to do, and on an error logs it (a `bank_core::Error` never carries a
+//! token or a password) and backs off before the next step. Shutdown is cooperative: the
+//! [`CancellationToken`] is checked between steps, so a step in progress finishes (its effects
+//! are idempotent anyway) and [`Loops::shutdown`] waits for every loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService, Notifier};
+use bank_core::payments::{OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsWorker, RELAY_BATCH_MAX};
+
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Backend;
+
+use super::Rail;
+
+/// Pause of the worker and relay loops after a step that found nothing.
+pub const IDLE_POLL: Duration = Duration::from_millis(10);
+/// Period of the scheduler (re-enqueue stuck transfers, expire holds, purge keys).
+pub const SCHEDULER_PERIOD: Duration = Duration::from_secs(1);
+/// Period of the refresh-token purge.
+pub const PURGE_PERIOD: Duration = Duration::from_secs(3600);
+/// Pause after a failed step before the next one.
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// Events one notifications step handles at most.
+pub const NOTIFICATIONS_BATCH_MAX: usize = 256;
+/// The event subscription notifications read.
+pub const NOTIFICATIONS_SUBSCRIPTION: &str = "notifications";
+/// Notifications the log notifier keeps in memory (it is a demo channel; this bounds it).
+pub const LOG_NOTIFIER_KEPT_MAX: usize = 1024;
+
+/// Which background loops to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopSet {
+    /// Process queued transfers.
+    pub worker: bool,
+    /// Publish outbox rows as events.
+    pub relay: bool,
+    /// Re-enqueue stuck transfers, expire holds, purge idempotency keys.
+    pub scheduler: bool,
+    /// Send notifications of transfer events.
+    pub notifications: bool,
+    /// Delete expired refresh tokens.
+    pub refresh_purge: bool,
+}
+
+impl LoopSet {
+    /// Every loop (`serve`).
+    pub const ALL: LoopSet =
+        LoopSet { worker: true, relay: true, scheduler: true, notifications: true, refresh_purge: true };
+    /// The transfers pipeline (`worker`).
+    pub const PIPELINE: LoopSet =
+        LoopSet { worker: true, relay: true, scheduler: true, notifications: false, refresh_purge: false };
+    /// Notifications only (`notifications`).
+    pub const NOTIFICATIONS: LoopSet =
+        LoopSet { worker: false, relay: false, scheduler: false, notifications: true, refresh_purge: false };
+    /// The refresh-token purge only (`api`: the process that owns the users).
+    pub const API: LoopSet =
+        LoopSet { worker: false, relay: false, scheduler: false, notifications: false, refresh_purge: true };
+}
+
+/// The running background loops.
+#[derive(Debug)]
+pub struct Loops {
+    cancel: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Loops {
+    /// Spawns the loops of `set` on the current tokio runtime.
+    pub fn start(backend: &Backend, payments: &PaymentsConfig, rail: &Rail, set: LoopSet) -> Loops {
+        Loops::start_with_notifiers(backend, payments, rail, set, Vec::new())
+    }
+
+    /// [`Loops::start`], with `notifiers` beside the log notifier of e-mails (e.g. the webhook
+    /// notifier of [`notifiers`]).
+    pub fn start_with_notifiers(
+        backend: &Backend,
+        payments: &PaymentsConfig,
+        rail: &Rail,
+        set: LoopSet,
+        notifiers: Vec<Arc<dyn Notifier>>,
+    ) -> Loops {
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if set.worker {
+            let worker = PaymentsWorker::new(
+                backend.payments.clone(),
+                payments.clone(),
+                backend.system.clone(),
+                rail.rail.clone(),
+                Arc::clone(&rail.breaker),
+            );
+            let step = move || {
+                let worker = worker.clone();
+                async move { worker.run_once().await.map(|report| report.received > 0) }
+            };
+            tasks.push(("worker", tokio::spawn(run_loop("worker", cancel.clone(), IDLE_POLL, step))));
+        }
+        if set.relay {
+            let relay = Arc::new(OutboxRelay::new(backend.payments.clone(), Arc::clone(&backend.publisher)));
+            let step = move || {
+                let relay = Arc::clone(&relay);
+                async move { relay.run_once(RELAY_BATCH_MAX).await.map(|published| published > 0) }
+            };
+            tasks.push(("relay", tokio::spawn(run_loop("relay", cancel.clone(), IDLE_POLL, step))));
+        }
+        if set.scheduler {
+            let scheduler = Arc::new(PaymentsScheduler::new(backend.payments.clone(), payments.clone()));
+            let step = move || {
+                let scheduler = Arc::clone(&scheduler);
+                async move {
+                    let report = scheduler.run_once().await?;
+                    if report.requeued > 0 || report.recovered_keys > 0 || report.expired_holds > 0 {
+                        tracing::info!(?report, "scheduler re-drove work");
+                    }
+                    // Periodic whatever it found: it sweeps, it does not drain.
+                    Ok(false)
+                }
+            };
+            tasks.push(("scheduler", tokio::spawn(run_loop("scheduler", cancel.clone(), SCHEDULER_PERIOD, step))));
+        }
+        if set.notifications {
+            let mut all: Vec<Arc<dyn Notifier>> =
+                vec![Arc::new(LogNotifier::with_kept_max(Channel::Email, LOG_NOTIFIER_KEPT_MAX))];
+            all.extend(notifiers);
+            let service = Arc::new(NotificationsService::new(all, Arc::clone(&backend.notification_log)));
+            let subscriber = Arc::clone(&backend.subscriber);
+            // Subscribed on the first step (and again only after a failed attempt), not per step:
+            // creating the cursor may write.
+            let subscription = Arc::new(OnceCell::<Arc<dyn EventSubscription>>::new());
+            let step = move || {
+                let (service, subscriber, subscription) =
+                    (Arc::clone(&service), Arc::clone(&subscriber), Arc::clone(&subscription));
+                async move {
+                    let subscription =
+                        subscription.get_or_try_init(|| subscriber.subscribe(NOTIFICATIONS_SUBSCRIPTION)).await?;
+                    service.run_once(subscription.as_ref(), NOTIFICATIONS_BATCH_MAX).await.map(|handled| handled > 0)
+                }
+            };
+            tasks.push(("notifications", tokio::spawn(run_loop("notifications", cancel.clone(), IDLE_POLL, step))));
+        }
+        if set.refresh_purge
+            && let Some(users) = backend.users.clone()
+        {
+            let step = move || {
+                let users = Arc::clone(&users);
+                async move {
+                    let purged = users.purge_expired_refresh().await?;
+                    if purged > 0 {
+                        tracing::info!(purged, "expired refresh tokens deleted");
+                    }
+                    Ok(false)
+                }
+            };
+            tasks.push(("refresh_purge", tokio::spawn(run_loop("refresh_purge", cancel.clone(), PURGE_PERIOD, step))));
+        }
+        tracing::info!(loops = ?tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "background loops started");
+        Loops { cancel, tasks }
+    }
+
+    /// The token that stops the loops (cancel it to stop them without waiting).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Names of the running loops.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tasks.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// Stops every loop after its current step and waits for them all.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for (name, task) in self.tasks {
+            if let Err(err) = task.await {
+                tracing::error!(loop_name = name, error = %err, "background loop panicked");
+            }
+        }
+        tracing::info!("background loops stopped");
+    }
+}
+
+/// Runs `step` until `cancel`: again at once after a step that did work, after `idle` when it
+/// found nothing, after [`ERROR_BACKOFF`] when it failed.
+async fn run_loop<F, Fut>(name: &'static str, cancel: CancellationToken, idle: Duration, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bank_core::Result<bool>>,
+{
+    while !cancel.is_cancelled() {
+        let pause = match step().await {
+            Ok(true) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Ok(false) => idle,
+            Err(err) => {
+                tracing::warn!(loop_name = name, error = %err, "background step failed; retrying after a pause");
+                ERROR_BACKOFF
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The process around the app: opening the local backend, choosing the authentication, the
+//! simulated rail behind its circuit breaker (all three assembled by [`crate::app::App`]),
+//! binding and serving HTTP, signals, and the errors of a command. The background loops live in
+//! [`loops`], the demo seed in [`demo`], the notifiers in [`crate::notify`]. `main.rs` only parses
+//! the command line and calls these.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bank_core::clock::{Clock, SystemClock};
+use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
+use bank_core::rail::simulator::SimulatedRail;
+use bank_local::backend::LocalBackend;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::issuer::TokenIssuer;
+use crate::auth::verify::TokenVerifier;
+use crate::auth::{AuthError, passwords};
+use crate::config::{AuthMode, Config};
+use crate::state::{Auth, Backend};
+
+pub mod demo;
+pub mod loops;
+
+pub use crate::notify::configured as notifiers;
+pub use demo::{DEMO_DEPOSIT, DEMO_USERS, DemoUser, demo_banner, seed_demo};
+pub use loops::{
+    ERROR_BACKOFF, IDLE_POLL, LOG_NOTIFIER_KEPT_MAX, LoopSet, Loops, NOTIFICATIONS_BATCH_MAX,
+    NOTIFICATIONS_SUBSCRIPTION, PURGE_PERIOD, SCHEDULER_PERIOD,
+};
+
+/// Why a command could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The data directory could not be opened (locked by another process, not this bank's
+    /// database, corrupt, not writable): fix the directory or point `BANK_DATA_DIR` elsewhere.
+    #[error("cannot open the data directory {}: {source}", path.display())]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: bank_core::Error,
+    },
+    /// Authentication could not be set up, or a user could not be created.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A storage call failed.
+    #[error(transparent)]
+    Storage(#[from] bank_core::Error),
+    /// The command is not allowed in this configuration.
+    #[error("{0}")]
+    Refused(String),
+    /// Binding, serving or reading input failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens (and migrates) the local backend in `config.data_dir`, on the system clock.
+pub async fn open_local(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let local = LocalBackend::open(&config.local_config(), clock)
+        .await
+        .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })?;
+    Ok((Backend::from(local.clone()), local))
+}
+
+/// The authentication in force: the built-in issuer over `backend.users`, or a verifier of an
+/// external issuer's tokens.
+pub fn auth(config: &Config, backend: &Backend) -> Result<Auth, RunError> {
+    let clock = Arc::clone(&backend.payments.clock);
+    match &config.auth_mode {
+        AuthMode::BuiltIn => {
+            let users = backend
+                .users
+                .clone()
+                .ok_or_else(|| RunError::Refused("built-in authentication needs a backend that stores users".into()))?;
+            let issuer = Arc::new(TokenIssuer::new(config.auth_config(), users, clock)?);
+            Ok(Auth { verifier: Arc::new(issuer.verifier()), issuer: Some(issuer) })
+        }
+        AuthMode::External { jwks_url } => {
+            let verifier = TokenVerifier::external(jwks_url, &config.jwt_issuer, &config.jwt_audience, clock)?;
+            Ok(Auth { issuer: None, verifier: Arc::new(verifier) })
+        }
+    }
+}
+
+/// The simulated payment rail and the circuit breaker guarding it (the HTTP layer reports the
+/// breaker's state).
+#[derive(Debug, Clone)]
+pub struct Rail {
+    /// The rail.
+    pub rail: Arc<SimulatedRail>,
+    /// Its breaker.
+    pub breaker: Arc<CircuitBreaker>,
+}
+
+impl Rail {
+    /// A simulated rail with the configured failure rate and latency (slept on tokio's timer).
+    pub fn simulated(config: &Config, clock: Arc<dyn Clock>) -> Rail {
+        let rail = SimulatedRail::new(config.simulator_config(), Arc::clone(&clock))
+            .with_sleep(Arc::new(|duration| Box::pin(tokio::time::sleep(duration))));
+        let breaker = CircuitBreaker::new(rail.config().name.clone(), BreakerConfig::default(), clock);
+        Rail { rail: Arc::new(rail), breaker: Arc::new(breaker) }
+    }
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Binds `config.listen` (port 0 picks a free port; the listener tells which).
+pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
+    TcpListener::bind(config.listen).await.map_err(|e| {
+        RunError::Io(std::io::Error::new(e.kind(), format!("cannot listen on {} (BANK_LISTEN): {e}", config.listen)))
+    })
+}
+
+/// Serves `service` (an [`crate::app::App`]'s) on `listener` until `shutdown` is cancelled, then
+/// stops accepting and lets requests in flight finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
+
+/// Checks a password against the rule before anything is stored.
+pub fn check_password(password: &str) -> Result<(), RunError> {
+    passwords::check_rule(password).map_err(RunError::Auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_passwords_satisfy_the_rule() {
+        for (_, password, _) in DEMO_USERS {
+            check_password(password).expect("demo password");
+        }
+    }
+}
