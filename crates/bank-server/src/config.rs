@@ -80,6 +80,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
 ];
 
+/// The default of `name` when it is a literal value (not "(none)", "(stdin)" or another
+/// variable's name): the one place a default is written; parsing reads it from here.
+fn literal_default(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|(variable, _, _)| *variable == name)
+        .map(|(_, default, _)| *default)
+        .filter(|default| !default.starts_with('(') && !default.starts_with("BANK_"))
+}
+
+/// A variable that has a literal default is never absent.
+fn required(value: Option<String>) -> String {
+    value.unwrap_or_default()
+}
+
 /// The help text listing every variable (for `--help` and the README).
 pub fn variables_help() -> String {
     let mut text = String::from("Environment variables (an empty value counts as unset):\n");
@@ -262,8 +277,8 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &'static str| -> Result<Option<String>, ConfigError> {
             match lookup(name) {
-                None => Ok(None),
-                Some(value) if value.is_empty() => Ok(None),
+                None => Ok(literal_default(name).map(str::to_owned)),
+                Some(value) if value.is_empty() => Ok(literal_default(name).map(str::to_owned)),
                 Some(value) if value.len() > VALUE_BYTES_MAX => {
                     let start: String = value.chars().take(64).collect();
                     Err(ConfigError::invalid(
@@ -276,23 +291,21 @@ impl Config {
             }
         };
 
-        let listen = match get("BANK_LISTEN")? {
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(v) => v
-                .parse()
-                .map_err(|_| ConfigError::invalid("BANK_LISTEN", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?,
+        let listen = {
+            let v = required(get("BANK_LISTEN")?);
+            v.parse().map_err(|_| ConfigError::invalid("BANK_LISTEN", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?
         };
-        let data_dir = PathBuf::from(get("BANK_DATA_DIR")?.unwrap_or_else(|| "./data".into()));
-        let log = get("BANK_LOG")?.unwrap_or_else(|| "info".into());
+        let data_dir = PathBuf::from(required(get("BANK_DATA_DIR")?));
+        let log = required(get("BANK_LOG")?);
         EnvFilter::try_new(&log).map_err(|e| ConfigError::invalid("BANK_LOG", &log, e.to_string()))?;
         let log_format = match get("BANK_LOG_FORMAT")?.as_deref() {
-            None | Some("text") => LogFormat::Text,
+            Some("text") | None => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(v) => return Err(ConfigError::invalid("BANK_LOG_FORMAT", v, "expected text or json")),
         };
-        let public_url = match get("BANK_PUBLIC_URL")? {
-            None => "http://127.0.0.1:8080".to_owned(),
-            Some(v) => parse_url("BANK_PUBLIC_URL", &v)?.trim_end_matches('/').to_owned(),
+        let public_url = {
+            let v = required(get("BANK_PUBLIC_URL")?);
+            parse_url("BANK_PUBLIC_URL", &v)?.trim_end_matches('/').to_owned()
         };
         let auth_mode = match get("BANK_AUTH_MODE")?.as_deref() {
             None | Some("builtin") => AuthMode::BuiltIn,
@@ -312,31 +325,26 @@ impl Config {
             parse_url("BANK_JWKS_URL", &url)?;
         }
         let jwt_issuer = get("BANK_JWT_ISSUER")?.unwrap_or_else(|| public_url.clone());
-        let jwt_audience = get("BANK_JWT_AUDIENCE")?.unwrap_or_else(|| "bank-api".into());
+        let jwt_audience = required(get("BANK_JWT_AUDIENCE")?);
 
-        let access_secs = match get("BANK_ACCESS_TTL_SECONDS")? {
-            None => ACCESS_TTL_MAX.as_secs(),
-            Some(v) => parse_in_range("BANK_ACCESS_TTL_SECONDS", &v, 1, ACCESS_TTL_MAX.as_secs())?,
-        };
+        let access_secs = parse_in_range(
+            "BANK_ACCESS_TTL_SECONDS",
+            &required(get("BANK_ACCESS_TTL_SECONDS")?),
+            1,
+            ACCESS_TTL_MAX.as_secs(),
+        )?;
         let refresh_secs = match get("BANK_REFRESH_TTL_SECONDS")? {
             None => REFRESH_TTL_DEFAULT.as_secs().max(access_secs),
             Some(v) => parse_in_range("BANK_REFRESH_TTL_SECONDS", &v, access_secs, REFRESH_TTL_MAX.as_secs())?,
         };
-        let rail_failure_rate_ppm = match get("BANK_RAIL_FAILURE_RATE")? {
-            None => 0,
-            Some(v) => parse_rate_ppm("BANK_RAIL_FAILURE_RATE", &v)?,
-        };
-        let rail_latency_ms = match get("BANK_RAIL_LATENCY_MS")? {
-            None => 0,
-            Some(v) => parse_in_range("BANK_RAIL_LATENCY_MS", &v, 0, RAIL_LATENCY_MS_MAX)?,
-        };
-        let worker_batch = match get("BANK_WORKER_BATCH")? {
-            None => PaymentsConfig::default().worker_batch,
-            Some(v) => {
-                let max = u64::try_from(WORKER_BATCH_MAX).unwrap_or(u64::MAX);
-                let batch = parse_in_range("BANK_WORKER_BATCH", &v, 1, max)?;
-                usize::try_from(batch).unwrap_or(WORKER_BATCH_MAX)
-            }
+        let rail_failure_rate_ppm =
+            parse_rate_ppm("BANK_RAIL_FAILURE_RATE", &required(get("BANK_RAIL_FAILURE_RATE")?))?;
+        let rail_latency_ms =
+            parse_in_range("BANK_RAIL_LATENCY_MS", &required(get("BANK_RAIL_LATENCY_MS")?), 0, RAIL_LATENCY_MS_MAX)?;
+        let worker_batch = {
+            let max = u64::try_from(WORKER_BATCH_MAX).unwrap_or(u64::MAX);
+            let batch = parse_in_range("BANK_WORKER_BATCH", &required(get("BANK_WORKER_BATCH")?), 1, max)?;
+            usize::try_from(batch).unwrap_or(WORKER_BATCH_MAX)
         };
         let password = get("BANK_PASSWORD")?.map(Secret);
         let webhook = match (get("BANK_WEBHOOK_URL")?, get("BANK_WEBHOOK_SECRET")?) {
@@ -364,21 +372,18 @@ impl Config {
                 }
             }
         };
-        let rate = |variable: &'static str, default: u32| -> Result<u32, ConfigError> {
-            match get(variable)? {
-                None => Ok(default),
-                Some(v) => Ok(u32::try_from(parse_in_range(variable, &v, 1, 100_000)?).unwrap_or(default)),
-            }
+        let rate = |variable: &'static str| -> Result<u32, ConfigError> {
+            let v = required(get(variable)?);
+            Ok(u32::try_from(parse_in_range(variable, &v, 1, 100_000)?).unwrap_or(u32::MAX))
         };
-        let defaults = HttpConfig::default();
         let http = HttpLimits {
-            rate_per_subject: rate("BANK_RATE_PER_SUBJECT", defaults.rate_per_subject.requests)?,
-            rate_per_ip: rate("BANK_RATE_PER_IP", defaults.rate_per_ip.requests)?,
-            login_rate_per_ip: rate("BANK_LOGIN_RATE_PER_IP", defaults.login_rate_per_ip.requests)?,
-            login_failures_per_ip: rate("BANK_LOGIN_FAILURES_PER_IP", crate::auth::issuer::IP_FAILURES_PER_IP_DEFAULT)?,
-            deposit_approval_above: match get("BANK_DEPOSIT_APPROVAL_ABOVE")? {
-                None => bank_core::approvals::DEPOSIT_APPROVAL_ABOVE_DEFAULT,
-                Some(v) => match bank_core::money::parse_decimal(&v) {
+            rate_per_subject: rate("BANK_RATE_PER_SUBJECT")?,
+            rate_per_ip: rate("BANK_RATE_PER_IP")?,
+            login_rate_per_ip: rate("BANK_LOGIN_RATE_PER_IP")?,
+            login_failures_per_ip: rate("BANK_LOGIN_FAILURES_PER_IP")?,
+            deposit_approval_above: {
+                let v = required(get("BANK_DEPOSIT_APPROVAL_ABOVE")?);
+                match bank_core::money::parse_decimal(&v) {
                     Ok(amount) if !amount.is_sign_negative() => amount,
                     _ => {
                         return Err(ConfigError::invalid(
@@ -387,14 +392,16 @@ impl Config {
                             "expected a plain decimal amount of at least 0 (e.g. 10000.00)",
                         ));
                     }
-                },
+                }
             },
-            request_timeout: match get("BANK_REQUEST_TIMEOUT_SECONDS")? {
-                None => defaults.request_timeout,
-                Some(v) => Duration::from_secs(parse_in_range("BANK_REQUEST_TIMEOUT_SECONDS", &v, 1, 300)?),
-            },
+            request_timeout: Duration::from_secs(parse_in_range(
+                "BANK_REQUEST_TIMEOUT_SECONDS",
+                &required(get("BANK_REQUEST_TIMEOUT_SECONDS")?),
+                1,
+                300,
+            )?),
             trust_forwarded_for: match get("BANK_TRUST_FORWARDED_FOR")?.as_deref() {
-                None | Some("false") => false,
+                Some("false") | None => false,
                 Some("true") => true,
                 Some(other) => {
                     return Err(ConfigError::invalid("BANK_TRUST_FORWARDED_FOR", other, "expected true or false"));
@@ -542,6 +549,26 @@ mod tests {
         assert_eq!(c.password, None);
         c.auth_config().validate().expect("the default auth config is valid");
         assert_eq!(Config::default(), c);
+    }
+
+    #[test]
+    fn defaults_are_written_once_and_the_code_agrees() {
+        // Parsing takes every literal default from VARIABLES; the constants other code uses
+        // when no configuration is at hand must say the same.
+        let c = Config::default();
+        assert_eq!(c.worker_batch, PaymentsConfig::default().worker_batch);
+        let http = c.http_config();
+        let code = HttpConfig::default();
+        assert_eq!(http.rate_per_subject.requests, code.rate_per_subject.requests);
+        assert_eq!(http.rate_per_ip.requests, code.rate_per_ip.requests);
+        assert_eq!(http.login_rate_per_ip.requests, code.login_rate_per_ip.requests);
+        assert_eq!(http.request_timeout, code.request_timeout);
+        assert_eq!(http.deposit_policy.approval_above, bank_core::approvals::DEPOSIT_APPROVAL_ABOVE_DEFAULT);
+        assert_eq!(c.auth_config().login_failures_per_ip, crate::auth::issuer::IP_FAILURES_PER_IP_DEFAULT);
+        for (name, default, _) in VARIABLES {
+            let literal = literal_default(name);
+            assert_eq!(literal.is_some(), !default.starts_with('(') && !default.starts_with("BANK_"), "{name}");
+        }
     }
 
     #[test]
