@@ -20,6 +20,7 @@ pub mod approvals;
 pub mod audit;
 pub mod blob;
 pub mod clock;
+pub mod deposits;
 mod error;
 pub mod events;
 pub mod faults;

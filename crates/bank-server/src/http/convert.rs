@@ -130,14 +130,6 @@ pub(crate) fn transfer(transfer: &Transfer) -> api::Transfer {
     }
 }
 
-/// The id of the transfer an operator deposit is booked under: a UUID v8 from the first 16 bytes
-/// of SHA-256 over the operator and the idempotency key, so a retry names the same ledger entry.
-pub(crate) fn deposit_transfer_id(operator: &str, key: &str) -> Result<TransferId, ApiError> {
-    // Same bytes as before the name-derived id moved to bank-core: ids of earlier deposits stay.
-    let name = [b"bank:deposit\x1f".as_slice(), operator.as_bytes(), b"\x1f", key.as_bytes()].concat();
-    Ok(TransferId::derived(&name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,14 +157,5 @@ mod tests {
                 Err(_) => proptest::prop_assert!(core.is_err(), "{:?} refused on the wire, accepted by bank-core", text),
             }
         }
-    }
-
-    #[test]
-    fn deposit_ids_are_deterministic_per_operator_and_key() {
-        let a = deposit_transfer_id("op-1", "k").expect("id");
-        assert_eq!(a, deposit_transfer_id("op-1", "k").expect("id"));
-        assert_ne!(a, deposit_transfer_id("op-2", "k").expect("id"));
-        assert_ne!(a, deposit_transfer_id("op-1", "k2").expect("id"));
-        assert_eq!(a.as_uuid().get_version_num(), 8);
     }
 }

@@ -224,6 +224,15 @@ impl FromRequestParts<AppState> for AuditContext {
 }
 
 impl AuditContext {
+    /// The operator `subject` acting from this request, as the core services audit it.
+    pub(crate) fn actor(&self, subject: &crate::auth::Principal) -> bank_core::deposits::Actor {
+        bank_core::deposits::Actor {
+            user: subject.user,
+            request_id: self.request_id.clone(),
+            client_ip: Some(self.client_ip.to_string()),
+        }
+    }
+
     /// Appends an operator action to the audit log. An append that fails is logged and answered
     /// as an internal error only where the action has not happened yet (callers audit before
     /// acting when they can); the record never holds a secret.

@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use bank_api::paths;
 use bank_core::accounts::AccountsService;
 use bank_core::approvals::DepositPolicy;
+use bank_core::deposits::DepositsService;
 use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
 
@@ -123,6 +124,7 @@ struct Inner {
     backend: Backend,
     service: PaymentsService,
     accounts: AccountsService,
+    deposits: DepositsService,
     auth: Auth,
     config: HttpConfig,
     metrics: metrics::Metrics,
@@ -144,12 +146,21 @@ impl AppState {
     pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
         let service = PaymentsService::new(backend.payments.clone(), payments_config);
         let accounts = AccountsService::new(backend.ledger.clone());
+        let deposits = DepositsService::new(
+            backend.ledger.clone(),
+            backend.deposit_requests.clone(),
+            backend.audit.clone(),
+            backend.system.clone(),
+            config.deposit_policy,
+            backend.payments.clock.clone(),
+        );
         let limits = limits::Limits::new(&config);
         AppState {
             inner: Arc::new(Inner {
                 backend,
                 service,
                 accounts,
+                deposits,
                 auth,
                 config,
                 metrics: metrics::Metrics::new(),
@@ -179,6 +190,11 @@ impl AppState {
     /// The accounts service.
     pub fn accounts(&self) -> &AccountsService {
         &self.inner.accounts
+    }
+
+    /// The operators' deposits service.
+    pub fn deposits(&self) -> &DepositsService {
+        &self.inner.deposits
     }
 
     /// The authentication in force.

@@ -13,19 +13,16 @@ use bank_api::{AuditEntry, Deposit, DepositRequest, Page, PendingDeposit, Pendin
 use bank_core::Error;
 use bank_core::approvals::{self, DepositRequestStatus};
 use bank_core::audit::{AUDIT_PAGE_MAX, AuditOutcome};
+use bank_core::deposits::DepositOutcome;
 use bank_core::ids::{AccountId, TransferId};
-use bank_core::ledger::{EntryKey, NewEntry, PostedEntry};
+use bank_core::ledger::PostedEntry;
 use bank_core::money::{Money, in_minor_units};
 use serde::Deserialize;
 
-use crate::auth::Principal;
 use crate::http::AppState;
 use crate::http::convert;
 use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, IdempotencyKeyHeader, json_response};
 use crate::http::problem::ApiError;
-
-/// Ledger leg of a deposit entry.
-const DEPOSIT_LEG: u16 = 0;
 
 /// Credits a customer account from the bank's deposits account of its currency. Idempotent on
 /// (operator, `Idempotency-Key`): the ledger entry is keyed by an id derived from both, so a
@@ -58,75 +55,21 @@ pub(crate) async fn deposit(
 ) -> Result<Response, ApiError> {
     let operator = caller.require_operator()?;
     let account = operator_account(&state, &request.account_id.to_string()).await?;
-    let target = format!("account:{}", account.id);
-    if account.owner == operator.user {
-        audit.record(&state, operator, "deposit.refused.own_account", target, AuditOutcome::Refused).await?;
-        tracing::warn!(account_id = %account.id, "operator tried to credit its own account");
-        return Err(ApiError::separation_of_duties("an operator may not credit an account it owns"));
-    }
     let money = convert::money_of(request.amount, account.currency)?;
-    let id = convert::deposit_transfer_id(&operator.user.to_string(), key.as_str())?;
-    let entry_key = EntryKey::new(id, DEPOSIT_LEG);
-    let stored_request = state.backend().deposit_requests.get(id).await?;
-    if state.config().deposit_policy.needs_approval(money) {
-        return request_approval(&state, operator, &audit, (id, account.id, money, request.reference), stored_request)
-            .await;
-    }
-    if stored_request.is_some() {
-        // The key first asked for a deposit above the threshold: this is another request.
-        return Err(ApiError::idempotency_key_reused());
-    }
-    let entry = deposit_entry(&state, entry_key, account.id, money, request.reference)?;
-    let (posted, replayed) = post_once(&state, entry).await?;
-    if !replayed {
-        audit.record(&state, operator, "deposit.posted", target, AuditOutcome::Done).await?;
-    }
-    tracing::info!(account_id = %account.id, transfer_id = %id, replayed, "deposit posted");
-    Ok(json_response(StatusCode::CREATED, &deposit_of(&posted, account.id, money), replayed))
-}
-
-/// Stores (or replays) a pending deposit request: 202 with its `Location`.
-async fn request_approval(
-    state: &AppState,
-    operator: &Principal,
-    audit: &AuditContext,
-    (id, account_id, money, reference): (TransferId, AccountId, Money, String),
-    stored: Option<approvals::DepositRequest>,
-) -> Result<Response, ApiError> {
-    let wanted = approvals::DepositRequest {
-        id,
-        account_id,
-        money,
-        reference,
-        requested_by: operator.user,
-        requested_at: state.backend().payments.clock.now(),
-        status: DepositRequestStatus::Pending,
-    };
-    let replayed = match &stored {
-        Some(stored) if stored.is_same_request(&wanted) => true,
-        Some(_) => return Err(ApiError::idempotency_key_reused()),
-        None => match state.backend().ledger.entry(EntryKey::new(id, DEPOSIT_LEG)).await {
-            // The key already posted a deposit below the threshold.
-            Ok(_) => return Err(ApiError::idempotency_key_reused()),
-            Err(Error::EntryNotFound(_)) => false,
-            Err(other) => return Err(other.into()),
-        },
-    };
-    let request = match stored {
-        Some(stored) if replayed => stored,
-        _ => {
-            audit
-                .record(state, operator, "deposit.requested", format!("deposit-request:{id}"), AuditOutcome::Done)
-                .await?;
-            state.backend().deposit_requests.create(wanted).await?
+    let outcome =
+        state.deposits().deposit(&audit.actor(operator), key.as_str(), &account, money, request.reference).await?;
+    match outcome {
+        DepositOutcome::Posted { entry, account, money, replayed } => {
+            Ok(json_response(StatusCode::CREATED, &deposit_of(&entry, account, money), replayed))
         }
-    };
-    tracing::info!(account_id = %account_id, transfer_id = %id, replayed, "deposit waits for a second operator");
-    let mut response = json_response(StatusCode::ACCEPTED, &pending_of(&request), replayed);
-    if let Ok(location) = HeaderValue::from_str(&paths::admin_deposit(*id.as_uuid())) {
-        response.headers_mut().insert(header::LOCATION, location);
+        DepositOutcome::Pending { request, replayed } => {
+            let mut response = json_response(StatusCode::ACCEPTED, &pending_of(&request), replayed);
+            if let Ok(location) = HeaderValue::from_str(&paths::admin_deposit(*request.id.as_uuid())) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
     }
-    Ok(response)
 }
 
 /// A second operator approves a pending deposit, which is then posted under the request's id:
@@ -153,34 +96,14 @@ pub(crate) async fn approve_deposit(
 ) -> Result<Response, ApiError> {
     let operator = caller.require_operator()?;
     let id: TransferId = id.parse().map_err(|_| ApiError::not_found("deposit request"))?;
-    let target = format!("deposit-request:{id}");
-    let Some(request) = state.backend().deposit_requests.get(id).await? else {
-        return Err(ApiError::not_found("deposit request"));
+    let approved = match state.deposits().approve(&audit.actor(operator), id).await {
+        Err(Error::TransferNotFound(_)) => return Err(ApiError::not_found("deposit request")),
+        other => other?,
     };
-    if approvals::check_approver(&request, operator.user).is_err() {
-        audit.record(&state, operator, "deposit.approve.refused.own_request", target, AuditOutcome::Refused).await?;
-        return Err(ApiError::separation_of_duties("the operator who requested a deposit may not approve it"));
-    }
-    let account = state.backend().ledger.account(request.account_id).await?;
-    if account.owner == operator.user {
-        audit.record(&state, operator, "deposit.approve.refused.own_account", target, AuditOutcome::Refused).await?;
-        return Err(ApiError::separation_of_duties("an operator may not credit an account it owns"));
-    }
-    let now = state.backend().payments.clock.now();
-    let approved = state.backend().deposit_requests.approve(id, operator.user, now).await?;
-    let entry =
-        deposit_entry(&state, EntryKey::new(id, DEPOSIT_LEG), account.id, approved.money, approved.reference.clone())?;
-    // Posting is idempotent on the request's key; whether this call is the approval that counts
-    // is the store's answer (the first approver stays), so of concurrent approvals one answers 201.
-    let (posted, _) = post_once(&state, entry).await?;
-    let first = approved.status == DepositRequestStatus::Approved { by: operator.user, at: now };
-    let replayed = !first;
-    if first {
-        audit.record(&state, operator, "deposit.approved", target, AuditOutcome::Done).await?;
-    }
-    tracing::info!(account_id = %account.id, transfer_id = %id, replayed, "deposit approved");
+    let replayed = !approved.first;
     let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok(json_response(status, &deposit_of(&posted, account.id, approved.money), replayed))
+    let body = deposit_of(&approved.entry, approved.request.account_id, approved.request.money);
+    Ok(json_response(status, &body, replayed))
 }
 
 /// One deposit request.
@@ -310,29 +233,6 @@ async fn operator_account(state: &AppState, id: &str) -> Result<bank_core::accou
     match state.backend().ledger.account(account_id).await {
         Ok(account) => Ok(account),
         Err(Error::AccountNotFound(_)) => Err(ApiError::not_found("account")),
-        Err(other) => Err(other.into()),
-    }
-}
-
-fn deposit_entry(
-    state: &AppState,
-    key: EntryKey,
-    account: AccountId,
-    money: Money,
-    reference: String,
-) -> Result<NewEntry, ApiError> {
-    let from = state.backend().system.deposits(money.currency)?;
-    Ok(NewEntry::transfer(key, from, account, money, reference)?)
-}
-
-/// Posts `entry` unless its key already posted the same entry (a replay, which moves no money);
-/// another entry under the key is 422.
-async fn post_once(state: &AppState, entry: NewEntry) -> Result<(PostedEntry, bool), ApiError> {
-    let ledger = &state.backend().ledger;
-    match ledger.entry(entry.key()).await {
-        Ok(posted) if entry.is_same_as(&posted) => Ok((posted, true)),
-        Ok(_) => Err(ApiError::idempotency_key_reused()),
-        Err(Error::EntryNotFound(_)) => Ok((ledger.post(entry).await?, false)),
         Err(other) => Err(other.into()),
     }
 }

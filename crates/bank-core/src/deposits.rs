@@ -1,0 +1,340 @@
+//! [`DepositsService`]: operators crediting customer accounts from the bank's deposits account,
+//! with every rule of it in one place — which id a deposit is booked under, replay versus key
+//! reuse, separation of duties, four eyes above a threshold, and the audit record of every
+//! operator action, done or refused.
+//!
+//! - **Exactly once.** A deposit is keyed by an id derived from (operator, idempotency key)
+//!   ([`deposit_id`]): the same request again answers the first result and moves no money; another
+//!   request under the key is [`Error::KeyReused`].
+//! - **Who pays.** The bank's deposits account of the account's currency
+//!   ([`SystemAccounts::deposits`]).
+//! - **Separation of duties.** An operator may not credit an account it owns, nor approve a
+//!   deposit it requested ([`Error::SeparationOfDuties`]).
+//! - **Four eyes.** Above [`DepositPolicy::approval_above`] nothing is posted: a pending request
+//!   is stored under the deposit's id, and a second operator's approval posts it — once, however
+//!   many approvals come.
+//! - **Audit.** Every action is appended to the [`AuditLog`] before the answer; if that append
+//!   fails the caller gets the error (an action that cannot be audited is not answered as done).
+
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use crate::account::Account;
+use crate::approvals::{self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore};
+use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::ledger::{EntryKey, NewEntry, PostedEntry};
+use crate::money::Money;
+use crate::payments::SystemAccounts;
+use crate::ports::LedgerStore;
+
+/// Ledger leg of a deposit entry.
+pub const DEPOSIT_LEG: u16 = 0;
+
+/// The transfer id a deposit is booked under: a UUID v8 from SHA-256 over the operator and the
+/// idempotency key, so a retry names the same ledger entry.
+pub fn deposit_id(operator: CustomerId, key: &str) -> TransferId {
+    let operator = operator.to_string();
+    let name = [b"bank:deposit\x1f".as_slice(), operator.as_bytes(), b"\x1f", key.as_bytes()].concat();
+    TransferId::derived(&name)
+}
+
+/// The operator acting, and where the request came from (for the audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The operator.
+    pub user: CustomerId,
+    /// The request id, if any.
+    pub request_id: Option<String>,
+    /// The client's address, if any.
+    pub client_ip: Option<String>,
+}
+
+/// What a deposit request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositOutcome {
+    /// Posted (or, `replayed`, posted by an earlier identical request).
+    Posted {
+        /// The entry.
+        entry: PostedEntry,
+        /// The account credited.
+        account: AccountId,
+        /// What was credited.
+        money: Money,
+        /// An earlier identical request posted it.
+        replayed: bool,
+    },
+    /// Above the threshold: waiting for a second operator (or, `replayed`, already waiting).
+    Pending {
+        /// The stored request.
+        request: DepositRequest,
+        /// An earlier identical request stored it.
+        replayed: bool,
+    },
+}
+
+/// An approval's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// The posted entry.
+    pub entry: PostedEntry,
+    /// The request, approved.
+    pub request: DepositRequest,
+    /// Whether this call was the approval that counted (later ones are replays).
+    pub first: bool,
+}
+
+/// Operators' deposits.
+#[derive(Debug, Clone)]
+pub struct DepositsService {
+    ledger: Arc<dyn LedgerStore>,
+    requests: Arc<dyn DepositRequestStore>,
+    audit: Arc<dyn AuditLog>,
+    system: SystemAccounts,
+    policy: DepositPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl DepositsService {
+    /// A service over these stores.
+    pub fn new(
+        ledger: Arc<dyn LedgerStore>,
+        requests: Arc<dyn DepositRequestStore>,
+        audit: Arc<dyn AuditLog>,
+        system: SystemAccounts,
+        policy: DepositPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        DepositsService { ledger, requests, audit, system, policy, clock }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> DepositPolicy {
+        self.policy
+    }
+
+    /// Credits `account` with `money` (already checked against the account's currency) under
+    /// the operator's idempotency `key`. See the module docs for the rules.
+    #[instrument(skip_all, fields(operator = %by.user, account_id = %account.id))]
+    pub async fn deposit(
+        &self,
+        by: &Actor,
+        key: &str,
+        account: &Account,
+        money: Money,
+        reference: String,
+    ) -> Result<DepositOutcome> {
+        let target = format!("account:{}", account.id);
+        if account.owner == by.user {
+            self.record(by, "deposit.refused.own_account", target, AuditOutcome::Refused).await?;
+            tracing::warn!("operator tried to credit its own account");
+            return Err(Error::SeparationOfDuties("an operator may not credit an account it owns".into()));
+        }
+        let id = deposit_id(by.user, key);
+        let stored = self.requests.get(id).await?;
+        if self.policy.needs_approval(money) {
+            return self.request_approval(by, id, account.id, money, reference, stored).await;
+        }
+        if stored.is_some() {
+            // The key first asked for a deposit above the threshold: this is another request.
+            return Err(Error::KeyReused(format!("deposit key {key:?}")));
+        }
+        let entry = self.entry(EntryKey::new(id, DEPOSIT_LEG), account.id, money, reference)?;
+        let (posted, replayed) = self.post_once(entry).await?;
+        if !replayed {
+            self.record(by, "deposit.posted", target, AuditOutcome::Done).await?;
+        }
+        tracing::info!(transfer_id = %id, replayed, "deposit posted");
+        Ok(DepositOutcome::Posted { entry: posted, account: account.id, money, replayed })
+    }
+
+    async fn request_approval(
+        &self,
+        by: &Actor,
+        id: TransferId,
+        account_id: AccountId,
+        money: Money,
+        reference: String,
+        stored: Option<DepositRequest>,
+    ) -> Result<DepositOutcome> {
+        let wanted = DepositRequest {
+            id,
+            account_id,
+            money,
+            reference,
+            requested_by: by.user,
+            requested_at: self.clock.now(),
+            status: DepositRequestStatus::Pending,
+        };
+        let replayed = match &stored {
+            Some(stored) if stored.is_same_request(&wanted) => true,
+            Some(_) => return Err(Error::KeyReused(format!("deposit request {id}"))),
+            None => match self.ledger.entry(EntryKey::new(id, DEPOSIT_LEG)).await {
+                // The key already posted a deposit below the threshold.
+                Ok(_) => return Err(Error::KeyReused(format!("deposit {id}"))),
+                Err(Error::EntryNotFound(_)) => false,
+                Err(other) => return Err(other),
+            },
+        };
+        let request = match stored {
+            Some(stored) if replayed => stored,
+            _ => {
+                self.record(by, "deposit.requested", format!("deposit-request:{id}"), AuditOutcome::Done).await?;
+                self.requests.create(wanted).await?
+            }
+        };
+        tracing::info!(transfer_id = %id, replayed, "deposit waits for a second operator");
+        Ok(DepositOutcome::Pending { request, replayed })
+    }
+
+    /// A second operator approves deposit request `id`, which is then posted under its id:
+    /// exactly once, however many times it is approved. Refused to the requester and to an
+    /// operator who owns the account; an unknown request is `TransferNotFound`.
+    #[instrument(skip_all, fields(operator = %by.user, transfer_id = %id))]
+    pub async fn approve(&self, by: &Actor, id: TransferId) -> Result<Approved> {
+        let target = format!("deposit-request:{id}");
+        let request = self.requests.get(id).await?.ok_or(Error::TransferNotFound(id))?;
+        if approvals::check_approver(&request, by.user).is_err() {
+            self.record(by, "deposit.approve.refused.own_request", target, AuditOutcome::Refused).await?;
+            return Err(Error::SeparationOfDuties("the operator who requested a deposit may not approve it".into()));
+        }
+        let account = self.ledger.account(request.account_id).await?;
+        if account.owner == by.user {
+            self.record(by, "deposit.approve.refused.own_account", target, AuditOutcome::Refused).await?;
+            return Err(Error::SeparationOfDuties("an operator may not credit an account it owns".into()));
+        }
+        let now = self.clock.now();
+        let approved = self.requests.approve(id, by.user, now).await?;
+        let entry =
+            self.entry(EntryKey::new(id, DEPOSIT_LEG), account.id, approved.money, approved.reference.clone())?;
+        // Posting is idempotent on the request's key; whether this call is the approval that
+        // counts is the store's answer (the first approver stays), so of concurrent approvals
+        // exactly one is first.
+        let (posted, _) = self.post_once(entry).await?;
+        let first = approved.status == DepositRequestStatus::Approved { by: by.user, at: now };
+        if first {
+            self.record(by, "deposit.approved", target, AuditOutcome::Done).await?;
+        }
+        tracing::info!(first, "deposit approved");
+        Ok(Approved { entry: posted, request: approved, first })
+    }
+
+    fn entry(&self, key: EntryKey, account: AccountId, money: Money, reference: String) -> Result<NewEntry> {
+        NewEntry::transfer(key, self.system.deposits(money.currency)?, account, money, reference)
+    }
+
+    /// Posts `entry` unless its key already posted the same entry (a replay, which moves no
+    /// money); another entry under the key is `KeyReused`.
+    async fn post_once(&self, entry: NewEntry) -> Result<(PostedEntry, bool)> {
+        match self.ledger.entry(entry.key()).await {
+            Ok(posted) if entry.is_same_as(&posted) => Ok((posted, true)),
+            Ok(_) => Err(Error::KeyReused(format!("entry key {}", entry.key()))),
+            Err(Error::EntryNotFound(_)) => Ok((self.ledger.post(entry).await?, false)),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn record(&self, by: &Actor, action: &str, target: String, outcome: AuditOutcome) -> Result<()> {
+        let record = NewAuditRecord::new(self.clock.now(), by.user.to_string(), action, target, outcome)
+            .with_request(by.request_id.clone(), by.client_ip.clone());
+        self.audit.append(record).await.map(|_| ()).inspect_err(|error| {
+            tracing::error!(%error, action, "audit append failed");
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::account::NewAccount;
+    use crate::clock::ManualClock;
+    use crate::memory::MemoryLedger;
+    use crate::memory::approvals::MemoryDepositRequests;
+    use crate::memory::audit::MemoryAuditLog;
+    use crate::money::Currency;
+
+    #[test]
+    fn deposit_ids_are_stable_per_operator_and_key_and_keep_their_bytes() {
+        let op = CustomerId::new();
+        let a = deposit_id(op, "k");
+        assert_eq!(a, deposit_id(op, "k"));
+        assert_ne!(a, deposit_id(CustomerId::new(), "k"));
+        assert_ne!(a, deposit_id(op, "k2"));
+        // The derivation the server used before it moved here: ids of earlier deposits stay.
+        let mut hasher = Sha256::new();
+        hasher.update(b"bank:deposit\x1f");
+        hasher.update(op.to_string().as_bytes());
+        hasher.update([0x1f]);
+        hasher.update(b"k");
+        let digest = hasher.finalize();
+        let mut bytes = [0_u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        assert_eq!(*a.as_uuid(), uuid::Uuid::new_v8(bytes));
+    }
+
+    #[tokio::test]
+    async fn deposits_post_once_wait_for_a_second_operator_and_refuse_self_dealing() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch());
+        let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(clock.clone()));
+        let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd]).await.expect("system");
+        let audit = Arc::new(MemoryAuditLog::default());
+        let service = DepositsService::new(
+            ledger.clone(),
+            Arc::new(MemoryDepositRequests::default()),
+            audit.clone(),
+            system,
+            DepositPolicy { approval_above: rust_decimal::Decimal::from(100) },
+            clock,
+        );
+        let (ann, bea) = (CustomerId::new(), CustomerId::new());
+        let actor = |user| Actor { user, request_id: None, client_ip: None };
+        let customer =
+            ledger.open_account(NewAccount::customer(CustomerId::new(), "c", Currency::Usd)).await.expect("o");
+        let own = ledger.open_account(NewAccount::customer(ann, "ann's", Currency::Usd)).await.expect("open");
+        let usd = |s: &str| Money::parse(s, "USD").expect("money");
+
+        let first = service.deposit(&actor(ann), "k1", &customer, usd("10.00"), "r".into()).await.expect("deposit");
+        assert!(matches!(first, DepositOutcome::Posted { replayed: false, .. }));
+        let again = service.deposit(&actor(ann), "k1", &customer, usd("10.00"), "r".into()).await.expect("replay");
+        assert!(matches!(again, DepositOutcome::Posted { replayed: true, .. }));
+        assert!(matches!(
+            service.deposit(&actor(ann), "k1", &customer, usd("11.00"), "r".into()).await,
+            Err(Error::KeyReused(_))
+        ));
+        assert_eq!(ledger.balance(customer.id).await.expect("balance").posted, usd("10.00").value());
+        assert!(matches!(
+            service.deposit(&actor(ann), "k2", &own, usd("1.00"), "r".into()).await,
+            Err(Error::SeparationOfDuties(_))
+        ));
+
+        let DepositOutcome::Pending { request, .. } =
+            service.deposit(&actor(ann), "big", &customer, usd("500.00"), "r".into()).await.expect("pending")
+        else {
+            panic!("a deposit above the threshold waits for a second operator");
+        };
+        assert_eq!(ledger.balance(customer.id).await.expect("balance").posted, usd("10.00").value());
+        assert!(matches!(service.approve(&actor(ann), request.id).await, Err(Error::SeparationOfDuties(_))));
+        let approved = service.approve(&actor(bea), request.id).await.expect("approve");
+        assert!(approved.first);
+        let late = service.approve(&actor(CustomerId::new()), request.id).await.expect("a later approval");
+        assert!(!late.first, "approving twice posts once");
+        assert_eq!(ledger.balance(customer.id).await.expect("balance").posted, usd("510.00").value());
+        let actions: Vec<String> =
+            audit.list(1, 100).await.expect("audit").into_iter().map(|r| r.record.action).collect();
+        assert_eq!(
+            actions,
+            [
+                "deposit.posted",
+                "deposit.refused.own_account",
+                "deposit.requested",
+                "deposit.approve.refused.own_request",
+                "deposit.approved"
+            ]
+        );
+    }
+}
