@@ -67,7 +67,13 @@ impl fmt::Display for Problem {
 }
 
 /// The stable `type` URIs of [`Problem`]; clients match on these, never on `title` or `detail`.
+///
+/// Every URI is [`BASE`] followed by a kebab-case suffix; a `bank_core::Error`'s `code()` is
+/// exactly the suffix of the type a server answers it with ([`by_code`] finds the URI).
 pub mod problem_types {
+    /// The prefix of every type below except [`ABOUT_BLANK`].
+    pub const BASE: &str = "https://bank.example/problems/";
+
     /// RFC 9457's default when the status code says it all.
     pub const ABOUT_BLANK: &str = "about:blank";
     /// 400/422: the request is well-formed JSON but a field is invalid.
@@ -139,6 +145,12 @@ pub mod problem_types {
         UNAVAILABLE,
         INTERNAL,
     ];
+
+    /// The type in [`ALL`] whose suffix after [`BASE`] is `code` (e.g. `"not-found"` →
+    /// [`NOT_FOUND`]), or `None`.
+    pub fn by_code(code: &str) -> Option<&'static str> {
+        ALL.into_iter().find(|uri| uri.strip_prefix(BASE) == Some(code))
+    }
 }
 
 #[cfg(test)]
@@ -180,9 +192,17 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for uri in problem_types::ALL {
             assert!(uri.starts_with("https://bank.example/problems/"), "{uri}");
+            assert!(uri.starts_with(problem_types::BASE), "{uri}");
             assert!(seen.insert(uri), "duplicate {uri}");
         }
         assert_eq!(problem_types::INVALID_REQUEST, "https://bank.example/problems/invalid-request");
+        for uri in problem_types::ALL {
+            let code = uri.strip_prefix(problem_types::BASE).expect("under BASE");
+            assert_eq!(problem_types::by_code(code), Some(uri));
+        }
+        assert_eq!(problem_types::by_code("account-not-found"), None);
+        assert_eq!(problem_types::by_code(""), None);
+        assert_eq!(problem_types::by_code(problem_types::NOT_FOUND), None, "a code is a suffix, not a URI");
         assert_eq!(problem_types::IDEMPOTENCY_IN_FLIGHT, "https://bank.example/problems/idempotency-in-flight");
     }
 }

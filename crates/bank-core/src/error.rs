@@ -2,7 +2,9 @@
 //!
 //! Every variant says what the caller can do about it ([`Error::action`]): fix the input, retry
 //! later, or give up. Adapters map their own failures into [`Error::Storage`] with a retryable
-//! flag; servers map each variant to a stable problem type ([`Error::code`]) in one place.
+//! flag. [`Error::code`] is the one spelling of an error's kind: the suffix of the problem
+//! `type` URI `bank-server` answers it with, also used in logs and metrics. A server that meets
+//! a variant it does not know answers by [`Error::action`].
 
 use rust_decimal::Decimal;
 
@@ -152,7 +154,6 @@ pub enum Error {
         /// End of retention.
         until: chrono::DateTime<chrono::Utc>,
     },
-    /// Processing stopped at a fault-injection point (tests and simulations only).
     /// An operator asked for what separation of duties forbids (owning a customer account,
     /// crediting an account of their own, approving their own request).
     #[error("separation of duties: {0}")]
@@ -163,6 +164,7 @@ pub enum Error {
         /// The most one owner may hold.
         max: usize,
     },
+    /// Processing stopped at a fault-injection point (tests and simulations only).
     #[error("interrupted at {0}")]
     Interrupted(&'static str),
     /// The storage backend failed. `retryable` says whether the same call may succeed later.
@@ -216,37 +218,42 @@ impl Error {
         self.action() == ErrorAction::Retry
     }
 
-    /// A stable, kebab-case identifier of the error kind (the suffix of the problem `type` URI).
+    /// The error's code: exactly the suffix of the RFC 9457 problem `type` a server answers it
+    /// with (`https://bank.example/problems/<code>`), and the one spelling used in logs and
+    /// metrics. Several variants share a code when clients need not tell them apart (every
+    /// missing resource is `not-found`); [`Display`](std::fmt::Display) says which one it was.
+    ///
+    /// The codes follow from [`Error::action`] unless a variant has a problem type of its own:
+    /// fix input → `invalid-request`, refused → `conflict`, not found → `not-found`, retry →
+    /// `unavailable`, give up → `internal`. `bank-server`'s mapping table builds its problem
+    /// types from these codes, and its tests walk every variant.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidAmount { .. } => "invalid-amount",
-            Error::UnknownCurrency { .. } => "unknown-currency",
+            Error::InvalidAmount { .. }
+            | Error::UnknownCurrency { .. }
+            | Error::UnbalancedEntry { .. }
+            | Error::InvalidInput(_)
+            | Error::HoldExceeded { .. } => "invalid-request",
             Error::CurrencyMismatch { .. } => "currency-mismatch",
-            Error::UnbalancedEntry { .. } => "unbalanced-entry",
-            Error::InvalidInput(_) => "invalid-input",
-            Error::AccountNotFound(_) => "account-not-found",
-            Error::AccountNotOpen { .. } => "account-not-open",
             Error::InsufficientFunds { .. } => "insufficient-funds",
-            Error::AccountNotEmpty(_) => "account-not-empty",
-            Error::KeyReused(_) => "key-reused",
-            Error::HoldNotFound(_) => "hold-not-found",
-            Error::HoldNotActive { .. } => "hold-not-active",
-            Error::HoldExceeded { .. } => "hold-exceeded",
-            Error::EntryNotFound(_) => "entry-not-found",
-            Error::AlreadyReversed(_) => "already-reversed",
-            Error::IdempotencyMismatch => "idempotency-key-reused",
-            Error::IdempotencyInFlight => "idempotency-key-in-flight",
-            Error::LeaseLost => "idempotency-lease-lost",
-            Error::TransferNotFound(_) => "transfer-not-found",
-            Error::VersionConflict => "version-conflict",
-            Error::QueueFull => "queue-full",
-            Error::StaleReceipt => "stale-receipt",
-            Error::Interrupted(_) => "interrupted",
-            Error::BlobNotFound(_) => "object-not-found",
-            Error::Retained { .. } => "object-retained",
+            Error::AccountNotOpen { .. } => "account-not-open",
+            Error::AccountNotFound(_)
+            | Error::TransferNotFound(_)
+            | Error::HoldNotFound(_)
+            | Error::EntryNotFound(_)
+            | Error::BlobNotFound(_) => "not-found",
+            Error::KeyReused(_) | Error::IdempotencyMismatch => "idempotency-key-reused",
+            Error::IdempotencyInFlight | Error::LeaseLost => "idempotency-in-flight",
+            Error::AccountNotEmpty(_)
+            | Error::HoldNotActive { .. }
+            | Error::AlreadyReversed(_)
+            | Error::StaleReceipt
+            | Error::Retained { .. }
+            | Error::TooManyAccounts { .. }
+            | Error::VersionConflict => "conflict",
             Error::SeparationOfDuties(_) => "separation-of-duties",
-            Error::TooManyAccounts { .. } => "too-many-accounts",
-            Error::Storage { .. } => "storage-failure",
+            Error::QueueFull | Error::Interrupted(_) | Error::Storage { retryable: true, .. } => "unavailable",
+            Error::Storage { retryable: false, .. } => "internal",
         }
     }
 

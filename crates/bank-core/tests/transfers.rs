@@ -26,6 +26,7 @@ use bank_core::ports::{LedgerStore, TransferQueue, TransferStore};
 use bank_core::queue::QueueConfig;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
+use bank_core::testkit::errors::variant_name;
 use bank_core::transfer::{Beneficiary, Destination, FailureCode, TransferRequest, TransferStatus};
 use chrono::TimeDelta;
 use parking_lot::Mutex;
@@ -299,29 +300,29 @@ async fn bad_requests_store_nothing_and_hold_nothing() {
 
     let base = b.internal("10.00");
     let cases: Vec<(TransferRequest, &str)> = vec![
-        (TransferRequest { from_account_id: AccountId::new(), ..base.clone() }, "account-not-found"),
-        (TransferRequest { from_account_id: carol_usd, ..base.clone() }, "account-not-found"),
-        (TransferRequest { from_account_id: closed, ..base.clone() }, "account-not-open"),
-        (TransferRequest { from_account_id: frozen, ..b.internal("1.00") }, "account-not-open"),
-        (b.internal("100.01"), "insufficient-funds"),
+        (TransferRequest { from_account_id: AccountId::new(), ..base.clone() }, "AccountNotFound"),
+        (TransferRequest { from_account_id: carol_usd, ..base.clone() }, "AccountNotFound"),
+        (TransferRequest { from_account_id: closed, ..base.clone() }, "AccountNotOpen"),
+        (TransferRequest { from_account_id: frozen, ..b.internal("1.00") }, "AccountNotOpen"),
+        (b.internal("100.01"), "InsufficientFunds"),
         (
             TransferRequest { destination: Destination::Internal { account_id: b.alice_usd }, ..base.clone() },
-            "invalid-input",
+            "InvalidInput",
         ),
         (
             TransferRequest { destination: Destination::Internal { account_id: AccountId::new() }, ..base.clone() },
-            "account-not-found",
+            "AccountNotFound",
         ),
         (
             TransferRequest { destination: Destination::Internal { account_id: closed }, ..base.clone() },
-            "account-not-open",
+            "AccountNotOpen",
         ),
         (
             TransferRequest { destination: Destination::Internal { account_id: alice_eur }, ..base.clone() },
-            "currency-mismatch",
+            "CurrencyMismatch",
         ),
-        (TransferRequest { money: Money::parse("10.00", "EUR").expect("m"), ..base.clone() }, "currency-mismatch"),
-        (TransferRequest { reference: "x".repeat(141), ..base.clone() }, "invalid-input"),
+        (TransferRequest { money: Money::parse("10.00", "EUR").expect("m"), ..base.clone() }, "CurrencyMismatch"),
+        (TransferRequest { reference: "x".repeat(141), ..base.clone() }, "InvalidInput"),
         (
             TransferRequest {
                 destination: Destination::External {
@@ -334,12 +335,12 @@ async fn bad_requests_store_nothing_and_hold_nothing() {
                 },
                 ..base.clone()
             },
-            "invalid-input",
+            "InvalidInput",
         ),
     ];
-    for (request, code) in cases {
+    for (request, variant) in cases {
         let err = b.accept(request.clone()).await.expect_err("must be refused");
-        assert_eq!(err.code(), code, "{request:?}: {err}");
+        assert_eq!(variant_name(&err), variant, "{request:?}: {err}");
     }
     assert!(
         Money::parse("0", "USD").is_err()

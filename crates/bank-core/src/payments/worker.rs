@@ -243,6 +243,7 @@ impl PaymentsWorker {
             tracing::warn!(
                 transfer_id = %transfer.id,
                 reason = refused.code(),
+                error = %refused,
                 "rail paid but the source could not be debited; booked to suspense"
             );
             let booked = NewEntry::transfer(transfer.settle_key(), suspense, rail_account, transfer.money, reference)?;

@@ -820,7 +820,7 @@ impl Case<'_> {
             (Some(i), Err(err)) => {
                 prop_assert!(self.model.accounts[i].new != new, "an identical re-open was refused: {:?}", err);
                 prop_assert!(matches!(err, Error::KeyReused(_)), "re-open with other content: {:?}", err);
-                self.note(format!("open: {}", err.code()));
+                self.note(format!("open: {}", variant(&err)));
                 Ok(Effect::Unchanged)
             }
             (None, result) => {
@@ -882,7 +882,7 @@ impl Case<'_> {
             }
             (Some(expect), Err(err)) => {
                 prop_assert!(expect.matches(&err), "set_status({}): expected {:?}, got {:?}", to, expect, err);
-                self.note(format!("status: {}", err.code()));
+                self.note(format!("status: {}", variant(&err)));
                 Ok(Effect::Unchanged)
             }
             (expected, result) => Err(fail(format!("set_status({to}): model {expected:?}, store {result:?}"))),
@@ -970,7 +970,7 @@ impl Case<'_> {
                     expects,
                     err
                 );
-                self.note(format!("{kind}: {}", err.code()));
+                self.note(format!("{kind}: {}", variant(&err)));
                 Ok(Effect::Unchanged)
             }
             (Prediction::Refuse(expects), Ok(posted)) if expects == [Expect::KeyReused { same_content: true }] => {
@@ -1050,7 +1050,7 @@ impl Case<'_> {
             }
             (Err(expects), Err(err)) => {
                 prop_assert!(expects.iter().any(|x| x.matches(&err)), "hold: expected {:?}, got {:?}", expects, err);
-                self.note(format!("hold: {}", err.code()));
+                self.note(format!("hold: {}", variant(&err)));
                 Ok(Effect::Unchanged)
             }
             (expected, result) => Err(fail(format!("hold {new:?}: model {expected:?}, store {result:?}"))),
@@ -1478,6 +1478,19 @@ fn run_case(harness: &dyn LedgerHarness, input: &CaseInput, coverage: &Coverage)
         before = after;
     }
     case.check_end(input.page_limit)
+}
+
+/// The kebab-case name of an error's variant (`HoldNotActive` → `hold-not-active`): finer than
+/// [`Error::code`], which several variants share, so the coverage below tells refusals apart.
+fn variant(err: &Error) -> String {
+    let mut name = String::new();
+    for c in super::errors::variant_name(err).chars() {
+        if c.is_ascii_uppercase() && !name.is_empty() {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// Outcomes a full-size run must reach, or the generator has stopped exercising them.

@@ -1,6 +1,12 @@
 //! [`ApiError`]: every error answer, and the one place bank-core and auth errors become RFC 9457
 //! problems ([`ApiError::from_core`], [`ApiError::from_auth`]).
 //!
+//! A core error's problem `type` is `https://bank.example/problems/` followed by its
+//! [`Error::code`]: one spelling for clients, logs and metrics. The mapping table names the
+//! variants with a problem of their own (422 refusals, idempotency, separation of duties, the two
+//! not-found resources that say what is missing); every other variant is answered by its [`Error::action`]
+//! ([`ApiError::from_action`]), never by a blanket 500.
+//!
 //! A handler's error response carries its [`Problem`] as a response extension with an empty body;
 //! the request-context middleware writes the body once it has added the request id
 //! ([`finish_problem`]). It also turns error responses that axum made itself (unknown route, wrong
@@ -12,7 +18,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bank_api::{PROBLEM_JSON, Problem, problem_types as types};
-use bank_core::Error;
+use bank_core::{Error, ErrorAction};
 
 use crate::auth::AuthError;
 
@@ -151,65 +157,69 @@ impl ApiError {
         )
     }
 
-    /// The one mapping of bank-core errors to problems. `not_found` names the resource a
-    /// not-found error is reported as (the detail never names an id, so a foreign resource and
-    /// a missing one answer identically).
+    /// The one mapping of bank-core errors to problems. The problem type is always the one
+    /// [`Error::code`] names; the table below adds the status, title and detail of the variants
+    /// that have a problem of their own, and every other variant (including ones added to
+    /// bank-core later) is answered by its [`Error::action`] ([`ApiError::from_action`]).
+    ///
+    /// A not-found error's detail names the kind of resource, never an id, so a foreign resource
+    /// and a missing one answer identically.
     pub(crate) fn from_core(error: Error) -> Self {
         use StatusCode as S;
         let unprocessable = S::UNPROCESSABLE_ENTITY;
-        match &error {
-            Error::InvalidAmount { .. }
-            | Error::UnknownCurrency { .. }
-            | Error::UnbalancedEntry { .. }
-            | Error::InvalidInput(_)
-            | Error::HoldExceeded { .. } => ApiError::invalid(error.to_string()),
-            Error::CurrencyMismatch { .. } => {
-                ApiError::new(unprocessable, types::CURRENCY_MISMATCH, "Currency mismatch", error.to_string())
+        let (status, title, detail, retry) = match &error {
+            Error::CurrencyMismatch { .. } => (unprocessable, "Currency mismatch", error.to_string(), false),
+            Error::InsufficientFunds { .. } => {
+                (unprocessable, "Insufficient funds", "the available balance is too low".to_owned(), false)
             }
-            Error::InsufficientFunds { .. } => ApiError::new(
-                unprocessable,
-                types::INSUFFICIENT_FUNDS,
-                "Insufficient funds",
-                "the available balance is too low",
-            ),
-            Error::AccountNotOpen { status, .. } => ApiError::new(
-                unprocessable,
-                types::ACCOUNT_NOT_OPEN,
-                "Account not open",
-                format!("an account of this transfer is {status}"),
-            ),
-            Error::AccountNotFound(_) => ApiError::not_found("account"),
-            Error::TransferNotFound(_) => ApiError::not_found("transfer"),
-            Error::HoldNotFound(_) | Error::EntryNotFound(_) | Error::BlobNotFound(_) => {
-                ApiError::not_found("resource")
+            Error::AccountNotOpen { status, .. } => {
+                (unprocessable, "Account not open", format!("an account of this transfer is {status}"), false)
             }
-            Error::KeyReused(_) | Error::IdempotencyMismatch => ApiError::idempotency_key_reused(),
-            Error::IdempotencyInFlight | Error::LeaseLost => ApiError::new(
+            Error::AccountNotFound(_) => (S::NOT_FOUND, "Not found", "account not found".to_owned(), false),
+            Error::TransferNotFound(_) => (S::NOT_FOUND, "Not found", "transfer not found".to_owned(), false),
+            Error::KeyReused(_) | Error::IdempotencyMismatch => (
+                unprocessable,
+                "Idempotency key reused",
+                "the Idempotency-Key was already used with a different request".to_owned(),
+                false,
+            ),
+            Error::IdempotencyInFlight | Error::LeaseLost => (
                 S::CONFLICT,
-                types::IDEMPOTENCY_IN_FLIGHT,
                 "Request in progress",
-                "a request with this Idempotency-Key is still being processed; retry later with the same key",
-            )
-            .with_retry_after(RETRY_AFTER_TRANSIENT_SECS),
-            Error::SeparationOfDuties(detail) => ApiError::separation_of_duties(detail.clone()),
-            Error::TooManyAccounts { .. } => ApiError::new(S::CONFLICT, types::CONFLICT, "Conflict", error.to_string()),
-            Error::AccountNotEmpty(_)
-            | Error::HoldNotActive { .. }
-            | Error::AlreadyReversed(_)
-            | Error::StaleReceipt
-            | Error::Retained { .. } => ApiError::new(S::CONFLICT, types::CONFLICT, "Conflict", error.to_string()),
-            Error::VersionConflict => ApiError::new(
+                "a request with this Idempotency-Key is still being processed; retry later with the same key"
+                    .to_owned(),
+                true,
+            ),
+            Error::SeparationOfDuties(detail) => (S::FORBIDDEN, "Separation of duties", detail.clone(), false),
+            Error::VersionConflict => (
                 S::CONFLICT,
-                types::CONFLICT,
                 "Conflict",
-                "the resource changed concurrently; retry with the same idempotency key",
-            )
-            .with_retry_after(RETRY_AFTER_TRANSIENT_SECS),
-            Error::QueueFull | Error::Interrupted(_) | Error::Storage { retryable: true, .. } => {
+                "the resource changed concurrently; retry with the same idempotency key".to_owned(),
+                true,
+            ),
+            _ => return ApiError::from_action(&error),
+        };
+        // `code()` names a type in `types::ALL` for every variant (the tests below walk them all);
+        // were it ever not to, the action still gives a well-formed answer.
+        let Some(problem_type) = types::by_code(error.code()) else { return ApiError::from_action(&error) };
+        let answer = ApiError::new(status, problem_type, title, detail);
+        if retry { answer.with_retry_after(RETRY_AFTER_TRANSIENT_SECS) } else { answer }
+    }
+
+    /// The answer for a core error the table does not name, by what the caller can do about it:
+    /// fix input → 400 `invalid-request`, refused → 409 `conflict`, not found → 404 `not-found`,
+    /// retry → 503 `unavailable` with `Retry-After`, give up → 500 `internal`. Input and refusal
+    /// errors explain themselves in the detail; transient and internal ones are only logged.
+    pub(crate) fn from_action(error: &Error) -> Self {
+        match error.action() {
+            ErrorAction::FixInput => ApiError::invalid(error.to_string()),
+            ErrorAction::Refused => ApiError::new(StatusCode::CONFLICT, types::CONFLICT, "Conflict", error.to_string()),
+            ErrorAction::NotFound => ApiError::not_found("resource"),
+            ErrorAction::Retry => {
                 tracing::warn!(error = %error, code = error.code(), "transient failure");
                 ApiError::unavailable()
             }
-            _ => {
+            ErrorAction::GiveUp => {
                 tracing::error!(error = %error, code = error.code(), "internal failure");
                 ApiError::internal()
             }
@@ -325,41 +335,101 @@ pub(crate) fn finish_problem(response: &mut Response, request_id: &str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bank_core::ids::AccountId;
-    use bank_core::money::{AmountError, Currency};
-    use rust_decimal::Decimal;
+    use bank_core::testkit::errors::{CASES, one_of_each, variant_name};
+
+    /// What the HTTP API answers for each variant: (status, problem type, `Retry-After`). The
+    /// statuses and types are the API's contract (clients and the OpenAPI document match on them).
+    fn expected(variant: &str) -> (u16, &'static str, bool) {
+        match variant {
+            "InvalidAmount" | "UnknownCurrency" | "UnbalancedEntry" | "InvalidInput" | "HoldExceeded" => {
+                (400, types::INVALID_REQUEST, false)
+            }
+            "CurrencyMismatch" => (422, types::CURRENCY_MISMATCH, false),
+            "InsufficientFunds" => (422, types::INSUFFICIENT_FUNDS, false),
+            "AccountNotOpen" => (422, types::ACCOUNT_NOT_OPEN, false),
+            "AccountNotFound" | "TransferNotFound" | "HoldNotFound" | "EntryNotFound" | "BlobNotFound" => {
+                (404, types::NOT_FOUND, false)
+            }
+            "KeyReused" | "IdempotencyMismatch" => (422, types::IDEMPOTENCY_KEY_REUSED, false),
+            "IdempotencyInFlight" | "LeaseLost" => (409, types::IDEMPOTENCY_IN_FLIGHT, true),
+            "AccountNotEmpty" | "HoldNotActive" | "AlreadyReversed" | "StaleReceipt" | "Retained" => {
+                (409, types::CONFLICT, false)
+            }
+            "VersionConflict" => (409, types::CONFLICT, true),
+            "SeparationOfDuties" => (403, types::SEPARATION_OF_DUTIES, false),
+            "TooManyAccounts" => (409, types::CONFLICT, false),
+            "QueueFull" | "Interrupted" => (503, types::UNAVAILABLE, true),
+            other => panic!("no expected answer for bank_core::Error::{other}: add it here"),
+        }
+    }
 
     #[test]
-    fn core_errors_map_by_kind_and_internal_text_never_leaks() {
-        let account = AccountId::new();
-        let cases = [
-            (Error::InvalidAmount { reason: AmountError::Zero }, 400, types::INVALID_REQUEST),
-            (Error::UnknownCurrency { code: "XYZ".into() }, 400, types::INVALID_REQUEST),
-            (Error::AccountNotFound(account), 404, types::NOT_FOUND),
-            (
-                Error::InsufficientFunds { account, available: Decimal::ZERO, requested: Decimal::ONE },
-                422,
-                types::INSUFFICIENT_FUNDS,
-            ),
-            (
-                Error::CurrencyMismatch { account, expected: Currency::ALL[0], found: Currency::ALL[1] },
-                422,
-                types::CURRENCY_MISMATCH,
-            ),
-            (Error::IdempotencyMismatch, 422, types::IDEMPOTENCY_KEY_REUSED),
-            (Error::KeyReused("x".into()), 422, types::IDEMPOTENCY_KEY_REUSED),
-            (Error::IdempotencyInFlight, 409, types::IDEMPOTENCY_IN_FLIGHT),
-            (Error::QueueFull, 503, types::UNAVAILABLE),
-            (Error::storage("SELECT secret FROM users", true), 503, types::UNAVAILABLE),
-            (Error::storage("SELECT secret FROM users", false), 500, types::INTERNAL),
-        ];
-        for (error, status, problem_type) in cases {
-            let text = error.to_string();
+    fn every_core_error_maps_to_its_code_s_problem_type_and_internal_text_never_leaks() {
+        let all = one_of_each();
+        assert_eq!(all.len(), CASES);
+        for error in all {
+            let (name, code, text) = (variant_name(&error), error.code(), error.to_string());
+            let expected = match &error {
+                Error::Storage { retryable: true, .. } => (503, types::UNAVAILABLE, true),
+                Error::Storage { retryable: false, .. } => (500, types::INTERNAL, false),
+                _ => expected(&name),
+            };
             let mapped = ApiError::from_core(error);
-            assert_eq!((mapped.status.as_u16(), mapped.problem_type), (status, problem_type), "{text}");
-            assert!(!mapped.detail.contains("SELECT"), "{}", mapped.detail);
+            let got = (mapped.status.as_u16(), mapped.problem_type, mapped.retry_after_secs.is_some());
+            assert_eq!(got, expected, "{name}: {text}");
+            assert!(types::ALL.contains(&mapped.problem_type), "{name}: {}", mapped.problem_type);
+            assert_eq!(
+                mapped.problem_type.strip_prefix(types::BASE),
+                Some(code),
+                "{name}: code() is the type's suffix"
+            );
+            assert_eq!(mapped.problem().status, mapped.status.as_u16());
+            assert!(!mapped.detail.contains("SELECT"), "{name}: {}", mapped.detail);
+            if mapped.status == StatusCode::NOT_FOUND {
+                assert!(!mapped.detail.contains('-'), "{name}: a not-found detail names no id: {}", mapped.detail);
+            }
         }
-        assert!(ApiError::from_core(Error::QueueFull).retry_after_secs.is_some());
-        assert!(!ApiError::not_found("account").detail.contains('-'), "a not-found detail names no id");
+    }
+
+    /// A variant the table does not name is answered by its action: checked on every variant
+    /// the table leaves out, and for every action.
+    #[test]
+    fn errors_the_table_does_not_name_fall_back_on_their_action() {
+        let mut actions = Vec::new();
+        for error in one_of_each() {
+            let name = variant_name(&error);
+            let fallback = ApiError::from_action(&error);
+            let (status, problem_type, retry_after) = match error.action() {
+                ErrorAction::FixInput => (400, types::INVALID_REQUEST, false),
+                ErrorAction::Refused => (409, types::CONFLICT, false),
+                ErrorAction::NotFound => (404, types::NOT_FOUND, false),
+                ErrorAction::Retry => (503, types::UNAVAILABLE, true),
+                ErrorAction::GiveUp => (500, types::INTERNAL, false),
+            };
+            let got = (fallback.status.as_u16(), fallback.problem_type, fallback.retry_after_secs.is_some());
+            assert_eq!(got, (status, problem_type, retry_after), "{name}");
+            assert!(!fallback.detail.contains("SELECT"), "{name}: {}", fallback.detail);
+            if !actions.contains(&error.action()) {
+                actions.push(error.action());
+            }
+            let named = matches!(
+                error,
+                Error::CurrencyMismatch { .. }
+                    | Error::InsufficientFunds { .. }
+                    | Error::AccountNotOpen { .. }
+                    | Error::AccountNotFound(_)
+                    | Error::TransferNotFound(_)
+                    | Error::KeyReused(_)
+                    | Error::IdempotencyMismatch
+                    | Error::IdempotencyInFlight
+                    | Error::LeaseLost
+                    | Error::VersionConflict
+                    | Error::SeparationOfDuties(_)
+            );
+            if !named {
+                assert_eq!(ApiError::from_core(error), fallback, "{name} is left to the fallback");
+            }
+        }
+        assert_eq!(actions.len(), 5, "every action has a variant: {actions:?}");
     }
 }
