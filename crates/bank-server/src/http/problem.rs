@@ -90,11 +90,6 @@ impl ApiError {
         )
     }
 
-    /// 403: the action would break separation of duties.
-    pub(crate) fn separation_of_duties(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, types::SEPARATION_OF_DUTIES, "Separation of duties", detail)
-    }
-
     pub(crate) fn unauthorized(detail: impl Into<String>) -> Self {
         let mut error = ApiError::new(StatusCode::UNAUTHORIZED, types::UNAUTHORIZED, "Unauthorized", detail);
         error.bearer_challenge = true;
@@ -112,15 +107,6 @@ impl ApiError {
 
     pub(crate) fn idempotency_key_missing(detail: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, types::IDEMPOTENCY_KEY_MISSING, "Idempotency key missing", detail)
-    }
-
-    pub(crate) fn idempotency_key_reused() -> Self {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            types::IDEMPOTENCY_KEY_REUSED,
-            "Idempotency key reused",
-            "the Idempotency-Key was already used with a different request",
-        )
     }
 
     pub(crate) fn rate_limited(retry_after_secs: u64) -> Self {
