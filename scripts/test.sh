@@ -70,11 +70,11 @@ commit="$(git rev-parse --short=8 HEAD 2>/dev/null || date +%s)"
 fresh_from=$(( (16#${commit:0:8} % 1000000) * 100000 + 1000000 ))
 echo "fresh seeds from SIM_FROM=${fresh_from} (commit ${commit})"
 SIM_FROM=0 SIM_SEEDS="${SIM_FIXED_SEEDS:-100000}" \
-  cargo test --release -p bank-core --all-features --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+  cargo test --release -p bank-core --all-features --test core -- simulation::pipeline_invariants_hold_under_random_faults --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 SIM_FROM="${fresh_from}" SIM_SEEDS="${SIM_FRESH_SEEDS:-100000}" \
-  cargo test --release -p bank-core --all-features --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+  cargo test --release -p bank-core --all-features --test core -- simulation::pipeline_invariants_hold_under_random_faults --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 SIM_SEEDS="${SIM_SQLITE_SEEDS:-2000}" \
-  cargo test --release -p bank-local --test simulation -- --nocapture 2>&1 | tee -a "$summary_log.sim"
+  cargo test --release -p bank-local --test local -- simulation::pipeline_invariants_hold_under_random_faults_on_sqlite --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 sim_passed=$(grep -Ec '^test .* ok$' "$summary_log.sim" || true)
 sim_failed=$(grep -Ec '^test .* FAILED$' "$summary_log.sim" || true)
 rm -f "$summary_log.sim"

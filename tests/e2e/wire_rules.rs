@@ -5,14 +5,12 @@
 //! Every refused request must also move nothing: balances, transfers and history are compared
 //! before and after.
 
-mod common;
-
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::common::TestApp;
 use bank_api::{Account, DepositRequest, IDEMPOTENCY_KEY_HEADER, PROBLEM_JSON, Transfer, paths, problem_types};
 use bank_client::BankClient;
-use common::TestApp;
 use futures::TryStreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use rust_decimal::Decimal;

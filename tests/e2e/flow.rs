@@ -4,12 +4,11 @@
 //!
 //! Every test starts its own server (see `common`), so tests never share state or rate limits.
 
-mod common;
-
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::{Options, TestApp, eventually};
 use bank_api::{
     Account, DepositRequest, Direction, HistoryEntry, IDEMPOTENCY_KEY_HEADER, PAGE_LIMIT_MAX, PROBLEM_JSON, Transfer,
     TransferRequest, TransferStatus, paths, problem_types,
@@ -17,7 +16,6 @@ use bank_api::{
 use bank_client::{BankClient, ClientError, RetryPolicy};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Options, TestApp, eventually};
 use futures::TryStreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 const UPDATE_VARIABLE: &str = "BANK_UPDATE_OPENAPI";
 
 fn committed_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")
 }
 
 #[test]

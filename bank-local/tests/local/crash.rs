@@ -189,7 +189,7 @@ fn spawn_child(dir: &Path, drain: bool) -> Child {
     let exe = std::env::current_exe().expect("test binary");
     let mut command = Command::new(exe);
     command
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("BANK_CRASH_DIR", dir)
         .stdout(Stdio::null())
         .stderr(if drain { Stdio::inherit() } else { Stdio::null() });

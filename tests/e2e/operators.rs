@@ -3,14 +3,12 @@
 //! exactly once. Every operator action, done or refused, is in the audit log, which holds no
 //! secret.
 
-mod common;
-
+use crate::common::{Options, PASSWORD, TestApp};
 use bank_api::{IDEMPOTENCY_KEY_HEADER, PROBLEM_JSON, paths, problem_types};
 use bank_core::account::NewAccount;
 use bank_core::approvals::DepositPolicy;
 use bank_core::audit::{AuditOutcome, AuditRecord};
 use bank_core::money::Currency;
-use common::{Options, PASSWORD, TestApp};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};

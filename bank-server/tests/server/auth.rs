@@ -2,7 +2,7 @@
 //! code, refresh rotation and reuse detection, throttling, key persistence, JWT attacks, and
 //! external (Cognito-shaped) tokens verified against a JWKS served by a local axum server.
 //!
-//! The fixture `tests/fixtures/cognito-test-rsa.pem` is a throwaway RSA key made for these tests.
+//! The fixture `tests/server/fixtures/cognito-test-rsa.pem` is a throwaway RSA key made for these tests.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

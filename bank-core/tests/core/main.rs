@@ -1,0 +1,15 @@
+//! bank-core's integration tests, one binary (one link on 2 cores): conformance suites of the
+//! in-memory adapters, the ledger model, the pipeline scenarios and the fault simulation.
+
+mod ledger_model;
+mod memory_blob;
+mod memory_conformance;
+mod memory_idempotency;
+mod memory_operations;
+mod memory_queue;
+mod memory_transfers;
+mod memory_users;
+mod notifications;
+mod rail;
+mod simulation;
+mod transfers;

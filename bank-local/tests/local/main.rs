@@ -1,0 +1,15 @@
+//! bank-local's integration tests, one binary: every store against its conformance suite, the
+//! ledger model, the SQLite fault simulation, start-up refusals and the kill -9 test.
+
+mod blob;
+mod crash;
+mod events;
+mod idempotency;
+mod ledger;
+mod ledger_model;
+mod operations;
+mod queue;
+mod simulation;
+mod startup;
+mod transfers;
+mod users;

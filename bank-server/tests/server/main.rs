@@ -1,0 +1,6 @@
+//! bank-server's in-process tests, one binary: authentication, the router (problems, limits,
+//! metrics) and the committed OpenAPI document.
+
+mod auth;
+mod openapi;
+mod router;
