@@ -1,13 +1,15 @@
 //! The demo seed of `serve --demo`: two customers with funded USD accounts and an operator,
 //! idempotent across restarts, and the banner that prints their credentials.
 
-use bank_core::account::{AccountKind, NewAccount};
-use bank_core::ids::{AccountId, CustomerId, TransferId};
-use bank_core::ledger::{EntryKey, NewEntry};
+use std::sync::Arc;
+
+use bank_core::account::AccountKind;
+use bank_core::accounts::{AccountWithBalance, AccountsService, Viewer};
+use bank_core::approvals::DepositPolicy;
+use bank_core::deposits::{Actor, DepositsService};
+use bank_core::ids::{AccountId, CustomerId};
 use bank_core::money::{Currency, Money};
 use bank_core::users::{Email, Role};
-
-use uuid::Uuid;
 
 use crate::auth::issuer::TokenIssuer;
 use crate::state::Backend;
@@ -46,8 +48,11 @@ pub const DEMO_USERS: [(&str, &str, Role); 3] = [
 /// What each demo customer is credited once.
 pub const DEMO_DEPOSIT: &str = "1000.00";
 
-/// Seeds the demo (idempotent: users found by email are reused, the account is opened once and
-/// the deposit is posted under a key derived from the account, so a restart credits nothing more).
+/// Seeds the demo through the same services the API runs (idempotent: users found by email are
+/// reused, the account is opened once, and the deposit is an operator's deposit under a key
+/// derived from the account, so a restart credits nothing more; an account that already holds
+/// money — a data directory seeded by an earlier version — is not credited again). The deposit
+/// follows the default four-eyes threshold, which it is below.
 pub async fn seed_demo(backend: &Backend, issuer: &TokenIssuer) -> Result<Vec<DemoUser>, RunError> {
     let users = backend.users.clone().ok_or_else(|| RunError::Refused("the demo needs built-in users".into()))?;
     let mut seeded = Vec::with_capacity(DEMO_USERS.len());
@@ -64,43 +69,59 @@ pub async fn seed_demo(backend: &Backend, issuer: &TokenIssuer) -> Result<Vec<De
                 })?
             }
         };
-        let account_id = match role {
-            Role::Customer => Some(seed_demo_account(backend, user.id, email).await?),
-            Role::Operator => None,
-        };
         seeded.push(DemoUser {
             email,
             password,
             role,
             user_id: user.id,
             totp_secret: user.totp_secret.clone(),
-            account_id,
+            account_id: None,
         });
+    }
+    let operator = seeded
+        .iter()
+        .find(|u| u.role == Role::Operator)
+        .map(|u| u.user_id)
+        .ok_or_else(|| RunError::Refused("the demo needs an operator".into()))?;
+    for user in seeded.iter_mut().filter(|u| u.role == Role::Customer) {
+        user.account_id = Some(seed_demo_account(backend, operator, user.user_id, user.email).await?);
     }
     Ok(seeded)
 }
 
-async fn seed_demo_account(backend: &Backend, owner: CustomerId, email: &str) -> Result<AccountId, RunError> {
-    let existing = backend.ledger.accounts_of(owner).await?;
-    let account = match existing.into_iter().find(|a| a.currency == Currency::Usd && a.kind == AccountKind::Customer) {
-        Some(account) => account,
+async fn seed_demo_account(
+    backend: &Backend,
+    operator: CustomerId,
+    owner: CustomerId,
+    email: &str,
+) -> Result<AccountId, RunError> {
+    let accounts = AccountsService::new(backend.ledger.clone());
+    let customer = Viewer::customer(owner);
+    let existing = accounts.list(&customer).await?;
+    let usd = |a: &&AccountWithBalance| a.account.currency == Currency::Usd && a.account.kind == AccountKind::Customer;
+    let account = match existing.iter().find(usd) {
+        Some(found) => found.clone(),
         None => {
-            let id = AccountId::from_uuid(derived_uuid("demo-account", &owner.to_string()))?;
             let name = format!("{} checking", email.split('@').next().unwrap_or(email));
-            backend.ledger.open_account(NewAccount { id, ..NewAccount::customer(owner, name, Currency::Usd) }).await?
+            accounts.open(&customer, name, Currency::Usd).await?
         }
     };
-    let key = EntryKey::new(TransferId::from_uuid(derived_uuid("demo-deposit", &account.id.to_string()))?, 0);
+    if account.balance.sequence > 0 {
+        return Ok(account.account.id);
+    }
+    let deposits = DepositsService::new(
+        backend.ledger.clone(),
+        backend.deposit_requests.clone(),
+        backend.audit.clone(),
+        backend.system.clone(),
+        DepositPolicy::default(),
+        Arc::clone(&backend.payments.clock),
+    );
+    let actor = Actor { user: operator, request_id: None, client_ip: None };
+    let key = format!("demo-deposit:{}", account.account.id);
     let money = Money::parse(DEMO_DEPOSIT, Currency::Usd.code())?;
-    let deposit = NewEntry::transfer(key, backend.system.deposits(Currency::Usd)?, account.id, money, "demo deposit")?;
-    // Posting a used key answers the first entry and moves no money.
-    backend.ledger.post(deposit).await?;
-    Ok(account.id)
-}
-
-/// A UUID v8 fixed by `(purpose, name)`: the same demo seed names the same ids on every start.
-fn derived_uuid(purpose: &str, name: &str) -> Uuid {
-    bank_core::ids::derived_uuid(format!("bank-server/{purpose}/{name}").as_bytes())
+    deposits.deposit(&actor, &key, &account.account, money, "demo deposit".into()).await?;
+    Ok(account.account.id)
 }
 
 /// The text `serve --demo` prints: credentials, TOTP secrets and a curl session.
@@ -128,16 +149,4 @@ pub fn demo_banner(users: &[DemoUser], public_url: &str) -> String {
         ));
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_ids_are_stable_and_distinct() {
-        assert_eq!(derived_uuid("a", "x"), derived_uuid("a", "x"));
-        assert_ne!(derived_uuid("a", "x"), derived_uuid("b", "x"));
-        assert_eq!(derived_uuid("a", "x").get_version_num(), 8);
-    }
 }
