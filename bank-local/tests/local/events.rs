@@ -16,8 +16,9 @@ use bank_core::testkit::notifications::{BusUnderTest, EventBusHarness, Notificat
 use bank_local::db::LocalDb;
 use bank_local::events::{EVENT_BUS_CAPACITY_DEFAULT, SqliteEventBus};
 use bank_local::notification_log::{NOTIFICATION_LOG_CAPACITY_DEFAULT, SqliteNotificationLog};
-use parking_lot::Mutex;
 use tempfile::TempDir;
+
+use crate::fresh::KeptDbs;
 
 fn clock() -> Arc<dyn Clock> {
     Arc::new(ManualClock::at_epoch())
@@ -26,15 +27,12 @@ fn clock() -> Arc<dyn Clock> {
 /// Builds each case's bus or log in a fresh temporary directory, kept alive for the whole case.
 #[derive(Default)]
 struct Harness {
-    dirs: Mutex<Vec<TempDir>>,
+    dbs: KeptDbs,
 }
 
 impl Harness {
     async fn db(&self) -> LocalDb {
-        let dir = TempDir::new().expect("temp dir");
-        let db = LocalDb::open(dir.path()).await.expect("open database");
-        self.dirs.lock().push(dir);
-        db
+        self.dbs.open().await
     }
 }
 

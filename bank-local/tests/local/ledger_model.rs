@@ -11,10 +11,9 @@ use bank_core::clock::Clock;
 use bank_core::ports::LedgerStore;
 use bank_core::testkit::ledger::LedgerHarness;
 use bank_core::testkit::ledger_model::run_ledger_model;
-use bank_local::db::LocalDb;
 use bank_local::ledger::SqliteLedger;
-use parking_lot::Mutex;
-use tempfile::TempDir;
+
+use crate::fresh::FreshDb;
 
 /// Cases per run: half the memory ledger's 256, because every case opens (and migrates) a fresh
 /// database and each of its writes (dozens per case, one at a time) commits with an fsync:
@@ -28,22 +27,14 @@ const CASES: u32 = 128;
 /// directory removed when the next case starts (the last one when the harness is dropped).
 #[derive(Default)]
 struct Harness {
-    previous: Mutex<Option<(LocalDb, TempDir)>>,
+    databases: FreshDb,
 }
 
 #[async_trait]
 impl LedgerHarness for Harness {
     async fn ledger(&self, clock: Arc<dyn Clock>) -> Arc<dyn LedgerStore> {
-        let previous = self.previous.lock().take();
-        if let Some((db, dir)) = previous {
-            db.close().await;
-            drop(dir);
-        }
-        let dir = TempDir::new().expect("temp dir");
-        let db = LocalDb::open(dir.path()).await.expect("open database");
-        let ledger = Arc::new(SqliteLedger::new(&db, clock));
-        *self.previous.lock() = Some((db, dir));
-        ledger
+        let db = self.databases.next().await;
+        Arc::new(SqliteLedger::new(&db, clock))
     }
 }
 

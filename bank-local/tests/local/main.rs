@@ -4,6 +4,7 @@
 mod blob;
 mod crash;
 mod events;
+mod fresh;
 mod idempotency;
 mod ledger;
 mod ledger_model;

@@ -14,21 +14,19 @@ use bank_core::testkit::audit::{AuditHarness, record};
 use bank_local::approvals::SqliteDepositRequests;
 use bank_local::audit::SqliteAuditLog;
 use bank_local::db::LocalDb;
-use parking_lot::Mutex;
 use tempfile::TempDir;
+
+use crate::fresh::KeptDbs;
 
 /// Builds each case's store in a fresh temporary directory, kept alive for the whole case.
 #[derive(Default)]
 struct Harness {
-    dirs: Mutex<Vec<TempDir>>,
+    dbs: KeptDbs,
 }
 
 impl Harness {
     async fn db(&self) -> LocalDb {
-        let dir = TempDir::new().expect("temp dir");
-        let db = LocalDb::open(dir.path()).await.expect("open database");
-        self.dirs.lock().push(dir);
-        db
+        self.dbs.open().await
     }
 }
 

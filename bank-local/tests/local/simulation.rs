@@ -11,13 +11,12 @@ use async_trait::async_trait;
 use bank_core::clock::Clock;
 use bank_core::queue::QueueConfig;
 use bank_core::testkit::simulation::{SimHarness, SimStores, run_seeds};
-use bank_local::db::LocalDb;
 use bank_local::idempotency::SqliteIdempotencyStore;
 use bank_local::ledger::SqliteLedger;
 use bank_local::queue::SqliteQueue;
 use bank_local::transfers::SqliteTransferStore;
-use parking_lot::Mutex;
-use tempfile::TempDir;
+
+use crate::fresh::FreshDb;
 
 /// Seeds the default run covers: every seed opens (and migrates) a fresh database and commits
 /// each write with an fsync, so this is far fewer than the in-memory run's.
@@ -27,27 +26,19 @@ const DEFAULT_SEEDS: u64 = 100;
 /// its directory removed when the next seed starts (the last one when the harness is dropped).
 #[derive(Default)]
 struct Harness {
-    previous: Mutex<Option<(LocalDb, TempDir)>>,
+    databases: FreshDb,
 }
 
 #[async_trait]
 impl SimHarness for Harness {
     async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores {
-        let previous = self.previous.lock().take();
-        if let Some((db, dir)) = previous {
-            db.close().await;
-            drop(dir);
-        }
-        let dir = TempDir::new().expect("temp dir");
-        let db = LocalDb::open(dir.path()).await.expect("open database");
-        let stores = SimStores {
+        let db = self.databases.next().await;
+        SimStores {
             ledger: Arc::new(SqliteLedger::new(&db, clock.clone())),
             transfers: Arc::new(SqliteTransferStore::new(&db, clock.clone())),
             idempotency: Arc::new(SqliteIdempotencyStore::new(&db, clock.clone())),
             queue: Arc::new(SqliteQueue::new(&db, clock, queue_config)),
-        };
-        *self.previous.lock() = Some((db, dir));
-        stores
+        }
     }
 }
 
