@@ -61,6 +61,17 @@ enum Outcome {
     Pending { retry_at: DateTime<Utc>, outcome_unknown: bool },
 }
 
+/// Posting the whole of the transfer's hold to `credit`, under the transfer's settle key.
+fn settle_hold(transfer: &Transfer, credit: AccountId) -> PostHold {
+    PostHold {
+        hold_id: HoldId::from(transfer.id),
+        key: transfer.settle_key(),
+        amount: None,
+        credit_account: credit,
+        reference: transfer.reference.clone(),
+    }
+}
+
 fn lapsed() -> Outcome {
     Outcome::Failed(FailureCode::HoldExpired, "the reservation lapsed before the transfer ran".into())
 }
@@ -183,14 +194,7 @@ impl PaymentsWorker {
 
     /// Posts the transfer's hold to `credit`; maps a refusal to a visible failure.
     async fn post(&self, transfer: &Transfer, credit: AccountId) -> Result<Outcome> {
-        let request = PostHold {
-            hold_id: HoldId::from(transfer.id),
-            key: transfer.settle_key(),
-            amount: None,
-            credit_account: credit,
-            reference: transfer.reference.clone(),
-        };
-        let result: Result<PostedEntry> = self.ports.ledger.post_hold(request).await;
+        let result: Result<PostedEntry> = self.ports.ledger.post_hold(settle_hold(transfer, credit)).await;
         match result {
             Ok(_) => {
                 self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
@@ -218,14 +222,7 @@ impl PaymentsWorker {
         if self.ports.ledger.entry(transfer.settle_key()).await.is_ok() {
             return Ok(Outcome::Settled); // booked by an earlier attempt, one way or another
         }
-        let request = PostHold {
-            hold_id: HoldId::from(transfer.id),
-            key: transfer.settle_key(),
-            amount: None,
-            credit_account: rail_account,
-            reference: transfer.reference.clone(),
-        };
-        match self.ports.ledger.post_hold(request).await {
+        match self.ports.ledger.post_hold(settle_hold(transfer, rail_account)).await {
             Ok(_) => {
                 self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
                 return Ok(Outcome::Settled);
