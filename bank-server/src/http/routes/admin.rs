@@ -54,7 +54,8 @@ pub(crate) async fn deposit(
     ApiJson(request): ApiJson<DepositRequest>,
 ) -> Result<Response, ApiError> {
     let operator = caller.require_operator()?;
-    let account = operator_account(&state, &request.account_id.to_string()).await?;
+    let account =
+        state.accounts().readable(&caller.viewer(), convert::account_id(&request.account_id.to_string())?).await?;
     let money = convert::money_of(request.amount, account.currency)?;
     let outcome =
         state.deposits().deposit(&audit.actor(operator), key.as_str(), &account, money, request.reference).await?;
@@ -224,16 +225,6 @@ fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
         None => Ok(usize::try_from(bank_api::PAGE_LIMIT_MAX).unwrap_or(100)),
         Some(limit) if (1..=bank_api::PAGE_LIMIT_MAX).contains(&limit) => Ok(usize::try_from(limit).unwrap_or(100)),
         Some(_) => Err(ApiError::invalid(format!("limit must be from 1 to {}", bank_api::PAGE_LIMIT_MAX))),
-    }
-}
-
-/// The account an operator names in a body: 404 if missing or malformed.
-async fn operator_account(state: &AppState, id: &str) -> Result<bank_core::account::Account, ApiError> {
-    let account_id = convert::account_id(id)?;
-    match state.backend().ledger.account(account_id).await {
-        Ok(account) => Ok(account),
-        Err(Error::AccountNotFound(_)) => Err(ApiError::not_found("account")),
-        Err(other) => Err(other.into()),
     }
 }
 
