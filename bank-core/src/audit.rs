@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::ids::CustomerId;
 
 /// Longest `subject`, `action`, `request_id` or `client_ip` kept (longer ones are cut).
 pub const AUDIT_FIELD_CHARS_MAX: usize = 128;
@@ -68,6 +69,25 @@ pub struct NewAuditRecord {
     pub request_id: Option<String>,
     /// The client address, when known.
     pub client_ip: Option<String>,
+}
+
+/// Who acts, and where the request came from: what every audit record of one request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The user (an operator, for the actions audited today).
+    pub user: CustomerId,
+    /// The request id, if any.
+    pub request_id: Option<String>,
+    /// The client's address, if any.
+    pub client_ip: Option<String>,
+}
+
+impl Actor {
+    /// The record of this actor's `action` on `target` at `at`.
+    pub fn record(&self, at: DateTime<Utc>, action: &str, target: String, outcome: AuditOutcome) -> NewAuditRecord {
+        NewAuditRecord::new(at, self.user.to_string(), action, target, outcome)
+            .with_request(self.request_id.clone(), self.client_ip.clone())
+    }
 }
 
 impl NewAuditRecord {

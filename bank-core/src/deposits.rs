@@ -22,7 +22,7 @@ use tracing::instrument;
 
 use crate::account::Account;
 use crate::approvals::{self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore};
-use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
+use crate::audit::{AuditLog, AuditOutcome};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, TransferId};
@@ -42,16 +42,7 @@ pub fn deposit_id(operator: CustomerId, key: &str) -> TransferId {
     TransferId::derived(&name)
 }
 
-/// The operator acting, and where the request came from (for the audit record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// The operator.
-    pub user: CustomerId,
-    /// The request id, if any.
-    pub request_id: Option<String>,
-    /// The client's address, if any.
-    pub client_ip: Option<String>,
-}
+pub use crate::audit::Actor;
 
 /// What a deposit request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,9 +229,7 @@ impl DepositsService {
     }
 
     async fn record(&self, by: &Actor, action: &str, target: String, outcome: AuditOutcome) -> Result<()> {
-        let record = NewAuditRecord::new(self.clock.now(), by.user.to_string(), action, target, outcome)
-            .with_request(by.request_id.clone(), by.client_ip.clone());
-        self.audit.append(record).await.map(|_| ()).inspect_err(|error| {
+        self.audit.append(by.record(self.clock.now(), action, target, outcome)).await.map(|_| ()).inspect_err(|error| {
             tracing::error!(%error, action, "audit append failed");
         })
     }

@@ -225,8 +225,8 @@ impl FromRequestParts<AppState> for AuditContext {
 
 impl AuditContext {
     /// The operator `subject` acting from this request, as the core services audit it.
-    pub(crate) fn actor(&self, subject: &crate::auth::Principal) -> bank_core::deposits::Actor {
-        bank_core::deposits::Actor {
+    pub(crate) fn actor(&self, subject: &crate::auth::Principal) -> bank_core::audit::Actor {
+        bank_core::audit::Actor {
             user: subject.user,
             request_id: self.request_id.clone(),
             client_ip: Some(self.client_ip.to_string()),
@@ -244,9 +244,7 @@ impl AuditContext {
         target: String,
         outcome: bank_core::audit::AuditOutcome,
     ) -> Result<(), ApiError> {
-        let at = state.backend().payments.clock.now();
-        let record = bank_core::audit::NewAuditRecord::new(at, subject.user.to_string(), action, target, outcome)
-            .with_request(self.request_id.clone(), Some(self.client_ip.to_string()));
+        let record = self.actor(subject).record(state.backend().payments.clock.now(), action, target, outcome);
         state.backend().audit.append(record).await.map(|_| ()).map_err(|error| {
             tracing::error!(%error, action, "audit append failed");
             ApiError::from_core(error)
