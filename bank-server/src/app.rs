@@ -62,6 +62,6 @@ impl App {
     /// Starts the background loops of `set`, with the configured notifiers.
     pub fn start_loops(&self, set: LoopSet) -> Result<Loops, RunError> {
         let notifiers = run::notifiers(&self.config)?;
-        Ok(Loops::start_with_notifiers(&self.backend, &self.config.payments_config(), &self.rail, set, notifiers))
+        Ok(Loops::start(&self.backend, &self.config.payments_config(), &self.rail, set, notifiers))
     }
 }

@@ -74,14 +74,10 @@ pub struct Loops {
 }
 
 impl Loops {
-    /// Spawns the loops of `set` on the current tokio runtime.
-    pub fn start(backend: &Backend, payments: &PaymentsConfig, rail: &Rail, set: LoopSet) -> Loops {
-        Loops::start_with_notifiers(backend, payments, rail, set, Vec::new())
-    }
-
-    /// [`Loops::start`], with `notifiers` beside the log notifier of e-mails (e.g. the webhook
-    /// notifier of [`notifiers`]).
-    pub fn start_with_notifiers(
+    /// Spawns the loops of `set` on the current tokio runtime, with `notifiers` beside the log
+    /// notifier of e-mails (e.g. the webhook notifier of [`crate::notify::configured`]).
+    /// [`crate::app::App::start_loops`] starts them as the configuration says.
+    pub fn start(
         backend: &Backend,
         payments: &PaymentsConfig,
         rail: &Rail,
