@@ -15,7 +15,7 @@ use crate::ids::{AccountId, CustomerId};
 use crate::ledger::HistoryItem;
 use crate::money::Currency;
 use crate::page::{Page, PageQuery};
-use crate::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
+use crate::ports::LedgerStore;
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,15 +66,12 @@ impl AccountsService {
 
     /// Opens a customer account owned by `viewer`. Refused: to an operator (separation of
     /// duties: an operator who owned a customer account could credit it), and past
-    /// [`ACCOUNTS_PER_OWNER_MAX`] accounts (`TooManyAccounts`; the ledger enforces the cap
-    /// atomically too, this answers the usual case before writing anything).
+    /// [`crate::ports::ACCOUNTS_PER_OWNER_MAX`] accounts (`TooManyAccounts`, decided atomically by
+    /// the ledger).
     #[instrument(skip_all, fields(owner = %viewer.user))]
     pub async fn open(&self, viewer: &Viewer, name: String, currency: Currency) -> Result<AccountWithBalance> {
         if viewer.operator {
             return Err(Error::SeparationOfDuties("operators may not own customer accounts".into()));
-        }
-        if self.ledger.accounts_of(viewer.user).await?.len() >= ACCOUNTS_PER_OWNER_MAX {
-            return Err(Error::TooManyAccounts { max: ACCOUNTS_PER_OWNER_MAX });
         }
         let account = self.ledger.open_account(NewAccount::customer(viewer.user, name, currency)).await?;
         tracing::info!(account_id = %account.id, "account opened");
@@ -123,6 +120,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::memory::MemoryLedger;
+    use crate::ports::ACCOUNTS_PER_OWNER_MAX;
 
     #[tokio::test]
     async fn owners_and_operators_read_others_find_nothing() {
@@ -154,5 +152,19 @@ mod tests {
         assert!(
             service.history(&Viewer::customer(alice), id, PageQuery::first_page()).await.expect("h").items.is_empty()
         );
+    }
+    #[tokio::test]
+    async fn an_owner_holds_at_most_the_cap() {
+        let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(Arc::new(ManualClock::at_epoch())));
+        let service = AccountsService::new(ledger);
+        let owner = Viewer::customer(CustomerId::new());
+        for i in 0..ACCOUNTS_PER_OWNER_MAX {
+            service.open(&owner, format!("a{i}"), Currency::Usd).await.expect("open");
+        }
+        assert!(matches!(
+            service.open(&owner, "one too many".into(), Currency::Usd).await,
+            Err(Error::TooManyAccounts { max: ACCOUNTS_PER_OWNER_MAX })
+        ));
+        assert_eq!(service.list(&owner).await.expect("list").len(), ACCOUNTS_PER_OWNER_MAX);
     }
 }
