@@ -21,7 +21,8 @@ pub struct App {
     pub config: Config,
     /// The stores it runs on.
     pub backend: Backend,
-    /// The embedded backend behind `backend` (its clock, its files).
+    /// The embedded backend behind `backend` (its clock, its files; with PostgreSQL configured,
+    /// what is not in PostgreSQL yet: idempotency keys, queue, events, audit, blobs).
     pub local: LocalBackend,
     /// Token issuing and verification.
     pub auth: Auth,
@@ -34,7 +35,7 @@ pub struct App {
 impl App {
     /// Opens the backend of `config` and sets up authentication and the rail.
     pub async fn build(config: &Config) -> Result<App, RunError> {
-        let (backend, local) = run::open_local(config).await?;
+        let (backend, local) = run::open_backend(config).await?;
         let auth = run::auth(config, &backend)?;
         let rail = Rail::simulated(config, Arc::clone(&backend.payments.clock));
         Ok(App { config: config.clone(), backend, local, auth, rail, http: config.http_config() })

@@ -36,6 +36,17 @@ pub const VALUE_BYTES_MAX: usize = 4096;
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_LISTEN", "127.0.0.1:8080", "address the HTTP API listens on (port 0: any free port)"),
     ("BANK_DATA_DIR", "./data", "data directory (SQLite database, blobs, signing key)"),
+    (
+        "BANK_DATABASE_URL",
+        "(none)",
+        "PostgreSQL writer, postgres://user:password@host:5432/db: ledger, transfers and users live there (unset: SQLite in BANK_DATA_DIR)",
+    ),
+    (
+        "BANK_DATABASE_READER_URL",
+        "BANK_DATABASE_URL",
+        "PostgreSQL reader (a replica) for views that may lag; reads it only once it has replayed the writer's position",
+    ),
+    ("BANK_DATABASE_POOL", "32", "connections per PostgreSQL pool (writer and reader each), 1 to 1000"),
     ("BANK_LOG", "info", "log filter, tracing env-filter syntax (e.g. info,bank_core=debug)"),
     ("BANK_LOG_FORMAT", "text", "log format: text or json"),
     ("BANK_PUBLIC_URL", "http://127.0.0.1:8080", "the server's public base URL (signed links, token issuer)"),
@@ -137,7 +148,11 @@ impl ConfigError {
     }
 
     fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        let secret = matches!(variable, "BANK_PASSWORD" | "BANK_WEBHOOK_SECRET");
+        // Database URLs may carry a password.
+        let secret = matches!(
+            variable,
+            "BANK_PASSWORD" | "BANK_WEBHOOK_SECRET" | "BANK_DATABASE_URL" | "BANK_DATABASE_READER_URL"
+        );
         let value = if secret { "<redacted>".to_owned() } else { value.to_owned() };
         ConfigError::Invalid { variable, value, reason: reason.into() }
     }
@@ -205,6 +220,18 @@ pub struct HttpLimits {
     pub deposit_approval_above: Decimal,
 }
 
+/// Where the PostgreSQL backend is (`BANK_DATABASE_*`). The URLs may carry a password: they are
+/// [`Secret`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `BANK_DATABASE_URL`.
+    pub url: Secret,
+    /// `BANK_DATABASE_READER_URL` (`None`: the writer).
+    pub reader_url: Option<Secret>,
+    /// `BANK_DATABASE_POOL`.
+    pub pool: u32,
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -212,6 +239,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `BANK_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// `BANK_DATABASE_URL`, `BANK_DATABASE_READER_URL`, `BANK_DATABASE_POOL` (`None`: the embedded
+    /// SQLite backend only).
+    pub database: Option<DatabaseConfig>,
     /// `BANK_LOG` (checked to parse as an env-filter).
     pub log: String,
     /// `BANK_LOG_FORMAT`.
@@ -296,6 +326,29 @@ impl Config {
             v.parse().map_err(|_| ConfigError::invalid("BANK_LISTEN", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?
         };
         let data_dir = PathBuf::from(required(get("BANK_DATA_DIR")?));
+        let database = {
+            let pool = u32::try_from(parse_in_range("BANK_DATABASE_POOL", &required(get("BANK_DATABASE_POOL")?), 1, 1000)?)
+                .unwrap_or(1000);
+            let url = |variable: &'static str| -> Result<Option<Secret>, ConfigError> {
+                match get(variable)? {
+                    None => Ok(None),
+                    Some(v) => match bank_aws::postgres::check_url(&v) {
+                        Ok(()) => Ok(Some(Secret::new(v))),
+                        Err(reason) => Err(ConfigError::invalid(variable, &v, reason)),
+                    },
+                }
+            };
+            match (url("BANK_DATABASE_URL")?, url("BANK_DATABASE_READER_URL")?) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(ConfigError::Missing {
+                        variable: "BANK_DATABASE_URL",
+                        reason: "BANK_DATABASE_READER_URL is set; a reader needs its writer".into(),
+                    });
+                }
+                (Some(url), reader_url) => Some(DatabaseConfig { url, reader_url, pool }),
+            }
+        };
         let log = required(get("BANK_LOG")?);
         EnvFilter::try_new(&log).map_err(|e| ConfigError::invalid("BANK_LOG", &log, e.to_string()))?;
         let log_format = match get("BANK_LOG_FORMAT")?.as_deref() {
@@ -412,6 +465,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
+            database,
             log,
             log_format,
             public_url,

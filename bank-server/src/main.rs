@@ -48,7 +48,8 @@ enum Command {
     Worker,
     /// The notifications loop only.
     Notifications,
-    /// Open the data directory (migrations run on open) and exit.
+    /// Migrate the data directory and, with BANK_DATABASE_URL, the PostgreSQL schema (refusing a
+    /// database that is not this bank's or is newer than this binary), then exit.
     Migrate,
     /// Print the current TOTP code of a secret (for trying the demo without an authenticator app).
     Totp {
@@ -138,8 +139,7 @@ async fn execute(command: Command, config: Config) -> Result<(), RunError> {
         Command::Worker => background(&config, LoopSet::PIPELINE).await,
         Command::Notifications => background(&config, LoopSet::NOTIFICATIONS).await,
         Command::Migrate => {
-            let (_backend, _local) = run::open_local(&config).await?;
-            println!("data directory {} is migrated", config.data_dir.display());
+            println!("{}", run::migrate(&config).await?);
             Ok(())
         }
         Command::Totp { secret } => {

@@ -13,6 +13,7 @@ use bank_core::notifications::{EventSubscriber, NotificationLog};
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
 use bank_core::users::UserStore;
+use bank_aws::postgres::{PgDb, PgStores};
 use bank_local::backend::LocalBackend;
 
 use crate::auth::issuer::TokenIssuer;
@@ -23,6 +24,12 @@ use crate::auth::verify::TokenVerifier;
 pub trait ReadyCheck: Send + Sync + fmt::Debug + 'static {
     /// `(check name, result)` for every backing service.
     async fn check(&self) -> Vec<(&'static str, Result<()>)>;
+
+    /// How far the database reader is behind its writer (`None`: no separate reader, or it does
+    /// not answer).
+    async fn replica_lag(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The ports of one storage assembly.
@@ -76,6 +83,41 @@ impl From<LocalBackend> for Backend {
             audit: local.audit.clone(),
             deposit_requests: local.deposit_requests.clone(),
             ready: Arc::new(LocalReady(local)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PostgresReady {
+    db: PgDb,
+    local: Arc<dyn ReadyCheck>,
+}
+
+#[async_trait]
+impl ReadyCheck for PostgresReady {
+    async fn check(&self) -> Vec<(&'static str, Result<()>)> {
+        let mut checks = self.local.check().await;
+        checks.push(("postgresql", self.db.ready().await));
+        checks
+    }
+
+    async fn replica_lag(&self) -> Option<std::time::Duration> {
+        self.db.replica_lag().await
+    }
+}
+
+impl Backend {
+    /// The same backend with the ledger, transfers (and their outbox), users and the bank's own
+    /// accounts on PostgreSQL; readiness checks both.
+    pub fn on_postgres(self, stores: PgStores) -> Backend {
+        let PgStores { db, ledger, transfers, users, system } = stores;
+        Backend {
+            ledger: ledger.clone(),
+            payments: PaymentsPorts { ledger, transfers, ..self.payments },
+            users: Some(users),
+            system,
+            ready: Arc::new(PostgresReady { db, local: self.ready }),
+            ..self
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Options {
     pub(crate) jwt_issuer: Option<String>,
     /// `aud` of issued and expected tokens (default: the server's default).
     pub(crate) jwt_audience: Option<String>,
+    /// `BANK_DATABASE_URL` (default: none, the embedded SQLite backend only).
+    pub(crate) database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             },
             jwt_issuer: None,
             jwt_audience: None,
+            database_url: None,
         }
     }
 }
@@ -92,6 +95,9 @@ impl TestApp {
         }
         if let Some(audience) = options.jwt_audience {
             vars.insert("BANK_JWT_AUDIENCE", audience);
+        }
+        if let Some(url) = options.database_url {
+            vars.insert("BANK_DATABASE_URL", url);
         }
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
 

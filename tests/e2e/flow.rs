@@ -34,7 +34,7 @@ fn now_secs() -> i64 {
 }
 
 /// Credits `account` with `amount` USD as the operator.
-async fn deposit(operator: &BankClient, account: Uuid, amount: &str) {
+pub(crate) async fn deposit(operator: &BankClient, account: Uuid, amount: &str) {
     let key = Uuid::now_v7().to_string();
     let request = DepositRequest { account_id: account, amount: dec(amount), reference: "opening deposit".into() };
     let deposited = operator.admin_deposit(&key, &request).await.expect("deposit");
@@ -43,7 +43,7 @@ async fn deposit(operator: &BankClient, account: Uuid, amount: &str) {
 }
 
 /// Polls the transfer until it is final (bounded by `common::POLL_TIMEOUT`).
-async fn final_transfer(client: &BankClient, id: Uuid) -> Transfer {
+pub(crate) async fn final_transfer(client: &BankClient, id: Uuid) -> Transfer {
     eventually("the transfer to become final", || async {
         let transfer = client.get_transfer(id).await.expect("get transfer");
         transfer.status.is_final().then_some(transfer)
@@ -87,7 +87,12 @@ async fn expect_problem(response: reqwest::Response, status: u16, problem_type: 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn register_login_deposit_transfer_settles_with_balances_and_history() {
-    let app = TestApp::spawn().await;
+    happy_path(&TestApp::spawn().await).await;
+}
+
+/// Register, log in, open accounts, deposit, transfer, settle, and read balances, history and
+/// transfer lists back (also run on PostgreSQL, see `postgres`).
+pub(crate) async fn happy_path(app: &TestApp) {
     let alice = app.customer("alice").await;
     let bob = app.customer("bob").await;
     let operator = app.operator().await;

@@ -4,4 +4,5 @@
 mod common;
 mod flow;
 mod operators;
+mod postgres;
 mod wire_rules;

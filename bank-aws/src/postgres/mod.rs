@@ -14,6 +14,7 @@
 pub(crate) mod batch;
 mod error;
 pub mod ledger;
+mod stores;
 #[cfg(feature = "testkit")]
 pub mod testing;
 pub mod transfers;
@@ -28,6 +29,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use error::{PgError, Role};
+pub use stores::PgStores;
 #[allow(unused_imports)] // used by the stores
 pub(crate) use error::{db_err, is_unique_violation};
 
@@ -52,6 +54,8 @@ pub struct PgConfig {
     pub schema: Option<String>,
     /// How long taking a connection may wait before the call fails (retryable).
     pub acquire_timeout: Duration,
+    /// `application_name` of the connections (in `pg_stat_activity`) unless the URL names one.
+    pub application_name: String,
 }
 
 impl PgConfig {
@@ -63,6 +67,7 @@ impl PgConfig {
             max_connections: 16,
             schema: None,
             acquire_timeout: Duration::from_secs(5),
+            application_name: "bank-sdk".into(),
         }
     }
 }
@@ -196,6 +201,11 @@ impl PgDb {
         Ok(())
     }
 
+    /// A server setting as the writer reports it (`SHOW`-style, e.g. `synchronous_commit`).
+    pub async fn setting(&self, name: &str) -> bank_core::Result<String> {
+        sqlx::query_scalar("SELECT current_setting($1)").bind(name).fetch_one(&self.inner.writer).await.map_err(db_err)
+    }
+
     /// Brings the schema to this binary's version, refusing a database that is not this bank's or
     /// that a newer binary migrated (see [`PgDb::check_schema`]). Safe to run from several
     /// processes at once (the migrator takes an advisory lock).
@@ -267,6 +277,19 @@ impl PgDb {
     }
 }
 
+/// Checks that `url` is a PostgreSQL URL sqlx can use (`postgres://user:password@host:port/db`,
+/// with options such as `sslmode=require`); the reason, when not, never repeats the URL.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected postgres://user:password@host:5432/database".into());
+    }
+    PgConnectOptions::from_str(url).map(|_| ()).map_err(|err| match err {
+        // sqlx's message may quote the URL; say only what kind of problem it is.
+        sqlx::Error::Configuration(_) => "not a valid PostgreSQL URL (check the host, port and options)".into(),
+        other => other.to_string(),
+    })
+}
+
 /// The newest migration this binary has.
 pub fn latest_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
@@ -274,6 +297,9 @@ pub fn latest_version() -> i64 {
 
 async fn pool(url: &str, config: &PgConfig, role: Role) -> Result<(PgPool, String), PgError> {
     let mut options = PgConnectOptions::from_str(url).map_err(|source| PgError::Connect { role, source })?;
+    if !url.contains("application_name=") {
+        options = options.application_name(&config.application_name);
+    }
     if let Some(schema) = &config.schema {
         options = options.options([("search_path", schema.as_str())]);
     }

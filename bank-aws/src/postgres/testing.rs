@@ -35,7 +35,12 @@ pub fn skip<T>(reason: &str) -> Option<T> {
 /// A fresh schema of its own in the test database, migrated, with `max_connections` per pool;
 /// `None` (after printing why) when PostgreSQL is absent and services are not required.
 pub async fn test_db_with(max_connections: u32) -> Option<PgDb> {
-    let url = test_database_url();
+    test_db_at(&test_database_url(), max_connections).await
+}
+
+/// [`test_db_with`] in the database at `url` (e.g. the primary of a replicated pair).
+pub async fn test_db_at(url: &str, max_connections: u32) -> Option<PgDb> {
+    let url = url.to_owned();
     if let Err(err) = ensure_database(&url).await {
         return skip(&format!("PostgreSQL is not reachable at {}: {err}", redact(&url)));
     }
@@ -50,6 +55,36 @@ pub async fn test_db_with(max_connections: u32) -> Option<PgDb> {
     let db = PgDb::connect(&config).await.expect("connect to the test schema");
     db.migrate().await.expect("migrate the test schema");
     Some(db)
+}
+
+/// A fresh migrated schema of its own, as a URL a server can be given (`BANK_DATABASE_URL`): the
+/// test database's URL with `options=-c search_path=<schema>` and `application_name`, so a test
+/// can find (and terminate) exactly its server's connections. `None` as [`test_db`].
+pub async fn test_server_url(application_name: &str) -> Option<String> {
+    test_server_url_at(&test_database_url(), application_name).await
+}
+
+/// [`test_server_url`] in the database at `url`.
+pub async fn test_server_url_at(url: &str, application_name: &str) -> Option<String> {
+    let db = test_db_at(url, 1).await?;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(db.writer()).await.expect("schema");
+    db.close().await;
+    Some(with_schema(url, &schema, application_name))
+}
+
+/// `url` working in `schema`, its connections named `application_name`.
+pub fn with_schema(url: &str, schema: &str, application_name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}&application_name={application_name}")
+}
+
+/// The replicated pair `scripts/services.sh` starts (`BANK_TEST_PRIMARY_URL`,
+/// `BANK_TEST_STANDBY_URL`); `None` (skip, or panic when services are required) without it.
+pub fn test_pair() -> Option<(String, String)> {
+    match (std::env::var("BANK_TEST_PRIMARY_URL"), std::env::var("BANK_TEST_STANDBY_URL")) {
+        (Ok(primary), Ok(standby)) if !primary.is_empty() && !standby.is_empty() => Some((primary, standby)),
+        _ => skip("no replicated PostgreSQL pair (BANK_TEST_PRIMARY_URL, BANK_TEST_STANDBY_URL are unset)"),
+    }
 }
 
 /// [`test_db_with`] 8 connections per pool.
@@ -90,5 +125,110 @@ pub fn redact(url: &str) -> String {
             format!("{user}:***@{rest}")
         }
         _ => url.to_owned(),
+    }
+}
+
+/// A TCP proxy on loopback in front of a database, for failure tests: it forwards to a target
+/// that can be switched (a failover: the writer's address now reaches the promoted standby, as
+/// Aurora's cluster endpoint does) and can be cut (every open connection closed, new ones closed
+/// at once: the database is gone) and restored.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    address: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    target: parking_lot::Mutex<std::net::SocketAddr>,
+    /// Bumped by every cut or switch: connections of an older generation end.
+    generation: tokio::sync::watch::Sender<u64>,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target` on a free loopback port.
+    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<TcpProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let state = std::sync::Arc::new(ProxyState {
+            target: parking_lot::Mutex::new(target),
+            generation: tokio::sync::watch::channel(0).0,
+            cut: std::sync::atomic::AtomicBool::new(false),
+        });
+        let accepting = std::sync::Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if accepting.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = *accepting.target.lock();
+                let mut ended = accepting.generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = ended.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(TcpProxy { address, state })
+    }
+
+    /// A proxy to the server of `url`, and `url` pointed at the proxy.
+    pub async fn in_front_of(url: &str) -> std::io::Result<(TcpProxy, String)> {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let end = host_and_path.find(['/', '?']).unwrap_or(host_and_path.len());
+        let host = &host_and_path[..end];
+        let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
+        let target = tokio::net::lookup_host(&host)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to nothing")))?;
+        let proxy = TcpProxy::start(target).await?;
+        let proxied = proxy.url_for(url);
+        Ok((proxy, proxied))
+    }
+
+    /// Where it forwards to now.
+    pub fn target(&self) -> std::net::SocketAddr {
+        *self.state.target.lock()
+    }
+
+    /// Where clients connect.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+        let (credentials, host_and_path) = match rest.rsplit_once('@') {
+            Some((credentials, host)) => (format!("{credentials}@"), host),
+            None => (String::new(), rest),
+        };
+        let path = host_and_path.find('/').map_or("", |i| &host_and_path[i..]);
+        format!("{scheme}://{credentials}{}{path}", self.address)
+    }
+
+    /// Closes every open connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.state.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.state.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every open connection and sends new ones to `target`.
+    pub fn switch(&self, target: std::net::SocketAddr) {
+        *self.state.target.lock() = target;
+        self.state.generation.send_modify(|g| *g += 1);
     }
 }

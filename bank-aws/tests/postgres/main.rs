@@ -3,4 +3,5 @@
 //! schema of the test database (`bank_aws::postgres::testing`); without PostgreSQL each case prints
 //! why and skips, and fails when `BANK_REQUIRE_SERVICES=1`.
 
+mod reader;
 mod schema;

@@ -68,6 +68,7 @@ pub(crate) struct Metrics {
     unresolved: Gauge,
     unresolved_oldest_age: FloatGauge,
     breakers: Family<BreakerLabels, Gauge>,
+    replica_lag: FloatGauge,
 }
 
 impl Metrics {
@@ -127,6 +128,13 @@ impl Metrics {
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
             breakers.clone(),
         );
+        let replica_lag = FloatGauge::default();
+        registry.register_with_unit(
+            "database_replica_lag",
+            "How far the PostgreSQL reader is behind the writer (0: caught up, or no separate reader)",
+            prometheus_client::registry::Unit::Seconds,
+            replica_lag.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -141,6 +149,7 @@ impl Metrics {
             unresolved,
             unresolved_oldest_age,
             breakers,
+            replica_lag,
         }
     }
 
@@ -202,6 +211,9 @@ impl Metrics {
                 self.unresolved_oldest_age.set(ms_to_secs(age_ms));
             }
             Err(error) => tracing::warn!(%error, "metrics: unresolved transfers unavailable"),
+        }
+        if let Some(lag) = state.backend().ready.replica_lag().await {
+            self.replica_lag.set(lag.as_secs_f64());
         }
         for breaker in state.inner.breakers.read().iter() {
             let labels = BreakerLabels { name: breaker.name().to_owned() };

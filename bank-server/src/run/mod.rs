@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bank_core::clock::{Clock, SystemClock};
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::SimulatedRail;
+use bank_aws::postgres::{PgConfig, PgDb, PgError, PgStores, Role};
 use bank_local::backend::LocalBackend;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
 use crate::auth::{AuthError, passwords};
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, DatabaseConfig};
 use crate::state::{Auth, Backend};
 
 pub mod demo;
@@ -44,6 +45,15 @@ pub enum RunError {
         /// What went wrong.
         source: bank_core::Error,
     },
+    /// The PostgreSQL database named by `variable` could not be used (unreachable, wrong
+    /// credentials, not this bank's, newer than this binary, not migrated).
+    #[error("{variable}: {source}")]
+    Database {
+        /// The variable to fix (`BANK_DATABASE_URL` or `BANK_DATABASE_READER_URL`).
+        variable: &'static str,
+        /// What went wrong.
+        source: PgError,
+    },
     /// Authentication could not be set up, or a user could not be created.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -58,13 +68,62 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens (and migrates) the local backend in `config.data_dir`, on the system clock.
-pub async fn open_local(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
+/// Opens the backend `config` names, on the system clock: the local backend in
+/// `config.data_dir` (opened and migrated), and with `BANK_DATABASE_URL` the PostgreSQL stores
+/// (ledger, transfers with their outbox, users) in place of their SQLite counterparts. The
+/// PostgreSQL schema must be this binary's: [`migrate`] brings it there.
+pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let local = LocalBackend::open(&config.local_config(), clock)
+    let local = LocalBackend::open(&config.local_config(), Arc::clone(&clock))
         .await
         .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })?;
-    Ok((Backend::from(local.clone()), local))
+    let backend = Backend::from(local.clone());
+    let Some(database) = &config.database else {
+        return Ok((backend, local));
+    };
+    let db = connect_database(database).await?;
+    db.check_schema().await.map_err(|source| RunError::Database { variable: "BANK_DATABASE_URL", source })?;
+    let stores = PgStores::open(&db, clock, &config.local_config().currencies).await?;
+    Ok((backend.on_postgres(stores), local))
+}
+
+/// Migrates what `config` names: the local databases, and the PostgreSQL schema when
+/// `BANK_DATABASE_URL` is set. Returns what was done, for the operator.
+pub async fn migrate(config: &Config) -> Result<String, RunError> {
+    let local = LocalBackend::open(&config.local_config(), Arc::new(SystemClock))
+        .await
+        .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })?;
+    local.close().await;
+    let mut done = format!("data directory {} is migrated", config.data_dir.display());
+    if let Some(database) = &config.database {
+        let db = connect_database(database).await?;
+        let migrated =
+            db.migrate().await.map_err(|source| RunError::Database { variable: "BANK_DATABASE_URL", source })?;
+        done.push_str(&format!(
+            "\nPostgreSQL database {:?} is at schema version {} (was {})",
+            db.name(),
+            migrated.to,
+            migrated.from
+        ));
+        db.close().await;
+    }
+    Ok(done)
+}
+
+/// Connects the writer and reader pools, naming the variable of the one that fails.
+async fn connect_database(database: &DatabaseConfig) -> Result<PgDb, RunError> {
+    let config = PgConfig {
+        reader_url: database.reader_url.as_ref().map(|url| url.expose().to_owned()),
+        max_connections: database.pool,
+        ..PgConfig::new(database.url.expose())
+    };
+    PgDb::connect(&config).await.map_err(|source| {
+        let variable = match &source {
+            PgError::Connect { role: Role::Reader, .. } => "BANK_DATABASE_READER_URL",
+            _ => "BANK_DATABASE_URL",
+        };
+        RunError::Database { variable, source }
+    })
 }
 
 /// The authentication in force: the built-in issuer over `backend.users`, or a verifier of an

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bank_server::config::VARIABLES;
 
-fn bank_server(data_dir: &Path) -> Command {
+pub(crate) fn bank_server(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bank-server"));
     // A clean environment: only what each test sets.
     for (name, _, _) in VARIABLES {
@@ -18,7 +18,7 @@ fn bank_server(data_dir: &Path) -> Command {
     command
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -4,6 +4,7 @@
 mod binary;
 mod demo;
 mod loops;
+mod postgres;
 
 use std::collections::HashMap;
 use std::path::Path;
