@@ -13,7 +13,8 @@
 #
 # Both servers listen on 127.0.0.1 only, with trust authentication for user postgres, and keep
 # their Unix sockets in DIR (never in /var/run/postgresql). Logs: DIR/primary.log, DIR/standby.log.
-# When run as root, the servers run as the `postgres` OS user (DIR is handed to it).
+# When run as root, the servers run as the `postgres` OS user (DIR is handed to it; private folders
+# between /tmp or $TMPDIR and DIR, like a mktemp -d or a Rust tempdir, get o+x so it can reach DIR).
 #
 # Environment:
 #   PG_BINDIR   PostgreSQL server binaries (default: the directory of `pg_ctl` on PATH, else the
@@ -169,6 +170,26 @@ host replication all 127.0.0.1/32 trust
 EOF
 }
 
+# As root, DIR is often inside a private temporary folder (mktemp -d, Rust's tempfile: mode 700,
+# owned by root), which the postgres user cannot pass through. Folders between the temporary root
+# (/tmp, $TMPDIR) and DIR get search permission for others (o+x: pass through, not list). Folders
+# elsewhere are left alone.
+open_temp_parents() {
+  local root parent
+  for root in "${TMPDIR:-/tmp}" /tmp; do
+    root="$(cd -- "$root" 2>/dev/null && pwd -P)" || continue
+    [[ "$DIR" == "$root"/* ]] || continue
+    parent="$(dirname -- "$DIR")"
+    while [[ "$parent" == "$root"/* ]]; do
+      if ! as_owner test -x "$parent"; then
+        say "letting the postgres user pass through $parent (chmod o+x)"
+        chmod o+x -- "$parent"
+      fi
+      parent="$(dirname -- "$parent")"
+    done
+  done
+}
+
 cmd_start() {
   local primary_port="$1" standby_port="$2"
   check_port "$primary_port"
@@ -206,8 +227,10 @@ cmd_start() {
   if [[ "$(id -u)" == 0 ]]; then
     chown postgres: "$DIR" "$DIR/$MARKER"
     chmod 700 "$DIR"
+    open_temp_parents
   fi
-  as_owner test -w "$DIR" || die "the postgres user cannot write $DIR (is a parent directory closed to it?)"
+  as_owner test -w "$DIR" ||
+    die "the postgres user cannot reach $DIR (a parent folder is closed to it; use a folder under ${TMPDIR:-/tmp})"
 
   # From here on, a failure stops whatever this call started and keeps DIR (the logs) for a look.
   trap 'rc=$?; if ((rc != 0)); then show_log_tail; say "start failed; stopping what was started (logs kept in $DIR; \`$0 stop $DIR\` removes it)"; stop_server "$standby" || true; stop_server "$primary" || true; fi' EXIT
