@@ -6,8 +6,9 @@
 # Environment:
 #   CARGO_TARGET_DIR       build folder (default: $HOME/.cache/bank-target, shared between checkouts)
 #   BANK_SKIP_LINT=1       skip fmt and clippy, for fast local loops (CI never sets it)
-#   BANK_REQUIRE_SERVICES=1  tests that need an outside service fail instead of skipping when it is
-#                          missing (CI sets it; no test needs a service yet)
+#   BANK_REQUIRE_SERVICES=1  a test service (PostgreSQL, see scripts/services.sh) that cannot be
+#                          started is an error instead of a skip (CI sets it)
+#   BANK_SERVICES_DIR      state folder of scripts/services.sh (default: a new one in ${TMPDIR:-/tmp})
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,17 +18,35 @@ step() {
   printf '\n==> %s\n' "$*"
 }
 
-# --- Services (hook) -----------------------------------------------------------------------------
-# Later issues bring adapters whose tests need real servers on loopback: PostgreSQL, Redis and a
-# moto server (AWS API emulator, from PyPI) for DynamoDB, SQS, SNS and S3. Their start-up goes
-# here: a `scripts/services.sh` will start whatever is missing, export the connection variables
-# (DATABASE_URL, REDIS_URL, AWS_ENDPOINT_URL, ...) and stop what it started on exit via the trap
-# below. Nothing needs a service yet, so nothing is started.
+# --- Services ------------------------------------------------------------------------------------
+# The PostgreSQL adapters' tests need real servers on loopback. scripts/services.sh starts what is
+# missing: PostgreSQL on 127.0.0.1:5432 (installed and started when absent) with a fresh database,
+# and a primary plus streaming standby (scripts/pg-pair.sh) on two free ports. It prints the
+# variables the tests read, evaluated here so cargo sees them: BANK_TEST_DATABASE_URL,
+# BANK_TEST_PRIMARY_URL, BANK_TEST_STANDBY_URL, BANK_TEST_PG_BINDIR and BANK_PG_PAIR_SCRIPT (a
+# failover test starts its own pair with it), and BANK_SERVICES_STATE. A service it cannot provide
+# is left out with a warning and its tests skip; under BANK_REQUIRE_SERVICES=1 that stops the run.
+# The trap below stops what it started (the database is dropped, the pair removed, PostgreSQL
+# stopped only if it was not running before).
+# Redis and the moto server (DynamoDB, SQS, SNS, S3) will be started by services.sh too (later issue).
 start_services() {
-  :
+  # The state folder is chosen here, so the trap can clean up even after a failed start.
+  BANK_SERVICES_DIR="${BANK_SERVICES_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/bank-services.XXXXXX")}"
+  export BANK_SERVICES_DIR
+  step "services (scripts/services.sh start, state in ${BANK_SERVICES_DIR})"
+  local exports rc=0
+  exports="$(bash ./scripts/services.sh start)" || rc=$?
+  eval "$exports"
+  if ((rc != 0)); then
+    echo "scripts/services.sh start failed (exit ${rc}); see above" >&2
+    exit "$rc"
+  fi
 }
 stop_services() {
-  :
+  if [[ -n "${BANK_SERVICES_DIR:-}" ]]; then
+    bash ./scripts/services.sh stop "$BANK_SERVICES_DIR" ||
+      echo "warning: scripts/services.sh stop failed; state kept in ${BANK_SERVICES_DIR}" >&2
+  fi
 }
 trap stop_services EXIT
 start_services
