@@ -270,8 +270,25 @@ EOF
   [[ "$recovering" == t ]] || die "the standby is not in recovery after ${WAIT_SECONDS}s (pg_is_in_recovery: '${recovering}')"
   [[ "$streaming" == 1 ]] || die "the primary's pg_stat_replication shows no streaming standby after ${WAIT_SECONDS}s"
 
+  # Synchronous replication, as Aurora's storage quorum: a commit returns only once the standby
+  # has it, so a failover loses nothing acknowledged. Set on the primary only (ALTER SYSTEM writes
+  # its own postgresql.auto.conf, which is not replicated), so the promoted standby commits alone.
+  query "$primary_port" "ALTER SYSTEM SET synchronous_standby_names = '\"pg-pair-standby\"'" >/dev/null ||
+    die "cannot make the replication synchronous"
+  query "$primary_port" "SELECT pg_reload_conf()" >/dev/null || die "cannot reload the primary's configuration"
+  deadline=$((SECONDS + WAIT_SECONDS))
+  local sync=""
+  while ((SECONDS < deadline)); do
+    sync="$(query "$primary_port" \
+      "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg-pair-standby' AND sync_state = 'sync'" \
+      2>/dev/null || true)"
+    [[ "$sync" == 1 ]] && break
+    sleep 0.2
+  done
+  [[ "$sync" == 1 ]] || die "the standby did not become synchronous within ${WAIT_SECONDS}s"
+
   trap - EXIT
-  say "pair running in $DIR (primary 127.0.0.1:$primary_port, standby 127.0.0.1:$standby_port, streaming)"
+  say "pair running in $DIR (primary 127.0.0.1:$primary_port, standby 127.0.0.1:$standby_port, synchronous streaming)"
   urls "$primary_port" "$standby_port"
 }
 
