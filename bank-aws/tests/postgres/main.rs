@@ -4,3 +4,4 @@
 //! why and skips, and fails when `BANK_REQUIRE_SERVICES=1`.
 
 mod schema;
+mod transfers;

@@ -1,0 +1,76 @@
+-- Transfers (see bank_core::ports::TransferStore), the outbox written with them, and the claims
+-- through which several relays share the outbox.
+--
+-- The columns other than `body` are what the store queries by; `body` is the whole transfer as
+-- JSONB, exact to the nanosecond (its `seq` and `version` are those of the columns). Times in
+-- columns are TIMESTAMPTZ, so microseconds: the query columns round nothing a caller can see.
+
+-- Acceptance order. A sequence, so concurrent batches do not queue on one counter: positions
+-- increase in the order they are drawn and may have gaps (an insert that found its id taken, a
+-- rolled-back batch).
+CREATE SEQUENCE transfer_seq AS BIGINT;
+
+CREATE TABLE transfers (
+    id              UUID PRIMARY KEY,
+    seq             BIGINT NOT NULL UNIQUE CHECK (seq >= 1),
+    -- The accounts a transfer is listed under, fixed at insert: the source, and the destination
+    -- when it is internal (NULL for an external one).
+    from_account    UUID NOT NULL,
+    to_account      UUID,
+    status          TEXT NOT NULL CHECK (status IN ('accepted', 'processing', 'pending', 'settled', 'failed')),
+    next_attempt_at TIMESTAMPTZ,
+    -- A rail call may have reached the rail without a definite answer (`unresolved`).
+    outcome_unknown BOOLEAN NOT NULL,
+    -- Optimistic-concurrency version, bumped by every update.
+    version         BIGINT NOT NULL CHECK (version >= 0),
+    created_at      TIMESTAMPTZ NOT NULL,
+    body            JSONB NOT NULL
+);
+
+-- `list_for_account`: from and into an account, by seq.
+CREATE INDEX transfers_by_from_account ON transfers (from_account, seq);
+CREATE INDEX transfers_by_to_account ON transfers (to_account, seq) WHERE to_account IS NOT NULL;
+-- `due`: non-final transfers by deadline, then acceptance order.
+CREATE INDEX transfers_due ON transfers (next_attempt_at, seq)
+    WHERE status NOT IN ('settled', 'failed') AND next_attempt_at IS NOT NULL;
+-- `unresolved`: few rows, in acceptance order.
+CREATE INDEX transfers_unresolved ON transfers (seq) WHERE status = 'pending' AND outcome_unknown;
+
+-- `count_by_status` without scanning the transfers: each write batch adds its changes to one of
+-- 64 shards (chosen by the writing connection), so concurrent batches rarely wait on one row;
+-- a count is the sum over the shards (a shard alone may be negative).
+CREATE TABLE transfer_counts (
+    shard      SMALLINT PRIMARY KEY CHECK (shard BETWEEN 0 AND 63),
+    accepted   BIGINT NOT NULL DEFAULT 0,
+    processing BIGINT NOT NULL DEFAULT 0,
+    pending    BIGINT NOT NULL DEFAULT 0,
+    settled    BIGINT NOT NULL DEFAULT 0,
+    failed     BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO transfer_counts (shard) SELECT generate_series(0, 63);
+
+-- Messages to relay, in write order (identity positions increase in the order drawn and are never
+-- reused). A row is deleted once delivered.
+CREATE TABLE outbox (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- OutboxMessage::group (the transfer's source account): a group is claimed in order, by one
+    -- claim at a time.
+    grp           UUID NOT NULL,
+    -- The OutboxMessage as JSON (written once, read once: text, not JSONB).
+    message       TEXT NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    -- The claim holding the row and the instant its lease runs out; both NULL or neither.
+    claim         BIGINT,
+    claimed_until TIMESTAMPTZ,
+    CHECK ((claim IS NULL) = (claimed_until IS NULL))
+);
+
+-- The claim's "nothing of a group behind a record the claim does not take" check.
+CREATE INDEX outbox_by_group ON outbox (grp, seq);
+-- Live claims (`claimed_until > now`), found without scanning the outbox.
+CREATE INDEX outbox_by_claimed_until ON outbox (claimed_until) WHERE claimed_until IS NOT NULL;
+-- `outbox_release`.
+CREATE INDEX outbox_by_claim ON outbox (claim) WHERE claim IS NOT NULL;
+
+-- Claim tokens: never handed out twice, whichever process claims.
+CREATE SEQUENCE outbox_claim_token AS BIGINT;
