@@ -5,3 +5,4 @@
 
 mod schema;
 mod transfers;
+mod users;
