@@ -12,7 +12,9 @@ CREATE SEQUENCE transfer_seq AS BIGINT;
 
 CREATE TABLE transfers (
     id              UUID PRIMARY KEY,
-    seq             BIGINT NOT NULL UNIQUE CHECK (seq >= 1),
+    -- From `transfer_seq`, so unique without an index of its own (every index is written again by
+    -- every update: none is kept that no query needs).
+    seq             BIGINT NOT NULL CHECK (seq >= 1),
     -- The accounts a transfer is listed under, fixed at insert: the source, and the destination
     -- when it is internal (NULL for an external one).
     from_account    UUID NOT NULL,
@@ -27,7 +29,7 @@ CREATE TABLE transfers (
     body            JSONB NOT NULL
 );
 
--- `list_for_account`: from and into an account, by seq.
+-- `list_for_account`: from and into an account, by seq (each side reads its rows from its index).
 CREATE INDEX transfers_by_from_account ON transfers (from_account, seq);
 CREATE INDEX transfers_by_to_account ON transfers (to_account, seq) WHERE to_account IS NOT NULL;
 -- `due`: non-final transfers by deadline, then acceptance order.
@@ -63,14 +65,23 @@ CREATE TABLE outbox (
     claim         BIGINT,
     claimed_until TIMESTAMPTZ,
     CHECK ((claim IS NULL) = (claimed_until IS NULL))
+) WITH (
+    -- A queue: every row is written three times (insert, claim, delete). Vacuum it after a fixed
+    -- number of dead rows, not a fraction of a size that swings, and without pauses, so claims
+    -- do not wade through dead rows.
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 10000
 );
 
 -- The claim's "nothing of a group behind a record the claim does not take" check.
 CREATE INDEX outbox_by_group ON outbox (grp, seq);
--- Live claims (`claimed_until > now`), found without scanning the outbox.
+-- Live claims (`claimed_until > now`), found without scanning the outbox; also `outbox_release`,
+-- which looks for its token among the claimed rows (few: at most a batch per relay, plus claims
+-- that ran out and were not taken over yet).
 CREATE INDEX outbox_by_claimed_until ON outbox (claimed_until) WHERE claimed_until IS NOT NULL;
--- `outbox_release`.
-CREATE INDEX outbox_by_claim ON outbox (claim) WHERE claim IS NOT NULL;
 
 -- Claim tokens: never handed out twice, whichever process claims.
 CREATE SEQUENCE outbox_claim_token AS BIGINT;

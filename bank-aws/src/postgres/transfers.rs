@@ -148,12 +148,14 @@ fn record_of(row: &PgRow) -> Result<OutboxRecord> {
     })
 }
 
-/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit.
-const CLAIM: &str = "WITH held AS ( \
+/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit. `held`: each
+/// group's first live-claimed position (from the `claimed_until` index; few rows).
+const CLAIM: &str = "WITH held AS MATERIALIZED ( \
        SELECT grp, min(seq) AS first FROM outbox WHERE claimed_until > $2 GROUP BY grp), \
      picked AS MATERIALIZED ( \
-       SELECT o.seq, o.grp FROM outbox o LEFT JOIN held h ON h.grp = o.grp \
-       WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2) AND (h.first IS NULL OR o.seq < h.first) \
+       SELECT o.seq, o.grp FROM outbox o \
+       WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2) \
+         AND NOT EXISTS (SELECT 1 FROM held h WHERE h.grp = o.grp AND h.first < o.seq) \
        ORDER BY o.seq LIMIT $3 \
        FOR UPDATE OF o SKIP LOCKED), \
      gaps AS ( \
@@ -200,11 +202,13 @@ impl TransferStore for PgTransferStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Each side walks its own index backwards from `before_seq`; at most `limit` of each.
-        const SQL: &str = "SELECT seq, version, body::text AS body FROM transfers WHERE seq IN ( \
-               (SELECT seq FROM transfers WHERE from_account = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) \
-               UNION \
-               (SELECT seq FROM transfers WHERE to_account = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3)) \
+        // Each side walks its own index backwards from `before_seq`; at most `limit` of each. A
+        // transfer is never from and to one account, so the sides do not overlap.
+        const SQL: &str = "(SELECT seq, version, body::text AS body FROM transfers \
+                WHERE from_account = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) \
+             UNION ALL \
+             (SELECT seq, version, body::text AS body FROM transfers \
+                WHERE to_account = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) \
              ORDER BY seq DESC LIMIT $3";
         let rows = sqlx::query(SQL)
             .bind(account.as_uuid())
@@ -266,13 +270,19 @@ impl TransferStore for PgTransferStore {
         }
         let now = self.clock.now();
         let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // The outbox is a queue: rows come and go faster than statistics follow, and dead rows
+        // pile up between vacuums. Read it in `seq` order through its primary key, never by a
+        // scan of the whole table and a sort (which its statistics often make look cheaper).
+        let mut tx = self.db.writer().begin().await.map_err(db_err)?;
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(db_err)?;
         let rows = sqlx::query(CLAIM)
             .bind(until)
             .bind(now)
             .bind(sql_limit(limit))
-            .fetch_all(self.db.writer())
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         let token = match rows.first() {
             Some(row) => ClaimToken(unsigned(row.try_get("claim").map_err(db_err)?, "claim token")?),
             // Nothing claimed: the token names nothing.
@@ -298,11 +308,14 @@ impl TransferStore for PgTransferStore {
     }
 
     async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
-        sqlx::query("UPDATE outbox SET claim = NULL, claimed_until = NULL WHERE claim = $1")
-            .bind(sql_int(token.0))
-            .execute(self.db.writer())
-            .await
-            .map_err(db_err)?;
+        // `claimed_until IS NOT NULL` lets the partial index find the claimed rows.
+        sqlx::query(
+            "UPDATE outbox SET claim = NULL, claimed_until = NULL WHERE claimed_until IS NOT NULL AND claim = $1",
+        )
+        .bind(sql_int(token.0))
+        .execute(self.db.writer())
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 

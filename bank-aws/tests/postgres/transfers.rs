@@ -331,7 +331,8 @@ async fn a_claim_skips_a_group_whose_head_another_claim_is_taking() {
 /// Throughput of the pipeline's transfer writes (accept, mark processing, settle: three writes
 /// and three outbox records per transfer) from many concurrent callers, with relays draining the
 /// outbox. Not a gate (the machine decides); run it in release:
-/// `cargo test --release -p bank-aws --test postgres -- --ignored --nocapture transfer_writes`.
+/// `cargo test --release -p bank-aws --test postgres -- --ignored --nocapture transfer_writes`
+/// (`RELAYS=n`: relays draining the outbox meanwhile, 2 by default).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement; run on demand in release"]
 async fn transfer_writes_throughput() {
@@ -342,7 +343,8 @@ async fn transfer_writes_throughput() {
     const CALLERS: usize = 512;
     const TRANSFERS: usize = 30_000;
     let writing = Arc::new(AtomicBool::new(true));
-    let relays: Vec<_> = (0..2)
+    let relay_count: usize = std::env::var("RELAYS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
+    let relays: Vec<_> = (0..relay_count)
         .map(|_| {
             let relay = relay(&store, &clock, &recorder, Arc::new(NoFaults));
             let writing = Arc::clone(&writing);
@@ -392,7 +394,7 @@ async fn transfer_writes_throughput() {
     }
     let done = TRANSFERS / CALLERS * CALLERS;
     println!(
-        "{done} transfers ({} writes) in {elapsed:?}: {:.0} transfers/s; {relayed} records relayed by 2 relays",
+        "{done} transfers ({} writes) in {elapsed:?}: {:.0} transfers/s; {relayed} records relayed by {relay_count} relays",
         done * 3,
         done as f64 / elapsed.as_secs_f64()
     );

@@ -9,9 +9,10 @@
 //! - *Insert*: `INSERT … ON CONFLICT (id) DO NOTHING RETURNING`: what comes back was created
 //!   (version 0, the next `seq`); an id already taken (also by a concurrent batch, whose commit
 //!   the statement waits for) reads the stored transfer: `Inserted::Existing`.
-//! - *Update*: the rows are locked in id order (`ORDER BY id FOR UPDATE`, so two batches locking
-//!   overlapping transfers cannot deadlock), then one `UPDATE` changes those whose stored version
-//!   is the caller's and whose status is not final. The others answer `VersionConflict` (or
+//! - *Update*: one `UPDATE` over the batch, in id order, changes the rows whose stored version is
+//!   the caller's and whose status is not final; a concurrent batch's change of a row makes the
+//!   version differ (PostgreSQL re-checks the condition on the row it waited for), so of
+//!   concurrent updates of one version exactly one wins. The others answer `VersionConflict` (or
 //!   `TransferNotFound`) alone; the rest of the batch commits.
 //! - *Outbox*: each statement inserts the outbox rows of exactly the ops it wrote (a data-modifying
 //!   CTE joined to its `RETURNING`), in op order, in the same transaction: both or neither.
@@ -233,27 +234,32 @@ async fn update_all(
     answers: &mut [Option<Result<Written>>],
     counts: &mut Counts,
 ) -> Result<()> {
+    // `old` is the row as the statement's snapshot saw it: when the update went through, the
+    // version it checked was unchanged, so that is the row it replaced (its status before).
     const SQL: &str = "WITH input AS ( \
            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[], $5::bool[], $6::text[]) \
              WITH ORDINALITY AS i(id, version, status, next_attempt_at, outcome_unknown, body, op)), \
-         locked AS MATERIALIZED ( \
-           SELECT t.id, t.seq, t.version, t.status FROM transfers t \
-           WHERE t.id IN (SELECT id FROM input) ORDER BY t.id FOR UPDATE OF t), \
          updated AS ( \
            UPDATE transfers t SET status = i.status, next_attempt_at = i.next_attempt_at, \
                   outcome_unknown = i.outcome_unknown, version = i.version + 1, body = i.body::jsonb \
-           FROM input i JOIN locked l ON l.id = i.id \
-           WHERE t.id = i.id AND l.version = i.version AND l.status NOT IN ('settled', 'failed') \
-           RETURNING t.id), \
+           FROM input i JOIN transfers old ON old.id = i.id \
+           WHERE t.id = i.id AND t.version = i.version AND t.status NOT IN ('settled', 'failed') \
+           RETURNING t.id, t.seq, old.status AS before), \
          written AS ( \
            INSERT INTO outbox (grp, message, created_at) \
            SELECT m.grp, m.message, $10 \
            FROM unnest($7::bigint[], $8::uuid[], $9::text[]) WITH ORDINALITY AS m(op, grp, message, n) \
            JOIN input i ON i.op = m.op JOIN updated u ON u.id = i.id \
            ORDER BY m.n) \
-         SELECT l.id, l.seq, l.status, EXISTS (SELECT 1 FROM updated u WHERE u.id = l.id) AS won FROM locked l";
+         SELECT id, seq, before FROM updated";
+    // In id order: the statement locks the rows as it walks its input (a nested loop over the
+    // primary key, the plan for a batch against a table of any size), so two batches touching
+    // the same transfers lock them in the same order and cannot deadlock. Should another plan
+    // ever lock otherwise, PostgreSQL breaks the deadlock by failing one batch, retryably.
+    let mut indexes = indexes.to_vec();
+    indexes.sort_by_key(|&i| ops[i].pending().transfer.id);
     let transfers: Vec<&Transfer> = indexes.iter().map(|&i| &ops[i].pending().transfer).collect();
-    let (outbox_ops, groups, messages) = outbox_arrays(ops, indexes);
+    let (outbox_ops, groups, messages) = outbox_arrays(ops, &indexes);
     let rows = sqlx::query(SQL)
         .bind(transfers.iter().map(|t| *t.id.as_uuid()).collect::<Vec<_>>())
         .bind(transfers.iter().map(|t| sql_int(t.version)).collect::<Vec<_>>())
@@ -268,30 +274,44 @@ async fn update_all(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-    // Per stored id: its seq, its status before, and whether this update won.
-    let mut stored: HashMap<Uuid, (i64, String, bool)> = HashMap::with_capacity(rows.len());
+    // Per updated id: its seq and its status before.
+    let mut updated: HashMap<Uuid, (i64, String)> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        stored.insert(
+        updated.insert(
             row.try_get("id").map_err(db_err)?,
-            (
-                row.try_get("seq").map_err(db_err)?,
-                row.try_get("status").map_err(db_err)?,
-                row.try_get("won").map_err(db_err)?,
-            ),
+            (row.try_get("seq").map_err(db_err)?, row.try_get("before").map_err(db_err)?),
         );
     }
-    for &i in indexes {
+    let mut refused = Vec::new();
+    for &i in &indexes {
         let mut transfer = ops[i].pending().transfer.clone();
-        answers[i] = Some(match stored.get(transfer.id.as_uuid()) {
-            None => Err(Error::TransferNotFound(transfer.id)),
-            Some((_, _, false)) => Err(Error::VersionConflict),
-            Some((seq, before, true)) => {
-                counts.add(super::status_of(before)?, -1);
-                counts.add(transfer.status, 1);
-                transfer.seq = unsigned(*seq, "seq")?;
-                transfer.version = transfer.version.checked_add(1).ok_or_else(|| ROW.corrupt("version overflow"))?;
-                Ok(Written::Updated(transfer))
-            }
+        let Some((seq, before)) = updated.get(transfer.id.as_uuid()) else {
+            refused.push(i);
+            continue;
+        };
+        counts.add(super::status_of(before)?, -1);
+        counts.add(transfer.status, 1);
+        transfer.seq = unsigned(*seq, "seq")?;
+        transfer.version = transfer.version.checked_add(1).ok_or_else(|| ROW.corrupt("version overflow"))?;
+        answers[i] = Some(Ok(Written::Updated(transfer)));
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // Not updated: another version or final (a conflict), or no such transfer. Transfers are
+    // never deleted, so one that exists now existed when the update looked.
+    let refused_ids: Vec<Uuid> = refused.iter().map(|&i| *ops[i].pending().transfer.id.as_uuid()).collect();
+    let existing: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM transfers WHERE id = ANY($1)")
+        .bind(&refused_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    for i in refused {
+        let id = ops[i].pending().transfer.id;
+        answers[i] = Some(if existing.contains(id.as_uuid()) {
+            Err(Error::VersionConflict)
+        } else {
+            Err(Error::TransferNotFound(id))
         });
     }
     Ok(())
