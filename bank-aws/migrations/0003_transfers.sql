@@ -61,11 +61,15 @@ CREATE TABLE outbox (
     -- The OutboxMessage as JSON (written once, read once: text, not JSONB).
     message       TEXT NOT NULL,
     created_at    TIMESTAMPTZ NOT NULL,
-    -- The claim holding the row and the instant its lease runs out; both NULL or neither.
+    -- The claim holding the row and the instant its lease runs out; both NULL or neither. Neither
+    -- is indexed, so claiming a row is a HOT update (no index written): `outbox_claims` says
+    -- which rows a live claim holds.
     claim         BIGINT,
     claimed_until TIMESTAMPTZ,
     CHECK ((claim IS NULL) = (claimed_until IS NULL))
 ) WITH (
+    -- Room on every page for the claimed version of each row (a HOT update stays on its page).
+    fillfactor = 50,
     -- A queue: every row is written three times (insert, claim, delete). Vacuum it after a fixed
     -- number of dead rows, not a fraction of a size that swings, and without pauses, so claims
     -- do not wade through dead rows.
@@ -78,10 +82,17 @@ CREATE TABLE outbox (
 
 -- The claim's "nothing of a group behind a record the claim does not take" check.
 CREATE INDEX outbox_by_group ON outbox (grp, seq);
--- Live claims (`claimed_until > now`), found without scanning the outbox; also `outbox_release`,
--- which looks for its token among the claimed rows (few: at most a batch per relay, plus claims
--- that ran out and were not taken over yet).
-CREATE INDEX outbox_by_claimed_until ON outbox (claimed_until) WHERE claimed_until IS NOT NULL;
+
+-- One row per claim not yet done, released or expired: what a claim needs to know of the others
+-- without an index on the outbox's claim columns. `grps`: the groups it holds (a later claim takes
+-- nothing of them while it is live); `seqs`: the positions it holds (`outbox_release` gives them
+-- back).
+CREATE TABLE outbox_claims (
+    token BIGINT PRIMARY KEY,
+    until TIMESTAMPTZ NOT NULL,
+    grps  UUID[] NOT NULL,
+    seqs  BIGINT[] NOT NULL
+);
 
 -- Claim tokens: never handed out twice, whichever process claims.
 CREATE SEQUENCE outbox_claim_token AS BIGINT;

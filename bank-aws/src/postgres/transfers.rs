@@ -16,13 +16,20 @@
 //! what lets the pipeline's ~3 transfer writes per transfer go past 5,000 transfers/s.
 //!
 //! # The outbox and its claims
-//! [`TransferStore::outbox_claim`] is one statement: `FOR UPDATE SKIP LOCKED` picks, in `seq`
-//! order, records no live claim holds and that no live-claimed record of their group precedes;
-//! of those, it keeps each group's records only up to the first record of the group it did not
-//! pick (one another claim is taking at this moment, locked and so skipped, or one past the
-//! limit), and claims them under a token from a sequence. Two concurrent claims therefore never
-//! hold one record, nor records of one group, while the claims are live. `outbox_done` deletes the
-//! delivered rows; `outbox_release` clears the claim of the rows still under a token.
+//! [`TransferStore::outbox_claim`] is one statement ([`CLAIM`]): `FOR UPDATE SKIP LOCKED` picks,
+//! in `seq` order, records no live claim holds, of groups no live claim holds; of those, it keeps
+//! each group's records only up to the first record of the group it did not pick (one another
+//! claim is taking at this moment, locked and so skipped, or one past the limit), stamps them with
+//! a token from a sequence and the lease's end, and records the claim (its groups and positions)
+//! in `outbox_claims`. Two concurrent claims therefore never hold one record, nor records of one
+//! group, while the claims are live. The claim columns are not indexed, so stamping a row is a
+//! HOT update (the table leaves room on each page for it); `outbox_claims` is what claims consult
+//! instead of an index. `outbox_done` deletes the delivered rows (and a claim all of whose rows
+//! are gone); `outbox_release` deletes the claim and clears the rows it still holds.
+//!
+//! This is a little stricter than the port's rule: while a claim is live, nothing of its groups
+//! is claimed, even a record older than the ones it holds (one whose transaction committed after
+//! the claim, or one a partial `outbox_done` left): such a record waits for the claim to end.
 //!
 //! Outbox positions come from an identity column: they increase in the order drawn, which for
 //! concurrent transactions is not always the order of their commits. A claim sees only committed
@@ -148,25 +155,39 @@ fn record_of(row: &PgRow) -> Result<OutboxRecord> {
     })
 }
 
-/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit. `held`: each
-/// group's first live-claimed position (from the `claimed_until` index; few rows).
-const CLAIM: &str = "WITH held AS MATERIALIZED ( \
-       SELECT grp, min(seq) AS first FROM outbox WHERE claimed_until > $2 GROUP BY grp), \
-     picked AS MATERIALIZED ( \
+/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit.
+///
+/// - `picked`: in `seq` order, rows no live claim holds, of groups no live claim holds (the
+///   groups of the live claims of `outbox_claims`, a hashed set), locked, skipping rows a
+///   concurrent claim has locked. The row's own `claimed_until` decides "no live claim holds
+///   it", so a row a concurrent claim took and committed meanwhile is re-checked and dropped when
+///   the lock is taken.
+/// - `gaps`: per group picked, its first row not picked (one a concurrent claim has locked or
+///   took, or one past the limit); only the group's rows before it are claimed.
+/// - `claimed` stamps the rows (a HOT update: no index covers the claim columns), `registered`
+///   records the claim in `outbox_claims`, `expired` drops claims past their lease from there.
+const CLAIM: &str = "WITH picked AS MATERIALIZED ( \
        SELECT o.seq, o.grp FROM outbox o \
        WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2) \
-         AND NOT EXISTS (SELECT 1 FROM held h WHERE h.grp = o.grp AND h.first < o.seq) \
+         AND o.grp NOT IN (SELECT unnest(c.grps) FROM outbox_claims c WHERE c.until > $2) \
        ORDER BY o.seq LIMIT $3 \
        FOR UPDATE OF o SKIP LOCKED), \
-     gaps AS ( \
+     gaps AS MATERIALIZED ( \
        SELECT g.grp, (SELECT min(o.seq) FROM outbox o \
                       WHERE o.grp = g.grp AND o.seq NOT IN (SELECT seq FROM picked)) AS gap \
        FROM (SELECT DISTINCT grp FROM picked) g), \
-     token AS (SELECT nextval('outbox_claim_token') AS claim) \
-     UPDATE outbox o SET claim = token.claim, claimed_until = $1 \
-     FROM picked p JOIN gaps g ON g.grp = p.grp, token \
-     WHERE o.seq = p.seq AND (g.gap IS NULL OR p.seq < g.gap) \
-     RETURNING o.seq, o.message, o.created_at, o.claim";
+     token AS MATERIALIZED (SELECT nextval('outbox_claim_token') AS claim), \
+     claimed AS ( \
+       UPDATE outbox o SET claim = token.claim, claimed_until = $1 \
+       FROM picked p JOIN gaps g ON g.grp = p.grp, token \
+       WHERE o.seq = p.seq AND (g.gap IS NULL OR p.seq < g.gap) \
+       RETURNING o.seq, o.grp, o.message, o.created_at, o.claim), \
+     registered AS ( \
+       INSERT INTO outbox_claims (token, until, grps, seqs) \
+       SELECT (SELECT claim FROM token), $1, array_agg(DISTINCT grp), array_agg(seq) FROM claimed \
+       HAVING count(*) > 0), \
+     expired AS (DELETE FROM outbox_claims WHERE until <= $2) \
+     SELECT seq, message, created_at, claim FROM claimed";
 
 #[async_trait]
 impl TransferStore for PgTransferStore {
@@ -273,8 +294,13 @@ impl TransferStore for PgTransferStore {
         // The outbox is a queue: rows come and go faster than statistics follow, and dead rows
         // pile up between vacuums. Read it in `seq` order through its primary key, never by a
         // scan of the whole table and a sort (which its statistics often make look cheaper).
+        // Without JIT: the cost a disabled scan adds (of `outbox_claims`, a few rows read whole)
+        // would make the statement look worth compiling, which costs ~300 ms each time.
         let mut tx = self.db.writer().begin().await.map_err(db_err)?;
-        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let rows = sqlx::query(CLAIM)
             .bind(until)
             .bind(now)
@@ -299,18 +325,27 @@ impl TransferStore for PgTransferStore {
             return Ok(());
         }
         let seqs: Vec<i64> = seqs.iter().map(|seq| sql_int(*seq)).collect();
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
-            .bind(seqs)
-            .execute(self.db.writer())
-            .await
-            .map_err(db_err)?;
+        // A claim all of whose rows are gone is over. (One partly done stays as it was until it
+        // is released or runs out: its groups stay held from where they were.)
+        sqlx::query(
+            "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1) RETURNING seq, claim) \
+             DELETE FROM outbox_claims c WHERE c.token IN (SELECT claim FROM gone WHERE claim IS NOT NULL) \
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = ANY(c.seqs) AND o.claim = c.token \
+                                 AND o.seq NOT IN (SELECT seq FROM gone))",
+        )
+        .bind(seqs)
+        .execute(self.db.writer())
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
     async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
-        // `claimed_until IS NOT NULL` lets the partial index find the claimed rows.
+        // The claim's row says which rows it holds; those it still holds are given back.
         sqlx::query(
-            "UPDATE outbox SET claim = NULL, claimed_until = NULL WHERE claimed_until IS NOT NULL AND claim = $1",
+            "WITH gone AS (DELETE FROM outbox_claims WHERE token = $1 RETURNING seqs) \
+             UPDATE outbox SET claim = NULL, claimed_until = NULL \
+             WHERE seq IN (SELECT unnest(seqs) FROM gone) AND claim = $1",
         )
         .bind(sql_int(token.0))
         .execute(self.db.writer())
