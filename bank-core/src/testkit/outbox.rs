@@ -35,6 +35,8 @@ macro_rules! transfer_store_conformance_tests {
             due_lists_unfinished_transfers_by_deadline,
             list_for_account_pages_newest_first,
             concurrent_updates_have_one_winner,
+            concurrent_inserts_of_one_id_create_it_once,
+            a_conflict_fails_only_its_own_update,
             unresolved_lists_pending_transfers_of_unknown_outcome,
             concurrent_claims_never_share_a_record,
             an_expired_claim_is_taken_over,
@@ -260,6 +262,69 @@ pub async fn concurrent_updates_have_one_winner(harness: &dyn TransferStoreHarne
     }
     assert_eq!(wins, 1);
     assert_eq!(store.get(t.id).await.expect("get").version, 1);
+}
+
+/// Many inserts of one transfer at once (a client's retries racing): one creates it and writes
+/// its outbox messages, every other answers `Existing` with that transfer and writes nothing.
+pub async fn concurrent_inserts_of_one_id_create_it_once(harness: &dyn TransferStoreHarness) {
+    let (store, clock) = setup(harness).await;
+    let t = transfer(&clock, AccountId::new(), AccountId::new());
+    let outbox = accepted_outbox(&t, &clock);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, t, outbox) = (Arc::clone(&store), t.clone(), outbox.clone());
+            tokio::spawn(async move { store.insert(t, outbox).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    for result in futures::future::join_all(tasks).await {
+        match result.expect("task").expect("insert") {
+            Inserted::Created(t) => created.push(t),
+            Inserted::Existing(t) => existing.push(t),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one insert creates the transfer");
+    assert!(existing.iter().all(|e| *e == created[0]), "the others see the created transfer");
+    assert_eq!(store.outbox_lag().await.expect("lag").0, outbox.len() as u64, "its messages, once");
+}
+
+/// Updates racing in one moment, some stale: the stale ones fail with `VersionConflict` and
+/// write nothing; every other one is stored with its outbox messages.
+pub async fn a_conflict_fails_only_its_own_update(harness: &dyn TransferStoreHarness) {
+    let (store, clock) = setup(harness).await;
+    let mut stored = Vec::new();
+    for _ in 0..12 {
+        let t = created(
+            store.insert(transfer(&clock, AccountId::new(), AccountId::new()), Vec::new()).await.expect("insert"),
+        );
+        let mut processing = t.clone();
+        processing.enter(TransferStatus::Processing, clock.now());
+        stored.push((t, store.update(processing, Vec::new()).await.expect("update")));
+    }
+    let tasks: Vec<_> = stored
+        .iter()
+        .flat_map(|(stale, current)| {
+            [stale.clone(), current.clone()].map(|mut t| {
+                t.enter(TransferStatus::Settled, clock.now());
+                let event: Vec<OutboxMessage> =
+                    Event::of(&t, None, clock.now()).map(OutboxMessage::Publish).into_iter().collect();
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { (t.version, store.update(t, event).await) })
+            })
+        })
+        .collect();
+    for result in futures::future::join_all(tasks).await {
+        match result.expect("task") {
+            (0, Err(Error::VersionConflict)) => {}
+            (1, Ok(t)) => assert_eq!((t.version, t.status), (2, TransferStatus::Settled)),
+            (version, other) => panic!("an update of version {version} answered {other:?}"),
+        }
+    }
+    assert_eq!(store.outbox_lag().await.expect("lag").0, 12, "one event per winning update");
+    for (t, _) in &stored {
+        assert_eq!(store.get(t.id).await.expect("get").status, TransferStatus::Settled);
+    }
 }
 
 /// `unresolved` lists exactly the `pending` transfers whose rail outcome is unknown, in

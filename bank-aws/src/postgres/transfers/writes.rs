@@ -15,7 +15,8 @@
 //!   concurrent updates of one version exactly one wins. The others answer `VersionConflict` (or
 //!   `TransferNotFound`) alone; the rest of the batch commits.
 //! - *Outbox*: each statement inserts the outbox rows of exactly the ops it wrote (a data-modifying
-//!   CTE joined to its `RETURNING`), in op order, in the same transaction: both or neither.
+//!   CTE joined to its `RETURNING`), each op's messages in order, in the same transaction: both
+//!   or neither.
 //! - *Counts*: the status changes of the batch are added to one shard of `transfer_counts`, last,
 //!   so that row is locked only for the commit.
 
