@@ -84,10 +84,10 @@ pub struct PgTransferStore {
 impl PgTransferStore {
     /// A store over `db` reading time from `clock`, with [`WRITE_COMMITTERS`] committer tasks
     /// started on the current Tokio runtime (so this must be called inside one).
-    pub fn new(db: PgDb, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(db: &PgDb, clock: Arc<dyn Clock>) -> Self {
         let job = TransferWrites { clock: Arc::clone(&clock) };
         let writes = Batcher::start(db.writer().clone(), job, WRITE_COMMITTERS, WRITE_BATCH_MAX);
-        PgTransferStore { db, clock, writes }
+        PgTransferStore { db: db.clone(), clock, writes }
     }
 
     /// The write `make` builds, queued for the next batch.

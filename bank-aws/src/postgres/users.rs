@@ -40,8 +40,8 @@ pub struct PgUserStore {
 
 impl PgUserStore {
     /// A store over `db`, reading time from `clock`.
-    pub fn new(db: PgDb, clock: Arc<dyn Clock>) -> Self {
-        PgUserStore { db, clock }
+    pub fn new(db: &PgDb, clock: Arc<dyn Clock>) -> Self {
+        PgUserStore { db: db.clone(), clock }
     }
 }
 

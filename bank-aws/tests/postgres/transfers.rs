@@ -33,7 +33,7 @@ struct Harness(PgDb);
 #[async_trait]
 impl TransferStoreHarness for Harness {
     async fn transfers(&self, clock: Arc<dyn Clock>) -> Arc<dyn TransferStore> {
-        Arc::new(PgTransferStore::new(self.0.clone(), clock))
+        Arc::new(PgTransferStore::new(&self.0, clock))
     }
 }
 
@@ -166,7 +166,7 @@ const IDLE: Duration = Duration::from_millis(2);
 async fn relays_running_at_once_deliver_each_record_once_in_group_order() {
     let Some(db) = test_db_with(16).await else { return };
     let clock = ManualClock::at_epoch();
-    let store = Arc::new(PgTransferStore::new(db, Arc::new(clock.clone())));
+    let store = Arc::new(PgTransferStore::new(&db, Arc::new(clock.clone())));
     let recorder = Recorder::new();
     let writing = Arc::new(AtomicBool::new(true));
     const WRITERS: usize = 4;
@@ -257,7 +257,7 @@ async fn relays_running_at_once_deliver_each_record_once_in_group_order() {
 async fn a_relay_dying_mid_claim_loses_nothing() {
     let Some(db) = test_db().await else { return };
     let clock = ManualClock::at_epoch();
-    let store = Arc::new(PgTransferStore::new(db, Arc::new(clock.clone())));
+    let store = Arc::new(PgTransferStore::new(&db, Arc::new(clock.clone())));
     let recorder = Recorder::new();
     let dying = relay(&store, &clock, &recorder, Arc::new(DiesBeforeDone));
     let survivor = relay(&store, &clock, &recorder, Arc::new(NoFaults));
@@ -305,7 +305,7 @@ async fn a_relay_dying_mid_claim_loses_nothing() {
 async fn a_claim_skips_a_group_whose_head_another_claim_is_taking() {
     let Some(db) = test_db().await else { return };
     let clock = ManualClock::at_epoch();
-    let store = PgTransferStore::new(db.clone(), Arc::new(clock.clone()));
+    let store = PgTransferStore::new(&db, Arc::new(clock.clone()));
     let (a, b) = (AccountId::new(), AccountId::new());
     accept(&store, &clock, a).await;
     accept(&store, &clock, b).await;
@@ -338,7 +338,7 @@ async fn a_claim_skips_a_group_whose_head_another_claim_is_taking() {
 async fn transfer_writes_throughput() {
     let Some(db) = test_db_with(24).await else { return };
     let clock = ManualClock::at_epoch();
-    let store = Arc::new(PgTransferStore::new(db, Arc::new(clock.clone())));
+    let store = Arc::new(PgTransferStore::new(&db, Arc::new(clock.clone())));
     let recorder = Recorder::new();
     const CALLERS: usize = 512;
     const TRANSFERS: usize = 30_000;

@@ -18,7 +18,7 @@ struct Harness(PgDb);
 #[async_trait]
 impl UsersHarness for Harness {
     async fn store(&self, clock: Arc<dyn Clock>) -> Arc<dyn UserStore> {
-        Arc::new(PgUserStore::new(self.0.clone(), clock))
+        Arc::new(PgUserStore::new(&self.0, clock))
     }
 }
 
@@ -34,7 +34,7 @@ async fn create_answers_the_user_as_stored() {
     let Some(db) = test_db().await else { return };
     let clock = ManualClock::at_epoch();
     clock.advance(TimeDelta::days(20_000) + TimeDelta::nanoseconds(123_456_789));
-    let store = PgUserStore::new(db, Arc::new(clock.clone()));
+    let store = PgUserStore::new(&db, Arc::new(clock.clone()));
     let user = new_user("nano@example.com", clock.now());
     let created = store.create(user.clone()).await.expect("create");
     assert_eq!(created.created_at, clock.now() - TimeDelta::nanoseconds(789), "truncated to the microsecond");
