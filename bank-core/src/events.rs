@@ -105,6 +105,41 @@ pub enum OutboxMessage {
     Publish(Event),
 }
 
+impl OutboxMessage {
+    /// The record's group: the source account of the transfer it is about (a queue message's
+    /// FIFO group, an event's debited account). Records of one group are relayed in outbox order
+    /// by one relay at a time (see [`crate::ports::TransferStore::outbox_claim`]); every record of
+    /// one transfer is in one group, so is everything a transfer's queue message causes.
+    pub fn group(&self) -> AccountId {
+        match self {
+            OutboxMessage::Enqueue(message) => message.group,
+            OutboxMessage::Publish(event) => event.from_account_id,
+        }
+    }
+}
+
+/// Names one claim of outbox records ([`crate::ports::TransferStore::outbox_claim`]), unique per
+/// store, so the relay holding it can give back what it could not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimToken(pub u64);
+
+/// Outbox records claimed by one relay, in outbox order (empty when nothing was claimable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxClaim {
+    /// Names the claim.
+    pub token: ClaimToken,
+    /// The claimed records, by increasing `seq`.
+    pub records: Vec<OutboxRecord>,
+}
+
+impl OutboxClaim {
+    /// The positions of the claimed records (what [`crate::ports::TransferStore::outbox_done`]
+    /// takes).
+    pub fn seqs(&self) -> Vec<u64> {
+        self.records.iter().map(|r| r.seq).collect()
+    }
+}
+
 /// An outbox row, in write order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {

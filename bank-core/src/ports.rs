@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
 use crate::error::Result;
-use crate::events::{Event, OutboxMessage, OutboxRecord};
+use crate::events::{ClaimToken, Event, OutboxClaim, OutboxMessage};
 use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
 use crate::ledger::{
@@ -207,8 +207,26 @@ pub enum Inserted {
 /// - `insert` and `update` write the transfer **and** its outbox messages atomically.
 /// - `update` succeeds only if the stored version equals `transfer.version`; it stores
 ///   `version + 1` and returns the stored transfer. Otherwise `VersionConflict`.
-/// - The outbox is read in `seq` order; `outbox_done(upto)` marks every record up to `upto` as
-///   relayed so it is not returned again.
+/// - The outbox is relayed by *claims*, so that several relays (several processes) can run at
+///   once without handing a record to two of them while claims are live, and without losing one
+///   ever:
+///   - `outbox_claim(limit, lease)` claims, in `seq` order, at most `limit` unrelayed records that
+///     no live claim holds (never claimed, or claimed until an instant `<= now`), until
+///     `now + lease`, under a new [`ClaimToken`]. A record is claimed only together with every
+///     earlier unrelayed record of its group ([`OutboxMessage::group`]): behind a record that
+///     another relay holds, or that this claim does not take, nothing of the group is claimed.
+///     So the records of one group (one transfer, one source account) are delivered by one relay
+///     at a time, in order, and a record caused by a delivered one cannot overtake it. Of
+///     concurrent claims, none gets a record another holds live.
+///   - `outbox_done(seqs)` deletes exactly the records at `seqs` (delivered, whoever holds them
+///     now; unknown positions are ignored).
+///   - `outbox_release(token)` gives back the records still claimed under `token` (the relay
+///     could not deliver them): they are claimable again at once. A claim whose relay died runs
+///     out instead, and the records go to the next claim. Both deliver again what may have been
+///     delivered: delivery is at least once (the queue deduplicates on `dedup_id`, consumers on
+///     the event id).
+///   - Positions increase in write order and are never reused. The lease must be positive
+///     (else `InvalidInput`).
 #[async_trait]
 pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new transfer (assigning `seq`), or returns the one already stored under its id.
@@ -238,13 +256,17 @@ pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// not confirmed), in acceptance order, at most `limit`: what an operator is alerted to.
     async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>>;
 
-    /// Unrelayed outbox records in order, at most `limit`.
-    async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>>;
+    /// Claims unrelayed records for one relay until `now + lease` (see the contract), in `seq`
+    /// order, at most `limit`.
+    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim>;
 
-    /// Marks outbox records up to and including `upto` as relayed.
-    async fn outbox_done(&self, upto: u64) -> Result<()>;
+    /// Deletes the records at `seqs`: they were delivered.
+    async fn outbox_done(&self, seqs: &[u64]) -> Result<()>;
 
-    /// (unrelayed records, age in ms of the oldest one) for metrics.
+    /// Makes the records still claimed under `token` claimable again at once.
+    async fn outbox_release(&self, token: ClaimToken) -> Result<()>;
+
+    /// (unrelayed records, claimed or not; age in ms of the oldest one) for metrics.
     async fn outbox_lag(&self) -> Result<(u64, Option<u64>)>;
 }
 

@@ -19,6 +19,11 @@
 //! - *Durability*: a call answers only after its batch committed (`synchronous=FULL`).
 //! - *Order*: `seq` is the last one + 1, read inside the writer job; outbox positions come from an
 //!   `AUTOINCREMENT` key, so they increase and are never reused, even after the outbox emptied.
+//! - *Claims* ([`TransferStore::outbox_claim`], migration `0010_outbox_claims.sql`): a claim is one
+//!   writer job, one `UPDATE … RETURNING` that takes, in `seq` order, the records no live claim
+//!   holds and that no live-claimed record of their group precedes. Jobs run one at a time, so no
+//!   two claims see each other half done: the rule holds exactly, without row locks. Tokens come
+//!   from a counter row, so a token is never reused, even across restarts.
 //! - Reads run on read-only connections; writes answer after COMMIT and WAL readers see every
 //!   committed transaction, so a read sees every earlier call's effect.
 //! - *Time* comes only from the injected [`Clock`] (the outbox rows' `created_at`, the lag).
@@ -43,18 +48,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bank_core::clock::Clock;
-use bank_core::events::{OutboxMessage, OutboxRecord};
+use bank_core::events::{ClaimToken, OutboxClaim, OutboxMessage, OutboxRecord};
 use bank_core::ids::{AccountId, TransferId};
 use bank_core::ports::{Inserted, TransferStore};
 use bank_core::queue::{QueueConfig, QueueMessage};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
 
 use crate::db::LocalDb;
 use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, sql_limit, time};
-use crate::db::writer::WriterHandle;
+use crate::db::writer::{WriterHandle, exec};
 use crate::events::{encode_events, publish_job};
 use crate::queue::{check_dedup_ids, enqueue_job};
 
@@ -79,8 +85,8 @@ struct Direct {
 
 /// A call's outbox messages, encoded by the caller for the writer job.
 enum Outgoing {
-    /// JSON rows for the `outbox` table.
-    Outbox(Vec<String>),
+    /// Rows for the `outbox` table: the message as JSON and its group.
+    Outbox(Vec<(String, Uuid)>),
     /// Straight to the queue and the event log, in order.
     Direct { direct: Direct, messages: Vec<QueueMessage>, events: Vec<(uuid::Uuid, String)> },
 }
@@ -163,15 +169,16 @@ fn record_of(row: &Row<'_>) -> Result<OutboxRecord> {
     })
 }
 
-/// Outbox messages as JSON, encoded by the caller so the writer thread does not.
-fn encode_outbox(messages: &[OutboxMessage]) -> Result<Vec<String>> {
+/// Outbox messages as JSON with their groups, encoded by the caller so the writer thread does not.
+fn encode_outbox(messages: &[OutboxMessage]) -> Result<Vec<(String, Uuid)>> {
     messages
         .iter()
         .map(|message| {
-            serde_json::to_string(message).map_err(|e| Error::Storage {
+            let json = serde_json::to_string(message).map_err(|e| Error::Storage {
                 message: format!("cannot encode an outbox message: {e}"),
                 retryable: false,
-            })
+            })?;
+            Ok((json, *message.group().as_uuid()))
         })
         .collect()
 }
@@ -185,10 +192,11 @@ fn push_outbox(conn: &Connection, outgoing: Outgoing, now: DateTime<Utc>) -> Res
                 return Ok(());
             }
             let now = nanos_clamped(now);
-            let mut insert =
-                conn.prepare_cached("INSERT INTO outbox (message, created_at) VALUES (?1, ?2)").map_err(db_err)?;
-            for json in rows {
-                insert.execute(params![json, now]).map_err(db_err)?;
+            let mut insert = conn
+                .prepare_cached("INSERT INTO outbox (message, created_at, grp) VALUES (?1, ?2, ?3)")
+                .map_err(db_err)?;
+            for (json, group) in rows {
+                insert.execute(params![json, now, group]).map_err(db_err)?;
             }
             Ok(())
         }
@@ -296,6 +304,37 @@ fn update_job(
     Ok(transfer)
 }
 
+/// The writer job of `outbox_claim`: a new token, then one statement taking, in `seq` order, at
+/// most `limit` records that no live claim holds and that no live-claimed record of their group
+/// precedes (the groups' first live-claimed positions come from the `claimed_until` index).
+fn claim_job(conn: &Connection, now: DateTime<Utc>, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+    let token: i64 = conn
+        .prepare_cached("UPDATE outbox_claim_tokens SET last = last + 1 RETURNING last")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .map_err(db_err)?;
+    let token = ClaimToken(unsigned(token, "claim token")?);
+    if limit == 0 {
+        return Ok(OutboxClaim { token, records: Vec::new() });
+    }
+    let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    const SQL: &str = "UPDATE outbox SET claim = ?1, claimed_until = ?2 WHERE seq IN ( \
+           SELECT o.seq FROM outbox o \
+           LEFT JOIN (SELECT grp, min(seq) AS first FROM outbox WHERE claimed_until > ?3 GROUP BY grp) AS held \
+             ON held.grp = o.grp \
+           WHERE (o.claimed_until IS NULL OR o.claimed_until <= ?3) AND (held.first IS NULL OR o.seq < held.first) \
+           ORDER BY o.seq LIMIT ?4) \
+         RETURNING seq, message, created_at";
+    let mut records = fetch_all(
+        conn,
+        SQL,
+        params![sql_int(token.0), nanos_clamped(until), nanos_clamped(now), sql_limit(limit)],
+        record_of,
+    )?;
+    // RETURNING has no order.
+    records.sort_by_key(|record| record.seq);
+    Ok(OutboxClaim { token, records })
+}
+
 #[async_trait]
 impl TransferStore for SqliteTransferStore {
     async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted> {
@@ -373,27 +412,41 @@ impl TransferStore for SqliteTransferStore {
         self.db.read(|conn| fetch_all(conn, SQL, [sql_limit(limit)], transfer_of))
     }
 
-    async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
-        if limit == 0 {
-            return Ok(Vec::new());
+    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+        if lease <= TimeDelta::zero() {
+            return Err(Error::InvalidInput("an outbox lease must be positive".into()));
         }
-        self.db.read(|conn| {
-            fetch_all(
-                conn,
-                "SELECT seq, message, created_at FROM outbox ORDER BY seq LIMIT ?1",
-                [sql_limit(limit)],
-                record_of,
-            )
-        })
+        let clock = Arc::clone(&self.clock);
+        self.writer.run(move |conn| claim_job(conn, clock.now(), limit, lease)).await
     }
 
-    async fn outbox_done(&self, upto: u64) -> Result<()> {
-        let upto = sql_int(upto);
+    async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|seq| sql_int(*seq)).collect();
         self.writer
             .run(move |conn| {
-                conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1")
-                    .and_then(|mut statement| statement.execute([upto]))
-                    .map_err(db_err)?;
+                let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(db_err)?;
+                for seq in seqs {
+                    delete.execute([seq]).map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
+        let token = sql_int(token.0);
+        self.writer
+            .run(move |conn| {
+                // `claimed_until IS NOT NULL` lets the partial index find the claimed rows.
+                exec(
+                    conn,
+                    "UPDATE outbox SET claim = NULL, claimed_until = NULL \
+                     WHERE claimed_until IS NOT NULL AND claim = ?1",
+                    [token],
+                )?;
                 Ok(())
             })
             .await

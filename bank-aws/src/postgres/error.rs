@@ -100,3 +100,16 @@ pub(crate) fn db_err(err: sqlx::Error) -> bank_core::Error {
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
+
+/// Decoding the rows of one kind (named in its errors: "undecodable transfer row: seq: -1"): a
+/// value that does not decode is a non-retryable storage failure naming what and where, never a
+/// guess.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowOf(pub(crate) &'static str);
+
+impl RowOf {
+    /// A value of such a row that does not decode.
+    pub(crate) fn corrupt(self, what: impl std::fmt::Display) -> bank_core::Error {
+        bank_core::Error::storage(format!("undecodable {}: {what}", self.0), false)
+    }
+}

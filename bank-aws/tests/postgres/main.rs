@@ -5,3 +5,5 @@
 
 mod reader;
 mod schema;
+mod transfers;
+mod users;

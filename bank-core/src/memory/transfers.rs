@@ -1,17 +1,18 @@
 //! [`MemoryTransferStore`]: transfers and their outbox in one mutex, so a transfer change and its
-//! outbox messages are written together or not at all.
+//! outbox messages are written together or not at all, and a claim of outbox records sees every
+//! other claim (the reference for the claim rules of [`TransferStore::outbox_claim`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::events::{OutboxMessage, OutboxRecord};
+use crate::events::{ClaimToken, OutboxClaim, OutboxMessage, OutboxRecord};
 use crate::ids::{AccountId, TransferId};
 use crate::ports::{Inserted, TransferStore};
 use crate::transfer::{Transfer, TransferStatus};
@@ -33,8 +34,18 @@ struct Inner {
     due: BTreeSet<(DateTime<Utc>, u64, TransferId)>,
     counts: FxHashMap<TransferStatus, u64>,
     last_seq: u64,
-    outbox: VecDeque<OutboxRecord>,
+    /// Unrelayed records by position.
+    outbox: BTreeMap<u64, Unrelayed>,
     last_outbox_seq: u64,
+    last_claim: u64,
+}
+
+/// An outbox record and the claim on it, if any.
+#[derive(Debug)]
+struct Unrelayed {
+    record: OutboxRecord,
+    /// The claim and the instant it runs out.
+    claim: Option<(ClaimToken, DateTime<Utc>)>,
 }
 
 impl MemoryTransferStore {
@@ -48,7 +59,8 @@ impl Inner {
     fn push_outbox(&mut self, messages: Vec<OutboxMessage>, now: DateTime<Utc>) {
         for message in messages {
             self.last_outbox_seq += 1;
-            self.outbox.push_back(OutboxRecord { seq: self.last_outbox_seq, message, created_at: now });
+            let record = OutboxRecord { seq: self.last_outbox_seq, message, created_at: now };
+            self.outbox.insert(record.seq, Unrelayed { record, claim: None });
         }
     }
 
@@ -162,14 +174,50 @@ impl TransferStore for MemoryTransferStore {
         Ok(found)
     }
 
-    async fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
-        Ok(self.inner.lock().outbox.iter().take(limit).cloned().collect())
+    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+        if lease <= TimeDelta::zero() {
+            return Err(Error::invalid("an outbox lease must be positive"));
+        }
+        let now = self.clock.now();
+        let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut inner = self.inner.lock();
+        inner.last_claim += 1;
+        let token = ClaimToken(inner.last_claim);
+        // Groups with an earlier record this claim does not take: nothing more of them is taken.
+        let mut blocked: FxHashSet<AccountId> = FxHashSet::default();
+        let mut records = Vec::new();
+        for entry in inner.outbox.values_mut() {
+            if records.len() >= limit {
+                break;
+            }
+            let group = entry.record.message.group();
+            if blocked.contains(&group) {
+                continue;
+            }
+            if entry.claim.is_some_and(|(_, until)| now < until) {
+                blocked.insert(group);
+                continue;
+            }
+            entry.claim = Some((token, until));
+            records.push(entry.record.clone());
+        }
+        Ok(OutboxClaim { token, records })
     }
 
-    async fn outbox_done(&self, upto: u64) -> Result<()> {
+    async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {
         let mut inner = self.inner.lock();
-        while inner.outbox.front().is_some_and(|r| r.seq <= upto) {
-            inner.outbox.pop_front();
+        for seq in seqs {
+            inner.outbox.remove(seq);
+        }
+        Ok(())
+    }
+
+    async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
+        let mut inner = self.inner.lock();
+        for entry in inner.outbox.values_mut() {
+            if entry.claim.is_some_and(|(held, _)| held == token) {
+                entry.claim = None;
+            }
         }
         Ok(())
     }
@@ -177,7 +225,11 @@ impl TransferStore for MemoryTransferStore {
     async fn outbox_lag(&self) -> Result<(u64, Option<u64>)> {
         let now = self.clock.now();
         let inner = self.inner.lock();
-        let age = inner.outbox.front().map(|r| u64::try_from((now - r.created_at).num_milliseconds()).unwrap_or(0));
+        let age = inner
+            .outbox
+            .values()
+            .next()
+            .map(|u| u64::try_from((now - u.record.created_at).num_milliseconds()).unwrap_or(0));
         Ok((inner.outbox.len() as u64, age))
     }
 }

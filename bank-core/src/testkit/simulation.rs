@@ -23,7 +23,8 @@
 //! worker gave up waiting), breakers that open between a submit and a status query, slow rail
 //! calls during which time runs past the visibility timeout and a second worker and the
 //! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
-//! holds and idempotency leases.
+//! holds and idempotency leases, and two relays claiming the outbox at once (a crashed relay's
+//! claim runs out and the records go to the next claim).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -350,6 +351,8 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker);
     let bus = Arc::new(MemoryEventBus::new(100_000));
     let relay = OutboxRelay::new(ports.clone(), bus.clone());
+    // A second relay process: the two claim the outbox at once.
+    let other_relay = OutboxRelay::new(ports.clone(), bus.clone());
     let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
     let notifier = Arc::new(LogNotifier::new(Channel::Email));
     let notifications = NotificationsService::new(
@@ -469,7 +472,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                 let _ = worker.run_once().await;
             }
             55..=64 => {
-                let _ = relay.run_once(64).await;
+                let (_, _) = futures::join!(relay.run_once(64), other_relay.run_once(16));
             }
             65..=71 => {
                 let _ = scheduler.run_once().await;

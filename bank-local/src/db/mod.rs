@@ -99,6 +99,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0007_queue_indexes.sql")),
         M::up(include_str!("../../migrations/0008_idempotency_in_time_order.sql")),
         M::up(include_str!("../../migrations/0009_audit_and_deposit_requests.sql")),
+        M::up(include_str!("../../migrations/0010_outbox_claims.sql")),
     ])
 }
 
@@ -384,5 +385,32 @@ mod tests {
             )
             .expect("insert or ignore");
         assert_eq!(again, 0, "(caller, key) is still unique");
+    }
+    /// Migration 0010 rebuilds `outbox` with groups and claims: every record is kept with its
+    /// position and gets the group its message names, and positions are still never reused.
+    #[test]
+    fn outbox_records_get_their_groups_and_keep_their_positions() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrations().to_version(&mut conn, 9).expect("migrate to 9");
+        let group = uuid::Uuid::now_v7();
+        let debited = uuid::Uuid::now_v7();
+        let enqueue = format!(r#"{{"type":"enqueue","transfer_id":"{}","group":"{group}","dedup_id":"x"}}"#, debited);
+        let publish = format!(r#"{{"type":"publish","from_account_id":"{debited}"}}"#);
+        for message in [&enqueue, &enqueue, &publish] {
+            conn.execute("INSERT INTO outbox (message, created_at) VALUES (?1, 7)", [message]).expect("insert");
+        }
+        conn.execute("DELETE FROM outbox WHERE seq = 2", []).expect("relayed");
+        migrations().to_latest(&mut conn).expect("migrate to latest");
+        let mut statement = conn.prepare("SELECT seq, grp, claim FROM outbox ORDER BY seq").expect("select");
+        let rows: Vec<(i64, uuid::Uuid, Option<i64>)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(rows, vec![(1, group, None), (3, debited, None)], "positions, groups, no claims");
+        conn.execute("DELETE FROM outbox", []).expect("empty");
+        conn.execute("INSERT INTO outbox (message, created_at, grp) VALUES ('{}', 8, ?1)", [group]).expect("insert");
+        let next: i64 = conn.query_row("SELECT seq FROM outbox", [], |r| r.get(0)).expect("seq");
+        assert_eq!(next, 4, "positions go on after the rebuild");
     }
 }

@@ -74,14 +74,15 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
         let mut processing = second.clone();
         processing.enter(TransferStatus::Processing, clock.now());
         let second = store.update(processing, vec![enqueue(&second)]).await.expect("update");
-        let batch = store.outbox_batch(10).await.expect("outbox");
-        assert_eq!(batch.len(), 3);
-        // The first message was relayed; the other two were not when the process stopped.
-        store.outbox_done(batch[0].seq).await.expect("done");
-        let pending = store.outbox_batch(10).await.expect("outbox");
+        let claim = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim");
+        assert_eq!(claim.records.len(), 3);
+        // The first message was relayed; the other two were claimed, not relayed, when the
+        // process stopped.
+        store.outbox_done(&claim.seqs()[..1]).await.expect("done");
+        let pending = claim.records[1..].to_vec();
         drop(store);
         db.close().await;
-        (first, second, pending, batch[2].seq)
+        (first, second, pending, claim.records[2].seq)
     };
 
     clock.advance(TimeDelta::seconds(3));
@@ -90,8 +91,14 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
     assert_eq!(store.get(first.id).await.expect("get"), first);
     assert_eq!(store.get(second.id).await.expect("get"), second);
     assert_eq!(second.version, 1);
-    assert_eq!(store.outbox_batch(10).await.expect("outbox"), pending, "the unrelayed outbox is kept, in order");
     assert_eq!(store.outbox_lag().await.expect("lag"), (2, Some(3_000)));
+    assert!(
+        store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records.is_empty(),
+        "the dead process's claim survives the reopen until it runs out"
+    );
+    clock.advance(TimeDelta::seconds(27));
+    let taken_over = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim");
+    assert_eq!(taken_over.records, pending, "the unrelayed outbox is kept, in order, and taken over");
     let listed: Vec<TransferId> =
         store.list_for_account(a, 10, None).await.expect("list").iter().map(|t| t.id).collect();
     assert_eq!(listed, [second.id, first.id]);
@@ -99,14 +106,15 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
     assert!(counts.contains(&(TransferStatus::Accepted, 1)) && counts.contains(&(TransferStatus::Processing, 1)));
 
     // Positions go on after the reopen, even once the outbox has been emptied.
-    store.outbox_done(last_outbox_seq).await.expect("done");
-    assert!(store.outbox_batch(10).await.expect("outbox").is_empty());
+    store.outbox_done(&taken_over.seqs()).await.expect("done");
+    assert_eq!(store.outbox_lag().await.expect("lag"), (0, None));
     let third = transfer(&clock, a, b);
     let third = created(store.insert(third.clone(), vec![enqueue(&third)]).await.expect("insert"));
     assert_eq!(third.seq, second.seq + 1, "seq continues after a reopen");
-    let batch = store.outbox_batch(10).await.expect("outbox");
+    let batch = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records;
     assert_eq!(batch.len(), 1);
     assert!(batch[0].seq > last_outbox_seq, "outbox positions are never reused");
+    assert!(taken_over.records.iter().all(|r| r.seq <= last_outbox_seq));
     // The CAS still holds against the reopened version.
     let mut stale = second.clone();
     stale.version = 0;
@@ -146,7 +154,8 @@ async fn direct_delivery_writes_queue_and_events_with_the_transfer() {
             .await
             .expect("insert"),
     );
-    assert!(store.outbox_batch(10).await.expect("outbox").is_empty(), "nothing went through the outbox");
+    assert_eq!(store.outbox_lag().await.expect("lag"), (0, None), "nothing went through the outbox");
+    assert!(store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records.is_empty());
     let deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].message.transfer_id, first.id);
