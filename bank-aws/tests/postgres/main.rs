@@ -3,6 +3,11 @@
 //! schema of the test database (`bank_aws::postgres::testing`); without PostgreSQL each case prints
 //! why and skips, and fails when `BANK_REQUIRE_SERVICES=1`.
 
+mod harness;
+mod ledger;
+mod ledger_database;
+mod ledger_model;
+mod raw;
 mod reader;
 mod schema;
 mod transfers;
