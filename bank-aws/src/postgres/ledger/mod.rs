@@ -49,12 +49,15 @@ use self::rows::{ACCOUNT_COLUMNS, HOLD_COLUMNS, get, nanos};
 use super::batch::Batcher;
 use super::{PgDb, db_err};
 
-/// Committer tasks per ledger: batches in flight at once. While one waits for its commit (the
-/// WAL flush), others plan and write theirs; batches touching one hot account queue on its row
-/// lock, so more committers than this mostly wait.
-pub const COMMITTERS_DEFAULT: usize = 4;
+/// Committer tasks per ledger: batches in flight at once. Two: while one waits on a row lock (a
+/// hot account another batch or process holds) or its WAL flush, the other can run. More split
+/// the waiting callers into smaller batches that still queue on the same rows: measured with
+/// `benches/ledger_postgres.rs` (256 callers, 2 cores shared with PostgreSQL), one and two
+/// committers were within the run-to-run noise of each other, and four 30–50% slower.
+pub const COMMITTERS_DEFAULT: usize = 2;
 
-/// Most operations one batch (one transaction) carries.
+/// Most operations one batch (one transaction) carries: a bound on the locks and rows one
+/// transaction holds, above what 256 concurrent callers fill (their batches averaged 70–130).
 pub const BATCH_OPS_MAX_DEFAULT: usize = 512;
 
 /// How a [`PgLedger`] batches.
