@@ -14,8 +14,9 @@
 //! 4. **Apply the rules** of [`bank_core::ledger::rules`] for each operation in order, on the
 //!    in-memory account states: a refused operation answers its error and records nothing; an
 //!    accepted one changes the states the next operations see.
-//! 5. **Write all effects** (`write`) with a few multi-row statements (`INSERT … SELECT FROM UNNEST`, one
-//!    `UPDATE … FROM UNNEST` for the balances); the batcher commits once and answers everyone.
+//! 5. **Write all effects** (`write`) with a few multi-row statements (`INSERT … SELECT FROM
+//!    UNNEST`, one `UPDATE … FROM UNNEST` for the balances); the batcher commits once and answers
+//!    everyone.
 //!
 //! Keys are unique in the database, so a process racing this one with the same entry key or hold
 //! id for *other* accounts (a key reused for a different request: the only case where two
@@ -149,8 +150,8 @@ impl Plan {
     /// Steps 1 to 3 of the module doc: locks the touched accounts and reads what the operations
     /// depend on.
     async fn prepare(conn: &mut PgConnection, ops: &[Op], clock: &dyn Clock) -> Result<Plan> {
-        // 1. What each operation touches. Originals and holds read now only tell which accounts
-        // to lock (they are read again below, after the locks, where it matters).
+        // 1. What each operation touches. The holds read now only tell which accounts to lock
+        // (they are read again below, after the locks); entries never change.
         let original_keys: Vec<EntryKey> = ops
             .iter()
             .filter_map(|op| match op {

@@ -47,7 +47,8 @@ impl Plan {
         if self.posted.is_empty() {
             return Ok(());
         }
-        // In key order: see the module doc.
+        // In key order, so waits on keys another process is writing cannot form a cycle (see the
+        // batch module doc).
         let mut keys = self.posted.clone();
         keys.sort_unstable();
         let entries: Vec<&PostedEntry> = keys.iter().filter_map(|k| self.entries.get(k)).collect();
@@ -120,7 +121,7 @@ impl Plan {
         if self.placed.is_empty() {
             return Ok(());
         }
-        // In id order: see the module doc.
+        // In id order, for the same reason as entries.
         let mut ids = self.placed.clone();
         ids.sort_unstable();
         let mut h = HoldColumns::default();
