@@ -308,8 +308,12 @@ async fn contention_between_processes_never_deadlocks_or_loses_an_update() {
     const ROUNDS: usize = 12;
     let Some(db) = fresh_db().await else { return };
     let other = reconnect(&db).await;
-    let ledgers: [Arc<dyn LedgerStore>; 2] =
-        [Arc::new(PgLedger::new(&db, Arc::new(SystemClock))), Arc::new(PgLedger::new(&other, Arc::new(SystemClock)))];
+    // Four committers each: eight batches in flight at once, locking overlapping accounts.
+    let config = LedgerConfig { committers: 4, ..LedgerConfig::default() };
+    let ledgers: [Arc<dyn LedgerStore>; 2] = [
+        Arc::new(PgLedger::with_config(&db, Arc::new(SystemClock), config)),
+        Arc::new(PgLedger::with_config(&other, Arc::new(SystemClock), config)),
+    ];
     let (settlement, mut accounts) = setup(ledgers[0].as_ref(), ACCOUNTS + 1).await;
     let hot = accounts.pop().expect("the hot account");
     let everyone: Vec<AccountId> = accounts.iter().copied().chain([hot]).collect();

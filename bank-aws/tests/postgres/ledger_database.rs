@@ -275,6 +275,22 @@ async fn holds_end_once_and_accounts_keep_their_identity() {
         (format!("UPDATE holds SET amount = 1 WHERE id = '{}'", active.id), "changes once"),
         (format!("UPDATE holds SET account_id = '{}' WHERE id = '{}'", w.bob, active.id), "changes once"),
         (format!("UPDATE holds SET status = 'posted' WHERE id = '{}'", active.id), "holds_posted_has_entry"),
+        (
+            format!(
+                "UPDATE holds SET status = 'posted', posted_transfer_id = gen_random_uuid(), posted_leg = 0 \
+                 WHERE id = '{}'",
+                active.id
+            ),
+            "holds_posted_by",
+        ),
+        (
+            format!(
+                "INSERT INTO holds (id, account_id, amount, currency, status, created_at_ns, expires_at_ns, reference) \
+                 VALUES (gen_random_uuid(), '{}', 1, 'EUR', 'active', 0, 1, 'euros')",
+                w.alice
+            ),
+            "holds_account_currency",
+        ),
         (format!("DELETE FROM holds WHERE id = '{}'", active.id), "never deleted"),
         ("TRUNCATE holds".to_owned(), "never deleted"),
         (format!("UPDATE accounts SET currency = 'EUR' WHERE id = '{}'", w.bob), "never change"),

@@ -49,12 +49,17 @@ use self::rows::{ACCOUNT_COLUMNS, HOLD_COLUMNS, get, nanos};
 use super::batch::Batcher;
 use super::{PgDb, db_err};
 
-/// Committer tasks per ledger: batches in flight at once. While one waits for its commit (the
-/// WAL flush), others plan and write theirs; batches touching one hot account queue on its row
-/// lock, so more committers than this mostly wait.
-pub const COMMITTERS_DEFAULT: usize = 4;
+/// Committer tasks per ledger: batches in flight at once. One: whatever queues while a batch runs
+/// becomes the next batch, so under load batches are as large as they get (~half the waiting
+/// callers). More committers split the callers into smaller batches that still queue on the same
+/// rows (a hot account, or any of the hundreds of accounts a batch locks): measured with
+/// `benches/ledger_postgres.rs` (256 callers, 1,000 accounts, 2 cores shared with PostgreSQL),
+/// two committers were 0–30% slower than one (batches of ~75 instead of ~128; the hot source
+/// lost most), four 30–50% slower. Several server processes each run their own.
+pub const COMMITTERS_DEFAULT: usize = 1;
 
-/// Most operations one batch (one transaction) carries.
+/// Most operations one batch (one transaction) carries: a bound on the locks and rows one
+/// transaction holds, above what 256 concurrent callers fill (their batches averaged ~128).
 pub const BATCH_OPS_MAX_DEFAULT: usize = 512;
 
 /// How a [`PgLedger`] batches.
