@@ -192,17 +192,26 @@ pub(crate) fn totp_now(secret: &str) -> String {
 }
 
 /// Polls `probe` until it answers `Some`, for at most [`POLL_TIMEOUT`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + POLL_TIMEOUT;
+    eventually_within(POLL_TIMEOUT, what, probe).await
+}
+
+/// Polls `probe` until it answers `Some`, for at most `timeout`.
+pub(crate) async fn eventually_within<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {POLL_TIMEOUT:?} waiting for {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use tracing::instrument;
 
@@ -34,7 +34,11 @@ use crate::faults::FaultPoint;
 use crate::ids::{AccountId, CustomerId, HoldId};
 use crate::ledger::{HoldStatus, NewEntry, PostHold, PostedEntry};
 use crate::ports::PaymentRail;
-use crate::queue::Delivery;
+use crate::queue::{Delivery, Receipt};
+
+/// How soon a message whose processing failed transiently (a storage call answered retryable) is
+/// delivered again.
+pub const TRANSIENT_RETRY_DELAY: TimeDelta = TimeDelta::seconds(1);
 use crate::rail::breaker::CircuitBreaker;
 use crate::rail::{RailError, RailPayment, RailStatus};
 use crate::transfer::{Destination, FailureCode, Transfer, TransferStatus};
@@ -111,7 +115,8 @@ impl PaymentsWorker {
     pub async fn run_once(&self) -> Result<WorkerReport> {
         let deliveries = self.ports.queue.receive(self.config.worker_batch, self.config.visibility).await?;
         let mut report = WorkerReport { received: deliveries.len(), ..WorkerReport::default() };
-        for result in join_all(deliveries.into_iter().map(|d| self.process(d))).await {
+        let receipts: Vec<Receipt> = deliveries.iter().map(|d| d.receipt.clone()).collect();
+        for (result, receipt) in join_all(deliveries.into_iter().map(|d| self.process(d))).await.into_iter().zip(receipts) {
             match result {
                 Ok(Some(TransferStatus::Settled)) => report.settled += 1,
                 Ok(Some(TransferStatus::Failed)) => report.failed += 1,
@@ -120,6 +125,14 @@ impl PaymentsWorker {
                 Err(err) => {
                     if !matches!(err, Error::Interrupted(_)) {
                         tracing::warn!(error = %err, "transfer processing stopped; the message will be redelivered");
+                    }
+                    // A transient failure (a lost database connection): redeliver soon, not
+                    // only when the visibility runs out. Every step is keyed, so the next
+                    // delivery resumes where this one stopped.
+                    if err.is_retryable()
+                        && let Err(again) = self.ports.queue.retry_later(&receipt, TRANSIENT_RETRY_DELAY).await
+                    {
+                        tracing::warn!(error = %again, "cannot reschedule the message; it returns after its visibility");
                     }
                     report.interrupted += 1;
                 }

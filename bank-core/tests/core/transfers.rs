@@ -32,10 +32,12 @@ use chrono::TimeDelta;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
-/// Interrupts the first check at one chosen point.
+/// Interrupts the first check at one chosen point (a crash), or fails it with a transient
+/// storage error (a lost database connection).
 #[derive(Debug, Default)]
 struct CrashOnce {
     point: Mutex<Option<FaultPoint>>,
+    transient: Mutex<Option<FaultPoint>>,
 }
 
 impl Faults for CrashOnce {
@@ -44,6 +46,11 @@ impl Faults for CrashOnce {
         if *armed == Some(point) {
             *armed = None;
             return Err(Error::Interrupted(point.as_str()));
+        }
+        let mut transient = self.transient.lock();
+        if *transient == Some(point) {
+            *transient = None;
+            return Err(Error::storage("connection lost", true));
         }
         Ok(())
     }
@@ -514,6 +521,24 @@ async fn customers_see_only_their_transfers() {
         b.service.get(&Caller { customer: CustomerId::new() }, t.id).await,
         Err(Error::TransferNotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_transient_storage_failure_is_redelivered_soon_not_after_the_visibility() {
+    let b = bank().await;
+    let accepted = b.accept(b.internal("10.00")).await.expect("accept");
+    b.relay.run_once(1000).await.expect("relay");
+    *b.crash.transient.lock() = Some(FaultPoint::WorkerAfterMark);
+    let first = b.worker.run_once().await.expect("worker");
+    assert_eq!((first.received, first.interrupted), (1, 1));
+    // Before the delay nothing comes back; right after it the message does (the visibility
+    // would have kept it away for a minute).
+    assert_eq!(b.worker.run_once().await.expect("worker").received, 0);
+    b.clock.advance(bank_core::payments::TRANSIENT_RETRY_DELAY);
+    let second = b.worker.run_once().await.expect("worker");
+    assert_eq!((second.received, second.settled), (1, 1));
+    assert_eq!(b.status(accepted.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.bob_usd).await, (dec("10.00"), dec("0")));
 }
 
 #[tokio::test]
