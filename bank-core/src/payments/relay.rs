@@ -1,8 +1,10 @@
 //! [`OutboxRelay`]: moves outbox records to the queue and the event publisher, in order, at
 //! least once. Several relays (one per server process) may run at once: each run *claims* its
-//! records for a lease ([`crate::ports::TransferStore::outbox_claim`]), delivers them and deletes
-//! them. A relay that fails to deliver gives its claim back at once; one that dies leaves it to run
-//! out, and another relay delivers the records again. The queue deduplicates messages and
+//! records for a lease ([`crate::ports::TransferStore::outbox_claim`]) under a token it chose,
+//! delivers them and deletes them. A run that fails anywhere after choosing its token — the claim's
+//! answer lost, a delivery refused, `done` not answered — gives the claim back at once (whether or
+//! not it was made), so the next run of any relay retries; a relay that dies leaves its claim to
+//! run out, and another relay delivers the records again. The queue deduplicates messages and
 //! consumers deduplicate events by id.
 //!
 //! # Order
@@ -18,9 +20,10 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 
 use super::PaymentsPorts;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage};
 use crate::faults::FaultPoint;
+use crate::ids::ClaimToken;
 use crate::ports::EventPublisher;
 use crate::queue::QueueMessage;
 
@@ -54,21 +57,34 @@ impl OutboxRelay {
     /// Relays up to `limit` records (capped at [`RELAY_BATCH_MAX`]); returns how many.
     pub async fn run_once(&self, limit: usize) -> Result<usize> {
         let transfers = &self.ports.transfers;
-        let claim = transfers.outbox_claim(limit.min(RELAY_BATCH_MAX), self.lease).await?;
-        if claim.records.is_empty() {
+        let token = ClaimToken::new();
+        let records = match transfers.outbox_claim(token, limit.min(RELAY_BATCH_MAX), self.lease).await {
+            Ok(records) => records,
+            Err(error) => return Err(self.give_back(token, error).await),
+        };
+        if records.is_empty() {
             return Ok(0);
         }
-        if let Err(error) = self.deliver(&claim.records).await {
-            // Give the records back so the next run (of any relay) retries them now rather than
-            // after the lease; if that fails too, the lease runs out.
-            if let Err(release) = transfers.outbox_release(claim.token).await {
-                tracing::warn!(error = %release, "cannot give back an outbox claim; it will run out");
-            }
-            return Err(error);
+        if let Err(error) = self.deliver(&records).await {
+            return Err(self.give_back(token, error).await);
         }
         self.ports.faults.check(FaultPoint::RelayBeforeDone, None)?;
-        transfers.outbox_done(&claim.seqs()).await?;
-        Ok(claim.records.len())
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        if let Err(error) = transfers.outbox_done(&seqs).await {
+            // Delivered, maybe not deleted: giving the claim back delivers again now rather than
+            // after the lease (at least once either way).
+            return Err(self.give_back(token, error).await);
+        }
+        Ok(records.len())
+    }
+
+    /// Gives the claim under `token` back after `error` (the claim may not exist: then nothing
+    /// changes), so the records are claimable now; if that fails too, the lease runs out.
+    async fn give_back(&self, token: ClaimToken, error: Error) -> Error {
+        if let Err(release) = self.ports.transfers.outbox_release(token).await {
+            tracing::warn!(error = %release, "cannot give back an outbox claim; it will run out");
+        }
+        error
     }
 
     /// One call for the records' queue messages, then one for their events, each in outbox
