@@ -409,6 +409,7 @@ struct LosesAnswers {
     store: Arc<PgTransferStore>,
     lose_claim: AtomicBool,
     lose_done: AtomicBool,
+    refuse_release: AtomicBool,
 }
 
 fn lost() -> Error {
@@ -452,6 +453,9 @@ impl TransferStore for LosesAnswers {
         if self.lose_done.swap(false, Ordering::SeqCst) { Err(lost()) } else { Ok(()) }
     }
     async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
+        if self.refuse_release.swap(false, Ordering::SeqCst) {
+            return Err(lost());
+        }
         self.store.outbox_release(token).await
     }
     async fn outbox_lag(&self) -> Result<(u64, Option<u64>)> {
@@ -460,8 +464,8 @@ impl TransferStore for LosesAnswers {
 }
 
 /// A claim made while its answer was lost does not hold the records for the lease: the relay
-/// gives its token back, and its next run delivers them at once. A `done` whose answer was lost
-/// leaves nothing behind either.
+/// gives its token back (or, if that fails too, its next run does), and its next run delivers
+/// them at once. A `done` whose answer was lost leaves nothing behind either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_answer_was_lost_is_given_back_at_once() {
     let Some(db) = test_db().await else { return };
@@ -471,6 +475,7 @@ async fn a_claim_whose_answer_was_lost_is_given_back_at_once() {
         store: Arc::clone(&store),
         lose_claim: AtomicBool::new(true),
         lose_done: AtomicBool::new(false),
+        refuse_release: AtomicBool::new(false),
     });
     let recorder = Recorder::new();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -497,4 +502,13 @@ async fn a_claim_whose_answer_was_lost_is_given_back_at_once() {
     assert_eq!(store.outbox_lag().await.expect("lag"), (0, None), "it was done all the same");
     assert_eq!(relay.run_once(10).await.expect("relay"), 0, "and nothing is left held or pending");
     assert_eq!(recorder.log()[2..], [Delivered::Message(u.id), Delivered::Event(u.id, EventKind::TransferAccepted)]);
+
+    // The claim's answer lost and the release refused too (the database still unreachable): the
+    // next run gives the claim back before it claims.
+    let v = accept(&store, &clock, AccountId::new()).await;
+    flaky.lose_claim.store(true, Ordering::SeqCst);
+    flaky.refuse_release.store(true, Ordering::SeqCst);
+    relay.run_once(10).await.expect_err("the claim's answer is lost, its release refused");
+    assert_eq!(relay.run_once(10).await.expect("relay"), 2, "given back by the next run, no lease to wait");
+    assert_eq!(recorder.log()[4..], [Delivered::Message(v.id), Delivered::Event(v.id, EventKind::TransferAccepted)]);
 }

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
+use parking_lot::Mutex;
 
 use super::PaymentsPorts;
 use crate::error::{Error, Result};
@@ -34,19 +35,31 @@ pub const RELAY_BATCH_MAX: usize = 1024;
 /// [`RELAY_BATCH_MAX`] records takes, and the most a dead relay delays them.
 pub const RELAY_LEASE_SECONDS_DEFAULT: i64 = 30;
 
-/// Relays the transfer outbox.
+/// Claims a relay keeps trying to give back (their release failed too); past this, the oldest is
+/// left to its lease.
+pub const RELAY_UNRELEASED_MAX: usize = 64;
+
+/// Relays the transfer outbox. Clones share the claims still to give back.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
     ports: PaymentsPorts,
     publisher: Arc<dyn EventPublisher>,
     lease: TimeDelta,
+    /// Tokens of failed runs whose release failed as well (the store was unreachable): every
+    /// run first tries again, so a claim outlives its failed run by one run, not by its lease.
+    unreleased: Arc<Mutex<Vec<ClaimToken>>>,
 }
 
 impl OutboxRelay {
     /// A relay publishing events to `publisher`, holding its records for
     /// [`RELAY_LEASE_SECONDS_DEFAULT`].
     pub fn new(ports: PaymentsPorts, publisher: Arc<dyn EventPublisher>) -> Self {
-        OutboxRelay { ports, publisher, lease: TimeDelta::seconds(RELAY_LEASE_SECONDS_DEFAULT) }
+        OutboxRelay {
+            ports,
+            publisher,
+            lease: TimeDelta::seconds(RELAY_LEASE_SECONDS_DEFAULT),
+            unreleased: Arc::default(),
+        }
     }
 
     /// The same relay holding its records for `lease` (positive) per run.
@@ -56,6 +69,7 @@ impl OutboxRelay {
 
     /// Relays up to `limit` records (capped at [`RELAY_BATCH_MAX`]); returns how many.
     pub async fn run_once(&self, limit: usize) -> Result<usize> {
+        self.release_leftovers().await?;
         let transfers = &self.ports.transfers;
         let token = ClaimToken::new();
         let records = match transfers.outbox_claim(token, limit.min(RELAY_BATCH_MAX), self.lease).await {
@@ -79,12 +93,36 @@ impl OutboxRelay {
     }
 
     /// Gives the claim under `token` back after `error` (the claim may not exist: then nothing
-    /// changes), so the records are claimable now; if that fails too, the lease runs out.
+    /// changes), so the records are claimable now; if that fails too, the next run tries again.
     async fn give_back(&self, token: ClaimToken, error: Error) -> Error {
         if let Err(release) = self.ports.transfers.outbox_release(token).await {
-            tracing::warn!(error = %release, "cannot give back an outbox claim; it will run out");
+            tracing::warn!(error = %release, "cannot give back an outbox claim yet; the next run tries again");
+            let mut unreleased = self.unreleased.lock();
+            if unreleased.len() >= RELAY_UNRELEASED_MAX {
+                // The oldest has been failing longest; its lease ends soonest.
+                unreleased.remove(0);
+            }
+            unreleased.push(token);
         }
         error
+    }
+
+    /// Gives back the claims earlier runs could not; stops at the first failure (the store is
+    /// still unreachable: this run would fail anyway).
+    async fn release_leftovers(&self) -> Result<()> {
+        let leftovers = std::mem::take(&mut *self.unreleased.lock());
+        for (i, token) in leftovers.iter().enumerate() {
+            if let Err(error) = self.ports.transfers.outbox_release(*token).await {
+                let mut unreleased = self.unreleased.lock();
+                let mut kept = leftovers[i..].to_vec();
+                kept.append(&mut unreleased);
+                let excess = kept.len().saturating_sub(RELAY_UNRELEASED_MAX);
+                kept.drain(..excess);
+                *unreleased = kept;
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// One call for the records' queue messages, then one for their events, each in outbox
