@@ -61,10 +61,10 @@ CREATE TABLE outbox (
     -- The OutboxMessage as JSON (written once, read once: text, not JSONB).
     message       TEXT NOT NULL,
     created_at    TIMESTAMPTZ NOT NULL,
-    -- The claim holding the row and the instant its lease runs out; both NULL or neither. Neither
-    -- is indexed, so claiming a row is a HOT update (no index written): `outbox_claims` says
-    -- which rows a live claim holds.
-    claim         BIGINT,
+    -- The claim holding the row (the relay's token) and the instant its lease runs out; both NULL
+    -- or neither. Neither is indexed, so claiming a row is a HOT update (no index written):
+    -- `outbox_claims` says which rows a live claim holds.
+    claim         UUID,
     claimed_until TIMESTAMPTZ,
     CHECK ((claim IS NULL) = (claimed_until IS NULL))
 ) WITH (
@@ -88,11 +88,8 @@ CREATE INDEX outbox_by_group ON outbox (grp, seq);
 -- nothing of them while it is live); `seqs`: the positions it holds (`outbox_release` gives them
 -- back).
 CREATE TABLE outbox_claims (
-    token BIGINT PRIMARY KEY,
+    token UUID PRIMARY KEY,
     until TIMESTAMPTZ NOT NULL,
     grps  UUID[] NOT NULL,
     seqs  BIGINT[] NOT NULL
 );
-
--- Claim tokens: never handed out twice, whichever process claims.
-CREATE SEQUENCE outbox_claim_token AS BIGINT;

@@ -118,28 +118,6 @@ impl OutboxMessage {
     }
 }
 
-/// Names one claim of outbox records ([`crate::ports::TransferStore::outbox_claim`]), unique per
-/// store, so the relay holding it can give back what it could not deliver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClaimToken(pub u64);
-
-/// Outbox records claimed by one relay, in outbox order (empty when nothing was claimable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxClaim {
-    /// Names the claim.
-    pub token: ClaimToken,
-    /// The claimed records, by increasing `seq`.
-    pub records: Vec<OutboxRecord>,
-}
-
-impl OutboxClaim {
-    /// The positions of the claimed records (what [`crate::ports::TransferStore::outbox_done`]
-    /// takes).
-    pub fn seqs(&self) -> Vec<u64> {
-        self.records.iter().map(|r| r.seq).collect()
-    }
-}
-
 /// An outbox row, in write order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {

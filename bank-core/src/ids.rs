@@ -205,6 +205,13 @@ uuid_id!(
     EventId,
     "event id"
 );
+uuid_id!(
+    /// One claim of outbox records by a relay
+    /// ([`crate::ports::TransferStore::outbox_claim`]): chosen by the relay before it claims, so
+    /// it can give the claim back even when the claim's answer was lost.
+    ClaimToken,
+    "claim token"
+);
 
 impl From<TransferId> for HoldId {
     /// A transfer reserves its funds with at most one hold, named after the transfer.

@@ -9,9 +9,9 @@ use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
 use crate::error::Result;
-use crate::events::{ClaimToken, Event, OutboxClaim, OutboxMessage};
+use crate::events::{Event, OutboxMessage, OutboxRecord};
 use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
-use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
+use crate::ids::{AccountId, ClaimToken, CustomerId, HoldId, TransferId};
 use crate::ledger::{
     EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
@@ -210,9 +210,11 @@ pub enum Inserted {
 /// - The outbox is relayed by *claims*, so that several relays (several processes) can run at
 ///   once without handing a record to two of them while claims are live, and without losing one
 ///   ever:
-///   - `outbox_claim(limit, lease)` claims, in `seq` order, at most `limit` unrelayed records that
-///     no live claim holds (never claimed, or claimed until an instant `<= now`), until
-///     `now + lease`, under a new [`ClaimToken`]. A record is claimed only together with every
+///   - `outbox_claim(token, limit, lease)` claims, in `seq` order, at most `limit` unrelayed
+///     records that no live claim holds (never claimed, or claimed until an instant `<= now`),
+///     until `now + lease`, under `token`: a fresh [`ClaimToken`] the relay chose, so that it can
+///     give the claim back even when the claim's answer was lost (a token used before is the
+///     caller's mistake; stores need not detect it). A record is claimed only together with every
 ///     earlier unrelayed record of its group ([`OutboxMessage::group`]): behind a record that
 ///     another relay holds, or that this claim does not take, nothing of the group is claimed.
 ///     So the records of one group (one transfer, one source account) are delivered by one relay
@@ -221,10 +223,11 @@ pub enum Inserted {
 ///   - `outbox_done(seqs)` deletes exactly the records at `seqs` (delivered, whoever holds them
 ///     now; unknown positions are ignored).
 ///   - `outbox_release(token)` gives back the records still claimed under `token` (the relay
-///     could not deliver them): they are claimable again at once. A claim whose relay died runs
-///     out instead, and the records go to the next claim. Both deliver again what may have been
-///     delivered: delivery is at least once (the queue deduplicates on `dedup_id`, consumers on
-///     the event id).
+///     could not deliver them, or does not know whether it claimed them): they are claimable again
+///     at once; an unknown token changes nothing. A claim whose relay died runs out instead, and
+///     the records go to the next claim. Both deliver again what may have been delivered:
+///     delivery is at least once (the queue deduplicates on `dedup_id`, consumers on the event
+///     id).
 ///   - Positions increase in write order and are never reused. The lease must be positive
 ///     (else `InvalidInput`).
 #[async_trait]
@@ -256,9 +259,9 @@ pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// not confirmed), in acceptance order, at most `limit`: what an operator is alerted to.
     async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>>;
 
-    /// Claims unrelayed records for one relay until `now + lease` (see the contract), in `seq`
-    /// order, at most `limit`.
-    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim>;
+    /// Claims unrelayed records under `token` until `now + lease` (see the contract); answers
+    /// them in `seq` order, at most `limit`.
+    async fn outbox_claim(&self, token: ClaimToken, limit: usize, lease: TimeDelta) -> Result<Vec<OutboxRecord>>;
 
     /// Deletes the records at `seqs`: they were delivered.
     async fn outbox_done(&self, seqs: &[u64]) -> Result<()>;

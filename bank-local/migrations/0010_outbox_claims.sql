@@ -1,7 +1,6 @@
 -- Outbox claims (see bank_core::ports::TransferStore::outbox_claim): several relays may share the
 -- outbox. Each record now carries its group (the source account of its transfer, as a 16-byte
--- BLOB) and the claim holding it, if any; a claim token comes from a counter that survives
--- restarts, so a token is never handed out twice.
+-- BLOB) and the claim holding it, if any (the relay's token, a UUID, and the lease's end).
 --
 -- The table is rebuilt to make `grp` NOT NULL; existing records get their group from their
 -- message (a queue message's `group`, an event's `from_account_id`), and keep their positions
@@ -15,7 +14,7 @@ CREATE TABLE outbox_claimed (
     -- OutboxMessage::group: records of one group are claimed in order, by one claim at a time.
     grp           BLOB NOT NULL CHECK (length(grp) = 16),
     -- The claim token and the instant (nanoseconds) its lease runs out; both NULL or neither.
-    claim         INTEGER,
+    claim         BLOB CHECK (length(claim) = 16),
     claimed_until INTEGER,
     CHECK ((claim IS NULL) = (claimed_until IS NULL))
 );
@@ -40,9 +39,3 @@ ALTER TABLE outbox_claimed RENAME TO outbox;
 CREATE INDEX outbox_by_group ON outbox (grp, seq);
 -- Live claims, found without scanning the outbox.
 CREATE INDEX outbox_claimed_until ON outbox (claimed_until) WHERE claimed_until IS NOT NULL;
-
-CREATE TABLE outbox_claim_tokens (
-    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
-    last     INTEGER NOT NULL
-);
-INSERT INTO outbox_claim_tokens (only_row, last) VALUES (1, 0);

@@ -22,8 +22,7 @@
 //! - *Claims* ([`TransferStore::outbox_claim`], migration `0010_outbox_claims.sql`): a claim is one
 //!   writer job, one `UPDATE … RETURNING` that takes, in `seq` order, the records no live claim
 //!   holds and that no live-claimed record of their group precedes. Jobs run one at a time, so no
-//!   two claims see each other half done: the rule holds exactly, without row locks. Tokens come
-//!   from a counter row, so a token is never reused, even across restarts.
+//!   two claims see each other half done: the rule holds exactly, without row locks.
 //! - Reads run on read-only connections; writes answer after COMMIT and WAL readers see every
 //!   committed transaction, so a read sees every earlier call's effect.
 //! - *Time* comes only from the injected [`Clock`] (the outbox rows' `created_at`, the lag).
@@ -48,8 +47,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bank_core::clock::Clock;
-use bank_core::events::{ClaimToken, OutboxClaim, OutboxMessage, OutboxRecord};
-use bank_core::ids::{AccountId, TransferId};
+use bank_core::events::{OutboxMessage, OutboxRecord};
+use bank_core::ids::{AccountId, ClaimToken, TransferId};
 use bank_core::ports::{Inserted, TransferStore};
 use bank_core::queue::{QueueConfig, QueueMessage};
 use bank_core::transfer::{Transfer, TransferStatus};
@@ -304,17 +303,18 @@ fn update_job(
     Ok(transfer)
 }
 
-/// The writer job of `outbox_claim`: a new token, then one statement taking, in `seq` order, at
-/// most `limit` records that no live claim holds and that no live-claimed record of their group
-/// precedes (the groups' first live-claimed positions come from the `claimed_until` index).
-fn claim_job(conn: &Connection, now: DateTime<Utc>, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
-    let token: i64 = conn
-        .prepare_cached("UPDATE outbox_claim_tokens SET last = last + 1 RETURNING last")
-        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-        .map_err(db_err)?;
-    let token = ClaimToken(unsigned(token, "claim token")?);
+/// The writer job of `outbox_claim`: one statement taking, in `seq` order, at most `limit` records
+/// that no live claim holds and that no live-claimed record of their group precedes (the groups'
+/// first live-claimed positions come from the `claimed_until` index), under `token`.
+fn claim_job(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    token: ClaimToken,
+    limit: usize,
+    lease: TimeDelta,
+) -> Result<Vec<OutboxRecord>> {
     if limit == 0 {
-        return Ok(OutboxClaim { token, records: Vec::new() });
+        return Ok(Vec::new());
     }
     let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
     const SQL: &str = "UPDATE outbox SET claim = ?1, claimed_until = ?2 WHERE seq IN ( \
@@ -327,12 +327,12 @@ fn claim_job(conn: &Connection, now: DateTime<Utc>, limit: usize, lease: TimeDel
     let mut records = fetch_all(
         conn,
         SQL,
-        params![sql_int(token.0), nanos_clamped(until), nanos_clamped(now), sql_limit(limit)],
+        params![token.as_uuid(), nanos_clamped(until), nanos_clamped(now), sql_limit(limit)],
         record_of,
     )?;
     // RETURNING has no order.
     records.sort_by_key(|record| record.seq);
-    Ok(OutboxClaim { token, records })
+    Ok(records)
 }
 
 #[async_trait]
@@ -412,12 +412,12 @@ impl TransferStore for SqliteTransferStore {
         self.db.read(|conn| fetch_all(conn, SQL, [sql_limit(limit)], transfer_of))
     }
 
-    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+    async fn outbox_claim(&self, token: ClaimToken, limit: usize, lease: TimeDelta) -> Result<Vec<OutboxRecord>> {
         if lease <= TimeDelta::zero() {
             return Err(Error::InvalidInput("an outbox lease must be positive".into()));
         }
         let clock = Arc::clone(&self.clock);
-        self.writer.run(move |conn| claim_job(conn, clock.now(), limit, lease)).await
+        self.writer.run(move |conn| claim_job(conn, clock.now(), token, limit, lease)).await
     }
 
     async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {
@@ -437,7 +437,7 @@ impl TransferStore for SqliteTransferStore {
     }
 
     async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
-        let token = sql_int(token.0);
+        let token = *token.as_uuid();
         self.writer
             .run(move |conn| {
                 // `claimed_until IS NOT NULL` lets the partial index find the claimed rows.

@@ -22,7 +22,7 @@
 //! in `seq` order, records no live claim holds, of groups no live claim holds; of those, it keeps
 //! each group's records only up to the first record of the group it did not pick (one another
 //! claim is taking at this moment, locked and so skipped, or one past the limit), stamps them with
-//! a token from a sequence and the lease's end, and records the claim (its groups and positions)
+//! the relay's token and the lease's end, and records the claim (its groups and positions)
 //! in `outbox_claims`. Two concurrent claims therefore never hold one record, nor records of one
 //! group, while the claims are live. The claim columns are not indexed, so stamping a row is a
 //! HOT update (the table leaves room on each page for it); `outbox_claims` is what claims consult
@@ -53,8 +53,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bank_core::clock::Clock;
-use bank_core::events::{ClaimToken, OutboxClaim, OutboxMessage, OutboxRecord};
-use bank_core::ids::{AccountId, TransferId};
+use bank_core::events::{OutboxMessage, OutboxRecord};
+use bank_core::ids::{AccountId, ClaimToken, TransferId};
 use bank_core::ports::{Inserted, TransferStore};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
@@ -157,7 +157,7 @@ fn record_of(row: &PgRow) -> Result<OutboxRecord> {
     })
 }
 
-/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit.
+/// The claim statement (see the module docs). `$1` lease end, `$2` now, `$3` limit, `$4` token.
 ///
 /// - `picked`: in `seq` order, rows no live claim holds, of groups no live claim holds (the
 ///   groups of the live claims of `outbox_claims`, a hashed set), locked, skipping rows a
@@ -178,18 +178,17 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED ( \
        SELECT g.grp, (SELECT min(o.seq) FROM outbox o \
                       WHERE o.grp = g.grp AND o.seq NOT IN (SELECT seq FROM picked)) AS gap \
        FROM (SELECT DISTINCT grp FROM picked) g), \
-     token AS MATERIALIZED (SELECT nextval('outbox_claim_token') AS claim), \
      claimed AS ( \
-       UPDATE outbox o SET claim = token.claim, claimed_until = $1 \
-       FROM picked p JOIN gaps g ON g.grp = p.grp, token \
+       UPDATE outbox o SET claim = $4, claimed_until = $1 \
+       FROM picked p JOIN gaps g ON g.grp = p.grp \
        WHERE o.seq = p.seq AND (g.gap IS NULL OR p.seq < g.gap) \
-       RETURNING o.seq, o.grp, o.message, o.created_at, o.claim), \
+       RETURNING o.seq, o.grp, o.message, o.created_at), \
      registered AS ( \
        INSERT INTO outbox_claims (token, until, grps, seqs) \
-       SELECT (SELECT claim FROM token), $1, array_agg(DISTINCT grp), array_agg(seq) FROM claimed \
+       SELECT $4, $1, array_agg(DISTINCT grp), array_agg(seq) FROM claimed \
        HAVING count(*) > 0), \
      expired AS (DELETE FROM outbox_claims WHERE until <= $2) \
-     SELECT seq, message, created_at, claim FROM claimed";
+     SELECT seq, message, created_at FROM claimed";
 
 #[async_trait]
 impl TransferStore for PgTransferStore {
@@ -284,12 +283,12 @@ impl TransferStore for PgTransferStore {
         transfers_of(&rows)
     }
 
-    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+    async fn outbox_claim(&self, token: ClaimToken, limit: usize, lease: TimeDelta) -> Result<Vec<OutboxRecord>> {
         if lease <= TimeDelta::zero() {
             return Err(Error::InvalidInput("an outbox lease must be positive".into()));
         }
         if limit == 0 {
-            return Ok(OutboxClaim { token: ClaimToken(0), records: Vec::new() });
+            return Ok(Vec::new());
         }
         let now = self.clock.now();
         let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -307,19 +306,15 @@ impl TransferStore for PgTransferStore {
             .bind(until)
             .bind(now)
             .bind(sql_limit(limit))
+            .bind(token.as_uuid())
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        let token = match rows.first() {
-            Some(row) => ClaimToken(unsigned(row.try_get("claim").map_err(db_err)?, "claim token")?),
-            // Nothing claimed: the token names nothing.
-            None => ClaimToken(0),
-        };
         let mut records = rows.iter().map(record_of).collect::<Result<Vec<_>>>()?;
         // RETURNING has no order.
         records.sort_by_key(|record| record.seq);
-        Ok(OutboxClaim { token, records })
+        Ok(records)
     }
 
     async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {
@@ -349,7 +344,7 @@ impl TransferStore for PgTransferStore {
              UPDATE outbox SET claim = NULL, claimed_until = NULL \
              WHERE seq IN (SELECT unnest(seqs) FROM gone) AND claim = $1",
         )
-        .bind(sql_int(token.0))
+        .bind(token.as_uuid())
         .execute(self.db.writer())
         .await
         .map_err(db_err)?;

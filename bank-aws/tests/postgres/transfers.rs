@@ -14,7 +14,7 @@ use bank_aws::postgres::transfers::PgTransferStore;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::{Event, EventKind, OutboxMessage};
 use bank_core::faults::{FaultPoint, Faults, NoFaults};
-use bank_core::ids::{AccountId, CustomerId, TransferId};
+use bank_core::ids::{AccountId, ClaimToken, CustomerId, TransferId};
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::idempotency::MemoryIdempotencyStore;
 use bank_core::money::Money;
@@ -316,16 +316,16 @@ async fn a_claim_skips_a_group_whose_head_another_claim_is_taking() {
         .await
         .expect("lock the head of a");
 
-    let claim = store.outbox_claim(100, TimeDelta::seconds(30)).await.expect("claim");
-    let groups: Vec<AccountId> = claim.records.iter().map(|r| r.message.group()).collect();
+    let claim = store.outbox_claim(ClaimToken::new(), 100, TimeDelta::seconds(30)).await.expect("claim");
+    let groups: Vec<AccountId> = claim.iter().map(|r| r.message.group()).collect();
     assert_eq!(groups, vec![b, b], "a's second record is behind the locked head: only b's");
-    assert!(claim.records.iter().all(|r| r.seq != u64::try_from(head).expect("seq")));
+    assert!(claim.iter().all(|r| r.seq != u64::try_from(head).expect("seq")));
 
     racing.rollback().await.expect("rollback");
-    let rest = store.outbox_claim(100, TimeDelta::seconds(30)).await.expect("claim");
-    let groups: Vec<AccountId> = rest.records.iter().map(|r| r.message.group()).collect();
+    let rest = store.outbox_claim(ClaimToken::new(), 100, TimeDelta::seconds(30)).await.expect("claim");
+    let groups: Vec<AccountId> = rest.iter().map(|r| r.message.group()).collect();
     assert_eq!(groups, vec![a, a], "once the race is over, all of a, in order");
-    assert!(rest.records[0].seq < rest.records[1].seq);
+    assert!(rest[0].seq < rest[1].seq);
 }
 
 /// Throughput of the pipeline's transfer writes (accept, mark processing, settle: three writes
@@ -400,4 +400,115 @@ async fn transfer_writes_throughput() {
     );
     let counts = store.count_by_status().await.expect("counts");
     assert!(counts.contains(&(TransferStatus::Settled, u64::try_from(done).expect("count"))), "{counts:?}");
+}
+
+/// The store as a relay sees it through a flaky connection: a claim or a `done` that PostgreSQL
+/// carries out while its answer is lost (the relay gets an error).
+#[derive(Debug)]
+struct LosesAnswers {
+    store: Arc<PgTransferStore>,
+    lose_claim: AtomicBool,
+    lose_done: AtomicBool,
+    refuse_release: AtomicBool,
+}
+
+fn lost() -> Error {
+    Error::storage("postgresql: connection closed before the answer", true)
+}
+
+#[async_trait]
+impl TransferStore for LosesAnswers {
+    async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted> {
+        self.store.insert(transfer, outbox).await
+    }
+    async fn get(&self, id: TransferId) -> Result<Transfer> {
+        self.store.get(id).await
+    }
+    async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {
+        self.store.update(transfer, outbox).await
+    }
+    async fn list_for_account(&self, account: AccountId, limit: usize, before: Option<u64>) -> Result<Vec<Transfer>> {
+        self.store.list_for_account(account, limit, before).await
+    }
+    async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<Transfer>> {
+        self.store.due(now, limit).await
+    }
+    async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>> {
+        self.store.count_by_status().await
+    }
+    async fn unresolved(&self, limit: usize) -> Result<Vec<Transfer>> {
+        self.store.unresolved(limit).await
+    }
+    async fn outbox_claim(
+        &self,
+        token: ClaimToken,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<bank_core::events::OutboxRecord>> {
+        let records = self.store.outbox_claim(token, limit, lease).await?;
+        if self.lose_claim.swap(false, Ordering::SeqCst) { Err(lost()) } else { Ok(records) }
+    }
+    async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {
+        self.store.outbox_done(seqs).await?;
+        if self.lose_done.swap(false, Ordering::SeqCst) { Err(lost()) } else { Ok(()) }
+    }
+    async fn outbox_release(&self, token: ClaimToken) -> Result<()> {
+        if self.refuse_release.swap(false, Ordering::SeqCst) {
+            return Err(lost());
+        }
+        self.store.outbox_release(token).await
+    }
+    async fn outbox_lag(&self) -> Result<(u64, Option<u64>)> {
+        self.store.outbox_lag().await
+    }
+}
+
+/// A claim made while its answer was lost does not hold the records for the lease: the relay
+/// gives its token back (or, if that fails too, its next run does), and its next run delivers
+/// them at once. A `done` whose answer was lost leaves nothing behind either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_was_lost_is_given_back_at_once() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::at_epoch();
+    let store = Arc::new(PgTransferStore::new(&db, Arc::new(clock.clone())));
+    let flaky = Arc::new(LosesAnswers {
+        store: Arc::clone(&store),
+        lose_claim: AtomicBool::new(true),
+        lose_done: AtomicBool::new(false),
+        refuse_release: AtomicBool::new(false),
+    });
+    let recorder = Recorder::new();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let ports = PaymentsPorts {
+        ledger: Arc::new(MemoryLedger::new(Arc::clone(&dyn_clock))),
+        transfers: Arc::clone(&flaky) as Arc<dyn TransferStore>,
+        idempotency: Arc::new(MemoryIdempotencyStore::new(Arc::clone(&dyn_clock))),
+        queue: Arc::clone(&recorder) as Arc<dyn TransferQueue>,
+        clock: dyn_clock,
+        faults: Arc::new(NoFaults),
+    };
+    let relay = OutboxRelay::new(ports, Arc::clone(&recorder) as Arc<dyn EventPublisher>);
+    let t = accept(&store, &clock, AccountId::new()).await;
+
+    relay.run_once(10).await.expect_err("the claim's answer is lost");
+    assert!(recorder.log().is_empty(), "nothing delivered");
+    assert_eq!(relay.run_once(10).await.expect("relay"), 2, "claimable again at once, no lease to wait");
+    let delivered = [Delivered::Message(t.id), Delivered::Event(t.id, EventKind::TransferAccepted)];
+    assert_eq!(recorder.log(), delivered);
+
+    let u = accept(&store, &clock, AccountId::new()).await;
+    flaky.lose_done.store(true, Ordering::SeqCst);
+    relay.run_once(10).await.expect_err("done's answer is lost");
+    assert_eq!(store.outbox_lag().await.expect("lag"), (0, None), "it was done all the same");
+    assert_eq!(relay.run_once(10).await.expect("relay"), 0, "and nothing is left held or pending");
+    assert_eq!(recorder.log()[2..], [Delivered::Message(u.id), Delivered::Event(u.id, EventKind::TransferAccepted)]);
+
+    // The claim's answer lost and the release refused too (the database still unreachable): the
+    // next run gives the claim back before it claims.
+    let v = accept(&store, &clock, AccountId::new()).await;
+    flaky.lose_claim.store(true, Ordering::SeqCst);
+    flaky.refuse_release.store(true, Ordering::SeqCst);
+    relay.run_once(10).await.expect_err("the claim's answer is lost, its release refused");
+    assert_eq!(relay.run_once(10).await.expect("relay"), 2, "given back by the next run, no lease to wait");
+    assert_eq!(recorder.log()[4..], [Delivered::Message(v.id), Delivered::Event(v.id, EventKind::TransferAccepted)]);
 }

@@ -12,8 +12,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::events::{ClaimToken, OutboxClaim, OutboxMessage, OutboxRecord};
-use crate::ids::{AccountId, TransferId};
+use crate::events::{OutboxMessage, OutboxRecord};
+use crate::ids::{AccountId, ClaimToken, TransferId};
 use crate::ports::{Inserted, TransferStore};
 use crate::transfer::{Transfer, TransferStatus};
 
@@ -37,7 +37,6 @@ struct Inner {
     /// Unrelayed records by position.
     outbox: BTreeMap<u64, Unrelayed>,
     last_outbox_seq: u64,
-    last_claim: u64,
 }
 
 /// An outbox record and the claim on it, if any.
@@ -174,15 +173,13 @@ impl TransferStore for MemoryTransferStore {
         Ok(found)
     }
 
-    async fn outbox_claim(&self, limit: usize, lease: TimeDelta) -> Result<OutboxClaim> {
+    async fn outbox_claim(&self, token: ClaimToken, limit: usize, lease: TimeDelta) -> Result<Vec<OutboxRecord>> {
         if lease <= TimeDelta::zero() {
             return Err(Error::invalid("an outbox lease must be positive"));
         }
         let now = self.clock.now();
         let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut inner = self.inner.lock();
-        inner.last_claim += 1;
-        let token = ClaimToken(inner.last_claim);
         // Groups with an earlier record this claim does not take: nothing more of them is taken.
         let mut blocked: FxHashSet<AccountId> = FxHashSet::default();
         let mut records = Vec::new();
@@ -201,7 +198,7 @@ impl TransferStore for MemoryTransferStore {
             entry.claim = Some((token, until));
             records.push(entry.record.clone());
         }
-        Ok(OutboxClaim { token, records })
+        Ok(records)
     }
 
     async fn outbox_done(&self, seqs: &[u64]) -> Result<()> {

@@ -14,7 +14,7 @@ mod system;
 mod worker;
 
 pub use config::PaymentsConfig;
-pub use relay::{OutboxRelay, RELAY_BATCH_MAX, RELAY_LEASE_SECONDS_DEFAULT};
+pub use relay::{OutboxRelay, RELAY_BATCH_MAX, RELAY_LEASE_SECONDS_DEFAULT, RELAY_UNRELEASED_MAX};
 pub use scheduler::{PaymentsScheduler, SCHEDULER_BATCH_MAX, SchedulerReport};
 pub use service::{Accepted, Caller, PaymentsService};
 pub use system::SystemAccounts;

@@ -12,7 +12,7 @@ use super::fixtures::usd;
 use crate::clock::{Clock, ManualClock};
 use crate::error::Error;
 use crate::events::{Event, OutboxMessage, OutboxRecord};
-use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::ids::{AccountId, ClaimToken, CustomerId, TransferId};
 use crate::ports::{Inserted, TransferStore};
 use crate::queue::QueueMessage;
 use crate::transfer::{Destination, FailureCode, Transfer, TransferRequest, TransferStatus};
@@ -95,9 +95,27 @@ async fn write_one(store: &dyn TransferStore, clock: &ManualClock, from: Account
     message
 }
 
+/// A claim as a relay makes it: the token it chose, and what it took.
+struct Claim {
+    token: ClaimToken,
+    records: Vec<OutboxRecord>,
+}
+
+impl Claim {
+    fn seqs(&self) -> Vec<u64> {
+        self.records.iter().map(|r| r.seq).collect()
+    }
+}
+
+/// Claims at most `limit` records for [`LEASE`] under a fresh token.
+async fn take(store: &dyn TransferStore, limit: usize) -> Claim {
+    let token = ClaimToken::new();
+    Claim { token, records: store.outbox_claim(token, limit, LEASE).await.expect("claim") }
+}
+
 /// Every unrelayed record, claimed and then given back (for checks).
 async fn all_records(store: &dyn TransferStore) -> Vec<OutboxRecord> {
-    let claim = store.outbox_claim(usize::MAX, LEASE).await.expect("claim");
+    let claim = take(store, usize::MAX).await;
     store.outbox_release(claim.token).await.expect("release");
     claim.records
 }
@@ -175,25 +193,24 @@ pub async fn outbox_is_written_with_changes_and_read_in_order(harness: &dyn Tran
     let (count, age) = store.outbox_lag().await.expect("lag");
     assert_eq!((count, age), (3, Some(2_000)));
 
-    let claim = store.outbox_claim(10, LEASE).await.expect("claim");
+    let claim = take(store.as_ref(), 10).await;
     let messages: Vec<OutboxMessage> = claim.records.iter().map(|r| r.message.clone()).collect();
     assert_eq!(messages, [out1, out2].concat());
     assert!(claim.records.windows(2).all(|w| w[0].seq < w[1].seq), "outbox positions must increase");
     assert_eq!(claim.records[0].created_at, clock.now() - TimeDelta::seconds(2), "written at the clock's time");
-    assert!(store.outbox_claim(10, LEASE).await.expect("claim").records.is_empty(), "all held by the first");
+    assert!(take(store.as_ref(), 10).await.records.is_empty(), "all held by the first");
     assert_eq!(store.outbox_lag().await.expect("lag"), (3, Some(2_000)), "claimed records are still unrelayed");
 
     store.outbox_done(&claim.seqs()[..2]).await.expect("done");
     assert_eq!(store.outbox_lag().await.expect("lag"), (1, Some(0)));
     store.outbox_done(&claim.seqs()[..2]).await.expect("marking again is harmless");
     store.outbox_release(claim.token).await.expect("release");
-    let rest = store.outbox_claim(10, LEASE).await.expect("claim");
+    let rest = take(store.as_ref(), 10).await;
     assert_eq!(rest.records, claim.records[2..], "the released record comes back");
-    assert_ne!(rest.token, claim.token, "every claim has its own token");
     store.outbox_done(&rest.seqs()).await.expect("done");
-    assert!(store.outbox_claim(10, LEASE).await.expect("claim").records.is_empty());
+    assert!(take(store.as_ref(), 10).await.records.is_empty());
     assert_eq!(store.outbox_lag().await.expect("lag"), (0, None));
-    assert!(store.outbox_claim(0, LEASE).await.expect("claim").records.is_empty());
+    assert!(take(store.as_ref(), 0).await.records.is_empty());
 }
 
 /// `due` lists unfinished transfers whose deadline has come, oldest deadline first.
@@ -384,7 +401,7 @@ pub async fn concurrent_claims_never_share_a_record(harness: &dyn TransferStoreH
             tokio::spawn(async move {
                 let mut claims = Vec::new();
                 loop {
-                    let claim = store.outbox_claim(4, LEASE).await.expect("claim");
+                    let claim = take(store.as_ref(), 4).await;
                     if claim.records.is_empty() {
                         return claims;
                     }
@@ -395,7 +412,7 @@ pub async fn concurrent_claims_never_share_a_record(harness: &dyn TransferStoreH
         .collect();
     let claims: Vec<_> = futures::future::join_all(relays).await.into_iter().flat_map(|r| r.expect("relay")).collect();
     let mut seen = BTreeSet::new();
-    let mut holder: BTreeMap<AccountId, crate::events::ClaimToken> = BTreeMap::new();
+    let mut holder: BTreeMap<AccountId, ClaimToken> = BTreeMap::new();
     for claim in &claims {
         assert!(claim.records.len() <= 4, "a claim respects its limit");
         assert!(claim.records.windows(2).all(|w| w[0].seq < w[1].seq), "a claim is in outbox order");
@@ -422,16 +439,16 @@ pub async fn an_expired_claim_is_taken_over(harness: &dyn TransferStoreHarness) 
     for _ in 0..3 {
         write_one(store.as_ref(), &clock, account).await;
     }
-    let dead = store.outbox_claim(10, LEASE).await.expect("claim");
+    let dead = take(store.as_ref(), 10).await;
     assert_eq!(dead.records.len(), 3);
     clock.advance(LEASE - TimeDelta::seconds(1));
-    assert!(store.outbox_claim(10, LEASE).await.expect("claim").records.is_empty(), "the lease is still live");
+    assert!(take(store.as_ref(), 10).await.records.is_empty(), "the lease is still live");
     clock.advance(TimeDelta::seconds(1));
-    let heir = store.outbox_claim(10, LEASE).await.expect("claim");
+    let heir = take(store.as_ref(), 10).await;
     assert_eq!(heir.records, dead.records, "the expired claim's records go to the next claim, in order");
     // The dead relay's late release does not free the heir's claim.
     store.outbox_release(dead.token).await.expect("release");
-    assert!(store.outbox_claim(10, LEASE).await.expect("claim").records.is_empty(), "the heir holds them");
+    assert!(take(store.as_ref(), 10).await.records.is_empty(), "the heir holds them");
     assert_eq!(store.outbox_lag().await.expect("lag").0, 3);
     store.outbox_done(&heir.seqs()).await.expect("done");
     assert_eq!(store.outbox_lag().await.expect("lag"), (0, None));
@@ -443,9 +460,9 @@ pub async fn done_deletes_only_the_named_records(harness: &dyn TransferStoreHarn
     for _ in 0..5 {
         write_one(store.as_ref(), &clock, AccountId::new()).await;
     }
-    let claim = store.outbox_claim(3, LEASE).await.expect("claim");
+    let claim = take(store.as_ref(), 3).await;
     assert_eq!(claim.records.len(), 3);
-    let others = store.outbox_claim(10, LEASE).await.expect("claim");
+    let others = take(store.as_ref(), 10).await;
     assert_eq!(others.records.len(), 2, "the records the first claim did not take");
     let done = [claim.records[1].seq, others.records[0].seq];
     store.outbox_done(&done).await.expect("done");
@@ -457,18 +474,29 @@ pub async fn done_deletes_only_the_named_records(harness: &dyn TransferStoreHarn
     assert_eq!(store.outbox_lag().await.expect("lag").0, 3);
 }
 
-/// Releasing a claim frees its own records at once and no other claim's.
+/// Releasing a claim frees its own records at once and no other claim's, also when the relay
+/// never saw what it claimed.
 pub async fn release_gives_back_only_its_own_claim(harness: &dyn TransferStoreHarness) {
     let (store, clock) = setup(harness).await;
     let (x, y) = (AccountId::new(), AccountId::new());
     write_one(store.as_ref(), &clock, x).await;
-    let first = store.outbox_claim(10, LEASE).await.expect("claim");
+    let first = take(store.as_ref(), 10).await;
     write_one(store.as_ref(), &clock, y).await;
-    let second = store.outbox_claim(10, LEASE).await.expect("claim");
+    let second = take(store.as_ref(), 10).await;
     assert_eq!((first.records.len(), second.records.len()), (1, 1));
+    store.outbox_release(ClaimToken::new()).await.expect("an unknown token changes nothing");
+    assert!(take(store.as_ref(), 10).await.records.is_empty(), "both still held");
     store.outbox_release(first.token).await.expect("release");
-    let third = store.outbox_claim(10, LEASE).await.expect("claim");
+    let third = take(store.as_ref(), 10).await;
     assert_eq!(third.records, first.records, "the released record, and not the other claim's");
+
+    // A claim whose answer the relay never got: releasing its token gives the records back.
+    write_one(store.as_ref(), &clock, x).await;
+    store.outbox_release(third.token).await.expect("release");
+    let lost = ClaimToken::new();
+    let _unseen = store.outbox_claim(lost, 10, LEASE).await.expect("claim");
+    store.outbox_release(lost).await.expect("release");
+    assert_eq!(take(store.as_ref(), 10).await.records.len(), 2, "x's records, claimable again");
 }
 
 /// Behind a record another claim holds, or that a claim's limit left out, nothing of its group
@@ -483,18 +511,18 @@ pub async fn claims_keep_each_group_in_order(harness: &dyn TransferStoreHarness)
     let messages = |records: &[OutboxRecord]| records.iter().map(|r| r.message.clone()).collect::<Vec<_>>();
 
     // The limit cuts group a after a1: a2 and a3 wait for that claim.
-    let head = store.outbox_claim(1, LEASE).await.expect("claim");
+    let head = take(store.as_ref(), 1).await;
     assert_eq!(messages(&head.records), vec![a1.clone()]);
-    let next = store.outbox_claim(10, LEASE).await.expect("claim");
+    let next = take(store.as_ref(), 10).await;
     assert_eq!(messages(&next.records), vec![b1.clone()], "a2 and a3 are behind a1, which another relay holds");
     store.outbox_done(&head.seqs()).await.expect("done");
-    let rest = store.outbox_claim(10, LEASE).await.expect("claim");
+    let rest = take(store.as_ref(), 10).await;
     assert_eq!(messages(&rest.records), vec![a2.clone(), a3.clone()], "once a1 is done, the rest of a in order");
 
     // An expired claim's record is taken together with the records behind it.
     clock.advance(LEASE);
     let b2 = write_one(store.as_ref(), &clock, b).await;
-    let all = store.outbox_claim(10, LEASE).await.expect("claim");
+    let all = take(store.as_ref(), 10).await;
     assert_eq!(messages(&all.records), vec![b1, a2, a3, b2]);
 }
 
@@ -522,7 +550,7 @@ pub async fn concurrent_relays_deliver_every_record_once_in_group_order(harness:
                     // Read before claiming: an empty claim after the writer finished means
                     // nothing is left that this relay could take.
                     let still_writing = writing.load(std::sync::atomic::Ordering::SeqCst);
-                    let claim = store.outbox_claim(3, LEASE).await.expect("claim");
+                    let claim = take(store.as_ref(), 3).await;
                     if claim.records.is_empty() {
                         if !still_writing {
                             return;
@@ -543,7 +571,7 @@ pub async fn concurrent_relays_deliver_every_record_once_in_group_order(harness:
     }
     // Whatever the relays left when they went idle, one last relay delivers.
     loop {
-        let claim = store.outbox_claim(100, LEASE).await.expect("claim");
+        let claim = take(store.as_ref(), 100).await;
         if claim.records.is_empty() {
             break;
         }
@@ -566,8 +594,8 @@ pub async fn a_lease_must_be_positive(harness: &dyn TransferStoreHarness) {
     let (store, clock) = setup(harness).await;
     write_one(store.as_ref(), &clock, AccountId::new()).await;
     for lease in [TimeDelta::zero(), TimeDelta::seconds(-1)] {
-        let err = store.outbox_claim(10, lease).await.expect_err("not a lease");
+        let err = store.outbox_claim(ClaimToken::new(), 10, lease).await.expect_err("not a lease");
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     }
-    assert_eq!(store.outbox_claim(10, LEASE).await.expect("claim").records.len(), 1, "nothing was claimed");
+    assert_eq!(take(store.as_ref(), 10).await.records.len(), 1, "nothing was claimed");
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::OutboxMessage;
-use bank_core::ids::{AccountId, CustomerId, TransferId};
+use bank_core::ids::{AccountId, ClaimToken, CustomerId, TransferId};
 use bank_core::money::Money;
 use bank_core::ports::{Inserted, TransferStore};
 use bank_core::queue::QueueMessage;
@@ -74,15 +74,15 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
         let mut processing = second.clone();
         processing.enter(TransferStatus::Processing, clock.now());
         let second = store.update(processing, vec![enqueue(&second)]).await.expect("update");
-        let claim = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim");
-        assert_eq!(claim.records.len(), 3);
+        let claim = store.outbox_claim(ClaimToken::new(), 10, TimeDelta::seconds(30)).await.expect("claim");
+        assert_eq!(claim.len(), 3);
         // The first message was relayed; the other two were claimed, not relayed, when the
         // process stopped.
-        store.outbox_done(&claim.seqs()[..1]).await.expect("done");
-        let pending = claim.records[1..].to_vec();
+        store.outbox_done(&[claim[0].seq]).await.expect("done");
+        let pending = claim[1..].to_vec();
         drop(store);
         db.close().await;
-        (first, second, pending, claim.records[2].seq)
+        (first, second, pending, claim[2].seq)
     };
 
     clock.advance(TimeDelta::seconds(3));
@@ -93,12 +93,12 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
     assert_eq!(second.version, 1);
     assert_eq!(store.outbox_lag().await.expect("lag"), (2, Some(3_000)));
     assert!(
-        store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records.is_empty(),
+        store.outbox_claim(ClaimToken::new(), 10, TimeDelta::seconds(30)).await.expect("claim").is_empty(),
         "the dead process's claim survives the reopen until it runs out"
     );
     clock.advance(TimeDelta::seconds(27));
-    let taken_over = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim");
-    assert_eq!(taken_over.records, pending, "the unrelayed outbox is kept, in order, and taken over");
+    let taken_over = store.outbox_claim(ClaimToken::new(), 10, TimeDelta::seconds(30)).await.expect("claim");
+    assert_eq!(taken_over, pending, "the unrelayed outbox is kept, in order, and taken over");
     let listed: Vec<TransferId> =
         store.list_for_account(a, 10, None).await.expect("list").iter().map(|t| t.id).collect();
     assert_eq!(listed, [second.id, first.id]);
@@ -106,15 +106,15 @@ async fn transfers_and_the_unrelayed_outbox_survive_a_reopen() {
     assert!(counts.contains(&(TransferStatus::Accepted, 1)) && counts.contains(&(TransferStatus::Processing, 1)));
 
     // Positions go on after the reopen, even once the outbox has been emptied.
-    store.outbox_done(&taken_over.seqs()).await.expect("done");
+    store.outbox_done(&taken_over.iter().map(|r| r.seq).collect::<Vec<_>>()).await.expect("done");
     assert_eq!(store.outbox_lag().await.expect("lag"), (0, None));
     let third = transfer(&clock, a, b);
     let third = created(store.insert(third.clone(), vec![enqueue(&third)]).await.expect("insert"));
     assert_eq!(third.seq, second.seq + 1, "seq continues after a reopen");
-    let batch = store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records;
+    let batch = store.outbox_claim(ClaimToken::new(), 10, TimeDelta::seconds(30)).await.expect("claim");
     assert_eq!(batch.len(), 1);
     assert!(batch[0].seq > last_outbox_seq, "outbox positions are never reused");
-    assert!(taken_over.records.iter().all(|r| r.seq <= last_outbox_seq));
+    assert!(taken_over.iter().all(|r| r.seq <= last_outbox_seq));
     // The CAS still holds against the reopened version.
     let mut stale = second.clone();
     stale.version = 0;
@@ -155,7 +155,7 @@ async fn direct_delivery_writes_queue_and_events_with_the_transfer() {
             .expect("insert"),
     );
     assert_eq!(store.outbox_lag().await.expect("lag"), (0, None), "nothing went through the outbox");
-    assert!(store.outbox_claim(10, TimeDelta::seconds(30)).await.expect("claim").records.is_empty());
+    assert!(store.outbox_claim(ClaimToken::new(), 10, TimeDelta::seconds(30)).await.expect("claim").is_empty());
     let deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].message.transfer_id, first.id);
