@@ -327,8 +327,9 @@ impl Config {
         };
         let data_dir = PathBuf::from(required(get("BANK_DATA_DIR")?));
         let database = {
-            let pool = u32::try_from(parse_in_range("BANK_DATABASE_POOL", &required(get("BANK_DATABASE_POOL")?), 1, 1000)?)
-                .unwrap_or(1000);
+            let pool =
+                u32::try_from(parse_in_range("BANK_DATABASE_POOL", &required(get("BANK_DATABASE_POOL")?), 1, 1000)?)
+                    .unwrap_or(1000);
             let url = |variable: &'static str| -> Result<Option<Secret>, ConfigError> {
                 match get(variable)? {
                     None => Ok(None),

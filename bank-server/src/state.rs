@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bank_aws::postgres::{PgDb, PgStores};
 use bank_core::Result;
 use bank_core::approvals::DepositRequestStore;
 use bank_core::audit::AuditLog;
@@ -13,7 +14,6 @@ use bank_core::notifications::{EventSubscriber, NotificationLog};
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
 use bank_core::users::UserStore;
-use bank_aws::postgres::{PgDb, PgStores};
 use bank_local::backend::LocalBackend;
 
 use crate::auth::issuer::TokenIssuer;

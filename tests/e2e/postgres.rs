@@ -184,21 +184,30 @@ impl Pair {
         assert!(output.status.success(), "pg-pair.sh start: {}", String::from_utf8_lossy(&output.stderr));
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let url = |name: &str| {
-            stdout.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name} in {stdout}")).to_owned()
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                .to_owned()
         };
         Some(Pair { primary: url("PRIMARY_URL="), standby: url("STANDBY_URL="), script, dir })
     }
 
     fn run(&self, command: &str) {
-        let output =
-            std::process::Command::new("bash").arg(&self.script).arg(command).arg(self.dir.path().join("pair")).output().expect("run");
+        let output = std::process::Command::new("bash")
+            .arg(&self.script)
+            .arg(command)
+            .arg(self.dir.path().join("pair"))
+            .output()
+            .expect("run");
         assert!(output.status.success(), "pg-pair.sh {command}: {}", String::from_utf8_lossy(&output.stderr));
     }
 }
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path().join("pair")).output();
+        let _ =
+            std::process::Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path().join("pair")).output();
     }
 }
 
@@ -209,7 +218,9 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failover_while_transfers_run_loses_and_doubles_nothing() {
     let Some(pair) = Pair::start() else { return };
-    let url = bank_aws::postgres::testing::test_server_url_at(&pair.primary, "e2e-failover").await.expect("schema on the primary");
+    let url = bank_aws::postgres::testing::test_server_url_at(&pair.primary, "e2e-failover")
+        .await
+        .expect("schema on the primary");
     // The writer's address is a proxy, as Aurora's cluster endpoint: after the failover it leads to
     // the promoted standby.
     let (proxy, proxied) = TcpProxy::in_front_of(&url).await.expect("proxy");
@@ -257,7 +268,8 @@ async fn assert_all_final_and_conserved(
     let mut transfers = HashMap::new();
     for (client, account) in customers {
         let listed: Vec<_> =
-            eventually("the transfer list", || async { client.transfers(*account).try_collect::<Vec<_>>().await.ok() }).await;
+            eventually("the transfer list", || async { client.transfers(*account).try_collect::<Vec<_>>().await.ok() })
+                .await;
         for t in listed {
             // A step that failed is redelivered once its message's visibility runs out.
             let last = eventually_within(RECOVERY_TIMEOUT, "the transfer to become final", || async {
@@ -289,7 +301,8 @@ async fn assert_all_final_and_conserved(
         let settled_here = transfers
             .values()
             .filter(|t| {
-                t.status == TransferStatus::Settled && (t.from_account_id == *account || t.to_account_id == Some(*account))
+                t.status == TransferStatus::Settled
+                    && (t.from_account_id == *account || t.to_account_id == Some(*account))
             })
             .count();
         assert_eq!(history.len(), settled_here + 1, "entries of {account}: one per settled transfer + the deposit");

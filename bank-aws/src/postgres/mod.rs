@@ -29,9 +29,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use error::{PgError, Role};
-pub use stores::PgStores;
 #[allow(unused_imports)] // used by the stores
 pub(crate) use error::{RowOf, db_err, is_unique_violation};
+pub use stores::PgStores;
 
 /// The bank's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -67,7 +67,8 @@ pub async fn test_server_url(application_name: &str) -> Option<String> {
 /// [`test_server_url`] in the database at `url`.
 pub async fn test_server_url_at(url: &str, application_name: &str) -> Option<String> {
     let db = test_db_at(url, 1).await?;
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(db.writer()).await.expect("schema");
+    let schema: String =
+        sqlx::query_scalar("SELECT current_schema()::text").fetch_one(db.writer()).await.expect("schema");
     db.close().await;
     Some(with_schema(url, &schema, application_name))
 }

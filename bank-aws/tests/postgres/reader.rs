@@ -13,7 +13,12 @@ async fn replicated() -> Option<(PgDb, PgDb)> {
     let writer_only = test_db_at(&primary, 2).await?;
     let schema: String =
         sqlx::query_scalar("SELECT current_schema()::text").fetch_one(writer_only.writer()).await.expect("schema");
-    let config = PgConfig { reader_url: Some(standby.clone()), schema: Some(schema.clone()), max_connections: 2, ..PgConfig::new(primary) };
+    let config = PgConfig {
+        reader_url: Some(standby.clone()),
+        schema: Some(schema.clone()),
+        max_connections: 2,
+        ..PgConfig::new(primary)
+    };
     let db = PgDb::connect(&config).await.expect("connect writer and reader");
     // A session on the standby alone, to pause and resume its replay.
     let standby_only = PgDb::connect(&PgConfig { schema: Some(schema), max_connections: 1, ..PgConfig::new(standby) })
@@ -23,11 +28,19 @@ async fn replicated() -> Option<(PgDb, PgDb)> {
 }
 
 async fn write(db: &PgDb, value: &str) {
-    sqlx::query("INSERT INTO bank_meta (key, value) VALUES ($1, $1)").bind(value).execute(db.writer()).await.expect("write");
+    sqlx::query("INSERT INTO bank_meta (key, value) VALUES ($1, $1)")
+        .bind(value)
+        .execute(db.writer())
+        .await
+        .expect("write");
 }
 
 async fn read(pool: &sqlx::PgPool, value: &str) -> bool {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bank_meta WHERE key = $1)").bind(value).fetch_one(pool).await.expect("read")
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bank_meta WHERE key = $1)")
+        .bind(value)
+        .fetch_one(pool)
+        .await
+        .expect("read")
 }
 
 /// One test, in order: pausing the standby's replay would disturb any other test using it.

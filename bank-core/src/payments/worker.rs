@@ -116,7 +116,9 @@ impl PaymentsWorker {
         let deliveries = self.ports.queue.receive(self.config.worker_batch, self.config.visibility).await?;
         let mut report = WorkerReport { received: deliveries.len(), ..WorkerReport::default() };
         let receipts: Vec<Receipt> = deliveries.iter().map(|d| d.receipt.clone()).collect();
-        for (result, receipt) in join_all(deliveries.into_iter().map(|d| self.process(d))).await.into_iter().zip(receipts) {
+        for (result, receipt) in
+            join_all(deliveries.into_iter().map(|d| self.process(d))).await.into_iter().zip(receipts)
+        {
             match result {
                 Ok(Some(TransferStatus::Settled)) => report.settled += 1,
                 Ok(Some(TransferStatus::Failed)) => report.failed += 1,

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bank_aws::postgres::{PgConfig, PgDb, PgError, PgStores, Role};
 use bank_core::clock::{Clock, SystemClock};
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::SimulatedRail;
-use bank_aws::postgres::{PgConfig, PgDb, PgError, PgStores, Role};
 use bank_local::backend::LocalBackend;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -80,8 +80,11 @@ async fn an_unreachable_database_or_a_refused_login_names_the_variable() {
 #[test]
 fn a_malformed_database_url_is_refused_with_exit_code_2_and_no_password() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output =
-        bank_server(dir.path()).env("BANK_DATABASE_URL", "mysql://root:s3cret-pw@db/bank").arg("migrate").output().expect("run");
+    let output = bank_server(dir.path())
+        .env("BANK_DATABASE_URL", "mysql://root:s3cret-pw@db/bank")
+        .arg("migrate")
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("BANK_DATABASE_URL") && !stderr.contains("s3cret-pw"), "{stderr}");
