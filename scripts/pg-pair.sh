@@ -22,6 +22,8 @@
 #
 # Messages go to stderr; stdout carries only the URL lines. Exits non-zero on any failure.
 set -euo pipefail
+# runuser, pg_ctlcluster and friends live in sbin, which a minimal PATH (cron, CI) may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 WAIT_SECONDS=30
 MARKER=.pg-pair

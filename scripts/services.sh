@@ -30,6 +30,8 @@
 #
 # Only the export lines go to stdout; every message goes to stderr.
 set -euo pipefail
+# runuser, pg_ctlcluster and friends live in sbin, which a minimal PATH (cron, CI) may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 # fd 3 is the real stdout (the export lines); everything else, tools included, goes to stderr.
 exec 3>&1 1>&2

@@ -303,9 +303,12 @@ async fn pool(url: &str, config: &PgConfig, role: Role) -> Result<(PgPool, Strin
     if let Some(schema) = &config.schema {
         options = options.options([("search_path", schema.as_str())]);
     }
+    // No ping before each use (a round trip per batch): a connection that died fails its query
+    // with a retryable error, is dropped by the pool, and the caller's retry gets a fresh one.
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| PgError::Connect { role, source })?;
