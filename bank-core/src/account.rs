@@ -46,13 +46,49 @@ pub enum AccountStatus {
     Closed,
 }
 
-impl fmt::Display for AccountStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl AccountKind {
+    /// Every kind.
+    pub const ALL: [AccountKind; 4] =
+        [AccountKind::Customer, AccountKind::Settlement, AccountKind::Clearing, AccountKind::Suspense];
+
+    /// The kind's name, as serialized and as stores keep it (`customer`, `settlement`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Customer => "customer",
+            AccountKind::Settlement => "settlement",
+            AccountKind::Clearing => "clearing",
+            AccountKind::Suspense => "suspense",
+        }
+    }
+
+    /// The kind named `text` ([`AccountKind::as_str`]); `None` for any other text.
+    pub fn parse(text: &str) -> Option<AccountKind> {
+        AccountKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+impl AccountStatus {
+    /// Every status.
+    pub const ALL: [AccountStatus; 3] = [AccountStatus::Open, AccountStatus::Frozen, AccountStatus::Closed];
+
+    /// The status's name, as serialized and as stores keep it (`open`, `frozen`, `closed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
             AccountStatus::Open => "open",
             AccountStatus::Frozen => "frozen",
             AccountStatus::Closed => "closed",
-        })
+        }
+    }
+
+    /// The status named `text` ([`AccountStatus::as_str`]); `None` for any other text.
+    pub fn parse(text: &str) -> Option<AccountStatus> {
+        AccountStatus::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -295,5 +331,24 @@ impl AccountState {
             AccountStatus::Open | AccountStatus::Frozen => Ok(()),
             status => Err(Error::AccountNotOpen { account: self.account.id, status }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AccountKind, AccountStatus};
+
+    #[test]
+    fn kind_and_status_names_round_trip_and_match_serde() {
+        for kind in AccountKind::ALL {
+            assert_eq!(AccountKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).expect("json"), serde_json::json!(kind.as_str()));
+        }
+        for status in AccountStatus::ALL {
+            assert_eq!(AccountStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).expect("json"), serde_json::json!(status.as_str()));
+        }
+        assert_eq!(AccountKind::parse("Customer"), None);
+        assert_eq!(AccountStatus::parse(""), None);
     }
 }

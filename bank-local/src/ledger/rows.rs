@@ -5,11 +5,11 @@
 
 use std::str::FromStr;
 
+use bank_core::Result;
 use bank_core::account::{Account, AccountKind, AccountState, AccountStatus, OverdraftLimit};
 use bank_core::ids::{AccountId, CustomerId, EntryId, HoldId, TransferId};
 use bank_core::ledger::{EntryKey, Hold, HoldStatus, PostedEntry, PostedLine, Side};
 use bank_core::money::{Currency, Money};
-use bank_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -53,41 +53,12 @@ pub(super) fn sql_sequence(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-pub(super) fn status_str(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Open => "open",
-        AccountStatus::Frozen => "frozen",
-        AccountStatus::Closed => "closed",
-    }
-}
-
 fn status(text: &str) -> Result<AccountStatus> {
-    match text {
-        "open" => Ok(AccountStatus::Open),
-        "frozen" => Ok(AccountStatus::Frozen),
-        "closed" => Ok(AccountStatus::Closed),
-        other => Err(ROW.corrupt(format!("account status {other:?}"))),
-    }
-}
-
-pub(super) fn kind_str(kind: AccountKind) -> Result<&'static str> {
-    match kind {
-        AccountKind::Customer => Ok("customer"),
-        AccountKind::Settlement => Ok("settlement"),
-        AccountKind::Clearing => Ok("clearing"),
-        AccountKind::Suspense => Ok("suspense"),
-        other => Err(Error::InvalidInput(format!("account kind {other:?} is not supported by this store"))),
-    }
+    AccountStatus::parse(text).ok_or_else(|| ROW.corrupt(format!("account status {text:?}")))
 }
 
 fn kind(text: &str) -> Result<AccountKind> {
-    match text {
-        "customer" => Ok(AccountKind::Customer),
-        "settlement" => Ok(AccountKind::Settlement),
-        "clearing" => Ok(AccountKind::Clearing),
-        "suspense" => Ok(AccountKind::Suspense),
-        other => Err(ROW.corrupt(format!("account kind {other:?}"))),
-    }
+    AccountKind::parse(text).ok_or_else(|| ROW.corrupt(format!("account kind {text:?}")))
 }
 
 pub(super) fn side_str(side: Side) -> &'static str {

@@ -183,8 +183,8 @@ impl LedgerState {
                 account.owner.as_uuid(),
                 &account.name,
                 account.currency.code(),
-                rows::kind_str(account.kind)?,
-                rows::status_str(account.status),
+                account.kind.as_str(),
+                account.status.as_str(),
                 rows::limit_text(account.overdraft_limit),
                 nanos(account.created_at)?
             ],
@@ -201,7 +201,7 @@ impl LedgerState {
         self.release_expired(conn, id, now)?;
         let cached = self.load(conn, id)?.ok_or(Error::AccountNotFound(id))?;
         rules::check_status_change(&cached.state, status)?;
-        exec(conn, "UPDATE accounts SET status = ?1 WHERE id = ?2", params![rows::status_str(status), id.as_uuid()])?;
+        exec(conn, "UPDATE accounts SET status = ?1 WHERE id = ?2", params![status.as_str(), id.as_uuid()])?;
         cached.state.account.status = status;
         Ok(cached.state.account.clone())
     }

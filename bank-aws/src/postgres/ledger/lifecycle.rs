@@ -29,7 +29,7 @@ pub(super) const SWEEP_ACCOUNTS_PER_TRANSACTION: i64 = 1_000;
 /// request. The owner's advisory lock makes the count of their accounts and the insert one step
 /// against every other opening for them, in every process: the cap cannot be overrun.
 pub(super) async fn open_account(pool: &PgPool, new: NewAccount, now: DateTime<Utc>) -> Result<Account> {
-    let kind = rows::kind_str(new.kind)?;
+    let kind = new.kind.as_str();
     let created_at = nanos(now)?;
     let mut tx = pool.begin().await.map_err(db_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -59,7 +59,7 @@ pub(super) async fn open_account(pool: &PgPool, new: NewAccount, now: DateTime<U
     .bind(&account.name)
     .bind(account.currency.code())
     .bind(kind)
-    .bind(rows::status_str(account.status))
+    .bind(account.status.as_str())
     .bind(rows::limit_value(account.overdraft_limit))
     .bind(created_at)
     .execute(&mut *tx)
@@ -110,7 +110,7 @@ pub(super) async fn set_status(
     }
     sqlx::query("UPDATE accounts SET status = $2, held = $3 WHERE id = $1")
         .bind(id.as_uuid())
-        .bind(rows::status_str(status))
+        .bind(status.as_str())
         .bind(state.held)
         .execute(&mut *tx)
         .await

@@ -91,41 +91,12 @@ fn optional_key(transfer_id: Option<Uuid>, leg_value: Option<i32>) -> Result<Opt
     }
 }
 
-pub(super) fn status_str(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Open => "open",
-        AccountStatus::Frozen => "frozen",
-        AccountStatus::Closed => "closed",
-    }
-}
-
 fn status(text: &str) -> Result<AccountStatus> {
-    match text {
-        "open" => Ok(AccountStatus::Open),
-        "frozen" => Ok(AccountStatus::Frozen),
-        "closed" => Ok(AccountStatus::Closed),
-        other => Err(corrupt(format!("account status {other:?}"))),
-    }
-}
-
-pub(super) fn kind_str(kind: AccountKind) -> Result<&'static str> {
-    match kind {
-        AccountKind::Customer => Ok("customer"),
-        AccountKind::Settlement => Ok("settlement"),
-        AccountKind::Clearing => Ok("clearing"),
-        AccountKind::Suspense => Ok("suspense"),
-        other => Err(Error::InvalidInput(format!("account kind {other:?} is not supported by this store"))),
-    }
+    AccountStatus::parse(text).ok_or_else(|| corrupt(format!("account status {text:?}")))
 }
 
 fn kind(text: &str) -> Result<AccountKind> {
-    match text {
-        "customer" => Ok(AccountKind::Customer),
-        "settlement" => Ok(AccountKind::Settlement),
-        "clearing" => Ok(AccountKind::Clearing),
-        "suspense" => Ok(AccountKind::Suspense),
-        other => Err(corrupt(format!("account kind {other:?}"))),
-    }
+    AccountKind::parse(text).ok_or_else(|| corrupt(format!("account kind {text:?}")))
 }
 
 pub(super) fn side_str(side: Side) -> &'static str {
