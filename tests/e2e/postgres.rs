@@ -110,14 +110,7 @@ const KILL_EVERY: Duration = Duration::from_millis(100);
 async fn terminated_connections_never_lose_or_double_a_transfer() {
     let application_name = format!("e2e-kill-{}", Uuid::now_v7().simple());
     let Some(app) = app_on_postgres(&application_name).await else { return };
-    let operator = app.operator().await;
-    let mut customers = Vec::new();
-    for i in 0..CUSTOMERS {
-        let client = app.customer(&format!("customer{i}")).await;
-        let account = client.open_account("USD", "main").await.expect("open");
-        deposit(&operator, account.id, "1000.00").await;
-        customers.push((client, account.id));
-    }
+    let customers = funded_customers(&app).await;
 
     // Terminate every connection of the server's pools, again and again, while transfers run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -226,14 +219,7 @@ async fn a_failover_while_transfers_run_loses_and_doubles_nothing() {
     let (proxy, proxied) = TcpProxy::in_front_of(&url).await.expect("proxy");
     let (standby_proxy, _) = TcpProxy::in_front_of(&pair.standby).await.expect("standby address");
     let app = TestApp::spawn_with(Options { database_url: Some(proxied), ..Options::default() }).await;
-    let operator = app.operator().await;
-    let mut customers = Vec::new();
-    for i in 0..CUSTOMERS {
-        let client = app.customer(&format!("customer{i}")).await;
-        let account = client.open_account("USD", "main").await.expect("open");
-        deposit(&operator, account.id, "1000.00").await;
-        customers.push((client, account.id));
-    }
+    let customers = funded_customers(&app).await;
 
     let transfers = join_all((0..TRANSFERS).map(|i| {
         let (from_client, from) = (&customers[i % CUSTOMERS].0, customers[i % CUSTOMERS].1);
@@ -253,6 +239,19 @@ async fn a_failover_while_transfers_run_loses_and_doubles_nothing() {
     };
     let (answers, ()) = tokio::join!(transfers, failover);
     assert_all_final_and_conserved(&app, &customers, &answers).await;
+}
+
+/// [`CUSTOMERS`] signed-in customers, each with one USD account an operator funded with 1,000.
+async fn funded_customers(app: &TestApp) -> Vec<(bank_client::BankClient, Uuid)> {
+    let operator = app.operator().await;
+    let mut customers = Vec::new();
+    for i in 0..CUSTOMERS {
+        let client = app.customer(&format!("customer{i}")).await;
+        let account = client.open_account("USD", "main").await.expect("open");
+        deposit(&operator, account.id, "1000.00").await;
+        customers.push((client, account.id));
+    }
+    customers
 }
 
 /// Longest wait for the recovery sweep: the idempotency lease (30 s), a sweep, and slack.

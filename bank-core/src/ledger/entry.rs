@@ -56,6 +56,19 @@ pub enum Side {
 }
 
 impl Side {
+    /// The side's name, as serialized and as stores keep it (`debit`, `credit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Debit => "debit",
+            Side::Credit => "credit",
+        }
+    }
+
+    /// The side named `text` ([`Side::as_str`]); `None` for any other text.
+    pub fn parse(text: &str) -> Option<Side> {
+        [Side::Debit, Side::Credit].into_iter().find(|side| side.as_str() == text)
+    }
+
     /// The other side (used to build reversals).
     pub const fn opposite(self) -> Side {
         match self {

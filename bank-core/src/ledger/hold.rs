@@ -31,14 +31,29 @@ pub enum HoldStatus {
     Expired,
 }
 
-impl fmt::Display for HoldStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl HoldStatus {
+    /// Every status.
+    pub const ALL: [HoldStatus; 4] = [HoldStatus::Active, HoldStatus::Posted, HoldStatus::Voided, HoldStatus::Expired];
+
+    /// The status's name, as serialized and as stores keep it (`active`, `posted`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
             HoldStatus::Active => "active",
             HoldStatus::Posted => "posted",
             HoldStatus::Voided => "voided",
             HoldStatus::Expired => "expired",
-        })
+        }
+    }
+
+    /// The status named `text` ([`HoldStatus::as_str`]); `None` for any other text.
+    pub fn parse(text: &str) -> Option<HoldStatus> {
+        HoldStatus::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

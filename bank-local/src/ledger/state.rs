@@ -480,7 +480,7 @@ fn write_entry(
             rowid,
             line_no as i64,
             line.account_id.as_uuid(),
-            rows::side_str(line.side),
+            line.side.as_str(),
             line.money.value().to_string(),
             line.money.currency.code(),
             sql_sequence(line.sequence),

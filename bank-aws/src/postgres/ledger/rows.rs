@@ -99,38 +99,12 @@ fn kind(text: &str) -> Result<AccountKind> {
     AccountKind::parse(text).ok_or_else(|| corrupt(format!("account kind {text:?}")))
 }
 
-pub(super) fn side_str(side: Side) -> &'static str {
-    match side {
-        Side::Debit => "debit",
-        Side::Credit => "credit",
-    }
-}
-
 fn side(text: &str) -> Result<Side> {
-    match text {
-        "debit" => Ok(Side::Debit),
-        "credit" => Ok(Side::Credit),
-        other => Err(corrupt(format!("side {other:?}"))),
-    }
-}
-
-pub(super) fn hold_status_str(status: HoldStatus) -> &'static str {
-    match status {
-        HoldStatus::Active => "active",
-        HoldStatus::Posted => "posted",
-        HoldStatus::Voided => "voided",
-        HoldStatus::Expired => "expired",
-    }
+    Side::parse(text).ok_or_else(|| corrupt(format!("side {text:?}")))
 }
 
 fn hold_status(text: &str) -> Result<HoldStatus> {
-    match text {
-        "active" => Ok(HoldStatus::Active),
-        "posted" => Ok(HoldStatus::Posted),
-        "voided" => Ok(HoldStatus::Voided),
-        "expired" => Ok(HoldStatus::Expired),
-        other => Err(corrupt(format!("hold status {other:?}"))),
-    }
+    HoldStatus::parse(text).ok_or_else(|| corrupt(format!("hold status {text:?}")))
 }
 
 /// The overdraft limit column: the limit, `NULL` for unlimited.

@@ -72,7 +72,7 @@ impl Plan {
                 l.line_nos.push(line_no);
                 l.line_counts.push(line_count);
                 l.account_ids.push(*line.account_id.as_uuid());
-                l.sides.push(rows::side_str(line.side));
+                l.sides.push(line.side.as_str());
                 l.amounts.push(line.money.value());
                 l.currencies.push(line.money.currency.code());
                 l.sequences.push(rows::sql_sequence(line.sequence));
@@ -130,7 +130,7 @@ impl Plan {
             h.accounts.push(*hold.account_id.as_uuid());
             h.amounts.push(hold.money.value());
             h.currencies.push(hold.money.currency.code());
-            h.statuses.push(rows::hold_status_str(hold.status));
+            h.statuses.push(hold.status.as_str());
             h.created.push(nanos(hold.created_at)?);
             h.expires.push(nanos(hold.expires_at)?);
             h.references.push(hold.reference.as_str());
@@ -167,7 +167,7 @@ impl Plan {
         let mut legs = Vec::new();
         for hold in self.ended.iter().filter(|id| !placed.contains(id)).filter_map(|id| self.holds.get(id)) {
             ids.push(*hold.id.as_uuid());
-            statuses.push(rows::hold_status_str(hold.status));
+            statuses.push(hold.status.as_str());
             transfer_ids.push(hold.posted_entry.map(|k| *k.transfer_id.as_uuid()));
             legs.push(hold.posted_entry.map(|k| i32::from(k.leg)));
         }
