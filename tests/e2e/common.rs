@@ -43,6 +43,8 @@ pub(crate) struct Options {
     pub(crate) jwt_audience: Option<String>,
     /// `BANK_DATABASE_URL` (default: none, the embedded SQLite backend only).
     pub(crate) database_url: Option<String>,
+    /// `BANK_DATABASE_READER_URL` (default: none, the writer).
+    pub(crate) database_reader_url: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             jwt_issuer: None,
             jwt_audience: None,
             database_url: None,
+            database_reader_url: None,
         }
     }
 }
@@ -98,6 +101,9 @@ impl TestApp {
         }
         if let Some(url) = options.database_url {
             vars.insert("BANK_DATABASE_URL", url);
+        }
+        if let Some(url) = options.database_reader_url {
+            vars.insert("BANK_DATABASE_READER_URL", url);
         }
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
 

@@ -41,6 +41,27 @@ async fn the_happy_path_runs_on_postgresql() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_a_replica_as_reader_the_server_serves_views_and_exports_its_lag() {
+    let Some((primary, standby)) = bank_aws::postgres::testing::test_pair() else { return };
+    let url =
+        bank_aws::postgres::testing::test_server_url_at(&primary, "e2e-reader").await.expect("schema on the primary");
+    // The same schema on the replica: the URL's options carry the search path.
+    let reader_url = url.replacen(&primary, &standby, 1);
+    let options = Options { database_url: Some(url), database_reader_url: Some(reader_url), ..Options::default() };
+    let app = TestApp::spawn_with(options).await;
+    happy_path(&app).await;
+    let ready = app.http.get(app.url("/health/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = app.client().metrics().await.expect("metrics");
+    let lag = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("database_replica_lag_seconds "))
+        .unwrap_or_else(|| panic!("no replica lag gauge in {metrics}"));
+    let lag: f64 = lag.trim().parse().expect("a number");
+    assert!((0.0..60.0).contains(&lag), "replica lag {lag}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn postgresql_gone_answers_503_with_retry_after_and_the_server_recovers_by_itself() {
     let Some(url) = test_server_url("e2e-outage").await else { return };
     let (proxy, proxied) = TcpProxy::in_front_of(&url).await.expect("proxy");
