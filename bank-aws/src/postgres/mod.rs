@@ -10,7 +10,6 @@
 //! if the reader is not there within [`READER_WAIT`], the read goes to the writer. Without
 //! `BANK_DATABASE_READER_URL` both pools are one.
 
-#[allow(dead_code)] // used by the stores
 pub(crate) mod batch;
 mod error;
 pub mod ledger;
@@ -29,7 +28,6 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use error::{PgError, Role};
-#[allow(unused_imports)] // used by the stores
 pub(crate) use error::{RowOf, db_err, is_unique_violation};
 pub use stores::PgStores;
 
@@ -140,10 +138,7 @@ impl PgDb {
         let Some(reader) = &self.inner.reader else {
             return Ok(&self.inner.writer);
         };
-        let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-            .fetch_one(&self.inner.writer)
-            .await
-            .map_err(db_err)?;
+        let target = self.writer_position().await.map_err(db_err)?;
         let deadline = Instant::now() + READER_WAIT;
         loop {
             let caught_up: Option<bool> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
@@ -167,6 +162,12 @@ impl PgDb {
         }
     }
 
+    /// The writer's current WAL position (`pg_lsn` as text), which a reader compares with what it
+    /// has replayed.
+    async fn writer_position(&self) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&self.inner.writer).await
+    }
+
     /// Reads that [`PgDb::fresh_reader`] sent to the reader and to the writer, for metrics.
     pub fn fresh_reads(&self) -> (u64, u64) {
         (self.inner.reads_on_reader.load(Ordering::Relaxed), self.inner.reads_on_writer.load(Ordering::Relaxed))
@@ -177,8 +178,7 @@ impl PgDb {
     /// committed. `None` when the reader does not answer.
     pub async fn replica_lag(&self) -> Option<Duration> {
         let reader = self.inner.reader.as_ref()?;
-        let target: String =
-            sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&self.inner.writer).await.ok()?;
+        let target = self.writer_position().await.ok()?;
         let seconds: Option<f64> = sqlx::query_scalar(
             "SELECT CASE
                  WHEN NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN 0::float8

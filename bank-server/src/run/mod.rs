@@ -74,9 +74,7 @@ pub enum RunError {
 /// PostgreSQL schema must be this binary's: [`migrate`] brings it there.
 pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let local = LocalBackend::open(&config.local_config(), Arc::clone(&clock))
-        .await
-        .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })?;
+    let local = open_local(config, Arc::clone(&clock)).await?;
     let backend = Backend::from(local.clone());
     let Some(database) = &config.database else {
         return Ok((backend, local));
@@ -90,10 +88,7 @@ pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), Ru
 /// Migrates what `config` names: the local databases, and the PostgreSQL schema when
 /// `BANK_DATABASE_URL` is set. Returns what was done, for the operator.
 pub async fn migrate(config: &Config) -> Result<String, RunError> {
-    let local = LocalBackend::open(&config.local_config(), Arc::new(SystemClock))
-        .await
-        .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })?;
-    local.close().await;
+    open_local(config, Arc::new(SystemClock)).await?.close().await;
     let mut done = format!("data directory {} is migrated", config.data_dir.display());
     if let Some(database) = &config.database {
         let db = connect_database(database).await?;
@@ -108,6 +103,13 @@ pub async fn migrate(config: &Config) -> Result<String, RunError> {
         db.close().await;
     }
     Ok(done)
+}
+
+/// Opens (and migrates) the local backend in `config.data_dir`.
+async fn open_local(config: &Config, clock: Arc<dyn Clock>) -> Result<LocalBackend, RunError> {
+    LocalBackend::open(&config.local_config(), clock)
+        .await
+        .map_err(|source| RunError::Open { path: config.data_dir.clone(), source })
 }
 
 /// Connects the writer and reader pools, naming the variable of the one that fails.
