@@ -163,9 +163,10 @@ async fn crash_child() {
                 let (caller, key, request) = request(n);
                 match service.accept(&caller, key, request).await {
                     Ok(accepted) => {
-                        let mut log = log.lock();
-                        writeln!(log, "{} {}", n, accepted.transfer.id).expect("log");
-                        log.flush().expect("flush");
+                        // One write(2) per line: `writeln!` on a bare file writes piece by piece,
+                        // so a kill could leave a cut line that the next child's line joins.
+                        let line = format!("{} {}\n", n, accepted.transfer.id);
+                        log.lock().write_all(line.as_bytes()).expect("log");
                     }
                     // In flight under a lease of the killed child: a later child finishes it.
                     Err(e) if e.is_retryable() || matches!(e, bank_core::Error::IdempotencyInFlight) => {}
