@@ -4,6 +4,11 @@
 //! what lifts a store past the ~4–5K commits/s a disk allows; nothing waits on purpose: a batch is
 //! whatever queued while the previous commit was in flight.
 //!
+//! The same batcher groups *reads* (a job with [`BatchJob::TRANSACTION`] false): concurrent point
+//! reads (an account, a transfer) become one `WHERE id = ANY($1)` query on a pooled connection
+//! instead of one round trip each. Each batch starts after its callers queued, so it sees every
+//! write that answered before the call.
+//!
 //! A batch that fails as a whole (the transaction errs: a lost connection, a constraint the job
 //! did not foresee) is rolled back. After a retryable failure every caller gets it (each operation
 //! is keyed, so the caller's retry is a replay if the commit did land); after any other failure
@@ -27,6 +32,9 @@ pub(crate) trait BatchJob: Send + Sync + 'static {
     type Op: Send + Sync + 'static;
     /// Its answer.
     type Out: Send + 'static;
+
+    /// Whether a batch runs in a transaction (writes) or on a plain pooled connection (reads).
+    const TRANSACTION: bool = true;
 
     /// Runs `ops` in order inside the open transaction `conn`, answering each. `Err` aborts the
     /// whole batch (it is rolled back).
@@ -117,8 +125,12 @@ async fn committer<J: BatchJob>(pool: PgPool, job: Arc<J>, rx: Arc<Mutex<mpsc::R
     }
 }
 
-/// One transaction: begin, run, commit.
+/// One transaction: begin, run, commit (or, for a read job, one run on a pooled connection).
 async fn commit<J: BatchJob>(pool: &PgPool, job: &J, ops: &[J::Op]) -> bank_core::Result<Vec<J::Out>> {
+    if !J::TRANSACTION {
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        return job.run(&mut conn, ops).await;
+    }
     let mut tx = pool.begin().await.map_err(db_err)?;
     let outs = job.run(&mut tx, ops).await?;
     debug_assert_eq!(outs.len(), ops.len(), "a batch job answers every operation");

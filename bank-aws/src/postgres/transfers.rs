@@ -47,6 +47,7 @@
 //! *Time* comes only from the injected [`Clock`] (outbox `created_at`, leases, the lag), never from
 //! PostgreSQL's `now()`. Column times are microseconds; a transfer's own times are exact in `body`.
 
+mod reads;
 mod writes;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use self::reads::{READ_BATCH_MAX, READ_COMMITTERS, TransferReads};
 use self::writes::{Pending, TransferWrites, Write, Written};
 use super::batch::Batcher;
 use super::{PgDb, RowOf, db_err};
@@ -79,6 +81,7 @@ pub struct PgTransferStore {
     db: PgDb,
     clock: Arc<dyn Clock>,
     writes: Batcher<TransferWrites>,
+    reads: Batcher<TransferReads>,
 }
 
 impl PgTransferStore {
@@ -87,7 +90,8 @@ impl PgTransferStore {
     pub fn new(db: &PgDb, clock: Arc<dyn Clock>) -> Self {
         let job = TransferWrites { clock: Arc::clone(&clock) };
         let writes = Batcher::start(db.writer().clone(), job, WRITE_COMMITTERS, WRITE_BATCH_MAX);
-        PgTransferStore { db: db.clone(), clock, writes }
+        let reads = Batcher::start(db.writer().clone(), TransferReads, READ_COMMITTERS, READ_BATCH_MAX);
+        PgTransferStore { db: db.clone(), clock, writes, reads }
     }
 
     /// The write `make` builds, queued for the next batch.
@@ -200,12 +204,7 @@ impl TransferStore for PgTransferStore {
     }
 
     async fn get(&self, id: TransferId) -> Result<Transfer> {
-        let row = sqlx::query("SELECT seq, version, body::text AS body FROM transfers WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(self.db.writer())
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(transfer_of).transpose()?.ok_or(Error::TransferNotFound(id))
+        self.reads.call(id).await
     }
 
     async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {

@@ -73,15 +73,18 @@ impl PaymentsService {
             .idempotency
             .begin(&scope, request.fingerprint(), &proposed.to_string(), self.config.idempotency_lease)
             .await?;
-        let (resource, token, first_seen_at) = match begin {
+        let (resource, token, first_seen_at, takeover) = match begin {
             Begin::Replay { response, .. } => {
                 let first = AcceptedResponse::decode(&response)?;
                 return Ok(Accepted { transfer: self.rebuild(first, caller, &request), replayed: true });
             }
-            Begin::Started { resource, token, first_seen_at, .. } => (resource, token, first_seen_at),
+            Begin::Started { resource, token, first_seen_at, takeover } => (resource, token, first_seen_at, takeover),
         };
         let id: TransferId = resource.parse()?;
-        match self.accept_started(caller, id, &request, first_seen_at).await {
+        // Only a takeover or a client-chosen id can name a transfer that already exists; a
+        // first attempt under an id made just now skips the read.
+        let may_exist = takeover || request.id.is_some();
+        match self.accept_started(caller, id, &request, first_seen_at, may_exist).await {
             Ok(transfer) => {
                 // The response is the transfer as accepted, also when a takeover finds it further
                 // along: the first answer and every replay are then the same.
@@ -125,12 +128,15 @@ impl PaymentsService {
         id: TransferId,
         request: &TransferRequest,
         first_seen_at: DateTime<Utc>,
+        may_exist: bool,
     ) -> Result<Transfer> {
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
-        match self.ports.transfers.get(id).await {
-            Ok(existing) => return same_request(existing, caller, request),
-            Err(Error::TransferNotFound(_)) => {}
-            Err(other) => return Err(other),
+        if may_exist {
+            match self.ports.transfers.get(id).await {
+                Ok(existing) => return same_request(existing, caller, request),
+                Err(Error::TransferNotFound(_)) => {}
+                Err(other) => return Err(other),
+            }
         }
         self.check_accounts(caller, request).await?;
         let hold = NewHold {

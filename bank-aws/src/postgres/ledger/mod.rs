@@ -25,6 +25,7 @@
 mod batch;
 mod lifecycle;
 mod locks;
+mod reads;
 mod rows;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use self::batch::{Counters, LedgerJob, Op, Out, copy_error};
+use self::reads::{AccountReads, READ_BATCH_MAX, READ_COMMITTERS};
 use self::rows::{ACCOUNT_COLUMNS, HOLD_COLUMNS, get, nanos};
 use super::batch::Batcher;
 use super::{PgDb, db_err};
@@ -94,6 +96,7 @@ pub struct PgLedger {
     db: PgDb,
     clock: Arc<dyn Clock>,
     batcher: Batcher<LedgerJob>,
+    reads: Batcher<AccountReads>,
     counters: Arc<Counters>,
 }
 
@@ -110,7 +113,8 @@ impl PgLedger {
         let counters = Arc::new(Counters::default());
         let job = LedgerJob { clock: Arc::clone(&clock), counters: Arc::clone(&counters) };
         let batcher = Batcher::start(db.writer().clone(), job, config.committers, config.batch_ops_max);
-        PgLedger { db: db.clone(), clock, batcher, counters }
+        let reads = Batcher::start(db.writer().clone(), AccountReads, READ_COMMITTERS, READ_BATCH_MAX);
+        PgLedger { db: db.clone(), clock, batcher, reads, counters }
     }
 
     /// Batches and operations so far.
@@ -181,7 +185,7 @@ impl LedgerStore for PgLedger {
     }
 
     async fn account(&self, id: AccountId) -> Result<Account> {
-        Ok(rows::load_account(self.db.writer(), id).await?.ok_or(Error::AccountNotFound(id))?.account)
+        self.reads.call(id).await?.ok_or(Error::AccountNotFound(id))
     }
 
     async fn accounts_of(&self, owner: CustomerId) -> Result<Vec<Account>> {
