@@ -41,6 +41,7 @@ use bank_core::ledger::{
 use bank_core::money::{Currency, checked_sub};
 use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
 use bank_core::{Error, Result};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -298,6 +299,35 @@ impl LedgerStore for PgLedger {
         }
         let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.sequence));
         Ok(Page { items, next_cursor })
+    }
+
+    async fn balance_at(&self, id: AccountId, at: DateTime<Utc>) -> Result<Decimal> {
+        // NUMERIC sums exactly; one statement reads the account and its lines in one snapshot.
+        let row = sqlx::query(
+            "SELECT (SELECT coalesce(sum(CASE l.side WHEN 'credit' THEN l.amount ELSE -l.amount END), 0) \
+                       FROM entry_lines l JOIN entries e ON e.transfer_id = l.transfer_id AND e.leg = l.leg \
+                      WHERE l.account_id = a.id AND e.posted_at_ns < $2) AS balance \
+               FROM accounts a WHERE a.id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(nanos(at)?)
+        .fetch_optional(self.db.fresh_reader().await?)
+        .await
+        .map_err(db_err)?;
+        get(&row.ok_or(Error::AccountNotFound(id))?, "balance")
+    }
+
+    async fn accounts_after(&self, after: Option<AccountId>, limit: usize) -> Result<Vec<Account>> {
+        bank_core::ports::check_accounts_page(limit)?;
+        // The nil id sorts before every UUID and is never an account's.
+        let after = after.map_or(Uuid::nil(), |id| *id.as_uuid());
+        let found = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.db.fresh_reader().await?)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(|row| Ok(rows::account_state(row)?.account)).collect()
     }
 
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {
