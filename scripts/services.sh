@@ -10,6 +10,9 @@
 #     trust auth, when none has port 5432). A fresh database bank_test_<date>_<pid> is created.
 #   - a primary plus streaming standby (scripts/pg-pair.sh) on two free loopback ports from 55433
 #     up, in STATE_DIR/pg-pair.
+#   - an AWS API emulator: moto (`moto[server]` from PyPI, installed when missing into a virtualenv
+#     at BANK_MOTO_VENV, default ~/.cache/bank-moto-venv) serving on a free loopback port from
+#     55500 up, its log in STATE_DIR/moto.log. A fresh emulator per run: nothing left from before.
 #   and exports (also written to STATE_DIR/services.env):
 #     BANK_SERVICES_STATE     the state folder, for `stop`
 #     BANK_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:5432/<fresh database>
@@ -17,15 +20,18 @@
 #     BANK_TEST_STANDBY_URL   the pair's standby (hot standby, streaming)
 #     BANK_TEST_PG_BINDIR     PostgreSQL's bin folder
 #     BANK_PG_PAIR_SCRIPT     absolute path of pg-pair.sh, for a test that starts its own pair
+#     BANK_TEST_AWS_ENDPOINT  http://127.0.0.1:<port> of the moto server
 #   A service that cannot be provided gets a warning on stderr and no export (its tests skip,
 #   saying why); with BANK_REQUIRE_SERVICES=1 the script then exits non-zero instead.
-# `stop` drops the fresh database, stops the pair, stops PostgreSQL if `start` started it, and
-#   removes the state folder. Calling it again does nothing.
+# `stop` drops the fresh database, stops the pair and the moto server, stops PostgreSQL if `start`
+#   started it, and removes the state folder. Calling it again does nothing.
 #
 # Environment:
 #   BANK_SERVICES_DIR        state folder for `start` (default: a new mktemp folder in ${TMPDIR:-/tmp})
 #   BANK_PG_PAIR_PORT        first port tried for the pair (default 55433)
 #   BANK_PG_PORT             port of the shared PostgreSQL (default 5432; for testing this script)
+#   BANK_MOTO_VENV           the virtualenv moto is installed in (default ~/.cache/bank-moto-venv)
+#   BANK_MOTO_PORT           first port tried for moto (default 55500)
 #   BANK_REQUIRE_SERVICES=1  a missing service is an error
 #
 # Only the export lines go to stdout; every message goes to stderr.
@@ -279,6 +285,43 @@ provide_pair() {
   }
 }
 
+# The moto server (an AWS API emulator) on a free loopback port, in the background. Sets MOTO_URL,
+# or prints why not and fails.
+provide_moto() {
+  local venv="${BANK_MOTO_VENV:-${HOME:-/root}/.cache/bank-moto-venv}" port i
+  if [[ ! -x "$venv/bin/moto_server" ]]; then
+    say "installing moto[server] into $venv (PyPI)"
+    command -v python3 >/dev/null || {
+      echo "python3 is missing (moto needs it)"
+      return 1
+    }
+    { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "moto[server]"; } >&2 || {
+      echo "pip could not install moto[server] into $venv"
+      return 1
+    }
+  fi
+  port="$(free_port "${BANK_MOTO_PORT:-55500}")" || {
+    echo "no free loopback port for moto"
+    return 1
+  }
+  say "starting moto on 127.0.0.1:$port"
+  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$STATE/moto.log" 2>&1 &
+  echo "$!" >"$STATE/moto.pid"
+  for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
+    if port_taken "$port"; then
+      MOTO_URL="http://127.0.0.1:$port"
+      return 0
+    fi
+    kill -0 "$(cat "$STATE/moto.pid")" 2>/dev/null || {
+      echo "moto exited at start (see $STATE/moto.log)"
+      return 1
+    }
+    sleep 0.1
+  done
+  echo "moto did not answer on 127.0.0.1:$port within ${WAIT_SECONDS}s"
+  return 1
+}
+
 # Everything `start` does but print: run with fd 3 closed, so the servers it starts do not hold
 # the caller's stdout open (a `$(services.sh start)` would otherwise wait for them to exit).
 start_all() {
@@ -325,7 +368,12 @@ start_all() {
       unavailable "PostgreSQL primary/standby pair" "$why"
     fi
   fi
-  # Redis and the moto server (DynamoDB, SQS, SNS, S3) will be provided here by a later issue.
+  if why="$(provide_moto && printf '%s\n' "$MOTO_URL")"; then
+    exports+=("BANK_TEST_AWS_ENDPOINT=$why")
+  else
+    unavailable "the moto AWS emulator (S3, SQS, SNS, DynamoDB)" "$why"
+  fi
+  # Redis will be provided here by a later issue.
 
   local line
   : >"$STATE/services.env"
@@ -398,7 +446,17 @@ cmd_stop() {
     rm -f "$STATE/pair-ports"
   fi
 
-  # 3. PostgreSQL on 5432, only when `start` started it.
+  # 3. The moto server.
+  if [[ -f "$STATE/moto.pid" ]]; then
+    local pid
+    pid="$(cat "$STATE/moto.pid")"
+    if kill "$pid" 2>/dev/null; then
+      say "moto (pid $pid) stopped"
+    fi
+    rm -f "$STATE/moto.pid" "$STATE/moto.log"
+  fi
+
+  # 4. PostgreSQL on 5432, only when `start` started it.
   if [[ -f "$STATE/started-postgres" ]]; then
     local ver name
     read -r ver name <"$STATE/started-postgres"

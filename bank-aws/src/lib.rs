@@ -3,5 +3,10 @@
 //! - [`postgres`]: the ledger, transfers with their outbox, users and refresh tokens on PostgreSQL
 //!   15 (what Aurora PostgreSQL speaks), through sqlx: a writer pool, a reader pool that may lag,
 //!   embedded migrations, group commit.
+//! - [`s3`]: the blob store (statements, sealed audit segments) on an S3 bucket with Object Lock
+//!   in COMPLIANCE mode, through the AWS SDK; [`aws`]: the SDK configuration every AWS adapter
+//!   shares (region, endpoint, credentials, HTTPS on rustls + ring).
 
+pub mod aws;
 pub mod postgres;
+pub mod s3;
