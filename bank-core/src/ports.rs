@@ -223,15 +223,18 @@ pub trait TransferQueue: Send + Sync + std::fmt::Debug + 'static {
         Ok(added)
     }
 
-    /// Up to `max` messages, at most one per group and always the oldest of its group; each stays
-    /// invisible for `visibility`. A group with a message in flight delivers nothing else.
-    /// A message past its delivery budget goes to the dead-letter queue instead.
+    /// Up to `max` messages: from each group with no message in flight, its oldest messages in
+    /// order, up to [`GROUP_RECEIVE_MAX`](crate::queue::GROUP_RECEIVE_MAX), groups with the oldest
+    /// first message first; each stays invisible for `visibility`. A group with any message in
+    /// flight delivers nothing else. A message past its delivery budget goes to the dead-letter
+    /// queue instead (its group goes on with its next message).
     async fn receive(&self, max: usize, visibility: TimeDelta) -> Result<Vec<Delivery>>;
 
     /// Deletes a delivered message. `StaleReceipt` if the delivery is no longer current.
     async fn ack(&self, receipt: &Receipt) -> Result<()>;
 
-    /// Makes a delivered message visible again after `delay` (its group stays blocked until then).
+    /// Makes a delivered message visible again after `delay`; its group stays blocked until then
+    /// and while any other of its messages is in flight.
     async fn retry_later(&self, receipt: &Receipt, delay: TimeDelta) -> Result<()>;
 
     /// Depth figures.

@@ -1,7 +1,8 @@
 //! Transfer queue messages (SQS FIFO semantics).
 //!
-//! Messages are grouped by source account: FIFO within a group, groups in parallel, at most one
-//! message of a group in flight at a time. Delivery is at least once: a message not acknowledged
+//! Messages are grouped by source account: FIFO within a group, groups in parallel. One receive
+//! takes up to [`GROUP_RECEIVE_MAX`] of a group's oldest messages at once (as SQS FIFO does); while
+//! any message of a group is in flight, the group delivers nothing else. Delivery is at least once: a message not acknowledged
 //! within its visibility timeout is delivered again; after `max_receives` deliveries it moves to
 //! the dead-letter queue. Enqueueing a `dedup_id` seen within the deduplication window is a no-op.
 
@@ -18,6 +19,9 @@ pub const MAX_RECEIVES_DEFAULT: u32 = 10;
 pub const DEDUP_WINDOW_SECONDS_DEFAULT: i64 = 300;
 /// Most messages one `receive` returns.
 pub const RECEIVE_BATCH_MAX: usize = 256;
+/// Most messages of one group one `receive` returns (SQS FIFO returns up to ten of a group, in
+/// order): a worker settles a busy account's transfers ten at a time instead of one per round.
+pub const GROUP_RECEIVE_MAX: usize = 10;
 
 /// A request to process one transfer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,16 +4,17 @@
 //! Semantics are exactly those of the reference [`MemoryQueue`] (`bank_core::memory::queue`) and
 //! the contract on [`TransferQueue`]:
 //!
-//! - A group's head is its message with the lowest `seq` (enqueue order). Only heads are
-//!   delivered, so a group is blocked exactly while its head is hidden (`visible_at > now`: in
-//!   flight, or delayed by `retry_later`). `receive` serves the groups whose visible heads are
-//!   oldest first.
+//! - A group's head is its message with the lowest `seq` (enqueue order). A receive delivers a
+//!   group's oldest messages, up to [`GROUP_RECEIVE_MAX`] in order, and only when none of them is
+//!   hidden (`visible_at > now`: in flight, or delayed by `retry_later`): so the hidden messages of
+//!   a group are always among its first [`GROUP_RECEIVE_MAX`], and a group is blocked exactly while
+//!   one of those is hidden. `receive` serves the groups whose visible heads are oldest first.
 //! - A receipt is `<seq>.<fresh UUID>` per delivery, stored on the message (the seq lets `ack`
 //!   and `retry_later` find the row by key; the UUID must match it): it stays current until the
 //!   message is acknowledged, dead-lettered or delivered again (a late ack still counts if nobody
 //!   received the message since). A receipt not of that form is `InvalidInput`.
-//! - Dead-lettering happens at receive time, when a head with `max_receives` deliveries would be
-//!   delivered again; its group moves on to its next message in the same call. The dead-letter
+//! - Dead-lettering happens at receive time, when a message with `max_receives` deliveries would
+//!   be delivered again; its group moves on to its next message in the same call. The dead-letter
 //!   table keeps at most `capacity` messages (at least one): past that the oldest is dropped, with
 //!   a warning.
 //! - Deduplication is queue-wide, for `dedup_window_seconds` after the first accepted enqueue; a
@@ -39,7 +40,9 @@ use bank_core::clock::Clock;
 use bank_core::ids::{AccountId, TransferId};
 use bank_core::memory::queue::{DEDUP_ID_BYTES_MAX, VISIBILITY_MAX_SECONDS};
 use bank_core::ports::TransferQueue;
-use bank_core::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
+use bank_core::queue::{
+    Delivery, GROUP_RECEIVE_MAX, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt,
+};
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{Connection, Row, params};
@@ -169,7 +172,7 @@ pub(crate) fn enqueue_job(
     Ok(added)
 }
 
-/// A visible head selected by [`receive_job`].
+/// A message selected by [`receive_job`].
 struct Head {
     seq: i64,
     receive_count: u32,
@@ -177,27 +180,42 @@ struct Head {
     enqueued_at: i64,
 }
 
+fn head_of(row: &Row<'_>) -> Result<Head> {
+    let receive_count: i64 = ROW.get(row, "receive_count")?;
+    Ok(Head {
+        seq: ROW.get(row, "seq")?,
+        receive_count: u32::try_from(receive_count).map_err(|_| ROW.corrupt("receive_count"))?,
+        message: message_of(row)?,
+        enqueued_at: ROW.get(row, "enqueued_at")?,
+    })
+}
+
 /// The visible heads of unblocked groups, oldest first, at most `max`.
 fn visible_heads(conn: &Connection, now_nanos: i64, max: usize) -> Result<Vec<Head>> {
-    // Visible heads (no older message in the group, so nothing of the group is hidden: only
-    // heads are ever hidden), oldest first. `+visible_at` keeps the planner on the scan in seq
-    // order, which stops after `max` heads.
+    // Visible heads (no older message in the group) of groups whose first GROUP_RECEIVE_MAX
+    // messages — where every hidden message of a group is — are all visible, oldest first.
+    // `+visible_at` keeps the planner on the scan in seq order, which stops after `max` heads.
     fetch_all(
         conn,
         "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages m \
          WHERE +visible_at <= ?1 \
          AND NOT EXISTS (SELECT 1 FROM queue_messages p WHERE p.group_id = m.group_id AND p.seq < m.seq) \
+         AND (SELECT max(visible_at) FROM (SELECT visible_at FROM queue_messages f \
+              WHERE f.group_id = m.group_id ORDER BY f.seq LIMIT ?3)) <= ?1 \
          ORDER BY seq LIMIT ?2",
-        params![now_nanos, sql_limit(max)],
-        |row| {
-            let receive_count: i64 = ROW.get(row, "receive_count")?;
-            Ok(Head {
-                seq: ROW.get(row, "seq")?,
-                receive_count: u32::try_from(receive_count).map_err(|_| ROW.corrupt("receive_count"))?,
-                message: message_of(row)?,
-                enqueued_at: ROW.get(row, "enqueued_at")?,
-            })
-        },
+        params![now_nanos, sql_limit(max), sql_limit(GROUP_RECEIVE_MAX)],
+        head_of,
+    )
+}
+
+/// The messages of `group` after `after_seq`, oldest first, at most `max`.
+fn group_after(conn: &Connection, group: AccountId, after_seq: i64, max: usize) -> Result<Vec<Head>> {
+    fetch_all(
+        conn,
+        "SELECT seq, group_id, transfer_id, dedup_id, enqueued_at, receive_count FROM queue_messages \
+         WHERE group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        params![group.as_uuid(), after_seq, sql_limit(max)],
+        head_of,
     )
 }
 
@@ -215,31 +233,39 @@ fn receive_job(
     let max = max.min(RECEIVE_BATCH_MAX);
     let mut deliveries = Vec::new();
     'select: while deliveries.len() < max {
-        // Heads delivered earlier in this call are hidden now, so they drop out of a re-selection.
+        // Groups delivered earlier in this call are hidden now, so they drop out of a re-selection.
         let wanted = max - deliveries.len();
         let heads = visible_heads(conn, now_nanos, wanted)?;
         let exhausted = heads.len() < wanted;
         for head in heads {
-            let Head { seq, receive_count, message, enqueued_at } = head;
-            if receive_count >= config.max_receives {
-                dead_letter(conn, now_nanos, config, seq, &message, enqueued_at, receive_count)?;
+            if head.receive_count >= config.max_receives {
+                dead_letter(conn, now_nanos, config, head.seq, &head.message, head.enqueued_at, head.receive_count)?;
                 // The group's next message is now its head and may be older than the heads
                 // still to come: select again, in order.
                 continue 'select;
             }
-            let receipt = receipt_text(seq, Uuid::new_v4());
-            let receive_count = receive_count + 1;
-            conn.prepare_cached(
-                "UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4",
-            )
-            .and_then(|mut statement| statement.execute(params![until, receipt, i64::from(receive_count), seq]))
-            .map_err(db_err)?;
-            deliveries.push(Delivery {
-                message,
-                receipt: Receipt(receipt),
-                receive_count,
-                enqueued_at: time(enqueued_at),
-            });
+            // The head, then the group's next messages, up to GROUP_RECEIVE_MAX delivered.
+            let group = head.message.group;
+            let (mut taken, mut last_seq, mut next) = (0, head.seq, vec![head]);
+            'group: while !next.is_empty() {
+                for message in next {
+                    if taken == GROUP_RECEIVE_MAX || deliveries.len() == max {
+                        break 'group;
+                    }
+                    last_seq = message.seq;
+                    if message.receive_count >= config.max_receives {
+                        let Head { seq, receive_count, message, enqueued_at } = message;
+                        dead_letter(conn, now_nanos, config, seq, &message, enqueued_at, receive_count)?;
+                        continue;
+                    }
+                    deliveries.push(deliver(conn, until, message)?);
+                    taken += 1;
+                }
+                next = group_after(conn, group, last_seq, GROUP_RECEIVE_MAX - taken)?;
+            }
+            if deliveries.len() == max {
+                break 'select;
+            }
         }
         if exhausted {
             // Fewer heads than asked for and none dead-lettered: a new selection finds nothing.
@@ -247,6 +273,17 @@ fn receive_job(
         }
     }
     Ok(deliveries)
+}
+
+/// Marks `message` in flight until `until` with a fresh receipt; answers its delivery.
+fn deliver(conn: &Connection, until: i64, head: Head) -> Result<Delivery> {
+    let Head { seq, receive_count, message, enqueued_at } = head;
+    let receipt = receipt_text(seq, Uuid::new_v4());
+    let receive_count = receive_count + 1;
+    conn.prepare_cached("UPDATE queue_messages SET visible_at = ?1, receipt = ?2, receive_count = ?3 WHERE seq = ?4")
+        .and_then(|mut statement| statement.execute(params![until, receipt, i64::from(receive_count), seq]))
+        .map_err(db_err)?;
+    Ok(Delivery { message, receipt: Receipt(receipt), receive_count, enqueued_at: time(enqueued_at) })
 }
 
 /// Moves message `seq` to the dead letters, keeping at most `capacity` (at least one) of them.

@@ -2,13 +2,17 @@
 //! [`crate::queue`] and the contract of [`TransferQueue`].
 //!
 //! # Layout
-//! Messages wait in one `VecDeque` per group, in enqueue order. Only the head of a group can be
-//! delivered, and every head is in exactly one of two indexes:
+//! Messages wait in one `VecDeque` per group, in enqueue order. A receive delivers a prefix of a
+//! group (up to [`GROUP_RECEIVE_MAX`] of its oldest messages) and only when none of the group is in
+//! flight, so the messages in flight are always a prefix of the group, and each message has its
+//! own visibility (`until`). The group's *lease* is the latest of them: the group is blocked until
+//! then, or until every message of the prefix is acknowledged. Every group is indexed by its head
+//! (its oldest message) in exactly one of two indexes:
 //! - `ready`: visible heads keyed by enqueue sequence, so `receive` serves the groups whose heads
 //!   are oldest first (a busy group cannot starve a quiet one, and a redelivered message goes
 //!   before newer work);
-//! - `hidden` + `deadlines`: heads in flight or delayed by `retry_later`, keyed by sequence (for
-//!   the oldest-age figure) and by the time they become visible again.
+//! - `hidden` + `deadlines`: groups with messages in flight (or delayed by `retry_later`), keyed
+//!   by their head's sequence (for the oldest-age figure) and by the end of their lease.
 //!
 //! One lock covers it all, as in [`crate::memory::MemoryLedger`]: every call is trivially atomic,
 //! and the critical sections are a few map and tree operations per message.
@@ -18,14 +22,17 @@
 //! pruning are paid once per message, so they are amortized O(log g) too.
 //!
 //! # Semantics, with every time read from the injected [`Clock`]
-//! - A hidden head becomes visible again once `now >= until` (`until` = delivery + visibility, or
-//!   `retry_later` time + delay), keeping its place at the head of its group.
+//! - A group's messages in flight become visible again once `now >=` its lease (the latest of
+//!   their `until`s: delivery + visibility, or `retry_later` time + delay), keeping their places.
+//!   A message acknowledged out of order leaves the others in flight; `retry_later` moves one
+//!   message's `until` (the group stays blocked while any other is in flight, as on SQS).
 //! - A receipt is current from its delivery until the message is acknowledged, dead-lettered or
 //!   delivered again; so a worker that overran its visibility can still acknowledge as long as
 //!   nobody received the message since (as SQS allows). Receipts carry the group and a delivery
 //!   number unique within the queue; a receipt that does not parse is `InvalidInput`.
-//! - Dead-lettering happens when a head with `max_receives` deliveries would be delivered again,
-//!   as SQS's redrive policy does; the group then moves on to its next message in the same call.
+//! - Dead-lettering happens when a message with `max_receives` deliveries would be delivered
+//!   again, as SQS's redrive policy does; the group then moves on to its next message in the same
+//!   call.
 //!   The dead-letter list holds at most `capacity` messages: past that the oldest is dropped,
 //!   with a warning, rather than letting a poison stream grow memory without bound.
 //! - Deduplication is queue-wide on `dedup_id`, for `dedup_window_seconds` after the first
@@ -51,7 +58,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
 use crate::ports::TransferQueue;
-use crate::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
+use crate::queue::{Delivery, GROUP_RECEIVE_MAX, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX, Receipt};
 
 /// Longest visibility timeout or `retry_later` delay accepted (SQS's limit: twelve hours).
 pub const VISIBILITY_MAX_SECONDS: i64 = 12 * 60 * 60;
@@ -76,14 +83,17 @@ struct Stored {
     receive_count: u32,
     /// Number of the latest delivery, named by its receipt; 0 before the first.
     delivery: u64,
+    /// While in flight: when it becomes visible again.
+    until: Option<DateTime<Utc>>,
 }
 
-/// Where a group's head is.
+/// Where a group is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
-    /// In `ready`: the next `receive` may deliver it.
+    /// In `ready`: nothing of it in flight; the next `receive` may deliver it.
     Visible,
-    /// In `hidden` and `deadlines`: in flight, or delayed by `retry_later`, until then.
+    /// In `hidden` and `deadlines`: messages in flight (or delayed by `retry_later`) until the
+    /// latest of their `until`s.
     Hidden { until: DateTime<Utc> },
 }
 
@@ -92,6 +102,8 @@ struct Group {
     /// Never empty: a group without messages is removed.
     messages: VecDeque<Stored>,
     head: Head,
+    /// The first `in_flight` messages are in flight (0 when `Visible`).
+    in_flight: usize,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +117,8 @@ struct Inner {
     deadlines: BTreeSet<(DateTime<Utc>, u64, AccountId)>,
     /// Messages in `groups` (visible + in flight).
     held: usize,
+    /// Messages in flight.
+    in_flight: usize,
     next_seq: u64,
     last_delivery: u64,
     /// dedup id → end of its window.
@@ -161,6 +175,11 @@ impl Inner {
             let was_hidden = self.hidden.remove(&(seq, group_id));
             debug_assert!(was_hidden, "a deadline names a hidden head");
             if let Some(group) = self.groups.get_mut(&group_id) {
+                for message in group.messages.iter_mut().take(group.in_flight) {
+                    message.until = None;
+                }
+                self.in_flight -= group.in_flight;
+                group.in_flight = 0;
                 group.head = Head::Visible;
             }
             self.ready.insert((seq, group_id));
@@ -181,16 +200,49 @@ impl Inner {
         }
     }
 
-    /// The group whose head `receipt` currently names, and that head's seq.
-    fn current(&self, receipt: &Receipt) -> Result<(AccountId, u64, Head)> {
+    /// The group of the message `receipt` currently names, and its position in the group.
+    /// Delivered messages are among the first [`GROUP_RECEIVE_MAX`] of their group (a group only
+    /// loses messages ahead of them), so only those are searched.
+    fn current(&self, receipt: &Receipt) -> Result<(AccountId, usize)> {
         let (group_id, delivery) = parse_receipt(receipt)?;
-        let group = self.groups.get(&group_id).ok_or(Error::StaleReceipt)?;
-        let head = group.messages.front().ok_or(Error::StaleReceipt)?;
-        // Delivery numbers start at 1: a 0 would name an undelivered head.
-        if delivery == 0 || head.delivery != delivery {
+        // Delivery numbers start at 1: a 0 would name an undelivered message.
+        if delivery == 0 {
             return Err(Error::StaleReceipt);
         }
-        Ok((group_id, head.seq, group.head))
+        let group = self.groups.get(&group_id).ok_or(Error::StaleReceipt)?;
+        let position = group.messages.iter().take(GROUP_RECEIVE_MAX).position(|m| m.delivery == delivery);
+        Ok((group_id, position.ok_or(Error::StaleReceipt)?))
+    }
+
+    /// Takes the group out of its index, lets `change` alter it, then indexes it again by its new
+    /// head and state (or drops it once empty).
+    fn regroup(&mut self, group_id: AccountId, change: impl FnOnce(&mut Group)) {
+        let Some(group) = self.groups.get_mut(&group_id) else { return };
+        let Some(head_seq) = group.messages.front().map(|m| m.seq) else { return };
+        let (head, len, in_flight) = (group.head, group.messages.len(), group.in_flight);
+        change(group);
+        self.held = self.held + group.messages.len() - len;
+        self.in_flight = self.in_flight + group.in_flight - in_flight;
+        self.unindex(group_id, head_seq, head);
+        let Entry::Occupied(mut slot) = self.groups.entry(group_id) else { return };
+        let group = slot.get_mut();
+        let Some(seq) = group.messages.front().map(|m| m.seq) else {
+            slot.remove();
+            return;
+        };
+        let lease = group.messages.iter().take(group.in_flight).filter_map(|m| m.until).max();
+        match lease {
+            Some(until) if group.in_flight > 0 => {
+                group.head = Head::Hidden { until };
+                self.hidden.insert((seq, group_id));
+                self.deadlines.insert((until, seq, group_id));
+            }
+            _ => {
+                debug_assert_eq!(group.in_flight, 0, "messages in flight have a visibility");
+                group.head = Head::Visible;
+                self.ready.insert((seq, group_id));
+            }
+        }
     }
 
     /// Takes `head` (seq `seq`) of `group_id` out of whichever index holds it.
@@ -247,11 +299,11 @@ impl Inner {
         let seq = self.next_seq;
         self.next_seq += 1;
         let group_id = message.group;
-        let stored = Stored { message, seq, enqueued_at: now, receive_count: 0, delivery: 0 };
+        let stored = Stored { message, seq, enqueued_at: now, receive_count: 0, delivery: 0, until: None };
         match self.groups.entry(group_id) {
             Entry::Occupied(mut slot) => slot.get_mut().messages.push_back(stored),
             Entry::Vacant(slot) => {
-                slot.insert(Group { messages: VecDeque::from([stored]), head: Head::Visible });
+                slot.insert(Group { messages: VecDeque::from([stored]), head: Head::Visible, in_flight: 0 });
                 self.ready.insert((seq, group_id));
             }
         }
@@ -267,28 +319,45 @@ impl Inner {
                 debug_assert!(false, "a ready entry names a live group");
                 continue;
             };
-            let Some(head) = group.messages.front_mut() else {
-                debug_assert!(false, "a live group has a head");
-                continue;
-            };
-            if head.receive_count >= max_receives {
+            debug_assert_eq!(group.in_flight, 0, "a ready group has nothing in flight");
+            if group.messages.front().is_some_and(|head| head.receive_count >= max_receives) {
+                // The next message waits its turn in `ready` by its own age.
                 if let Some(dead) = self.pop_head(group_id) {
                     self.push_dead(dead, dead_max);
                 }
                 continue;
             }
-            head.receive_count += 1;
-            self.last_delivery += 1;
-            head.delivery = self.last_delivery;
+            let mut dead = Vec::new();
+            let (mut taken, mut at) = (0, 0);
+            while taken < GROUP_RECEIVE_MAX && deliveries.len() < max && at < group.messages.len() {
+                if group.messages[at].receive_count >= max_receives {
+                    dead.extend(group.messages.remove(at));
+                    continue;
+                }
+                let message = &mut group.messages[at];
+                message.receive_count += 1;
+                self.last_delivery += 1;
+                message.delivery = self.last_delivery;
+                message.until = Some(until);
+                deliveries.push(Delivery {
+                    message: message.message.clone(),
+                    receipt: receipt(group_id, message.delivery),
+                    receive_count: message.receive_count,
+                    enqueued_at: message.enqueued_at,
+                });
+                taken += 1;
+                at += 1;
+            }
+            debug_assert!(taken > 0, "a ready group's live head is delivered");
+            group.in_flight = taken;
             group.head = Head::Hidden { until };
-            deliveries.push(Delivery {
-                message: head.message.clone(),
-                receipt: receipt(group_id, head.delivery),
-                receive_count: head.receive_count,
-                enqueued_at: head.enqueued_at,
-            });
+            self.held -= dead.len();
+            self.in_flight += taken;
             self.hidden.insert((seq, group_id));
             self.deadlines.insert((until, seq, group_id));
+            for message in dead {
+                self.push_dead(message, dead_max);
+            }
         }
         deliveries
     }
@@ -339,9 +408,13 @@ impl TransferQueue for MemoryQueue {
 
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
         let mut inner = self.inner.lock();
-        let (group_id, seq, head) = inner.current(receipt)?;
-        inner.unindex(group_id, seq, head);
-        inner.pop_head(group_id);
+        let (group_id, position) = inner.current(receipt)?;
+        inner.regroup(group_id, |group| {
+            group.messages.remove(position);
+            if position < group.in_flight {
+                group.in_flight -= 1;
+            }
+        });
         Ok(())
     }
 
@@ -349,13 +422,19 @@ impl TransferQueue for MemoryQueue {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
         let until = hidden_until(now, delay, "a retry delay")?;
-        let (group_id, seq, head) = inner.current(receipt)?;
-        inner.unindex(group_id, seq, head);
-        inner.hidden.insert((seq, group_id));
-        inner.deadlines.insert((until, seq, group_id));
-        if let Some(group) = inner.groups.get_mut(&group_id) {
-            group.head = Head::Hidden { until };
+        let (group_id, position) = inner.current(receipt)?;
+        // In flight, or just after the messages in flight (its visibility ran out and nobody
+        // received it since): anything further would leave a gap in the prefix in flight.
+        let in_flight = inner.groups.get(&group_id).map_or(0, |g| g.in_flight);
+        if position > in_flight {
+            return Err(Error::StaleReceipt);
         }
+        inner.regroup(group_id, |group| {
+            group.messages[position].until = Some(until);
+            if position == group.in_flight {
+                group.in_flight += 1;
+            }
+        });
         Ok(())
     }
 
@@ -363,7 +442,15 @@ impl TransferQueue for MemoryQueue {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
         inner.release_expired(now);
-        let in_flight = inner.hidden.len();
+        // A message of a blocked group whose own visibility has run out counts as visible (as
+        // on SQS), though its group waits for the others in flight.
+        let lapsed: usize = inner
+            .hidden
+            .iter()
+            .filter_map(|(_, group_id)| inner.groups.get(group_id))
+            .map(|g| g.messages.iter().take(g.in_flight).filter(|m| m.until.is_some_and(|u| u <= now)).count())
+            .sum();
+        let in_flight = inner.in_flight - lapsed;
         let age_ms = |at: DateTime<Utc>| u64::try_from((now - at).num_milliseconds()).unwrap_or(0);
         Ok(QueueStats {
             visible: (inner.held - in_flight) as u64,

@@ -1,4 +1,5 @@
-//! [`PaymentsWorker`]: processes queued transfers, one per account group at a time.
+//! [`PaymentsWorker`]: processes queued transfers; per account group, the batch one receive hands
+//! over (up to `GROUP_RECEIVE_MAX`, oldest first) and nothing else of the group meanwhile.
 //!
 //! Each delivery runs the same idempotent steps whatever happened before:
 //! 1. read the transfer; a final one is just acknowledged (duplicate delivery);
@@ -110,8 +111,11 @@ impl PaymentsWorker {
         PaymentsWorker { ports, config, system, rail, breaker }
     }
 
-    /// Receives one batch (at most one message per account group) and processes it, groups in
-    /// parallel.
+    /// Receives one batch and processes all of it at once. The messages of one group (up to
+    /// `GROUP_RECEIVE_MAX`) are started in queue order, so their ledger and rail calls are made in
+    /// that order and a store that groups concurrent writes (PostgreSQL's group commit) settles a
+    /// busy account's transfers together instead of one round of writes each. One that stops (a
+    /// crash, a transient error) comes back later on its own: it does not hold back the others.
     pub async fn run_once(&self) -> Result<WorkerReport> {
         let deliveries = self.ports.queue.receive(self.config.worker_batch, self.config.visibility).await?;
         let mut report = WorkerReport { received: deliveries.len(), ..WorkerReport::default() };

@@ -2,13 +2,16 @@
 //!
 //! Every case builds a fresh queue through a [`QueueHarness`] with a [`ManualClock`], drives it
 //! only through the port, and checks the SQS FIFO contract of [`crate::queue`]: FIFO within a
-//! group, groups in parallel with at most one message of a group in flight, visibility timeouts
-//! and `retry_later`, dead-lettering, deduplication, capacity, batch bounds, the depth figures,
-//! and concurrency (many tasks producing and consuming at once).
+//! group, groups in parallel, up to `GROUP_RECEIVE_MAX` of a group per receive and nothing more of
+//! it while any is in flight, visibility timeouts and `retry_later`, dead-lettering,
+//! deduplication, capacity, batch bounds, the depth figures, and concurrency (many tasks producing
+//! and consuming at once).
 //!
-//! The cases that redeliver a message receive one message at a time and never have two messages
-//! of one group in flight, which is all the contract promises and all that the SQS emulator used
-//! by the AWS adapter handles reliably.
+//! Most cases that redeliver a message receive one message at a time. Two cases —
+//! `a_receive_takes_up_to_ten_of_a_group_until_all_are_done` and
+//! `a_batch_comes_back_in_order_and_retry_later_waits_for_the_others` — have several messages of
+//! one group in flight and redeliver them: real SQS FIFO does, but the emulator moto 5.2 does not
+//! redeliver such a batch reliably, so an SQS harness on moto leaves these two out (saying why).
 //!
 //! Use it from an adapter's tests:
 //!
@@ -36,7 +39,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::error::Error;
 use crate::ids::{AccountId, TransferId};
 use crate::ports::TransferQueue;
-use crate::queue::{Delivery, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX};
+use crate::queue::{Delivery, GROUP_RECEIVE_MAX, QueueConfig, QueueMessage, QueueStats, RECEIVE_BATCH_MAX};
 
 /// How to build a fresh, empty queue for one test case.
 #[async_trait]
@@ -55,6 +58,8 @@ macro_rules! queue_conformance_tests {
             fifo_within_a_group,
             groups_are_delivered_in_parallel,
             a_group_is_blocked_while_its_head_is_in_flight,
+            a_receive_takes_up_to_ten_of_a_group_until_all_are_done,
+            a_batch_comes_back_in_order_and_retry_later_waits_for_the_others,
             ack_removes_the_message_and_unblocks_the_next,
             visibility_timeout_redelivers_with_a_fresh_receipt,
             retry_later_delays_redelivery_exactly,
@@ -118,8 +123,12 @@ impl World {
     async fn receive(&self, max: usize) -> Vec<Delivery> {
         let deliveries = self.queue.receive(max, VISIBILITY).await.expect("receive");
         assert!(deliveries.len() <= max, "receive({max}) returned {} messages", deliveries.len());
-        let groups: HashSet<AccountId> = deliveries.iter().map(|d| d.message.group).collect();
-        assert_eq!(groups.len(), deliveries.len(), "one receive returned two messages of one group");
+        let mut per_group: HashMap<AccountId, usize> = HashMap::new();
+        for delivery in &deliveries {
+            let count = per_group.entry(delivery.message.group).or_default();
+            *count += 1;
+            assert!(*count <= GROUP_RECEIVE_MAX, "one receive returned more than {GROUP_RECEIVE_MAX} of a group");
+        }
         deliveries
     }
 
@@ -163,27 +172,41 @@ fn stale(result: crate::Result<()>) -> bool {
     matches!(result, Err(Error::StaleReceipt))
 }
 
-/// Messages of one group come out in enqueue order, each after the previous one is acknowledged,
-/// with their enqueue time.
+/// Messages of one group come out in enqueue order, with their enqueue time: one at a time, each
+/// after the previous one is acknowledged, or several in one receive.
 pub async fn fifo_within_a_group(harness: &dyn QueueHarness) {
     let w = World::with_defaults(harness).await;
     let group = AccountId::new();
     let mut sent = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..8 {
         sent.push((w.push(group).await, w.clock.now()));
         w.clock.advance(TimeDelta::seconds(1));
     }
-    for (message, enqueued_at) in &sent {
-        let delivery = w.receive(10).await.pop().expect("the group's next message");
+    let (one_by_one, together) = sent.split_at(5);
+    let batch = w.receive(RECEIVE_BATCH_MAX).await;
+    assert_eq!(messages(&batch), sent.iter().map(|(m, _)| m).collect::<Vec<_>>(), "all of the group, in order");
+    assert_eq!(
+        batch.iter().map(|d| d.enqueued_at).collect::<Vec<_>>(),
+        sent.iter().map(|(_, at)| *at).collect::<Vec<_>>()
+    );
+    w.clock.advance(VISIBILITY);
+    for (message, enqueued_at) in one_by_one {
+        let delivery = w.receive(1).await.pop().expect("the group's next message");
         assert_eq!(&delivery.message, message, "FIFO order within a group");
-        assert_eq!(delivery.receive_count, 1);
+        assert_eq!(delivery.receive_count, 2);
         assert_eq!(delivery.enqueued_at, *enqueued_at);
         w.ack(&delivery).await;
+    }
+    let rest = w.receive(10).await;
+    assert_eq!(messages(&rest), together.iter().map(|(m, _)| m).collect::<Vec<_>>(), "the rest, in order");
+    for delivery in &rest {
+        w.ack(delivery).await;
     }
     w.assert_nothing_deliverable("every message was acknowledged").await;
 }
 
-/// One receive returns the head of every group with a visible head, never two of one group.
+/// One receive serves every group with nothing in flight, each with its messages in order; then
+/// every group is blocked until its messages are done.
 pub async fn groups_are_delivered_in_parallel(harness: &dyn QueueHarness) {
     let w = World::with_defaults(harness).await;
     let groups: Vec<AccountId> = (0..3).map(|_| AccountId::new()).collect();
@@ -196,21 +219,17 @@ pub async fn groups_are_delivered_in_parallel(harness: &dyn QueueHarness) {
         seconds.push(w.push(group).await);
     }
     let batch = w.receive(10).await;
-    let mut got = messages(&batch);
-    got.sort_by_key(|m| m.transfer_id);
-    let mut want: Vec<&QueueMessage> = firsts.iter().collect();
-    want.sort_by_key(|m| m.transfer_id);
-    assert_eq!(got, want, "one receive returns the head of each group");
-    w.assert_nothing_deliverable("every group has its head in flight").await;
+    assert_eq!(batch.len(), 6, "both messages of each of the three groups");
+    for (first, second) in firsts.iter().zip(&seconds) {
+        let of_group: Vec<&QueueMessage> = messages(&batch).into_iter().filter(|m| m.group == first.group).collect();
+        assert_eq!(of_group, vec![first, second], "a group's messages in order");
+    }
+    let third = w.push(groups[0]).await;
+    w.assert_nothing_deliverable("every group has messages in flight").await;
     for delivery in &batch {
         w.ack(delivery).await;
     }
-    let batch = w.receive(10).await;
-    let mut got = messages(&batch);
-    got.sort_by_key(|m| m.transfer_id);
-    let mut want: Vec<&QueueMessage> = seconds.iter().collect();
-    want.sort_by_key(|m| m.transfer_id);
-    assert_eq!(got, want, "then the second message of each group");
+    assert_eq!(messages(&w.receive(10).await), vec![&third], "then what came after");
 }
 
 /// While a group's head is in flight, its later messages wait; other groups are still served.
@@ -410,14 +429,16 @@ pub async fn capacity_refuses_then_recovers(harness: &dyn QueueHarness) {
     w.ack(&d1).await;
     assert!(w.enqueue(&refused).await, "room after an ack, and the refused dedup id was not remembered");
     assert!(matches!(w.queue.enqueue(QueueMessage::first(TransferId::new(), group)).await, Err(Error::QueueFull)));
-    // Dead letters do not count. With max_receives 1, the second receive dead-letters both heads
-    // (m2 and the once-refused message) and delivers m3.
-    assert_eq!(w.receive(10).await.len(), 2);
+    // Dead letters do not count. With max_receives 1, one receive delivers m2 and m3 (several of
+    // a group) and the once-refused message; once their visibility has run out, the next receive
+    // dead-letters all three.
+    assert_eq!(w.receive(10).await.len(), 3);
     w.clock.advance(VISIBILITY + TimeDelta::seconds(1));
-    assert_eq!(w.receive(10).await.len(), 1);
-    w.assert_stats(0, 1, 2, Some(31_000)).await;
-    assert!(w.enqueue(&QueueMessage::first(TransferId::new(), group)).await, "room after dead letters");
-    assert!(w.enqueue(&QueueMessage::first(TransferId::new(), group)).await);
+    w.assert_nothing_deliverable("every message spent its one receive").await;
+    w.assert_stats(0, 0, 3, None).await;
+    for _ in 0..3 {
+        assert!(w.enqueue(&QueueMessage::first(TransferId::new(), group)).await, "room after dead letters");
+    }
     assert!(matches!(w.queue.enqueue(QueueMessage::first(TransferId::new(), group)).await, Err(Error::QueueFull)));
 }
 
@@ -545,17 +566,13 @@ pub async fn enqueue_batch_keeps_order_and_dedups(harness: &dyn QueueHarness) {
     let stats = w.queue.stats().await.expect("stats");
     assert_eq!(stats.visible, 3);
     let first = w.queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
-    let mut ids: Vec<_> = first.iter().map(|d| d.message.transfer_id).collect();
-    ids.sort();
-    let mut expected = vec![earlier.transfer_id, b1.transfer_id];
-    expected.sort();
-    assert_eq!(ids, expected, "a2 waits behind the earlier message of its group");
-    for delivery in &first {
+    let of_a: Vec<_> = first.iter().filter(|d| d.message.group == a).map(|d| d.message.transfer_id).collect();
+    assert_eq!(of_a, vec![earlier.transfer_id, a2.transfer_id], "a2 comes behind the earlier message of its group");
+    assert_eq!(first.iter().filter(|d| d.message == b1).count(), 1);
+    // Everything but a2 acknowledged: one message held.
+    for delivery in first.iter().filter(|d| d.message != a2) {
         w.queue.ack(&delivery.receipt).await.expect("ack");
     }
-    let next = w.queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
-    assert_eq!(next.len(), 1);
-    assert_eq!(next[0].message.transfer_id, a2.transfer_id);
     // One held message: three more fit, the fourth of a batch does not.
     let over: Vec<_> = (0..4).map(|_| QueueMessage::first(TransferId::new(), b)).collect();
     assert!(matches!(w.queue.enqueue_batch(over).await, Err(Error::QueueFull)));
@@ -634,4 +651,80 @@ pub async fn the_dead_letter_list_is_bounded_by_capacity(harness: &dyn QueueHarn
     assert!(w.queue.dead_letters(0).await.expect("dead letters").is_empty());
     let stats = w.queue.stats().await.expect("stats");
     assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 3));
+}
+
+/// One receive takes at most [`GROUP_RECEIVE_MAX`] of a group, its oldest, in order, each with
+/// its own receipt; the group stays blocked until every one of them is acknowledged (in any
+/// order), then its next messages follow.
+pub async fn a_receive_takes_up_to_ten_of_a_group_until_all_are_done(harness: &dyn QueueHarness) {
+    let w = World::with_defaults(harness).await;
+    let (a, b) = (AccountId::new(), AccountId::new());
+    let mut sent = Vec::new();
+    for _ in 0..GROUP_RECEIVE_MAX + 2 {
+        sent.push(w.push(a).await);
+    }
+    let b1 = w.push(b).await;
+    let batch = w.receive(RECEIVE_BATCH_MAX).await;
+    let of_a: Vec<&Delivery> = batch.iter().filter(|d| d.message.group == a).collect();
+    assert_eq!(
+        of_a.iter().map(|d| &d.message).collect::<Vec<_>>(),
+        sent.iter().take(GROUP_RECEIVE_MAX).collect::<Vec<_>>(),
+        "the group's ten oldest, in order"
+    );
+    assert!(of_a.iter().all(|d| d.receive_count == 1));
+    let receipts: HashSet<&str> = of_a.iter().map(|d| d.receipt.0.as_str()).collect();
+    assert_eq!(receipts.len(), GROUP_RECEIVE_MAX, "each delivery has its own receipt");
+    assert_eq!(batch.iter().filter(|d| d.message == b1).count(), 1, "other groups are served too");
+    let stats = w.stats().await;
+    assert_eq!((stats.visible, stats.in_flight), (2, GROUP_RECEIVE_MAX as u64 + 1));
+    // Out of order: the last, then all but the fifth.
+    w.ack(of_a[GROUP_RECEIVE_MAX - 1]).await;
+    for (i, delivery) in of_a.iter().enumerate().take(GROUP_RECEIVE_MAX - 1) {
+        if i != 4 {
+            w.ack(delivery).await;
+        }
+    }
+    w.ack(batch.iter().find(|d| d.message == b1).expect("b1")).await;
+    w.assert_nothing_deliverable("the fifth of group A is still in flight").await;
+    let stats = w.stats().await;
+    assert_eq!((stats.visible, stats.in_flight), (2, 1));
+    w.ack(of_a[4]).await;
+    let rest = w.receive(10).await;
+    assert_eq!(messages(&rest), sent.iter().skip(GROUP_RECEIVE_MAX).collect::<Vec<_>>(), "then the rest, in order");
+}
+
+/// The messages of a batch not acknowledged come back together and in order once their
+/// visibility has run out, with fresh receipts; `retry_later` on one of them does not unblock the
+/// group while another is still in flight.
+pub async fn a_batch_comes_back_in_order_and_retry_later_waits_for_the_others(harness: &dyn QueueHarness) {
+    let w = World::with_defaults(harness).await;
+    let a = AccountId::new();
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        sent.push(w.push(a).await);
+    }
+    let batch = w.receive(10).await;
+    assert_eq!(messages(&batch), sent.iter().collect::<Vec<_>>());
+    w.ack(&batch[1]).await;
+    w.queue.retry_later(&batch[0].receipt, TimeDelta::seconds(5)).await.expect("retry_later");
+    w.clock.advance(TimeDelta::seconds(6));
+    w.assert_nothing_deliverable("the third and fourth are still in flight").await;
+    let stats = w.stats().await;
+    // The first is visible again (its own delay is over, as SQS counts it) but waits for them.
+    assert_eq!((stats.visible, stats.in_flight), (1, 2));
+    w.clock.advance(VISIBILITY);
+    let again = w.receive(10).await;
+    assert_eq!(messages(&again), vec![&sent[0], &sent[2], &sent[3]], "back together, in order");
+    assert!(again.iter().all(|d| d.receive_count == 2));
+    assert!(stale(w.queue.ack(&batch[2].receipt).await), "the first delivery's receipt is stale");
+    // Retried alone, then the others acknowledged: the group waits for the delay only.
+    w.queue.retry_later(&again[0].receipt, TimeDelta::seconds(3)).await.expect("retry_later");
+    w.ack(&again[1]).await;
+    w.ack(&again[2]).await;
+    w.clock.advance(TimeDelta::seconds(2));
+    w.assert_nothing_deliverable("the delay has not passed").await;
+    w.clock.advance(TimeDelta::seconds(1));
+    let last = w.receive(10).await;
+    assert_eq!(messages(&last), vec![&sent[0]]);
+    assert_eq!(last[0].receive_count, 3);
 }
