@@ -98,6 +98,55 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug + 'static {
     /// The sum of all posted balances per currency (zero for every currency, by double entry);
     /// used by audits and tests.
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>>;
+
+    /// The account's posted balance as of the instant `at`: its credits minus its debits over
+    /// every entry posted strictly before `at` (`posted_at < at`), zero before its first entry.
+    /// Holds do not count. Statements reconcile against it.
+    ///
+    /// The default pages through [`LedgerStore::history`] and sums; a store overrides it with one
+    /// query where it can.
+    async fn balance_at(&self, id: AccountId, at: DateTime<Utc>) -> Result<Decimal> {
+        let mut query = HistoryQuery::new(crate::ledger::PAGE_LIMIT_MAX, None)?;
+        let mut balance = Decimal::ZERO;
+        loop {
+            let page = self.history(id, query).await?;
+            for item in page.items.iter().filter(|item| item.posted_at < at) {
+                balance = crate::money::checked_add(balance, item.direction.signed(item.money.value()))?;
+            }
+            match page.next_cursor {
+                Some(cursor) => query = HistoryQuery::new(crate::ledger::PAGE_LIMIT_MAX, Some(cursor))?,
+                None => return Ok(balance),
+            }
+        }
+    }
+
+    /// Every account (customers' and the bank's own) in id order: at most `limit` (1 to
+    /// [`ACCOUNTS_PAGE_MAX`]) with an id greater than `after` (from the first when `None`). Jobs
+    /// that visit every account (monthly statements) page with it.
+    ///
+    /// The default refuses (a non-retryable storage error naming the missing capability): a
+    /// store can only list what it keeps, so each store implements it.
+    async fn accounts_after(&self, after: Option<AccountId>, limit: usize) -> Result<Vec<Account>> {
+        let _ = (after, limit);
+        Err(crate::Error::Storage {
+            message: format!(
+                "{} cannot list accounts (LedgerStore::accounts_after is not implemented)",
+                std::any::type_name::<Self>()
+            ),
+            retryable: false,
+        })
+    }
+}
+
+/// Most accounts one [`LedgerStore::accounts_after`] call returns.
+pub const ACCOUNTS_PAGE_MAX: usize = 1_000;
+
+/// Checks the `limit` of [`LedgerStore::accounts_after`]: 1 to [`ACCOUNTS_PAGE_MAX`].
+pub fn check_accounts_page(limit: usize) -> Result<()> {
+    if limit == 0 || limit > ACCOUNTS_PAGE_MAX {
+        return Err(crate::Error::InvalidInput(format!("accounts page limit must be 1 to {ACCOUNTS_PAGE_MAX}")));
+    }
+    Ok(())
 }
 
 /// Idempotency records (Stripe semantics; see [`crate::idempotency`]). Implementations read the

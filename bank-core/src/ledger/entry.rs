@@ -69,6 +69,14 @@ impl Side {
         [Side::Debit, Side::Credit].into_iter().find(|side| side.as_str() == text)
     }
 
+    /// `amount` as it changes the account's balance: added for a credit, subtracted for a debit.
+    pub fn signed(self, amount: Decimal) -> Decimal {
+        match self {
+            Side::Debit => -amount,
+            Side::Credit => amount,
+        }
+    }
+
     /// The other side (used to build reversals).
     pub const fn opposite(self) -> Side {
         match self {

@@ -35,6 +35,8 @@ pub struct MemoryLedger {
 #[derive(Debug, Default)]
 struct Inner {
     accounts: FxHashMap<AccountId, Slot>,
+    /// Every account id in order, for [`LedgerStore::accounts_after`].
+    ids: BTreeSet<AccountId>,
     by_owner: FxHashMap<CustomerId, Vec<AccountId>>,
     journal: Journal,
     /// Entry keys carry time-ordered (UUID v7) transfer ids, so an ordered map appends at its right
@@ -238,6 +240,7 @@ impl LedgerStore for MemoryLedger {
         }
         let account = Account::from_new(new, now);
         inner.by_owner.entry(account.owner).or_default().push(account.id);
+        inner.ids.insert(account.id);
         inner.accounts.insert(
             account.id,
             Slot { state: AccountState::new(account.clone()), history: Vec::new(), active_holds: BTreeSet::new() },
@@ -406,6 +409,32 @@ impl LedgerStore for MemoryLedger {
             .collect();
         let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.sequence));
         Ok(Page { items, next_cursor })
+    }
+
+    async fn balance_at(&self, id: AccountId, at: DateTime<Utc>) -> Result<Decimal> {
+        let inner = self.inner.lock();
+        let slot = inner.slot(id)?;
+        let mut balance = Decimal::ZERO;
+        for &(entry_index, line_index) in &slot.history {
+            let entry = &inner.journal.entries[entry_index];
+            if entry.posted_at < at {
+                let line = &inner.journal.lines(entry)[line_index];
+                balance = checked_add(balance, line.side.signed(line.money.value()))?;
+            }
+        }
+        Ok(balance)
+    }
+
+    async fn accounts_after(&self, after: Option<AccountId>, limit: usize) -> Result<Vec<Account>> {
+        crate::ports::check_accounts_page(limit)?;
+        let inner = self.inner.lock();
+        let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        inner
+            .ids
+            .range((from, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|id| Ok(inner.slot(*id)?.state.account.clone()))
+            .collect()
     }
 
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {

@@ -62,6 +62,8 @@ macro_rules! ledger_conformance_tests {
             concurrent_debits_never_overdraw,
             concurrent_replays_post_once,
             concurrent_holds_never_overcommit,
+            balance_at_counts_entries_posted_before_the_instant,
+            accounts_after_pages_every_account_in_id_order,
         );
     };
 }
@@ -765,4 +767,73 @@ pub async fn concurrent_holds_never_overcommit(harness: &dyn LedgerHarness) {
     assert_eq!(placed, 20);
     let balance = w.ledger.balance(w.alice).await.expect("balance");
     assert_eq!((balance.pending, balance.available), (dec("20.00"), Some(dec("0.00"))));
+}
+
+/// `balance_at(id, t)` is the posted balance of the entries posted strictly before `t`: zero
+/// before the first, each step at the instant after its entry, holds not counted, the current
+/// posted balance far in the future; unknown accounts are `AccountNotFound`. Checked across more
+/// than one history page, so a store that pages cannot stop early.
+pub async fn balance_at_counts_entries_posted_before_the_instant(harness: &dyn LedgerHarness) {
+    let w = World::new(harness).await;
+    let start = w.clock.now();
+    assert_eq!(w.ledger.balance_at(w.alice, start).await.expect("balance_at"), Decimal::ZERO);
+    w.clock.advance(TimeDelta::seconds(1));
+    w.deposit(w.bob, usd("500.00")).await;
+    w.deposit(w.alice, usd("500.00")).await;
+    // (an instant just after a posting, alice's balance from then on), summed independently.
+    let mut expected = vec![(w.clock.now() + TimeDelta::milliseconds(1), dec("500.00"))];
+    let mut running = dec("500.00");
+    for i in 1..=(PAGE_LIMIT_MAX + 30) {
+        w.clock.advance(TimeDelta::seconds(60));
+        let cents = Decimal::new(i64::from(i), 2);
+        let money = Money::new(cents, Currency::Usd).expect("amount");
+        if i % 3 == 0 {
+            w.ledger.post(transfer(w.bob, w.alice, money)).await.expect("credit alice");
+            running += cents;
+        } else {
+            w.ledger.post(transfer(w.alice, w.bob, money)).await.expect("debit alice");
+            running -= cents;
+        }
+        expected.push((w.clock.now() + TimeDelta::milliseconds(1), running));
+    }
+    w.ledger
+        .hold(new_hold(w.alice, usd("10.00"), w.clock.now() + TimeDelta::hours(1)))
+        .await
+        .expect("a hold is not posted");
+    assert_eq!(w.ledger.balance_at(w.alice, start + TimeDelta::seconds(1)).await.expect("balance_at"), Decimal::ZERO);
+    for (at, balance) in expected.iter().step_by(7).chain(expected.last()) {
+        assert_eq!(w.ledger.balance_at(w.alice, *at).await.expect("balance_at"), *balance, "at {at}");
+    }
+    let far = w.clock.now() + TimeDelta::days(365);
+    assert_eq!(w.ledger.balance_at(w.alice, far).await.expect("balance_at"), w.posted(w.alice).await);
+    assert_eq!(w.ledger.balance_at(w.bob, far).await.expect("balance_at"), w.posted(w.bob).await);
+    assert!(matches!(w.ledger.balance_at(AccountId::new(), far).await, Err(Error::AccountNotFound(_))));
+}
+
+/// `accounts_after` lists every account once, in id order, page by page; a bad limit is refused.
+pub async fn accounts_after_pages_every_account_in_id_order(harness: &dyn LedgerHarness) {
+    let w = World::new(harness).await;
+    let mut ids = vec![w.settlement, w.alice, w.bob];
+    for i in 0..23 {
+        let owner = CustomerId::new();
+        let opened = w.ledger.open_account(NewAccount::customer(owner, format!("c{i}"), Currency::Eur)).await;
+        ids.push(opened.expect("open").id);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = w.ledger.accounts_after(after, 5).await.expect("accounts_after");
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|a| a.id));
+    }
+    assert_eq!(seen, ids, "every account once, in id order");
+    let all = w.ledger.accounts_after(None, crate::ports::ACCOUNTS_PAGE_MAX).await.expect("one page");
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
+    assert_eq!(all.iter().find(|a| a.id == w.alice).map(|a| a.name.as_str()), Some("Alice"));
+    for bad in [0, crate::ports::ACCOUNTS_PAGE_MAX + 1] {
+        assert!(matches!(w.ledger.accounts_after(None, bad).await, Err(Error::InvalidInput(_))), "limit {bad}");
+    }
 }

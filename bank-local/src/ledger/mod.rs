@@ -48,17 +48,19 @@ use bank_core::account::{Account, AccountStatus, Balance, NewAccount};
 use bank_core::clock::Clock;
 use bank_core::ids::{AccountId, CustomerId, HoldId};
 use bank_core::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal, Side,
 };
 use bank_core::money::{Currency, checked_add, checked_sub};
 use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
 use bank_core::{Error, Result};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use rust_decimal::Decimal;
 use state::LedgerState;
 use views::AccountViews;
 
 use crate::db::LocalDb;
+use crate::db::rows::sql_limit;
 use crate::db::writer::{WriterHandle, writer_gone};
 use rows::{ACCOUNT_COLUMNS, db_err, nanos, sql_sequence};
 
@@ -220,6 +222,35 @@ impl LedgerStore for SqliteLedger {
         })?;
         let next_cursor = items.last().and_then(|last| query.next_cursor(items.len(), last.sequence));
         Ok(Page { items, next_cursor })
+    }
+
+    async fn balance_at(&self, id: AccountId, at: DateTime<Utc>) -> Result<Decimal> {
+        // Amounts are exact decimal TEXT, so they are summed here, not by SQL (which would use
+        // floating point); one snapshot reads the account and its lines.
+        let at = nanos(at)?;
+        let lines: Vec<(Side, Decimal)> = self.db.read(|conn| {
+            if rows::load_account(conn, id)?.is_none() {
+                return Err(Error::AccountNotFound(id));
+            }
+            rows::fetch_all(
+                conn,
+                "SELECT l.side, l.amount FROM entry_lines l JOIN entries e ON e.id = l.entry \
+                 WHERE l.account_id = ?1 AND e.posted_at < ?2",
+                params![id.as_uuid(), at],
+                |row| Ok((rows::side_column(row)?, rows::decimal_column(row, "amount")?)),
+            )
+        })?;
+        lines.into_iter().try_fold(Decimal::ZERO, |sum, (side, amount)| checked_add(sum, side.signed(amount)))
+    }
+
+    async fn accounts_after(&self, after: Option<AccountId>, limit: usize) -> Result<Vec<Account>> {
+        bank_core::ports::check_accounts_page(limit)?;
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2");
+        // A 16-byte blob of zeros sorts before every UUID (the nil id is never an account's).
+        let after = after.map_or(uuid::Uuid::nil(), |id| *id.as_uuid());
+        self.db.read(|conn| {
+            rows::fetch_all(conn, &sql, params![after, sql_limit(limit)], |row| Ok(rows::account_state(row)?.account))
+        })
     }
 
     async fn trial_balance(&self) -> Result<Vec<(Currency, Decimal)>> {

@@ -230,6 +230,11 @@ pub(super) fn currency_column(row: &Row<'_>) -> Result<Currency> {
     currency(&ROW.get::<String>(row, "currency")?)
 }
 
+/// Parses a `side` column.
+pub(super) fn side_column(row: &Row<'_>) -> Result<Side> {
+    side(&ROW.get::<String>(row, "side")?)
+}
+
 /// Parses a decimal column by name.
 pub(super) fn decimal_column(row: &Row<'_>, column: &str) -> Result<Decimal> {
     decimal(&ROW.get::<String>(row, column)?)
