@@ -57,18 +57,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let money = Money::new(Decimal::new(cents, 2), Currency::Usd)?;
             ledger.post(NewEntry::transfer(key, from, to, money, reference)?).await.map(|_| ())
         };
-    post(bank.id, alice.id, 2_450_00, "Opening deposit".into()).await?;
+    post(bank.id, alice.id, 245_000, "Opening deposit".into()).await?;
     clock.set(DateTime::parse_from_rfc3339("2026-02-01T07:00:00Z")?.with_timezone(&Utc));
-    post(bank.id, alice.id, 4_200_00, "Salary February - ACME Corp".into()).await?;
-    post(alice.id, bank.id, 1_350_00, "Rent February, flat 4B".into()).await?;
+    post(bank.id, alice.id, 420_000, "Salary February - ACME Corp".into()).await?;
+    post(alice.id, bank.id, 135_000, "Rent February, flat 4B".into()).await?;
     let shops = ["Grocer", "Coffee bar", "Bookshop", "Pharmacy", "Train ticket", "Cinema", "Bakery", "Hardware store"];
     for i in 0..150_i64 {
         clock.advance(TimeDelta::minutes(262));
         if i % 25 == 24 {
-            post(bank.id, alice.id, 40_00 + i * 3, format!("Refund order #{}", 1000 + i)).await?;
+            post(bank.id, alice.id, 4_000 + i * 3, format!("Refund order #{}", 1000 + i)).await?;
         } else {
             let shop = shops[usize::try_from(i).unwrap_or(0) % shops.len()];
-            post(alice.id, bank.id, 3_15 + (i * 137) % 6_000, format!("Card payment {shop}")).await?;
+            post(alice.id, bank.id, 315 + (i * 137) % 6_000, format!("Card payment {shop}")).await?;
         }
     }
     clock.set(DateTime::parse_from_rfc3339("2026-03-01T06:00:00Z")?.with_timezone(&Utc));
@@ -78,8 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(MemoryAuditLog::new()),
         Arc::new(MemoryEventBus::new(16)),
         Arc::new(clock.clone()),
-        StatementsConfig { bank_name: "Example Bank".into(), ..StatementsConfig::default() },
-    )?;
+        StatementsConfig::default().with_bank_name("Example Bank")?,
+    );
     let period: Period = "2026-02".parse()?;
     let statement = job.build(ledger.account(alice.id).await?, period).await?;
     let bytes = pdf::render(&statement);

@@ -63,18 +63,16 @@ pub const RUN_FAILURES_KEPT_MAX: usize = 100;
 /// The content type statements are stored with.
 pub const STATEMENT_CONTENT_TYPE: &str = "application/pdf";
 
-/// How statements are made and served.
+/// How statements are made and served; checked when built, so a job never holds a bad one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementsConfig {
-    /// Printed at the top of every page.
-    pub bank_name: String,
-    /// How long a statement is kept, undeletable and unchangeable.
-    pub retention_days: u32,
-    /// How long a download link stays valid (1 s to [`STATEMENT_LINK_SECONDS_MAX`]).
-    pub link_ttl: TimeDelta,
+    bank_name: String,
+    retention_days: u32,
+    link_ttl: TimeDelta,
 }
 
 impl Default for StatementsConfig {
+    /// "Example Bank", 7 years, five-minute links.
     fn default() -> Self {
         StatementsConfig {
             bank_name: "Example Bank".to_owned(),
@@ -85,25 +83,49 @@ impl Default for StatementsConfig {
 }
 
 impl StatementsConfig {
-    /// Checks the bounds of every field.
-    pub fn validate(&self) -> Result<()> {
-        let name_chars = self.bank_name.chars().count();
-        if name_chars == 0 || name_chars > BANK_NAME_CHARS_MAX || self.bank_name.chars().any(char::is_control) {
+    /// A configuration: the bank's name (1 to [`BANK_NAME_CHARS_MAX`] characters, no control
+    /// character) printed on every page, the retention in days ([`STATEMENT_RETENTION_DAYS_MIN`]
+    /// to [`STATEMENT_RETENTION_DAYS_MAX`]) and the validity of download links (1 s to
+    /// [`STATEMENT_LINK_SECONDS_MAX`]). Anything else is `InvalidInput`.
+    pub fn new(bank_name: impl Into<String>, retention_days: u32, link_ttl: TimeDelta) -> Result<Self> {
+        let bank_name = bank_name.into();
+        let name_chars = bank_name.chars().count();
+        if name_chars == 0 || name_chars > BANK_NAME_CHARS_MAX || bank_name.chars().any(char::is_control) {
             return Err(Error::InvalidInput(format!(
                 "the bank name is 1 to {BANK_NAME_CHARS_MAX} characters without control characters"
             )));
         }
-        if !(STATEMENT_RETENTION_DAYS_MIN..=STATEMENT_RETENTION_DAYS_MAX).contains(&self.retention_days) {
+        if !(STATEMENT_RETENTION_DAYS_MIN..=STATEMENT_RETENTION_DAYS_MAX).contains(&retention_days) {
             return Err(Error::InvalidInput(format!(
                 "statement retention is {STATEMENT_RETENTION_DAYS_MIN} to {STATEMENT_RETENTION_DAYS_MAX} days"
             )));
         }
-        if self.link_ttl < TimeDelta::seconds(1) || self.link_ttl > TimeDelta::seconds(STATEMENT_LINK_SECONDS_MAX) {
+        if link_ttl < TimeDelta::seconds(1) || link_ttl > TimeDelta::seconds(STATEMENT_LINK_SECONDS_MAX) {
             return Err(Error::InvalidInput(format!(
                 "a statement download link is valid for 1 to {STATEMENT_LINK_SECONDS_MAX} seconds"
             )));
         }
-        Ok(())
+        Ok(StatementsConfig { bank_name, retention_days, link_ttl })
+    }
+
+    /// The same configuration printing `bank_name` (checked as in [`StatementsConfig::new`]).
+    pub fn with_bank_name(self, bank_name: impl Into<String>) -> Result<Self> {
+        StatementsConfig::new(bank_name, self.retention_days, self.link_ttl)
+    }
+
+    /// Printed at the top of every page.
+    pub fn bank_name(&self) -> &str {
+        &self.bank_name
+    }
+
+    /// How long a statement is kept, undeletable and unchangeable, in days.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+
+    /// How long a download link stays valid.
+    pub fn link_ttl(&self) -> TimeDelta {
+        self.link_ttl
     }
 }
 
@@ -217,6 +239,8 @@ pub struct DownloadLink {
     pub url: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
+    /// Hex SHA-256 the PDF read through it has.
+    pub sha256: String,
 }
 
 /// Makes, stores, lists and serves statements (see the module docs).
@@ -231,7 +255,7 @@ pub struct StatementJob {
 }
 
 impl StatementJob {
-    /// A job over these ports; refuses a config out of bounds.
+    /// A job over these ports.
     pub fn new(
         ledger: Arc<dyn LedgerStore>,
         blobs: Arc<dyn BlobStore>,
@@ -239,9 +263,8 @@ impl StatementJob {
         events: Arc<dyn EventPublisher>,
         clock: Arc<dyn Clock>,
         config: StatementsConfig,
-    ) -> Result<Self> {
-        config.validate()?;
-        Ok(StatementJob { ledger, blobs, audit, events, clock, config })
+    ) -> Self {
+        StatementJob { ledger, blobs, audit, events, clock, config }
     }
 
     /// The configuration.
@@ -417,7 +440,7 @@ impl StatementJob {
         let url = self.blobs.presign_get(&key, self.config.link_ttl).await?;
         let target = format!("statement:{id} sha256:{}", meta.sha256);
         self.audit.append(actor.record(now, "statement.downloaded", target, AuditOutcome::Done)).await?;
-        Ok(DownloadLink { url, expires_at: now + self.config.link_ttl })
+        Ok(DownloadLink { url, expires_at: now + self.config.link_ttl, sha256: meta.sha256 })
     }
 
     async fn readable(&self, viewer: &Viewer, id: AccountId) -> Result<Account> {
@@ -476,5 +499,32 @@ impl StatementScheduler {
             *self.done.lock() = Some(period);
         }
         Ok(Some(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_out_of_bounds_are_refused() {
+        let five_minutes = TimeDelta::seconds(STATEMENT_LINK_SECONDS_MAX);
+        assert!(StatementsConfig::new("Bank", STATEMENT_RETENTION_DAYS_DEFAULT, five_minutes).is_ok());
+        for (name, days, ttl) in [
+            ("", 2557, five_minutes),
+            ("Bank\n", 2557, five_minutes),
+            (&"B".repeat(BANK_NAME_CHARS_MAX + 1), 2557, five_minutes),
+            ("Bank", STATEMENT_RETENTION_DAYS_MIN - 1, five_minutes),
+            ("Bank", STATEMENT_RETENTION_DAYS_MAX + 1, five_minutes),
+            ("Bank", 2557, five_minutes + TimeDelta::seconds(1)),
+            ("Bank", 2557, TimeDelta::zero()),
+        ] {
+            assert!(
+                matches!(StatementsConfig::new(name, days, ttl), Err(Error::InvalidInput(_))),
+                "{name} {days} {ttl}"
+            );
+        }
+        assert_eq!(StatementsConfig::default().link_ttl(), five_minutes);
+        assert_eq!(StatementsConfig::default().retention_days(), 7 * 365 + 2);
     }
 }

@@ -100,7 +100,7 @@ impl World {
         let (ledger, blobs) = harness.stores(Arc::new(clock.clone())).await;
         let audit = Arc::new(MemoryAuditLog::new());
         let events = Arc::new(MemoryEventBus::new(10_000));
-        let config = StatementsConfig { bank_name: "Conformance Bank".into(), ..StatementsConfig::default() };
+        let config = StatementsConfig::default().with_bank_name("Conformance Bank").expect("valid name");
         let job = StatementJob::new(
             Arc::clone(&ledger),
             Arc::clone(&blobs),
@@ -108,8 +108,7 @@ impl World {
             events.clone(),
             Arc::new(clock.clone()),
             config,
-        )
-        .expect("valid config");
+        );
         let bank = CustomerId::new();
         let settlement = ledger
             .open_account(NewAccount::internal(bank, "USD settlement", Currency::Usd, AccountKind::Settlement))
