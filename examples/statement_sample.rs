@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --example statement_sample -- /tmp/statement.pdf
-//! pdftoppm -png -r 60 -f 1 -l 1 /tmp/statement.pdf docs/statement-sample   # the README's picture
+//! pdftoppm -png -r 80 -f 1 -l 1 -singlefile /tmp/statement.pdf docs/statement-sample   # the README picture
 //! ```
 //!
 //! Every id is derived from a fixed name and the clock is manual, so the output is the same file,
