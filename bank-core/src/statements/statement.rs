@@ -225,7 +225,68 @@ pub fn format_amount(value: Decimal, decimals: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::AccountId;
+    use crate::account::NewAccount;
+    use crate::ids::{AccountId, CustomerId, EntryId, TransferId};
+    use crate::ledger::EntryKey;
+    use crate::money::{Currency, Money};
+
+    fn d(text: &str) -> Decimal {
+        crate::money::parse_decimal(text).expect("decimal")
+    }
+
+    fn item(sequence: u64, side: Side, amount: &str, currency: &str, posted_at: &str) -> HistoryItem {
+        HistoryItem {
+            entry_id: EntryId::new(),
+            key: EntryKey::new(TransferId::new(), 0),
+            sequence,
+            direction: side,
+            money: Money::parse(amount, currency).expect("money"),
+            balance_after: Decimal::ZERO,
+            reference: format!("entry {sequence}"),
+            posted_at: DateTime::parse_from_rfc3339(posted_at).expect("time").with_timezone(&Utc),
+        }
+    }
+
+    fn account() -> Account {
+        let opened = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        Account::from_new(NewAccount::customer(CustomerId::new(), "Alice", Currency::Usd), opened)
+    }
+
+    /// Opening + credits − debits must equal the ledger's closing balance, every entry must lie
+    /// in the period, be in the account's currency and appear once; otherwise nothing is made.
+    #[test]
+    fn only_a_statement_that_adds_up_is_made() {
+        let period: Period = "2026-02".parse().expect("period");
+        let items = || {
+            vec![
+                item(3, Side::Debit, "30.00", "USD", "2026-02-20T10:00:00Z"),
+                item(2, Side::Credit, "100.00", "USD", "2026-02-01T00:00:00Z"),
+                item(4, Side::Debit, "0.50", "USD", "2026-02-28T23:59:59Z"),
+            ]
+        };
+        let made = Statement::reconcile("Bank", account(), period, d("10.00"), items(), d("79.50")).expect("adds up");
+        assert_eq!(made.lines.iter().map(|l| l.sequence).collect::<Vec<_>>(), [2, 3, 4], "in sequence order");
+        assert_eq!(made.lines.iter().map(|l| l.balance).collect::<Vec<_>>(), [d("110.00"), d("80.00"), d("79.50")]);
+        assert_eq!((made.total_credits, made.total_debits, made.closing), (d("100.00"), d("30.50"), d("79.50")));
+
+        let unreconciled = |items: Vec<HistoryItem>, closing: &str| {
+            let result = Statement::reconcile("Bank", account(), period, d("10.00"), items, d(closing));
+            matches!(result, Err(Error::StatementUnreconciled { .. }))
+        };
+        assert!(unreconciled(items(), "79.49"), "the ledger says otherwise");
+        let mut outside = items();
+        outside.push(item(5, Side::Credit, "1.00", "USD", "2026-03-01T00:00:00Z"));
+        assert!(unreconciled(outside, "80.50"), "an entry of March");
+        let mut before = items();
+        before.push(item(1, Side::Credit, "1.00", "USD", "2026-01-31T23:59:59Z"));
+        assert!(unreconciled(before, "80.50"), "an entry of January");
+        let mut foreign = items();
+        foreign.push(item(5, Side::Credit, "1.00", "EUR", "2026-02-10T00:00:00Z"));
+        assert!(unreconciled(foreign, "80.50"), "an entry in another currency");
+        let mut twice = items();
+        twice.push(item(3, Side::Debit, "30.00", "USD", "2026-02-20T10:00:00Z"));
+        assert!(unreconciled(twice, "49.50"), "an entry twice");
+    }
 
     #[test]
     fn amounts_are_grouped_with_the_currency_s_decimals() {
