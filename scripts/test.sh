@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check of the workspace:
 #   formatting, clippy (warnings are errors), every test (cargo-nextest when installed, else
-#   cargo test), doctests, one pass of every benchmark and the quickstart example.
+#   cargo test), doctests, one pass of every benchmark, the quickstart and statement_sample examples.
 #
 # Environment:
 #   CARGO_TARGET_DIR       build folder (default: $HOME/.cache/bank-target, shared between checkouts)
@@ -50,6 +50,9 @@ stop_services() {
 }
 trap stop_services EXIT
 start_services
+# Command-line tools some tests call (pdftotext for the statements' PDFs), installed when missing.
+step "tools (scripts/tools.sh)"
+bash ./scripts/tools.sh
 
 # --- Lint ----------------------------------------------------------------------------------------
 if [[ "${BANK_SKIP_LINT:-0}" == 1 ]]; then
@@ -107,6 +110,14 @@ cargo bench --benches -- --test
 
 step "cargo run --example quickstart"
 cargo run --example quickstart
+
+step "cargo run --example statement_sample (a multi-page statement; its text read back)"
+sample_pdf="$(mktemp --suffix=.pdf)"
+cargo run --example statement_sample -- "$sample_pdf"
+if command -v pdftotext >/dev/null 2>&1; then
+  pdftotext "$sample_pdf" - | grep -q "Closing balance" || { echo "the sample statement has no closing balance" >&2; exit 1; }
+fi
+rm -f "$sample_pdf"
 
 rm -f "$summary_log"
 step "all checks passed in ${SECONDS}s"

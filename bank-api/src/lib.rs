@@ -10,6 +10,7 @@
 //! - [`accounts`]: accounts, balances and their history;
 //! - [`transfers`]: transfers and operator deposits;
 //! - [`admin`]: deposit requests waiting for a second operator, and the audit log;
+//! - [`statements`]: monthly statements, their download links and operator runs;
 //! - [`problem`]: RFC 9457 errors and their [`problem_types`];
 //! - [`paths`]: the route paths; [`Page`] and [`Health`] are shared by several routes.
 //!
@@ -33,6 +34,7 @@ pub mod amount_text;
 pub mod auth;
 pub mod paths;
 pub mod problem;
+pub mod statements;
 pub mod transfers;
 
 use std::collections::BTreeMap;
@@ -43,6 +45,7 @@ pub use accounts::{Account, AccountStatus, Direction, HistoryEntry, OpenAccountR
 pub use admin::{AuditEntry, AuditOutcome, PendingDeposit, PendingDepositStatus};
 pub use auth::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, Registered, TOKEN_TYPE_BEARER, Tokens};
 pub use problem::{PROBLEM_JSON, Problem, problem_types};
+pub use statements::{StatementLink, StatementRun, StatementSummary};
 pub use transfers::{Deposit, DepositRequest, ExternalBeneficiary, Transfer, TransferRequest, TransferStatus};
 
 /// Header carrying the client's idempotency key on `POST /v1/transfers` and `POST /v1/admin/deposits`.

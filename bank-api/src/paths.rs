@@ -26,6 +26,24 @@ pub const ADMIN_DEPOSITS: &str = "/v1/admin/deposits";
 /// Operator only: `GET ?from_seq=&limit=` pages through the audit log.
 pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
 
+/// Operator only: `POST ?period=YYYY-MM[&account_id=]` makes the period's statements.
+pub const ADMIN_STATEMENTS: &str = "/v1/admin/statements";
+/// `GET /v1/statements/{id}/download`: a short-lived link to a statement's PDF.
+pub const STATEMENTS: &str = "/v1/statements";
+/// Where the server serves signed links to stored files (statements), outside `/v1`: the link's
+/// signature is the credential, not a bearer token.
+pub const FILES: &str = "/files";
+
+/// `/v1/accounts/{id}/statements`: an account's statements.
+pub fn account_statements(id: Uuid) -> String {
+    format!("{ACCOUNTS}/{id}/statements")
+}
+
+/// `/v1/statements/{id}/download` (`id` is `<account id>_<YYYY-MM>`).
+pub fn statement_download(id: &str) -> String {
+    format!("{STATEMENTS}/{id}/download")
+}
+
 /// `/v1/admin/deposits/{id}`: a deposit request.
 pub fn admin_deposit(id: Uuid) -> String {
     format!("{ADMIN_DEPOSITS}/{id}")
@@ -63,5 +81,7 @@ mod tests {
         assert_eq!(transfer(id), "/v1/transfers/00000000-0000-0000-0000-000000000000");
         assert_eq!(admin_deposit(id), "/v1/admin/deposits/00000000-0000-0000-0000-000000000000");
         assert_eq!(admin_deposit_approve(id), "/v1/admin/deposits/00000000-0000-0000-0000-000000000000/approve");
+        assert_eq!(account_statements(id), "/v1/accounts/00000000-0000-0000-0000-000000000000/statements");
+        assert_eq!(statement_download("a_2026-01"), "/v1/statements/a_2026-01/download");
     }
 }

@@ -5,8 +5,8 @@
 
 use bank_api::{
     Account, AuditEntry, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest, LogoutRequest,
-    OpenAccountRequest, PAGE_LIMIT_MAX, Page, PendingDeposit, RegisterRequest, Registered, Tokens, Transfer,
-    TransferRequest, paths,
+    OpenAccountRequest, PAGE_LIMIT_MAX, Page, PendingDeposit, RegisterRequest, Registered, StatementLink, StatementRun,
+    StatementSummary, Tokens, Transfer, TransferRequest, paths,
 };
 use futures::Stream;
 use tokio::time::Instant;
@@ -193,6 +193,32 @@ impl BankClient {
     /// `from_seq`.
     pub async fn audit(&self, from_seq: u64, limit: u32) -> Result<Page<AuditEntry>, ClientError> {
         let call = Call::get(paths::ADMIN_AUDIT).query("from_seq", from_seq.max(1)).query("limit", clamp_limit(limit));
+        self.execute(&call).await?.json()
+    }
+
+    // --- statements ---
+
+    /// The account's monthly statements, oldest period first (owner or operator).
+    pub async fn statements(&self, account_id: Uuid) -> Result<Vec<StatementSummary>, ClientError> {
+        let page: Page<StatementSummary> =
+            self.execute(&Call::get(&paths::account_statements(account_id))).await?.json()?;
+        Ok(page.items)
+    }
+
+    /// A link to a statement's PDF (`id` as listed), valid for at most five minutes; the PDF read
+    /// through it has the returned SHA-256. Fetch it with any HTTP client, without a token.
+    pub async fn statement_link(&self, id: &str) -> Result<StatementLink, ClientError> {
+        self.execute(&Call::get(&paths::statement_download(id))).await?.json()
+    }
+
+    /// Makes the statements of `period` (`YYYY-MM`) that are not stored yet, of every customer
+    /// account or of one (operator role). Running a period again changes nothing, so it is retried.
+    pub async fn run_statements(&self, period: &str, account_id: Option<Uuid>) -> Result<StatementRun, ClientError> {
+        let mut call =
+            Call { method: reqwest::Method::POST, ..Call::get(paths::ADMIN_STATEMENTS).query("period", period) };
+        if let Some(account_id) = account_id {
+            call = call.query("account_id", account_id);
+        }
         self.execute(&call).await?.json()
     }
 

@@ -164,6 +164,16 @@ pub enum Error {
         /// The most one owner may hold.
         max: usize,
     },
+    /// A statement did not reconcile (opening + movements ≠ closing ≠ the ledger's balance at the
+    /// period's end, or an entry outside the period or currency): it was not published. A bug or
+    /// a damaged ledger; retrying will not fix it.
+    #[error("statement {statement} does not reconcile: {detail}")]
+    StatementUnreconciled {
+        /// The statement (`<account id>_<YYYY-MM>`).
+        statement: String,
+        /// What did not add up.
+        detail: String,
+    },
     /// Processing stopped at a fault-injection point (tests and simulations only).
     #[error("interrupted at {0}")]
     Interrupted(&'static str),
@@ -209,7 +219,7 @@ impl Error {
             | Error::QueueFull
             | Error::Interrupted(_) => ErrorAction::Retry,
             Error::Storage { retryable: true, .. } => ErrorAction::Retry,
-            Error::Storage { retryable: false, .. } => ErrorAction::GiveUp,
+            Error::Storage { retryable: false, .. } | Error::StatementUnreconciled { .. } => ErrorAction::GiveUp,
         }
     }
 
@@ -253,7 +263,7 @@ impl Error {
             | Error::VersionConflict => "conflict",
             Error::SeparationOfDuties(_) => "separation-of-duties",
             Error::QueueFull | Error::Interrupted(_) | Error::Storage { retryable: true, .. } => "unavailable",
-            Error::Storage { retryable: false, .. } => "internal",
+            Error::Storage { retryable: false, .. } | Error::StatementUnreconciled { .. } => "internal",
         }
     }
 

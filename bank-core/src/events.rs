@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AccountId, CustomerId, EventId, TransferId};
 use crate::money::Money;
 use crate::queue::QueueMessage;
+use crate::statements::StatementId;
 use crate::transfer::{FailureReason, Transfer, TransferStatus};
 
 /// What happened.
@@ -24,6 +25,8 @@ pub enum EventKind {
     TransferSettled,
     /// A transfer failed; its hold was released.
     TransferFailed,
+    /// A monthly statement was stored and can be downloaded (see [`Event::statement`]).
+    StatementReady,
 }
 
 impl EventKind {
@@ -45,11 +48,15 @@ impl EventKind {
             EventKind::TransferPending => "transfer.pending",
             EventKind::TransferSettled => "transfer.settled",
             EventKind::TransferFailed => "transfer.failed",
+            EventKind::StatementReady => "statement.ready",
         }
     }
 }
 
-/// A domain event about a transfer.
+/// A domain event: about a transfer, or ([`EventKind::StatementReady`]) about a statement.
+///
+/// The shape is the transfer events' (stores and consumers already keep it); a statement event
+/// fills it as its doc says field by field and carries the statement in [`Event::statement`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Unique id; consumers deduplicate on it.
@@ -58,22 +65,36 @@ pub struct Event {
     pub kind: EventKind,
     /// When.
     pub occurred_at: DateTime<Utc>,
-    /// The transfer.
+    /// The transfer. A statement event has none: this is an id derived from the statement's id
+    /// (no transfer has it), so the field stays a stable key of the event's subject.
     pub transfer_id: TransferId,
-    /// Who sent it.
+    /// Who sent it (a statement event: the account's owner).
     pub owner: CustomerId,
-    /// The account debited.
+    /// The account debited (a statement event: the statement's account; it is the outbox group).
     pub from_account_id: AccountId,
     /// The internal account credited, if internal.
     pub to_account_id: Option<AccountId>,
     /// The owner of that account, to notify the receiver.
     pub to_owner: Option<CustomerId>,
-    /// How much.
-    pub money: Money,
-    /// The transfer's reference.
+    /// How much: every transfer event has it; a statement event has none.
+    #[serde(default)]
+    pub money: Option<Money>,
+    /// The transfer's reference (a statement event: `Statement <YYYY-MM>`).
     pub reference: String,
     /// Why it failed, for `TransferFailed`.
     pub failure_reason: Option<FailureReason>,
+    /// The statement, for `StatementReady`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<StatementNotice>,
+}
+
+/// What a [`EventKind::StatementReady`] event says about its statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementNotice {
+    /// The statement (`<account id>_<YYYY-MM>`).
+    pub statement_id: StatementId,
+    /// Hex SHA-256 of its PDF.
+    pub sha256: String,
 }
 
 impl Event {
@@ -88,10 +109,32 @@ impl Event {
             from_account_id: transfer.from_account_id,
             to_account_id: transfer.to_account_id(),
             to_owner,
-            money: transfer.money,
+            money: Some(transfer.money),
             reference: transfer.reference.clone(),
             failure_reason: transfer.failure_reason.clone(),
+            statement: None,
         })
+    }
+
+    /// The event announcing the statement `statement_id` of `owner`'s account, stored with
+    /// `sha256`. Its id is derived from the statement's id, so announcing it again (a re-run after
+    /// a crash) is the same event, which consumers deduplicate.
+    pub fn statement_ready(statement_id: StatementId, owner: CustomerId, sha256: String, now: DateTime<Utc>) -> Event {
+        let name = format!("statement-ready:{statement_id}");
+        Event {
+            id: EventId::derived(name.as_bytes()),
+            kind: EventKind::StatementReady,
+            occurred_at: now,
+            transfer_id: TransferId::derived(name.as_bytes()),
+            owner,
+            from_account_id: statement_id.account_id,
+            to_account_id: None,
+            to_owner: None,
+            money: None,
+            reference: format!("Statement {}", statement_id.period),
+            failure_reason: None,
+            statement: Some(StatementNotice { statement_id, sha256 }),
+        }
     }
 }
 

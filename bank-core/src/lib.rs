@@ -7,6 +7,7 @@
 //! - [`account`]: accounts, their status, overdraft limits and balances.
 //! - [`ledger`]: double-entry journal entries, holds, history and the posting rules.
 //! - [`audit`]: the append-only audit log of operator actions and its port.
+//! - [`statements`]: monthly statements (reconciled, deterministic PDFs, write-once storage).
 //! - [`approvals`]: four eyes on large operator deposits (pending requests and their port).
 //! - [`ports`]: the traits adapters implement ([`ports::LedgerStore`], [`ports::Clock`]).
 //! - [`memory`]: in-memory adapters.
@@ -35,6 +36,7 @@ pub mod payments;
 pub mod ports;
 pub mod queue;
 pub mod rail;
+pub mod statements;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transfer;

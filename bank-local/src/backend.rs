@@ -54,7 +54,8 @@ pub struct LocalConfig {
     pub currencies: Vec<Currency>,
     /// Limits of the transfer queue.
     pub queue: QueueConfig,
-    /// Base URL that signed blob links start with (the server's public address).
+    /// Base URL that signed blob links start with (the reference server passes its public address
+    /// followed by `/files`, where it serves them).
     pub public_url: String,
 }
 

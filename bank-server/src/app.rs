@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use bank_core::clock::{Clock, SystemClock};
 use bank_local::backend::LocalBackend;
 
 use crate::config::Config;
@@ -35,7 +36,13 @@ pub struct App {
 impl App {
     /// Opens the backend of `config` and sets up authentication and the rail.
     pub async fn build(config: &Config) -> Result<App, RunError> {
-        let (backend, local) = run::open_backend(config).await?;
+        App::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] on `clock` instead of the system clock: every store, token, link and loop
+    /// reads it (tests move it by hand).
+    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, RunError> {
+        let (backend, local) = run::open_backend_with_clock(config, clock).await?;
         let auth = run::auth(config, &backend)?;
         let rail = Rail::simulated(config, Arc::clone(&backend.payments.clock));
         Ok(App { config: config.clone(), backend, local, auth, rail, http: config.http_config() })
@@ -63,6 +70,13 @@ impl App {
     /// Starts the background loops of `set`, with the configured notifiers.
     pub fn start_loops(&self, set: LoopSet) -> Result<Loops, RunError> {
         let notifiers = run::notifiers(&self.config)?;
-        Ok(Loops::start(&self.backend, &self.config.payments_config(), &self.rail, set, notifiers))
+        Ok(Loops::start(
+            &self.backend,
+            &self.config.payments_config(),
+            &self.config.statements,
+            &self.rail,
+            set,
+            notifiers,
+        ))
     }
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 use bank_core::payments::PaymentsConfig;
 use bank_core::queue::RECEIVE_BATCH_MAX;
 use bank_core::rail::simulator::{PPM, SimulatorConfig};
+use bank_core::statements::job::{STATEMENT_RETENTION_DAYS_MAX, STATEMENT_RETENTION_DAYS_MIN};
+use bank_core::statements::{STATEMENT_LINK_SECONDS_MAX, StatementsConfig};
 use bank_local::backend::LocalConfig;
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
@@ -87,6 +89,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "BANK_WEBHOOK_SECRET",
         "(none)",
         "HMAC-SHA256 key of webhook signatures, at least 32 bytes; required with BANK_WEBHOOK_URL",
+    ),
+    ("BANK_BANK_NAME", "Example Bank", "the bank's name, printed on statements (1 to 80 characters)"),
+    (
+        "BANK_STATEMENT_RETENTION_DAYS",
+        "2557",
+        "days a statement is kept, undeletable and unchangeable (7 years), 31 to 36525",
     ),
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
 ];
@@ -269,6 +277,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// `BANK_WEBHOOK_URL` with `BANK_WEBHOOK_SECRET`.
     pub webhook: Option<(String, Secret)>,
+    /// `BANK_BANK_NAME`, `BANK_STATEMENT_RETENTION_DAYS` (links last five minutes).
+    pub statements: StatementsConfig,
     /// `BANK_PASSWORD`.
     pub password: Option<Secret>,
 }
@@ -400,6 +410,20 @@ impl Config {
             let batch = parse_in_range("BANK_WORKER_BATCH", &required(get("BANK_WORKER_BATCH")?), 1, max)?;
             usize::try_from(batch).unwrap_or(WORKER_BATCH_MAX)
         };
+        let statements = {
+            let name = required(get("BANK_BANK_NAME")?);
+            let days = required(get("BANK_STATEMENT_RETENTION_DAYS")?);
+            let days = u32::try_from(parse_in_range(
+                "BANK_STATEMENT_RETENTION_DAYS",
+                &days,
+                u64::from(STATEMENT_RETENTION_DAYS_MIN),
+                u64::from(STATEMENT_RETENTION_DAYS_MAX),
+            )?)
+            .unwrap_or(STATEMENT_RETENTION_DAYS_MAX);
+            let link_ttl = TimeDelta::seconds(STATEMENT_LINK_SECONDS_MAX);
+            StatementsConfig::new(name.clone(), days, link_ttl)
+                .map_err(|e| ConfigError::invalid("BANK_BANK_NAME", &name, e.to_string()))?
+        };
         let password = get("BANK_PASSWORD")?.map(Secret);
         let webhook = match (get("BANK_WEBHOOK_URL")?, get("BANK_WEBHOOK_SECRET")?) {
             (None, None) => None,
@@ -480,6 +504,7 @@ impl Config {
             worker_batch,
             http,
             webhook,
+            statements,
             password,
         })
     }
@@ -494,6 +519,7 @@ impl Config {
             request_timeout: limits.request_timeout,
             trust_forwarded_for: limits.trust_forwarded_for,
             deposit_policy: bank_core::approvals::DepositPolicy { approval_above: limits.deposit_approval_above },
+            statements: self.statements.clone(),
             ..HttpConfig::default()
         }
     }
@@ -505,7 +531,9 @@ impl Config {
 
     /// The embedded backend's settings.
     pub fn local_config(&self) -> LocalConfig {
-        LocalConfig { public_url: self.public_url.clone(), ..LocalConfig::new(&self.data_dir) }
+        // Signed links to files are served under `/files` (see `http::routes::statements`).
+        let public_url = format!("{}{}", self.public_url, bank_api::paths::FILES);
+        LocalConfig { public_url, ..LocalConfig::new(&self.data_dir) }
     }
 
     /// The built-in issuer's settings (the signing key lives under the data directory).
@@ -642,9 +670,13 @@ mod tests {
             ("BANK_RAIL_FAILURE_RATE", "0.05"),
             ("BANK_RAIL_LATENCY_MS", "25"),
             ("BANK_WORKER_BATCH", "8"),
+            ("BANK_BANK_NAME", "Banque Exemple"),
+            ("BANK_STATEMENT_RETENTION_DAYS", "3650"),
             ("BANK_PASSWORD", "correct horse battery"),
         ])
         .expect("valid");
+        assert_eq!((c.statements.bank_name(), c.statements.retention_days()), ("Banque Exemple", 3650));
+        assert_eq!(c.http_config().statements, c.statements);
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/bank"));
         assert_eq!(c.log_format, LogFormat::Json);
@@ -658,7 +690,18 @@ mod tests {
         assert_eq!(c.payments_config().worker_batch, 8);
         assert_eq!(c.password.as_ref().map(Secret::expose), Some("correct horse battery"));
         assert!(!format!("{c:?}").contains("horse"), "Debug never shows the password");
-        assert_eq!(c.local_config().public_url, "https://bank.example");
+        assert_eq!(c.local_config().public_url, "https://bank.example/files", "signed links are served under /files");
+    }
+
+    #[test]
+    fn statement_settings_are_bounded() {
+        let c = Config::default();
+        assert_eq!(c.statements, bank_core::statements::StatementsConfig::default(), "7 years, Example Bank");
+        for bad in ["30", "36526", "seven", "-1"] {
+            refused(&[("BANK_STATEMENT_RETENTION_DAYS", bad)], "BANK_STATEMENT_RETENTION_DAYS");
+        }
+        refused(&[("BANK_BANK_NAME", &"B".repeat(81))], "BANK_BANK_NAME");
+        refused(&[("BANK_BANK_NAME", "Bank\u{7}")], "BANK_BANK_NAME");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use bank_core::statements::{Initiator, Period};
 use bank_core::users::Role;
 use bank_server::app::App;
 use bank_server::config::{self, Config, LogFormat};
@@ -51,6 +52,13 @@ enum Command {
     /// Migrate the data directory and, with BANK_DATABASE_URL, the PostgreSQL schema (refusing a
     /// database that is not this bank's or is newer than this binary), then exit.
     Migrate,
+    /// Make every customer account's statement for a month that has ended (those already stored
+    /// are left as they are), then exit. Prints what it did as JSON.
+    Statements {
+        /// The month, YYYY-MM (UTC).
+        #[arg(long, value_parser = parse_period)]
+        period: Period,
+    },
     /// Print the current TOTP code of a secret (for trying the demo without an authenticator app).
     Totp {
         /// The base32 secret printed by `users create` or `serve --demo`.
@@ -142,6 +150,7 @@ async fn execute(command: Command, config: Config) -> Result<(), RunError> {
             println!("{}", run::migrate(&config).await?);
             Ok(())
         }
+        Command::Statements { period } => statements(&config, period).await,
         Command::Totp { secret } => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -226,6 +235,32 @@ async fn create_user(config: &Config, email: &str, role: Role) -> Result<(), Run
         "totp_secret": registered.totp_secret,
     });
     print_stdout(&format!("{json}\n"));
+    Ok(())
+}
+
+fn parse_period(text: &str) -> Result<Period, String> {
+    text.parse().map_err(|e: bank_core::Error| e.to_string())
+}
+
+/// Runs the statements of `period` for every customer account, as the monthly schedule would.
+async fn statements(config: &Config, period: Period) -> Result<(), RunError> {
+    let app = App::build(config).await?;
+    let job = bank_server::http::statement_job(&app.backend, config.statements.clone());
+    let report = job.run_period(&Initiator::Cli, period).await?.require_some_account()?;
+    let json = serde_json::json!({
+        "period": report.period.to_string(),
+        "created": report.created,
+        "existing": report.existing,
+        "skipped": report.skipped,
+        "failed": report.failed_count,
+    });
+    print_stdout(&format!("{json}\n"));
+    if report.failed_count > 0 {
+        return Err(RunError::Refused(format!(
+            "{} statement(s) could not be made (see the log); run the period again once fixed",
+            report.failed_count
+        )));
+    }
     Ok(())
 }
 

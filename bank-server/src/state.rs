@@ -15,6 +15,7 @@ use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
 use bank_core::users::UserStore;
 use bank_local::backend::LocalBackend;
+use bank_local::blob::FileBlobStore;
 
 use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
@@ -47,6 +48,9 @@ pub struct Backend {
     pub notification_log: Arc<dyn NotificationLog>,
     /// Write-once objects (statements, audit segments).
     pub blobs: Arc<dyn BlobStore>,
+    /// The object store whose signed links this server serves itself (`GET /files/…`): the
+    /// local files. `None` where the store serves its own links (S3 pre-signed URLs).
+    pub served_files: Option<Arc<FileBlobStore>>,
     /// Users for the built-in token issuer (`None` where an external issuer owns users).
     pub users: Option<Arc<dyn UserStore>>,
     /// The bank's own accounts (deposits, rail settlement, suspense) per currency.
@@ -78,6 +82,7 @@ impl From<LocalBackend> for Backend {
             subscriber: local.events.clone(),
             notification_log: local.notification_log.clone(),
             blobs: local.blobs.clone(),
+            served_files: Some(local.blobs.clone()),
             users: Some(local.users.clone()),
             system: local.system.clone(),
             audit: local.audit.clone(),

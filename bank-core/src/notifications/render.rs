@@ -31,7 +31,10 @@ pub struct Message {
 /// The messages `event` calls for: one to the sender, and for a settled internal transfer one to
 /// the receiver (unless sender and receiver are the same customer, who then gets the sender's).
 pub fn messages(event: &Event) -> Vec<Message> {
-    let amount = format_money(event.money);
+    if event.kind == EventKind::StatementReady {
+        return statement_messages(event);
+    }
+    let amount = event.money.map_or_else(|| "an amount".to_owned(), format_money);
     let reference = shown_reference(&event.reference);
     let destination = match event.to_account_id {
         Some(account) => format!("account {}", masked(account)),
@@ -46,6 +49,7 @@ pub fn messages(event: &Event) -> Vec<Message> {
             "Transfer failed",
             format!("{transfer} failed: {}. The funds are available again.", failure_text(&event.failure_reason)),
         ),
+        EventKind::StatementReady => return statement_messages(event),
     };
     let mut out = vec![message(event.owner, subject, body)];
     if event.kind == EventKind::TransferSettled
@@ -56,6 +60,17 @@ pub fn messages(event: &Event) -> Vec<Message> {
         out.push(message(receiver, "Money received", body));
     }
     out
+}
+
+/// The owner's message for a statement event: which month, which account (masked), and where to
+/// find it; never the statement's content.
+fn statement_messages(event: &Event) -> Vec<Message> {
+    let period = event.statement.as_ref().map_or_else(String::new, |s| format!(" for {}", s.statement_id.period));
+    let body = format!(
+        "Your statement{period} of account {} is ready: download it from your account's statements.",
+        masked(event.from_account_id)
+    );
+    vec![message(event.owner, "Statement ready", body)]
 }
 
 fn message(recipient: CustomerId, subject: &str, body: String) -> Message {

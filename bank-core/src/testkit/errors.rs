@@ -15,7 +15,7 @@ use crate::money::{AmountError, Currency};
 
 /// How many cases [`one_of_each`] returns: every variant, [`Error::Storage`] twice (retryable or
 /// not).
-pub const CASES: usize = 29;
+pub const CASES: usize = 30;
 
 /// The case `error` is an example of, in `0..CASES`.
 fn case(error: &Error) -> usize {
@@ -46,9 +46,10 @@ fn case(error: &Error) -> usize {
         Error::Retained { .. } => 23,
         Error::SeparationOfDuties(_) => 24,
         Error::TooManyAccounts { .. } => 25,
-        Error::Interrupted(_) => 26,
-        Error::Storage { retryable: true, .. } => 27,
-        Error::Storage { retryable: false, .. } => 28,
+        Error::StatementUnreconciled { .. } => 26,
+        Error::Interrupted(_) => 27,
+        Error::Storage { retryable: true, .. } => 28,
+        Error::Storage { retryable: false, .. } => 29,
     }
 }
 
@@ -95,6 +96,7 @@ pub fn one_of_each() -> Vec<Error> {
         Error::Retained { key: "audit/0001".into(), until: chrono::DateTime::UNIX_EPOCH },
         Error::SeparationOfDuties("an operator cannot approve their own deposit request".into()),
         Error::TooManyAccounts { max: crate::ports::ACCOUNTS_PER_OWNER_MAX },
+        Error::StatementUnreconciled { statement: format!("{account}_2026-01"), detail: "SELECT sum".into() },
         Error::Interrupted("worker.after-ledger"),
         Error::storage("SELECT secret FROM users: connection reset", true),
         Error::storage("SELECT secret FROM users: disk full", false),

@@ -31,6 +31,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod queue;
 pub mod simulation;
+pub mod statements;
 pub mod users;
 
 /// Shorthand for building test values: panics on bad input, which in a test is a bug in the test.

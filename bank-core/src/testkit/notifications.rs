@@ -57,12 +57,13 @@ pub fn transfer_event(kind: EventKind) -> Event {
         from_account_id: AccountId::new(),
         to_account_id: Some(AccountId::new()),
         to_owner: Some(CustomerId::new()),
-        money: eur("12.30"),
+        money: Some(eur("12.30")),
         reference: "Rent".to_owned(),
         failure_reason: (kind == EventKind::TransferFailed).then(|| FailureReason {
             code: FailureCode::RailRejected,
             detail: "rail said: code 51 at node 10.0.0.7".to_owned(),
         }),
+        statement: None,
     }
 }
 

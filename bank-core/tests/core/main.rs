@@ -12,4 +12,5 @@ mod memory_users;
 mod notifications;
 mod rail;
 mod simulation;
+mod statements;
 mod transfers;

@@ -351,3 +351,34 @@ fn rendering_is_deterministic_short_and_shortens_references() {
     assert!(body.contains(&format!("(\"{}…\")", "x".repeat(render::REFERENCE_SHOWN_CHARS_MAX - 1))), "{body}");
     assert!(body.chars().count() <= render::BODY_CHARS_MAX);
 }
+
+/// A `StatementReady` event tells the account's owner, and only them, which month is ready
+/// and for which account (masked); never the statement's hash or an amount. Announcing the same
+/// statement again is the same event (same id), which consumers deduplicate on.
+#[test]
+fn a_statement_ready_event_tells_the_owner_only() {
+    use bank_core::events::{Event, EventKind};
+    use bank_core::ids::{AccountId, CustomerId};
+    use bank_core::notifications::render::messages;
+    use bank_core::statements::StatementId;
+
+    let owner = CustomerId::new();
+    let account = AccountId::new();
+    let id = StatementId::new(account, "2026-01".parse().expect("period"));
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+    let event = Event::statement_ready(id, owner, "ab".repeat(32), at);
+    assert_eq!(event.kind, EventKind::StatementReady);
+    assert_eq!(event.kind.as_str(), "statement.ready");
+    assert_eq!(Event::statement_ready(id, owner, "ab".repeat(32), at).id, event.id, "a repeat is the same event");
+    let out = messages(&event);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].recipient, owner);
+    assert_eq!(out[0].subject, "Statement ready");
+    assert!(out[0].body.contains("2026-01"), "{}", out[0].body);
+    let text = account.to_string();
+    assert!(out[0].body.contains(&text[text.len() - 4..]) && !out[0].body.contains(&text), "masked: {}", out[0].body);
+    assert!(!out[0].body.contains("abab"), "no hash in the message");
+    let json = serde_json::to_string(&event).expect("serialize");
+    let back: Event = serde_json::from_str(&json).expect("round trip");
+    assert_eq!(back, event);
+}

@@ -12,5 +12,6 @@ mod operations;
 mod queue;
 mod simulation;
 mod startup;
+mod statements;
 mod transfers;
 mod users;

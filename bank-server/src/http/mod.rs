@@ -38,6 +38,7 @@ use bank_core::approvals::DepositPolicy;
 use bank_core::deposits::DepositsService;
 use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
+use bank_core::statements::{StatementJob, StatementsConfig};
 
 pub use openapi::openapi;
 
@@ -95,6 +96,8 @@ pub struct HttpConfig {
     pub trust_forwarded_for: bool,
     /// Operator deposits above this amount wait for a second operator (four eyes).
     pub deposit_policy: DepositPolicy,
+    /// Statements: the bank's name, retention, link validity.
+    pub statements: StatementsConfig,
 }
 
 impl Default for HttpConfig {
@@ -110,6 +113,7 @@ impl Default for HttpConfig {
             ),
             trust_forwarded_for: false,
             deposit_policy: DepositPolicy::default(),
+            statements: StatementsConfig::default(),
         }
     }
 }
@@ -125,6 +129,7 @@ struct Inner {
     service: PaymentsService,
     accounts: AccountsService,
     deposits: DepositsService,
+    statements: StatementJob,
     auth: Auth,
     config: HttpConfig,
     metrics: metrics::Metrics,
@@ -154,6 +159,7 @@ impl AppState {
             config.deposit_policy,
             backend.payments.clock.clone(),
         );
+        let statements = statement_job(&backend, config.statements.clone());
         let limits = limits::Limits::new(&config);
         AppState {
             inner: Arc::new(Inner {
@@ -161,6 +167,7 @@ impl AppState {
                 service,
                 accounts,
                 deposits,
+                statements,
                 auth,
                 config,
                 metrics: metrics::Metrics::new(),
@@ -197,6 +204,11 @@ impl AppState {
         &self.inner.deposits
     }
 
+    /// The statements job.
+    pub fn statements(&self) -> &StatementJob {
+        &self.inner.statements
+    }
+
     /// The authentication in force.
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
@@ -216,6 +228,19 @@ impl AppState {
     }
 }
 
+/// The statements job over `backend`'s ports: the ledger wherever it lives, the object store,
+/// the audit log and the event bus (whose subscribers notify the owner).
+pub fn statement_job(backend: &Backend, config: StatementsConfig) -> StatementJob {
+    StatementJob::new(
+        Arc::clone(&backend.ledger),
+        Arc::clone(&backend.blobs),
+        Arc::clone(&backend.audit),
+        Arc::clone(&backend.publisher),
+        Arc::clone(&backend.payments.clock),
+        config,
+    )
+}
+
 /// Every route of the API over `state`.
 ///
 /// Serve it with `axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())`:
@@ -227,6 +252,9 @@ pub fn router(state: AppState) -> Router {
     let transfer = format!("{}/{{id}}", paths::TRANSFERS);
     let admin_deposit = format!("{}/{{id}}", paths::ADMIN_DEPOSITS);
     let admin_deposit_approve = format!("{}/{{id}}/approve", paths::ADMIN_DEPOSITS);
+    let account_statements = format!("{}/{{id}}/statements", paths::ACCOUNTS);
+    let statement_download = format!("{}/{{statement_id}}/download", paths::STATEMENTS);
+    let files = format!("{}/{{*key}}", paths::FILES);
     Router::new()
         .route(paths::AUTH_REGISTER, post(routes::auth::register))
         .route(paths::AUTH_LOGIN, post(routes::auth::login))
@@ -242,6 +270,10 @@ pub fn router(state: AppState) -> Router {
         .route(&admin_deposit, get(routes::admin::deposit_request))
         .route(&admin_deposit_approve, post(routes::admin::approve_deposit))
         .route(paths::ADMIN_AUDIT, get(routes::admin::audit))
+        .route(&account_statements, get(routes::statements::list))
+        .route(&statement_download, get(routes::statements::download))
+        .route(paths::ADMIN_STATEMENTS, post(routes::statements::run))
+        .route(&files, get(routes::statements::file))
         .route(paths::HEALTH_LIVE, get(routes::ops::live))
         .route(paths::HEALTH_READY, get(routes::ops::ready))
         .route(paths::METRICS, get(routes::ops::metrics))

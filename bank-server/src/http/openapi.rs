@@ -13,7 +13,7 @@ use utoipa::Modify;
 use utoipa::OpenApi as _;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::routes::{accounts, admin, auth, ops, transfers};
+use super::routes::{accounts, admin, auth, ops, statements, transfers};
 
 #[cfg(test)]
 mod tests {
@@ -43,6 +43,7 @@ mod tests {
         accounts::open, accounts::list, accounts::get_one, accounts::transactions,
         transfers::create, transfers::list, transfers::get_one,
         admin::deposit, admin::pending_deposits, admin::deposit_request, admin::approve_deposit, admin::audit,
+        statements::list, statements::download, statements::run, statements::file,
         ops::live, ops::ready, ops::metrics, ops::openapi_json,
     ),
     components(schemas(
@@ -54,6 +55,7 @@ mod tests {
         bank_api::TransferRequest, bank_api::Transfer, bank_api::TransferStatus, bank_api::ExternalBeneficiary,
         bank_api::DepositRequest, bank_api::Deposit, bank_api::PendingDeposit, bank_api::PendingDepositStatus,
         bank_api::AuditEntry, bank_api::AuditOutcome,
+        bank_api::StatementSummary, bank_api::StatementLink, bank_api::StatementRun,
     )),
     modifiers(&BearerAuth),
 )]
@@ -129,6 +131,10 @@ fn state_the_rules(document: &mut Value) {
         for (_method, operation) in operations.iter_mut() {
             state_operation_rules(path, operation);
         }
+    }
+    // A file's bytes: binary, not the array of integers the derive writes for `Vec<u8>`.
+    if let Some(schema) = paths_pointer(paths, "/~1files~1{key}/get/responses/200/content/application~1pdf/schema") {
+        *schema = json!({"type": "string", "format": "binary"});
     }
     let link = |operation_id: &str| json!({"operationId": operation_id, "parameters": {"id": "$response.body#/id"}});
     for (pointer, name, operation_id) in [

@@ -345,6 +345,7 @@ mod tests {
             "SeparationOfDuties" => (403, types::SEPARATION_OF_DUTIES, false),
             "TooManyAccounts" => (409, types::CONFLICT, false),
             "QueueFull" | "Interrupted" => (503, types::UNAVAILABLE, true),
+            "StatementUnreconciled" => (500, types::INTERNAL, false),
             other => panic!("no expected answer for bank_core::Error::{other}: add it here"),
         }
     }

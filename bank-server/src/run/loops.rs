@@ -1,4 +1,5 @@
-//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge.
+//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge,
+//! and the monthly statements (checked every [`STATEMENTS_PERIOD`] against the backend's clock).
 //!
 //! Every loop runs one step at a time (`run_once` of a `bank-core` service), sleeps a little when
 //! the step found nothing to do, and on an error logs it (a `bank_core::Error` never carries a
@@ -12,11 +13,13 @@ use std::time::Duration;
 
 use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService, Notifier};
 use bank_core::payments::{OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsWorker, RELAY_BATCH_MAX};
+use bank_core::statements::{StatementScheduler, StatementsConfig};
 
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::statement_job;
 use crate::state::Backend;
 
 use super::Rail;
@@ -33,6 +36,9 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 pub const NOTIFICATIONS_BATCH_MAX: usize = 256;
 /// The event subscription notifications read.
 pub const NOTIFICATIONS_SUBSCRIPTION: &str = "notifications";
+/// How often the statements loop asks its scheduler whether the previous month is due (it runs
+/// each month once, [`bank_core::statements::STATEMENT_SETTLE_SECONDS`] after the month ends).
+pub const STATEMENTS_PERIOD: Duration = Duration::from_secs(60);
 /// Notifications the log notifier keeps in memory (it is a demo channel; this bounds it).
 pub const LOG_NOTIFIER_KEPT_MAX: usize = 1024;
 
@@ -49,21 +55,38 @@ pub struct LoopSet {
     pub notifications: bool,
     /// Delete expired refresh tokens.
     pub refresh_purge: bool,
+    /// Make the previous month's statements once it has ended.
+    pub statements: bool,
 }
 
 impl LoopSet {
     /// Every loop (`serve`).
-    pub const ALL: LoopSet =
-        LoopSet { worker: true, relay: true, scheduler: true, notifications: true, refresh_purge: true };
+    pub const ALL: LoopSet = LoopSet {
+        worker: true,
+        relay: true,
+        scheduler: true,
+        notifications: true,
+        refresh_purge: true,
+        statements: true,
+    };
     /// The transfers pipeline (`worker`).
     pub const PIPELINE: LoopSet =
-        LoopSet { worker: true, relay: true, scheduler: true, notifications: false, refresh_purge: false };
+        LoopSet { notifications: false, refresh_purge: false, statements: false, ..LoopSet::ALL };
     /// Notifications only (`notifications`).
-    pub const NOTIFICATIONS: LoopSet =
-        LoopSet { worker: false, relay: false, scheduler: false, notifications: true, refresh_purge: false };
+    pub const NOTIFICATIONS: LoopSet = LoopSet { notifications: true, ..LoopSet::NONE };
     /// The refresh-token purge only (`api`: the process that owns the users).
-    pub const API: LoopSet =
-        LoopSet { worker: false, relay: false, scheduler: false, notifications: false, refresh_purge: true };
+    pub const API: LoopSet = LoopSet { refresh_purge: true, ..LoopSet::NONE };
+    /// The monthly statements only (for a process of its own, and tests).
+    pub const STATEMENTS: LoopSet = LoopSet { statements: true, ..LoopSet::NONE };
+    /// No loop.
+    pub const NONE: LoopSet = LoopSet {
+        worker: false,
+        relay: false,
+        scheduler: false,
+        notifications: false,
+        refresh_purge: false,
+        statements: false,
+    };
 }
 
 /// The running background loops.
@@ -80,6 +103,7 @@ impl Loops {
     pub fn start(
         backend: &Backend,
         payments: &PaymentsConfig,
+        statements: &StatementsConfig,
         rail: &Rail,
         set: LoopSet,
         notifiers: Vec<Arc<dyn Notifier>>,
@@ -157,6 +181,20 @@ impl Loops {
                 }
             };
             tasks.push(("refresh_purge", tokio::spawn(run_loop("refresh_purge", cancel.clone(), PURGE_PERIOD, step))));
+        }
+        if set.statements {
+            let scheduler = Arc::new(StatementScheduler::new(statement_job(backend, statements.clone())));
+            let step = move || {
+                let scheduler = Arc::clone(&scheduler);
+                async move {
+                    if let Some(report) = scheduler.run_once().await? {
+                        tracing::info!(period = %report.period, created = report.created, existing = report.existing,
+                            failed = report.failed_count, "monthly statements run");
+                    }
+                    Ok(false)
+                }
+            };
+            tasks.push(("statements", tokio::spawn(run_loop("statements", cancel.clone(), STATEMENTS_PERIOD, step))));
         }
         tracing::info!(loops = ?tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "background loops started");
         Loops { cancel, tasks }

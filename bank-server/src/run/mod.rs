@@ -29,7 +29,7 @@ pub use crate::notify::configured as notifiers;
 pub use demo::{DEMO_DEPOSIT, DEMO_USERS, DemoUser, demo_banner, seed_demo};
 pub use loops::{
     ERROR_BACKOFF, IDLE_POLL, LOG_NOTIFIER_KEPT_MAX, LoopSet, Loops, NOTIFICATIONS_BATCH_MAX,
-    NOTIFICATIONS_SUBSCRIPTION, PURGE_PERIOD, SCHEDULER_PERIOD,
+    NOTIFICATIONS_SUBSCRIPTION, PURGE_PERIOD, SCHEDULER_PERIOD, STATEMENTS_PERIOD,
 };
 
 /// Why a command could not run.
@@ -73,7 +73,15 @@ pub enum RunError {
 /// (ledger, transfers with their outbox, users) in place of their SQLite counterparts. The
 /// PostgreSQL schema must be this binary's: [`migrate`] brings it there.
 pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    open_backend_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`open_backend`] on `clock` (tests drive time-based work, such as the monthly statements,
+/// with a manual clock).
+pub async fn open_backend_with_clock(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<(Backend, LocalBackend), RunError> {
     let local = open_local(config, Arc::clone(&clock)).await?;
     let backend = Backend::from(local.clone());
     let Some(database) = &config.database else {

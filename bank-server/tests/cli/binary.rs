@@ -151,7 +151,7 @@ fn help_lists_every_variable() {
     for (name, _, _) in VARIABLES {
         assert!(help.contains(name), "{name} missing from --help");
     }
-    for command in ["serve", "api", "worker", "notifications", "migrate", "users"] {
+    for command in ["serve", "api", "worker", "notifications", "migrate", "users", "statements"] {
         assert!(help.contains(command), "{command} missing from --help");
     }
 }
@@ -244,4 +244,25 @@ fn serve_demo_serves_seeds_once_and_stops_on_sigterm() {
     assert_eq!(secrets(&first), secrets(&second));
     assert!(http_get(&second_address, "/health/live").starts_with("HTTP/1.1 200"));
     assert!(terminate(child).success());
+}
+
+/// `statements --period`: a malformed period is a usage error (exit 2) naming the rule; a month
+/// that has not ended, or one before any account existed, is refused (exit 1) with the reason;
+/// none of them stores a statement.
+#[test]
+fn statements_command_refuses_bad_periods_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in ["2026-13", "26-01", "2026/01"] {
+        let output = bank_server(dir.path()).args(["statements", "--period", bad]).output().expect("run");
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", text(&output.stderr));
+        assert!(text(&output.stderr).contains("YYYY-MM"), "{bad}: {}", text(&output.stderr));
+    }
+    let output = bank_server(dir.path()).args(["statements", "--period", "9998-12"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("has not ended"), "{}", text(&output.stderr));
+    let output = bank_server(dir.path()).args(["statements", "--period", "1999-01"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("no customer account was open during 1999-01"), "{}", text(&output.stderr));
+    let statements = dir.path().join("blobs/objects/statements.d");
+    assert!(!statements.exists(), "nothing stored under {}", statements.display());
 }

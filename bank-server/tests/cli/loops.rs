@@ -28,7 +28,7 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     let app = bank_server::app::App::build(&config).await.expect("app");
     let loops = app.start_loops(LoopSet::ALL).expect("loops");
     let backend = app.backend.clone();
-    assert_eq!(loops.names(), ["worker", "relay", "scheduler", "notifications", "refresh_purge"]);
+    assert_eq!(loops.names(), ["worker", "relay", "scheduler", "notifications", "refresh_purge", "statements"]);
 
     let alice = CustomerId::new();
     let from = backend.ledger.open_account(NewAccount::customer(alice, "Alice", Currency::Usd)).await.expect("open");

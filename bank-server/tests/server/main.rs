@@ -4,3 +4,4 @@
 mod auth;
 mod openapi;
 mod router;
+mod statements;

@@ -369,6 +369,10 @@ async fn openapi_lists_every_route_and_metrics_show_requests() {
         format!("{}/{id}", paths::ADMIN_DEPOSITS),
         format!("{}/{id}/approve", paths::ADMIN_DEPOSITS),
         paths::ADMIN_AUDIT.to_owned(),
+        format!("{}/{id}/statements", paths::ACCOUNTS),
+        format!("{}/{{statement_id}}/download", paths::STATEMENTS),
+        paths::ADMIN_STATEMENTS.to_owned(),
+        format!("{}/{{key}}", paths::FILES),
     ];
     let documented = document["paths"].as_object().expect("paths");
     for path in &expected {

@@ -5,4 +5,5 @@ pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod ops;
+pub(crate) mod statements;
 pub(crate) mod transfers;
