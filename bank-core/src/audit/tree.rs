@@ -22,7 +22,7 @@ use tlog_tiles::{Hash, HashReader};
 use super::{AuditLog, Digest};
 use crate::error::{Error, Result};
 
-pub use tlog_tiles::{EMPTY_HASH, stored_hash_count, stored_hash_index};
+pub use tlog_tiles::{self, EMPTY_HASH, stored_hash_count, stored_hash_index};
 
 /// The RFC 6962 leaf hash of a record's canonical bytes.
 pub fn leaf_hash(bytes: &[u8]) -> Digest {

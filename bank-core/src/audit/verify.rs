@@ -185,10 +185,12 @@ impl Walk<'_> {
             ordinal += 1;
         }
         // The tail after the last checkpoint: the chain only.
+        let mut seq = self.floor + 1;
         while let Some(record) = self.records.next(self.log).await? {
-            if let Err(bad) = self.record(record.seq, Some(record), None) {
+            if let Err(bad) = self.record(seq, Some(record), None) {
                 return Ok(Err(bad));
             }
+            seq += 1;
         }
         Ok(Ok(()))
     }

@@ -201,7 +201,12 @@ pub async fn tree_roots_and_proofs_match_the_records(harness: &dyn AuditHarness)
 }
 
 fn checkpoint(ordinal: u64, size: u64) -> StoredCheckpoint {
-    StoredCheckpoint { ordinal, size, at: at(100 + i64::try_from(ordinal).unwrap_or(0)), note: format!("note {ordinal}\n") }
+    StoredCheckpoint {
+        ordinal,
+        size,
+        at: at(100 + i64::try_from(ordinal).unwrap_or(0)),
+        note: format!("note {ordinal}\n"),
+    }
 }
 
 /// Checkpoints are stored in ordinal order with growing sizes within the log; an identical
