@@ -33,6 +33,7 @@ use bank_core::queue::QueueConfig;
 
 use crate::approvals::SqliteDepositRequests;
 use bank_core::audit::checkpoint::AuditKey;
+use bank_core::audit::seal::SealPolicy;
 
 use crate::audit::{AUDIT_FILE_NAME, SqliteAuditLog, carry_over_legacy, load_or_create_key};
 use crate::blob::FileBlobStore;
@@ -65,6 +66,8 @@ pub struct LocalConfig {
     /// The audit log's name: the origin line of its checkpoints and the name of its key (used
     /// when the key is created; an existing key of another origin is refused).
     pub audit_origin: String,
+    /// When audit checkpoints are taken and how long their sealed segments are kept.
+    pub audit_seal: SealPolicy,
 }
 
 /// The default [`LocalConfig::audit_origin`].
@@ -80,6 +83,7 @@ impl LocalConfig {
             queue: QueueConfig::default(),
             public_url: "http://127.0.0.1:8080".into(),
             audit_origin: AUDIT_ORIGIN_DEFAULT.into(),
+            audit_seal: SealPolicy::default(),
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct LocalBackend {
     pub audit: Arc<SqliteAuditLog>,
     /// The key that signs the audit log's checkpoints.
     pub audit_key: Arc<AuditKey>,
+    /// When audit checkpoints are taken (from [`LocalConfig::audit_seal`]).
+    pub audit_seal: SealPolicy,
     /// Deposits waiting for a second operator.
     pub deposit_requests: Arc<SqliteDepositRequests>,
 }
@@ -172,6 +178,7 @@ impl LocalBackend {
             audit_db,
             audit,
             audit_key,
+            audit_seal: config.audit_seal,
             deposit_requests,
         })
     }

@@ -41,6 +41,7 @@ use bank_core::rail::breaker::CircuitBreaker;
 
 pub use openapi::openapi;
 
+use crate::audit::AuditRecorder;
 use crate::state::{Auth, Backend};
 
 /// Largest request body accepted by default (16 KiB).
@@ -125,6 +126,7 @@ struct Inner {
     service: PaymentsService,
     accounts: AccountsService,
     deposits: DepositsService,
+    audit: AuditRecorder,
     auth: Auth,
     config: HttpConfig,
     metrics: metrics::Metrics,
@@ -142,7 +144,8 @@ impl fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The state of a server over `backend`, authenticating with `auth`.
+    /// The state of a server over `backend`, authenticating with `auth`. Starts the audit
+    /// recorder's flusher on the current tokio runtime ([`crate::audit`]).
     pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
         let service = PaymentsService::new(backend.payments.clone(), payments_config);
         let accounts = AccountsService::new(backend.ledger.clone());
@@ -155,12 +158,14 @@ impl AppState {
             backend.payments.clock.clone(),
         );
         let limits = limits::Limits::new(&config);
+        let audit = AuditRecorder::start(backend.audit.clone());
         AppState {
             inner: Arc::new(Inner {
                 backend,
                 service,
                 accounts,
                 deposits,
+                audit,
                 auth,
                 config,
                 metrics: metrics::Metrics::new(),
@@ -195,6 +200,11 @@ impl AppState {
     /// The operators' deposits service.
     pub fn deposits(&self) -> &DepositsService {
         &self.inner.deposits
+    }
+
+    /// Where audit records go (durable or queued: see [`crate::audit`]).
+    pub fn audit(&self) -> &AuditRecorder {
+        &self.inner.audit
     }
 
     /// The authentication in force.

@@ -1,4 +1,5 @@
-//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge.
+//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token
+//! purge, audit checkpoints and sealing.
 //!
 //! Every loop runs one step at a time (`run_once` of a `bank-core` service), sleeps a little when
 //! the step found nothing to do, and on an error logs it (a `bank_core::Error` never carries a
@@ -29,6 +30,9 @@ pub const SCHEDULER_PERIOD: Duration = Duration::from_secs(1);
 pub const PURGE_PERIOD: Duration = Duration::from_secs(3600);
 /// Pause after a failed step before the next one.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How often the audit sealer looks whether a checkpoint is due (it takes one when N records or
+/// T seconds have passed: `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`).
+pub const AUDIT_SEAL_POLL: Duration = Duration::from_secs(1);
 /// Events one notifications step handles at most.
 pub const NOTIFICATIONS_BATCH_MAX: usize = 256;
 /// The event subscription notifications read.
@@ -49,21 +53,47 @@ pub struct LoopSet {
     pub notifications: bool,
     /// Delete expired refresh tokens.
     pub refresh_purge: bool,
+    /// Sign audit checkpoints and seal their segments to the blob store.
+    pub audit_seal: bool,
 }
 
 impl LoopSet {
     /// Every loop (`serve`).
-    pub const ALL: LoopSet =
-        LoopSet { worker: true, relay: true, scheduler: true, notifications: true, refresh_purge: true };
+    pub const ALL: LoopSet = LoopSet {
+        worker: true,
+        relay: true,
+        scheduler: true,
+        notifications: true,
+        refresh_purge: true,
+        audit_seal: true,
+    };
     /// The transfers pipeline (`worker`).
-    pub const PIPELINE: LoopSet =
-        LoopSet { worker: true, relay: true, scheduler: true, notifications: false, refresh_purge: false };
+    pub const PIPELINE: LoopSet = LoopSet {
+        worker: true,
+        relay: true,
+        scheduler: true,
+        notifications: false,
+        refresh_purge: false,
+        audit_seal: true,
+    };
     /// Notifications only (`notifications`).
-    pub const NOTIFICATIONS: LoopSet =
-        LoopSet { worker: false, relay: false, scheduler: false, notifications: true, refresh_purge: false };
+    pub const NOTIFICATIONS: LoopSet = LoopSet {
+        worker: false,
+        relay: false,
+        scheduler: false,
+        notifications: true,
+        refresh_purge: false,
+        audit_seal: false,
+    };
     /// The refresh-token purge only (`api`: the process that owns the users).
-    pub const API: LoopSet =
-        LoopSet { worker: false, relay: false, scheduler: false, notifications: false, refresh_purge: true };
+    pub const API: LoopSet = LoopSet {
+        worker: false,
+        relay: false,
+        scheduler: false,
+        notifications: false,
+        refresh_purge: true,
+        audit_seal: true,
+    };
 }
 
 /// The running background loops.
@@ -93,7 +123,8 @@ impl Loops {
                 backend.system.clone(),
                 rail.rail.clone(),
                 Arc::clone(&rail.breaker),
-            );
+            )
+            .with_audit(backend.audit.clone());
             let step = move || {
                 let worker = worker.clone();
                 async move { worker.run_once().await.map(|report| report.received > 0) }
@@ -157,6 +188,14 @@ impl Loops {
                 }
             };
             tasks.push(("refresh_purge", tokio::spawn(run_loop("refresh_purge", cancel.clone(), PURGE_PERIOD, step))));
+        }
+        if set.audit_seal {
+            let sealer = Arc::new(backend.audit_sealer());
+            let step = move || {
+                let sealer = Arc::clone(&sealer);
+                async move { sealer.run_once().await.map(|report| report.checkpoint.is_some()) }
+            };
+            tasks.push(("audit_seal", tokio::spawn(run_loop("audit_seal", cancel.clone(), AUDIT_SEAL_POLL, step))));
         }
         tracing::info!(loops = ?tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "background loops started");
         Loops { cancel, tasks }
