@@ -53,6 +53,21 @@ pub struct AuditRecorder {
     capacity: usize,
 }
 
+/// The recorder's bounds (the defaults are the constants above; tests shrink them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderLimits {
+    /// Queued records before callers wait (at least 1).
+    pub queue_max: usize,
+    /// Pause before a failed batch is retried.
+    pub retry_backoff: Duration,
+}
+
+impl Default for RecorderLimits {
+    fn default() -> Self {
+        RecorderLimits { queue_max: AUDIT_QUEUE_MAX, retry_backoff: AUDIT_RETRY_BACKOFF }
+    }
+}
+
 impl std::fmt::Debug for AuditRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditRecorder").field("queued", &self.queue_len()).field("capacity", &self.capacity).finish()
@@ -64,14 +79,14 @@ impl AuditRecorder {
     /// current tokio runtime (it stops once every clone of the recorder is dropped, after
     /// committing what was queued).
     pub fn start(log: Arc<dyn AuditLog>) -> AuditRecorder {
-        AuditRecorder::with_capacity(log, AUDIT_QUEUE_MAX)
+        AuditRecorder::with_limits(log, RecorderLimits::default())
     }
 
-    /// The same with a queue of `capacity` records (at least 1).
-    pub fn with_capacity(log: Arc<dyn AuditLog>, capacity: usize) -> AuditRecorder {
-        let capacity = capacity.max(1);
+    /// The same with other bounds.
+    pub fn with_limits(log: Arc<dyn AuditLog>, limits: RecorderLimits) -> AuditRecorder {
+        let capacity = limits.queue_max.max(1);
         let (queue, receiver) = mpsc::channel(capacity);
-        tokio::spawn(flusher(Arc::clone(&log), receiver));
+        tokio::spawn(flusher(Arc::clone(&log), receiver, limits.retry_backoff));
         AuditRecorder { log, queue, capacity }
     }
 
@@ -108,7 +123,7 @@ fn flusher_gone() -> Error {
 }
 
 /// Appends queued records in batches until every sender is gone and the queue is empty.
-async fn flusher(log: Arc<dyn AuditLog>, mut receiver: mpsc::Receiver<Queued>) {
+async fn flusher(log: Arc<dyn AuditLog>, mut receiver: mpsc::Receiver<Queued>, retry_backoff: Duration) {
     let mut batch = Vec::with_capacity(AUDIT_FLUSH_BATCH_MAX);
     let mut waiters = Vec::new();
     while let Some(first) = receiver.recv().await {
@@ -127,7 +142,7 @@ async fn flusher(log: Arc<dyn AuditLog>, mut receiver: mpsc::Receiver<Queued>) {
                 Ok(_) => batch.clear(),
                 Err(error) => {
                     tracing::error!(%error, records = batch.len(), "audit batch not committed; retrying");
-                    tokio::time::sleep(AUDIT_RETRY_BACKOFF).await;
+                    tokio::time::sleep(retry_backoff).await;
                 }
             }
         }
@@ -211,7 +226,7 @@ mod tests {
     }
 
     /// Queued records are committed in order by the flusher; `flush` returns once they are.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn queued_records_are_committed_in_order() {
         let log = gated(0);
         log.gate.add_permits(1000);
@@ -230,10 +245,10 @@ mod tests {
 
     /// With the disk stuck, the queue holds at most its capacity: the next caller waits (it is
     /// not answered, and nothing is dropped); once the disk moves, everything is committed.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_full_queue_makes_callers_wait_and_drops_nothing() {
         let log = gated(0);
-        let recorder = AuditRecorder::with_capacity(log.clone(), 8);
+        let recorder = AuditRecorder::with_limits(log.clone(), RecorderLimits { queue_max: 8, ..Default::default() });
         // The flusher takes the first record and blocks on the disk with it.
         recorder.queued(view(1)).await.expect("queued");
         for _ in 0..10 {
@@ -259,11 +274,13 @@ mod tests {
     }
 
     /// A batch whose commit fails is kept and retried after the backoff, not dropped.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_failed_batch_is_retried_not_dropped() {
         let log = gated(2);
         log.gate.add_permits(100);
-        let recorder = AuditRecorder::start(log.clone());
+        // No pause between retries here: what matters is that the batch is retried, not when.
+        let limits = RecorderLimits { retry_backoff: Duration::ZERO, ..Default::default() };
+        let recorder = AuditRecorder::with_limits(log.clone(), limits);
         for n in 1..=3 {
             recorder.queued(view(n)).await.expect("queued");
         }
@@ -273,7 +290,7 @@ mod tests {
     }
 
     /// When the last recorder goes, the flusher commits what was queued before stopping.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn dropping_the_recorder_commits_what_was_queued() {
         let log = gated(0);
         log.gate.add_permits(100);

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bank_core::audit::seal::SealPolicy;
 use bank_core::payments::PaymentsConfig;
 use bank_core::queue::RECEIVE_BATCH_MAX;
 use bank_core::rail::simulator::{PPM, SimulatorConfig};
@@ -89,6 +90,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "HMAC-SHA256 key of webhook signatures, at least 32 bytes; required with BANK_WEBHOOK_URL",
     ),
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
+    (
+        "BANK_AUDIT_ORIGIN",
+        "bank.example/audit",
+        "the audit log's name: origin line of its checkpoints and name of its key (fixed once the key exists)",
+    ),
+    ("BANK_AUDIT_CHECKPOINT_RECORDS", "1000", "sign an audit checkpoint once this many records wait, 1 to 10000"),
+    (
+        "BANK_AUDIT_CHECKPOINT_SECONDS",
+        "60",
+        "… or once the oldest record not in a checkpoint is this old, 1 to 86400 seconds",
+    ),
+    ("BANK_AUDIT_RETENTION_DAYS", "2555", "days a sealed audit segment is retained (write-once), 1 to 36500"),
 ];
 
 /// The default of `name` when it is a literal value (not "(none)", "(stdin)" or another
@@ -271,6 +284,10 @@ pub struct Config {
     pub webhook: Option<(String, Secret)>,
     /// `BANK_PASSWORD`.
     pub password: Option<Secret>,
+    /// `BANK_AUDIT_ORIGIN`.
+    pub audit_origin: String,
+    /// `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`, `BANK_AUDIT_RETENTION_DAYS`.
+    pub audit_seal: SealPolicy,
 }
 
 impl Default for Config {
@@ -463,7 +480,35 @@ impl Config {
             },
         };
 
+        let audit_origin = required(get("BANK_AUDIT_ORIGIN")?);
+        bank_core::audit::checkpoint::check_origin(&audit_origin)
+            .map_err(|e| ConfigError::invalid("BANK_AUDIT_ORIGIN", &audit_origin, e.to_string()))?;
+        let audit_seal = {
+            let records_max = bank_core::audit::seal::SEGMENT_RECORDS_MAX;
+            let every_records = parse_in_range(
+                "BANK_AUDIT_CHECKPOINT_RECORDS",
+                &required(get("BANK_AUDIT_CHECKPOINT_RECORDS")?),
+                1,
+                records_max,
+            )?;
+            let seconds = parse_in_range(
+                "BANK_AUDIT_CHECKPOINT_SECONDS",
+                &required(get("BANK_AUDIT_CHECKPOINT_SECONDS")?),
+                1,
+                86_400,
+            )?;
+            let days =
+                parse_in_range("BANK_AUDIT_RETENTION_DAYS", &required(get("BANK_AUDIT_RETENTION_DAYS")?), 1, 36_500)?;
+            SealPolicy {
+                every_records,
+                every: TimeDelta::seconds(i64::try_from(seconds).unwrap_or(86_400)),
+                retention: TimeDelta::days(i64::try_from(days).unwrap_or(36_500)),
+            }
+        };
+
         Ok(Config {
+            audit_origin,
+            audit_seal,
             listen,
             data_dir,
             database,
@@ -505,7 +550,12 @@ impl Config {
 
     /// The embedded backend's settings.
     pub fn local_config(&self) -> LocalConfig {
-        LocalConfig { public_url: self.public_url.clone(), ..LocalConfig::new(&self.data_dir) }
+        LocalConfig {
+            public_url: self.public_url.clone(),
+            audit_origin: self.audit_origin.clone(),
+            audit_seal: self.audit_seal,
+            ..LocalConfig::new(&self.data_dir)
+        }
     }
 
     /// The built-in issuer's settings (the signing key lives under the data directory).
@@ -612,6 +662,8 @@ mod tests {
         // when no configuration is at hand must say the same.
         let c = Config::default();
         assert_eq!(c.worker_batch, PaymentsConfig::default().worker_batch);
+        assert_eq!(c.audit_seal, SealPolicy::default());
+        assert_eq!(c.audit_origin, bank_local::backend::AUDIT_ORIGIN_DEFAULT);
         let http = c.http_config();
         let code = HttpConfig::default();
         assert_eq!(http.rate_per_subject.requests, code.rate_per_subject.requests);
@@ -643,8 +695,17 @@ mod tests {
             ("BANK_RAIL_LATENCY_MS", "25"),
             ("BANK_WORKER_BATCH", "8"),
             ("BANK_PASSWORD", "correct horse battery"),
+            ("BANK_AUDIT_ORIGIN", "bank.example/prod-audit"),
+            ("BANK_AUDIT_CHECKPOINT_RECORDS", "500"),
+            ("BANK_AUDIT_CHECKPOINT_SECONDS", "30"),
+            ("BANK_AUDIT_RETENTION_DAYS", "3650"),
         ])
         .expect("valid");
+        assert_eq!(c.local_config().audit_origin, "bank.example/prod-audit");
+        assert_eq!(
+            c.local_config().audit_seal,
+            SealPolicy { every_records: 500, every: TimeDelta::seconds(30), retention: TimeDelta::days(3650) }
+        );
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/bank"));
         assert_eq!(c.log_format, LogFormat::Json);
@@ -659,6 +720,16 @@ mod tests {
         assert_eq!(c.password.as_ref().map(Secret::expose), Some("correct horse battery"));
         assert!(!format!("{c:?}").contains("horse"), "Debug never shows the password");
         assert_eq!(c.local_config().public_url, "https://bank.example");
+    }
+
+    #[test]
+    fn bad_audit_settings_are_named() {
+        refused(&[("BANK_AUDIT_ORIGIN", "has space")], "BANK_AUDIT_ORIGIN");
+        refused(&[("BANK_AUDIT_ORIGIN", "a+b")], "BANK_AUDIT_ORIGIN");
+        refused(&[("BANK_AUDIT_CHECKPOINT_RECORDS", "0")], "BANK_AUDIT_CHECKPOINT_RECORDS");
+        refused(&[("BANK_AUDIT_CHECKPOINT_RECORDS", "10001")], "BANK_AUDIT_CHECKPOINT_RECORDS");
+        refused(&[("BANK_AUDIT_CHECKPOINT_SECONDS", "0")], "BANK_AUDIT_CHECKPOINT_SECONDS");
+        refused(&[("BANK_AUDIT_RETENTION_DAYS", "0")], "BANK_AUDIT_RETENTION_DAYS");
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod tests {
         accounts::open, accounts::list, accounts::get_one, accounts::transactions,
         transfers::create, transfers::list, transfers::get_one,
         admin::deposit, admin::pending_deposits, admin::deposit_request, admin::approve_deposit, admin::audit,
+        admin::audit_checkpoint, admin::audit_proof, admin::audit_verify, admin::audit_key,
         ops::live, ops::ready, ops::metrics, ops::openapi_json,
     ),
     components(schemas(
@@ -53,7 +54,7 @@ mod tests {
         bank_api::Direction,
         bank_api::TransferRequest, bank_api::Transfer, bank_api::TransferStatus, bank_api::ExternalBeneficiary,
         bank_api::DepositRequest, bank_api::Deposit, bank_api::PendingDeposit, bank_api::PendingDepositStatus,
-        bank_api::AuditEntry, bank_api::AuditOutcome,
+        bank_api::AuditEntry, bank_api::AuditOutcome, bank_api::AuditProof, bank_api::AuditVerification,
     )),
     modifiers(&BearerAuth),
 )]
