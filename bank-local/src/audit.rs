@@ -13,7 +13,7 @@
 //! Records of the table `audit_log` in `bank.sqlite` (where the log lived before it was chained)
 //! are carried over once, in order and with their times, by [`carry_over_legacy`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -311,9 +311,8 @@ pub async fn carry_over_legacy(legacy: &LocalDb, log: &SqliteAuditLog) -> Result
 /// keeps its name for life, and its published verifier key with it.
 pub fn load_or_create_key(data_dir: &Path, origin: &str) -> Result<AuditKey> {
     let path = data_dir.join(AUDIT_KEY_FILE_NAME);
-    match read_key(&path)? {
-        Some(key) => return same_origin(&path, key, origin),
-        None => {}
+    if let Some(key) = read_key(&path)? {
+        return same_origin(&path, key, origin);
     }
     let mut seed = [0_u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
@@ -337,7 +336,7 @@ pub fn load_or_create_key(data_dir: &Path, origin: &str) -> Result<AuditKey> {
     }
 }
 
-fn read_key(path: &PathBuf) -> Result<Option<AuditKey>> {
+fn read_key(path: &Path) -> Result<Option<AuditKey>> {
     use std::io::Read;
     let file = match std::fs::File::open(path) {
         Ok(file) => file,

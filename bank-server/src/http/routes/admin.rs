@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, IdempotencyKeyHeader, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, Delivery, IdempotencyKeyHeader, json_response};
 use crate::http::problem::ApiError;
 
 /// Credits a customer account from the bank's deposits account of its currency. Idempotent on
@@ -128,14 +128,21 @@ pub(crate) async fn approve_deposit(
 pub(crate) async fn deposit_request(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     Path(id): Path<String>,
 ) -> Result<Json<PendingDeposit>, ApiError> {
     caller.require_operator()?;
-    let id: TransferId = id.parse().map_err(|_| ApiError::not_found("deposit request"))?;
-    match state.backend().deposit_requests.get(id).await? {
-        Some(request) => Ok(Json(pending_of(&request))),
-        None => Err(ApiError::not_found("deposit request")),
+    let target = format!("deposit-request:{}", id.chars().take(64).collect::<String>());
+    let read = async {
+        let id: TransferId = id.parse().map_err(|_| ApiError::not_found("deposit request"))?;
+        match state.backend().deposit_requests.get(id).await? {
+            Some(request) => Ok(Json(pending_of(&request))),
+            None => Err(ApiError::not_found("deposit request")),
+        }
     }
+    .await;
+    // An operator's read: recorded durably, like every operator action.
+    audit.outcome(&state, Delivery::Durable, caller.subject(), "deposit-request.view", target, read).await
 }
 
 /// `?status=pending&limit=` of `GET /v1/admin/deposits`.
@@ -163,6 +170,7 @@ pub(crate) struct PendingParams {
 pub(crate) async fn pending_deposits(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiQuery(params): ApiQuery<PendingParams>,
 ) -> Result<Json<Page<PendingDeposit>>, ApiError> {
     caller.require_operator()?;
@@ -171,7 +179,10 @@ pub(crate) async fn pending_deposits(
     }
     let limit = page_limit(params.limit)?;
     let pending = state.backend().deposit_requests.pending(limit).await?;
-    Ok(Json(Page::new(pending.iter().map(pending_of).collect(), None)))
+    let listed = Ok(Json(Page::new(pending.iter().map(pending_of).collect(), None)));
+    audit
+        .outcome(&state, Delivery::Durable, caller.subject(), "deposit-request.list", "deposit-requests".into(), listed)
+        .await
 }
 
 /// `?from_seq=&limit=` of `GET /v1/admin/audit`.
