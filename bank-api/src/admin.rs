@@ -1,5 +1,5 @@
 //! Operator routes beyond the deposit itself: deposit requests waiting for a second operator
-//! (four eyes) and the audit log.
+//! (four eyes), the audit log, its inclusion proofs and its verification.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -63,6 +63,51 @@ pub struct AuditEntry {
     pub outcome: AuditOutcome,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
+    /// Hex SHA-256 of the previous record (64 zeros for record 1).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this record's canonical bytes (which include `prev_hash`).
+    pub hash: String,
+}
+
+/// `GET /v1/admin/audit/proof?seq=N`: the RFC 6962 inclusion proof (audit path) of record `seq`
+/// in the tree of the latest signed checkpoint. To check it: verify `checkpoint` with the key of
+/// `/.well-known/audit-key`, take its size and root, compute the leaf hash
+/// `SHA-256(0x00 || record_bytes)` and walk `audit_path` (RFC 9162 §2.1.3.2) to that root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct AuditProof {
+    /// The record's seq; its leaf index is `seq - 1`.
+    pub seq: u64,
+    pub leaf_index: u64,
+    /// The tree size the proof is for (the checkpoint's).
+    pub tree_size: u64,
+    pub record: AuditEntry,
+    /// Base64 of the record's canonical bytes (encoding version 1).
+    pub record_bytes: String,
+    /// Base64 of `SHA-256(0x00 || record_bytes)`.
+    pub leaf_hash: String,
+    /// Base64 hashes of the audit path, leaf to root.
+    pub audit_path: Vec<String>,
+    /// The signed checkpoint (C2SP signed note, tlog-checkpoint body) the proof leads to.
+    pub checkpoint: String,
+}
+
+/// `GET /v1/admin/audit/verify`: the verdict on the chain, every checkpoint and every sealed
+/// segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct AuditVerification {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// The first seq walked.
+    pub from_seq: u64,
+    pub records_checked: u64,
+    pub checkpoints_checked: u64,
+    pub segments_checked: u64,
+    /// The first bad record, if any.
+    pub first_bad_seq: Option<u64>,
+    /// What is wrong with it.
+    pub problem: Option<String>,
 }
 
 #[cfg(test)]
@@ -98,6 +143,8 @@ mod tests {
             outcome: AuditOutcome::Refused,
             request_id: None,
             client_ip: Some("192.0.2.1".into()),
+            prev_hash: "0".repeat(64),
+            hash: "ab".repeat(32),
         };
         let value = serde_json::to_value(&entry).expect("serialize");
         assert_eq!(value["outcome"], json!("refused"));

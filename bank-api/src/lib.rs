@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{Account, AccountStatus, Direction, HistoryEntry, OpenAccountRequest};
-pub use admin::{AuditEntry, AuditOutcome, PendingDeposit, PendingDepositStatus};
+pub use admin::{AuditEntry, AuditOutcome, AuditProof, AuditVerification, PendingDeposit, PendingDepositStatus};
 pub use auth::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, Registered, TOKEN_TYPE_BEARER, Tokens};
 pub use problem::{PROBLEM_JSON, Problem, problem_types};
 pub use statements::{StatementLink, StatementRun, StatementSummary};

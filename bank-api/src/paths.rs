@@ -25,6 +25,11 @@ pub const TRANSFERS: &str = "/v1/transfers";
 pub const ADMIN_DEPOSITS: &str = "/v1/admin/deposits";
 /// Operator only: `GET ?from_seq=&limit=` pages through the audit log.
 pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
+pub const ADMIN_AUDIT_CHECKPOINT: &str = "/v1/admin/audit/checkpoint";
+pub const ADMIN_AUDIT_PROOF: &str = "/v1/admin/audit/proof";
+pub const ADMIN_AUDIT_VERIFY: &str = "/v1/admin/audit/verify";
+/// The audit log's verifier key, in the signed-note format (public).
+pub const AUDIT_KEY: &str = "/.well-known/audit-key";
 
 /// Operator only: `POST ?period=YYYY-MM[&account_id=]` makes the period's statements.
 pub const ADMIN_STATEMENTS: &str = "/v1/admin/statements";

@@ -4,9 +4,9 @@
 //! no retry or token logic of its own.
 
 use bank_api::{
-    Account, AuditEntry, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest, LogoutRequest,
-    OpenAccountRequest, PAGE_LIMIT_MAX, Page, PendingDeposit, RegisterRequest, Registered, StatementLink, StatementRun,
-    StatementSummary, Tokens, Transfer, TransferRequest, paths,
+    Account, AuditEntry, AuditProof, AuditVerification, Deposit, DepositRequest, Health, HistoryEntry, LoginRequest,
+    LogoutRequest, OpenAccountRequest, PAGE_LIMIT_MAX, Page, PendingDeposit, RegisterRequest, Registered,
+    StatementLink, StatementRun, StatementSummary, Tokens, Transfer, TransferRequest, paths,
 };
 use futures::Stream;
 use tokio::time::Instant;
@@ -220,6 +220,26 @@ impl BankClient {
             call = call.query("account_id", account_id);
         }
         self.execute(&call).await?.json()
+    }
+
+    /// The latest signed audit checkpoint, as the note's text (operator role).
+    pub async fn audit_checkpoint(&self) -> Result<String, ClientError> {
+        self.execute(&Call::get(paths::ADMIN_AUDIT_CHECKPOINT)).await?.text()
+    }
+
+    /// The inclusion proof of audit record `seq` in the latest checkpoint (operator role).
+    pub async fn audit_proof(&self, seq: u64) -> Result<AuditProof, ClientError> {
+        self.execute(&Call::get(paths::ADMIN_AUDIT_PROOF).query("seq", seq)).await?.json()
+    }
+
+    /// Verifies the audit log: chain, checkpoints and sealed segments (operator role).
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
+        self.execute(&Call::get(paths::ADMIN_AUDIT_VERIFY)).await?.json()
+    }
+
+    /// The audit log's verifier key, `<origin>+<key id>+<base64 key>` (no token).
+    pub async fn audit_key(&self) -> Result<String, ClientError> {
+        self.execute(&Call::get(paths::AUDIT_KEY).public()).await?.text()
     }
 
     // --- operations (no token) ---

@@ -4,8 +4,12 @@
 //! Layout of the data directory (`BANK_DATA_DIR`, default `./data`):
 //! - `ledger.sqlite` (+ `-wal`, `-shm`): the ledger (accounts, entries, holds, reversals);
 //! - `bank.sqlite` (+ `-wal`, `-shm`): idempotency keys, transfers, queue, events and subscriber
-//!   cursors, notification log, users and refresh tokens, the audit log, deposit requests;
-//! - `ledger.lock`, `bank.lock`: held while the process runs (one process per data directory);
+//!   cursors, notification log, users and refresh tokens, deposit requests;
+//! - `audit.sqlite` (+ `-wal`, `-shm`): the hash-chained audit log, its tree and checkpoints
+//!   (see [`crate::audit`]), with its own writer so audit commits queue behind nothing else;
+//! - `audit.key`: the audit log's Ed25519 signing key (note format, mode 0600);
+//! - `ledger.lock`, `bank.lock`, `audit.lock`: held while the process runs (one process per data
+//!   directory);
 //! - `blobs/`: write-once objects with retention (statements, sealed audit segments) and the
 //!   secret that signs their download links.
 //!
@@ -28,7 +32,10 @@ use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::queue::QueueConfig;
 
 use crate::approvals::SqliteDepositRequests;
-use crate::audit::SqliteAuditLog;
+use bank_core::audit::checkpoint::AuditKey;
+use bank_core::audit::seal::SealPolicy;
+
+use crate::audit::{AUDIT_FILE_NAME, SqliteAuditLog, carry_over_legacy, load_or_create_key};
 use crate::blob::FileBlobStore;
 use crate::db::{LEDGER_FILE_NAME, LocalDb};
 use crate::events::SqliteEventBus;
@@ -57,7 +64,15 @@ pub struct LocalConfig {
     /// Base URL that signed blob links start with (the reference server passes its public address
     /// followed by `/files`, where it serves them).
     pub public_url: String,
+    /// The audit log's name: the origin line of its checkpoints and the name of its key (used
+    /// when the key is created; an existing key of another origin is refused).
+    pub audit_origin: String,
+    /// When audit checkpoints are taken and how long their sealed segments are kept.
+    pub audit_seal: SealPolicy,
 }
+
+/// The default [`LocalConfig::audit_origin`].
+pub const AUDIT_ORIGIN_DEFAULT: &str = "bank.example/audit";
 
 impl LocalConfig {
     /// Defaults for `data_dir`: every supported currency, default queue limits, links on
@@ -68,6 +83,8 @@ impl LocalConfig {
             currencies: Currency::ALL.to_vec(),
             queue: QueueConfig::default(),
             public_url: "http://127.0.0.1:8080".into(),
+            audit_origin: AUDIT_ORIGIN_DEFAULT.into(),
+            audit_seal: SealPolicy::default(),
         }
     }
 }
@@ -97,8 +114,14 @@ pub struct LocalBackend {
     pub users: Arc<SqliteUserStore>,
     /// The bank's own accounts, opened on first start.
     pub system: SystemAccounts,
-    /// The append-only audit log of operator actions.
+    /// The audit log's database (`audit.sqlite`).
+    pub audit_db: LocalDb,
+    /// The append-only, hash-chained audit log.
     pub audit: Arc<SqliteAuditLog>,
+    /// The key that signs the audit log's checkpoints.
+    pub audit_key: Arc<AuditKey>,
+    /// When audit checkpoints are taken (from [`LocalConfig::audit_seal`]).
+    pub audit_seal: SealPolicy,
     /// Deposits waiting for a second operator.
     pub deposit_requests: Arc<SqliteDepositRequests>,
 }
@@ -134,7 +157,13 @@ impl LocalBackend {
         );
         let users = Arc::new(SqliteUserStore::new(&db, Arc::clone(&clock)));
         let system = SystemAccounts::ensure(ledger.as_ref(), &config.currencies).await?;
-        let audit = Arc::new(SqliteAuditLog::new(&db, Arc::clone(&clock)));
+        let audit_db = LocalDb::open_file(&config.data_dir, AUDIT_FILE_NAME).await?;
+        let audit = Arc::new(SqliteAuditLog::new(&audit_db, Arc::clone(&clock)));
+        let carried = carry_over_legacy(&db, &audit).await?;
+        if carried > 0 {
+            tracing::info!(carried, "audit records carried over from bank.sqlite into the chained log");
+        }
+        let audit_key = Arc::new(load_or_create_key(&config.data_dir, &config.audit_origin)?);
         let deposit_requests = Arc::new(SqliteDepositRequests::new(&db, Arc::clone(&clock)));
         Ok(LocalBackend {
             db,
@@ -147,14 +176,17 @@ impl LocalBackend {
             blobs,
             users,
             system,
+            audit_db,
             audit,
+            audit_key,
+            audit_seal: config.audit_seal,
             deposit_requests,
         })
     }
 
-    /// Checks that both databases answer a read (for readiness probes).
+    /// Checks that every database answers a read (for readiness probes).
     pub async fn ready(&self) -> Result<()> {
-        for db in [&self.db, &self.ledger_db] {
+        for db in [&self.db, &self.ledger_db, &self.audit_db] {
             db.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(|e| bank_core::Error::storage(e, true)))?;
         }
         Ok(())
@@ -165,6 +197,7 @@ impl LocalBackend {
     pub async fn close(&self) {
         self.db.close().await;
         self.ledger_db.close().await;
+        self.audit_db.close().await;
     }
 }
 

@@ -209,7 +209,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::storage(format!("blob I/O task failed: {e}"), false))?
 }
 
-fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
+pub(crate) fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
     use io::ErrorKind::{Interrupted, StorageFull, TimedOut, WouldBlock};
     let retryable = matches!(err.kind(), Interrupted | WouldBlock | TimedOut | StorageFull);
     Error::Storage { message: format!("{what} {}: {err}", path.display()), retryable }
@@ -361,7 +361,7 @@ fn prune_empty_dirs(root: &Path, dir: &Path) {
     }
 }
 
-fn temp_name() -> String {
+pub(crate) fn temp_name() -> String {
     format!(".tmp-{}.tmp", uuid::Uuid::now_v7().simple())
 }
 
@@ -383,7 +383,7 @@ fn write_atomically(root: &Path, rel: &Path, bytes: &[u8], mode: u32) -> Result<
 }
 
 /// Creates `path` (which must not exist), writes and fsyncs `bytes`, and sets `mode`.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -409,13 +409,13 @@ fn set_mode(file: &File, mode: u32) -> io::Result<()> {
 
 /// Fsyncs a directory so the entries created, renamed or removed in it are durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("syncing directory", dir, e))
 }
 
 /// Directories cannot be opened for fsync here; renames are durable once the files are.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bank_core::audit::seal::SealPolicy;
 use bank_core::payments::PaymentsConfig;
 use bank_core::queue::RECEIVE_BATCH_MAX;
 use bank_core::rail::simulator::{PPM, SimulatorConfig};
@@ -97,6 +98,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "days a statement is kept, undeletable and unchangeable (7 years), 31 to 36525",
     ),
     ("BANK_PASSWORD", "(stdin)", "password for `users create` (read from standard input when unset)"),
+    (
+        "BANK_AUDIT_ORIGIN",
+        "bank.example/audit",
+        "the audit log's name: origin line of its checkpoints and name of its key (fixed once the key exists)",
+    ),
+    ("BANK_AUDIT_CHECKPOINT_RECORDS", "1000", "sign an audit checkpoint once this many records wait, 1 to 10000"),
+    (
+        "BANK_AUDIT_CHECKPOINT_SECONDS",
+        "60",
+        "… or once the oldest record not in a checkpoint is this old, 1 to 86400 seconds",
+    ),
+    ("BANK_AUDIT_RETENTION_DAYS", "2555", "days a sealed audit segment is retained (write-once), 1 to 36500"),
 ];
 
 /// The default of `name` when it is a literal value (not "(none)", "(stdin)" or another
@@ -281,6 +294,10 @@ pub struct Config {
     pub statements: StatementsConfig,
     /// `BANK_PASSWORD`.
     pub password: Option<Secret>,
+    /// `BANK_AUDIT_ORIGIN`.
+    pub audit_origin: String,
+    /// `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`, `BANK_AUDIT_RETENTION_DAYS`.
+    pub audit_seal: SealPolicy,
 }
 
 impl Default for Config {
@@ -487,7 +504,35 @@ impl Config {
             },
         };
 
+        let audit_origin = required(get("BANK_AUDIT_ORIGIN")?);
+        bank_core::audit::checkpoint::check_origin(&audit_origin)
+            .map_err(|e| ConfigError::invalid("BANK_AUDIT_ORIGIN", &audit_origin, e.to_string()))?;
+        let audit_seal = {
+            let records_max = bank_core::audit::seal::SEGMENT_RECORDS_MAX;
+            let every_records = parse_in_range(
+                "BANK_AUDIT_CHECKPOINT_RECORDS",
+                &required(get("BANK_AUDIT_CHECKPOINT_RECORDS")?),
+                1,
+                records_max,
+            )?;
+            let seconds = parse_in_range(
+                "BANK_AUDIT_CHECKPOINT_SECONDS",
+                &required(get("BANK_AUDIT_CHECKPOINT_SECONDS")?),
+                1,
+                86_400,
+            )?;
+            let days =
+                parse_in_range("BANK_AUDIT_RETENTION_DAYS", &required(get("BANK_AUDIT_RETENTION_DAYS")?), 1, 36_500)?;
+            SealPolicy {
+                every_records,
+                every: TimeDelta::seconds(i64::try_from(seconds).unwrap_or(86_400)),
+                retention: TimeDelta::days(i64::try_from(days).unwrap_or(36_500)),
+            }
+        };
+
         Ok(Config {
+            audit_origin,
+            audit_seal,
             listen,
             data_dir,
             database,
@@ -533,7 +578,12 @@ impl Config {
     pub fn local_config(&self) -> LocalConfig {
         // Signed links to files are served under `/files` (see `http::routes::statements`).
         let public_url = format!("{}{}", self.public_url, bank_api::paths::FILES);
-        LocalConfig { public_url, ..LocalConfig::new(&self.data_dir) }
+        LocalConfig {
+            public_url,
+            audit_origin: self.audit_origin.clone(),
+            audit_seal: self.audit_seal,
+            ..LocalConfig::new(&self.data_dir)
+        }
     }
 
     /// The built-in issuer's settings (the signing key lives under the data directory).
@@ -640,6 +690,8 @@ mod tests {
         // when no configuration is at hand must say the same.
         let c = Config::default();
         assert_eq!(c.worker_batch, PaymentsConfig::default().worker_batch);
+        assert_eq!(c.audit_seal, SealPolicy::default());
+        assert_eq!(c.audit_origin, bank_local::backend::AUDIT_ORIGIN_DEFAULT);
         let http = c.http_config();
         let code = HttpConfig::default();
         assert_eq!(http.rate_per_subject.requests, code.rate_per_subject.requests);
@@ -673,10 +725,19 @@ mod tests {
             ("BANK_BANK_NAME", "Banque Exemple"),
             ("BANK_STATEMENT_RETENTION_DAYS", "3650"),
             ("BANK_PASSWORD", "correct horse battery"),
+            ("BANK_AUDIT_ORIGIN", "bank.example/prod-audit"),
+            ("BANK_AUDIT_CHECKPOINT_RECORDS", "500"),
+            ("BANK_AUDIT_CHECKPOINT_SECONDS", "30"),
+            ("BANK_AUDIT_RETENTION_DAYS", "3650"),
         ])
         .expect("valid");
         assert_eq!((c.statements.bank_name(), c.statements.retention_days()), ("Banque Exemple", 3650));
         assert_eq!(c.http_config().statements, c.statements);
+        assert_eq!(c.local_config().audit_origin, "bank.example/prod-audit");
+        assert_eq!(
+            c.local_config().audit_seal,
+            SealPolicy { every_records: 500, every: TimeDelta::seconds(30), retention: TimeDelta::days(3650) }
+        );
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/bank"));
         assert_eq!(c.log_format, LogFormat::Json);
@@ -702,6 +763,16 @@ mod tests {
         }
         refused(&[("BANK_BANK_NAME", &"B".repeat(81))], "BANK_BANK_NAME");
         refused(&[("BANK_BANK_NAME", "Bank\u{7}")], "BANK_BANK_NAME");
+    }
+
+    #[test]
+    fn bad_audit_settings_are_named() {
+        refused(&[("BANK_AUDIT_ORIGIN", "has space")], "BANK_AUDIT_ORIGIN");
+        refused(&[("BANK_AUDIT_ORIGIN", "a+b")], "BANK_AUDIT_ORIGIN");
+        refused(&[("BANK_AUDIT_CHECKPOINT_RECORDS", "0")], "BANK_AUDIT_CHECKPOINT_RECORDS");
+        refused(&[("BANK_AUDIT_CHECKPOINT_RECORDS", "10001")], "BANK_AUDIT_CHECKPOINT_RECORDS");
+        refused(&[("BANK_AUDIT_CHECKPOINT_SECONDS", "0")], "BANK_AUDIT_CHECKPOINT_SECONDS");
+        refused(&[("BANK_AUDIT_RETENTION_DAYS", "0")], "BANK_AUDIT_RETENTION_DAYS");
     }
 
     #[test]

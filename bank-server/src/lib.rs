@@ -1,6 +1,7 @@
 //! The bank reference server as a library: auth, HTTP routes, assembly.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod http;

@@ -7,6 +7,7 @@
 //! failed, 2 bad arguments or configuration.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use bank_core::statements::{Initiator, Period};
@@ -68,6 +69,33 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Check or export the hash-chained audit log (run while the server is stopped; a running
+    /// server answers GET /v1/admin/audit/verify).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain, every signed checkpoint and every sealed segment against the live
+    /// log. Prints the verdict as JSON; exits 1 naming the first bad record if any check fails.
+    Verify {
+        /// Start at the checkpoint before this seq (its state authenticated by its signed root).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// Write records as JSON lines (seq, fields, prev_hash, hash) on standard output, for an
+    /// auditor.
+    Export {
+        /// First seq.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last seq (default: the last record).
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 
@@ -164,7 +192,33 @@ async fn execute(command: Command, config: Config) -> Result<(), RunError> {
         Command::Users { command: UsersCommand::Create { email, role } } => {
             create_user(&config, &email, role.into()).await
         }
+        Command::Audit { command } => audit(&config, command).await,
     }
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> Result<(), RunError> {
+    let files = run::audit::AuditFiles::open(config).await?;
+    let result = match command {
+        AuditCommand::Verify { from } => {
+            let report = files.verify(from).await?;
+            let json = serde_json::to_string_pretty(&report).map_err(|e| bank_core::Error::storage(e, false))?;
+            print_stdout(&format!("{json}\n"));
+            match (report.ok, report.first_bad_seq) {
+                (true, _) => Ok(()),
+                (false, seq) => Err(RunError::Refused(format!(
+                    "the audit log failed verification at record {}: {}",
+                    seq.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                    report.problem.unwrap_or_default()
+                ))),
+            }
+        }
+        AuditCommand::Export { from, to } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            files.export(from, to, &mut out).await.map(|_| ())
+        }
+    };
+    files.close().await;
+    result
 }
 
 /// The HTTP API, with the loops of `loops`; `with_rail`: this process runs the worker, so the API
@@ -187,9 +241,26 @@ async fn serve(config: &Config, demo: bool, with_rail: bool, loops: LoopSet) -> 
     let loops = app.start_loops(loops)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let served = run::serve_http(listener, app.service(with_rail), shutdown).await;
+    let state = app.state(with_rail);
+    let service = bank_server::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = run::serve_http(listener, service, shutdown).await;
     loops.shutdown().await;
+    // Commit the queued audit records of the last reads, then checkpoint and seal everything, so
+    // a graceful stop leaves no record outside a signed, sealed checkpoint.
+    if let Err(error) = state.audit().flush().await {
+        tracing::error!(%error, "queued audit records could not be committed at shutdown");
+    }
+    if seal_audit_now(&app).await.is_err() {
+        tracing::error!("the audit log could not be checkpointed at shutdown");
+    }
     served
+}
+
+/// A last checkpoint of the audit log, sealed.
+async fn seal_audit_now(app: &App) -> Result<(), bank_core::Error> {
+    let sealer = app.backend.audit_sealer();
+    sealer.checkpoint_now().await?;
+    sealer.seal_pending().await.map(|_| ())
 }
 
 /// Background loops only, until Ctrl-C or SIGTERM.

@@ -10,6 +10,8 @@ use bank_aws::postgres::{PgDb, PgStores};
 use bank_core::Result;
 use bank_core::approvals::DepositRequestStore;
 use bank_core::audit::AuditLog;
+use bank_core::audit::checkpoint::AuditKey;
+use bank_core::audit::seal::{AuditSealer, SealPolicy};
 use bank_core::notifications::{EventSubscriber, NotificationLog};
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
@@ -55,8 +57,12 @@ pub struct Backend {
     pub users: Option<Arc<dyn UserStore>>,
     /// The bank's own accounts (deposits, rail settlement, suspense) per currency.
     pub system: SystemAccounts,
-    /// The append-only audit log of operator actions.
+    /// The append-only, hash-chained audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// The key that signs the audit log's checkpoints.
+    pub audit_key: Arc<AuditKey>,
+    /// When audit checkpoints are taken and how long sealed segments are kept.
+    pub audit_seal: SealPolicy,
     /// Deposits waiting for a second operator (four eyes).
     pub deposit_requests: Arc<dyn DepositRequestStore>,
     /// Readiness of the backing services.
@@ -86,6 +92,8 @@ impl From<LocalBackend> for Backend {
             users: Some(local.users.clone()),
             system: local.system.clone(),
             audit: local.audit.clone(),
+            audit_key: Arc::clone(&local.audit_key),
+            audit_seal: local.audit_seal,
             deposit_requests: local.deposit_requests.clone(),
             ready: Arc::new(LocalReady(local)),
         }
@@ -112,6 +120,18 @@ impl ReadyCheck for PostgresReady {
 }
 
 impl Backend {
+    /// The sealer of the audit log: signed checkpoints every N records or T seconds, segments
+    /// sealed to the blob store (see [`bank_core::audit::seal`]).
+    pub fn audit_sealer(&self) -> AuditSealer {
+        AuditSealer::new(
+            Arc::clone(&self.audit),
+            Arc::clone(&self.blobs),
+            Arc::clone(&self.audit_key),
+            Arc::clone(&self.payments.clock),
+            self.audit_seal,
+        )
+    }
+
     /// The same backend with the ledger, transfers (and their outbox), users and the bank's own
     /// accounts on PostgreSQL; readiness checks both.
     pub fn on_postgres(self, stores: PgStores) -> Backend {

@@ -29,6 +29,7 @@ use futures::future::join_all;
 use tracing::instrument;
 
 use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
+use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage};
 use crate::faults::FaultPoint;
@@ -97,7 +98,11 @@ pub struct PaymentsWorker {
     system: SystemAccounts,
     rail: Arc<dyn PaymentRail>,
     breaker: Arc<CircuitBreaker>,
+    audit: Option<Arc<dyn AuditLog>>,
 }
+
+/// The audit subject of the worker's records.
+pub const WORKER_AUDIT_SUBJECT: &str = "worker";
 
 impl PaymentsWorker {
     /// A worker booking external transfers through `rail`, guarded by `breaker`.
@@ -108,7 +113,37 @@ impl PaymentsWorker {
         rail: Arc<dyn PaymentRail>,
         breaker: Arc<CircuitBreaker>,
     ) -> Self {
-        PaymentsWorker { ports, config, system, rail, breaker }
+        PaymentsWorker { ports, config, system, rail, breaker, audit: None }
+    }
+
+    /// The same worker recording each transfer's outcome (`transfer.settled`, `transfer.failed`,
+    /// subject [`WORKER_AUDIT_SUBJECT`]) in `audit`: exactly once per transfer, through
+    /// [`AuditLog::append_once`] keyed by the transfer, before the message is acknowledged. A
+    /// crash between the outcome and its record leaves the message unacknowledged; the redelivery
+    /// finds the transfer final and writes the record then (or finds it written).
+    pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Writes the audit record of a final transfer (once per transfer; see [`Self::with_audit`]).
+    async fn audit_outcome(&self, transfer: &Transfer) -> Result<()> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let action = match transfer.status {
+            TransferStatus::Settled => "transfer.settled",
+            TransferStatus::Failed => "transfer.failed",
+            _ => return Ok(()),
+        };
+        let record = NewAuditRecord::new(
+            self.ports.clock.now(),
+            WORKER_AUDIT_SUBJECT,
+            action,
+            format!("transfer:{}", transfer.id),
+            AuditOutcome::Done,
+        );
+        audit.append_once(&format!("{action}:{}", transfer.id), record).await.map(|_| ())
     }
 
     /// Receives one batch and processes all of it at once. The messages of one group (up to
@@ -163,6 +198,7 @@ impl PaymentsWorker {
             Err(other) => return Err(other),
         };
         if transfer.status.is_final() {
+            self.audit_outcome(&transfer).await?;
             self.ack(&delivery).await?;
             return Ok(None);
         }
@@ -197,7 +233,9 @@ impl PaymentsWorker {
             Destination::Internal { account_id } => self.post(&transfer, *account_id).await?,
             Destination::External { .. } => self.settle_external(&transfer, earlier_unknown).await?,
         };
-        let status = self.record(transfer, outcome).await?;
+        let recorded = self.record(transfer, outcome).await?;
+        let status = recorded.status;
+        self.audit_outcome(&recorded).await?;
         self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
         self.ack(&delivery).await?;
         Ok(Some(status))
@@ -395,8 +433,8 @@ impl PaymentsWorker {
         Outcome::Pending { retry_at: now + self.config.backoff(transfer.attempts, salt), outcome_unknown }
     }
 
-    /// Writes the outcome and its event in one store update.
-    async fn record(&self, mut transfer: Transfer, outcome: Outcome) -> Result<TransferStatus> {
+    /// Writes the outcome and its event in one store update; answers the transfer as stored.
+    async fn record(&self, mut transfer: Transfer, outcome: Outcome) -> Result<Transfer> {
         let now = self.ports.clock.now();
         let was_pending_before = transfer.history.iter().any(|h| h.status == TransferStatus::Pending);
         match outcome {
@@ -418,9 +456,7 @@ impl PaymentsWorker {
         } else {
             Vec::new()
         };
-        let status = transfer.status;
-        self.ports.transfers.update(transfer, outbox).await?;
-        Ok(status)
+        self.ports.transfers.update(transfer, outbox).await
     }
 
     async fn to_owner(&self, transfer: &Transfer) -> Option<CustomerId> {

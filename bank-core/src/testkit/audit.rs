@@ -1,5 +1,7 @@
 //! The [`AuditLog`] conformance suite: gap-free `seq` in append order (also under concurrent
-//! appends), records read back exactly, and paging by `from_seq` and `limit`.
+//! appends), records read back exactly, paging by `from_seq` and `limit`, the hash chain, batch
+//! and keyed appends, the Merkle tree's stored hashes (roots and inclusion proofs), checkpoints,
+//! and the sealer plus verifier passing an intact log.
 //!
 //! ```ignore
 //! struct Harness;
@@ -16,7 +18,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::audit::{AUDIT_PAGE_MAX, AuditLog, AuditOutcome, NewAuditRecord};
+use crate::audit::checkpoint::AuditKey;
+use crate::audit::seal::{AuditSealer, SealPolicy, segment_key};
+use crate::audit::tree::{self, Frontier};
+use crate::audit::verify::verify;
+use crate::audit::{AUDIT_PAGE_MAX, AuditLog, AuditOutcome, GENESIS_HASH, NewAuditRecord, StoredCheckpoint};
+use crate::clock::{Clock, ManualClock};
+use crate::memory::blob::MemoryBlobStore;
+use crate::ports::BlobStore;
 
 /// How to build a fresh, empty log for one test case.
 #[async_trait]
@@ -33,6 +42,12 @@ macro_rules! audit_conformance_tests {
             appends_get_gap_free_seq_and_read_back_exactly,
             list_pages_from_a_seq,
             concurrent_appends_each_get_their_own_seq,
+            records_are_hash_chained,
+            batch_appends_are_in_order,
+            keyed_appends_happen_once,
+            tree_roots_and_proofs_match_the_records,
+            checkpoints_follow_each_other,
+            an_intact_log_seals_and_verifies,
         );
     };
 }
@@ -109,4 +124,160 @@ pub async fn concurrent_appends_each_get_their_own_seq(harness: &dyn AuditHarnes
     }
     assert_eq!(seqs, (1..=64).collect::<BTreeSet<u64>>());
     assert_eq!(log.list(1, 100).await.expect("list").len(), 64);
+}
+
+/// Each record's `prev_hash` is the previous record's `hash` (zeros for the first), and its
+/// `hash` is the SHA-256 of its canonical bytes; what `append` answers is what `list` reads.
+pub async fn records_are_hash_chained(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    let mut answered = Vec::new();
+    for n in 1..=5 {
+        answered.push(log.append(record(n)).await.expect("append"));
+    }
+    let all = log.list(1, 10).await.expect("list");
+    assert_eq!(all, answered, "read back with the same hashes");
+    let mut prev = GENESIS_HASH;
+    for r in &all {
+        assert_eq!(r.prev_hash, prev, "record {} links to the one before", r.seq);
+        assert_eq!(r.hash, r.computed_hash(), "record {} hashes its content", r.seq);
+        prev = r.hash;
+    }
+    assert_eq!(log.size().await.expect("size"), 5);
+}
+
+/// A batch gets consecutive seqs in its order, chained like single appends.
+pub async fn batch_appends_are_in_order(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    log.append(record(1)).await.expect("append");
+    let batch = log.append_batch((2..=6).map(record).collect()).await.expect("batch");
+    assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+    for (n, r) in (2..=6).zip(&batch) {
+        assert_eq!(r.record, record(n));
+    }
+    let all = log.list(1, 10).await.expect("list");
+    assert_eq!(&all[1..], &batch[..]);
+    assert_eq!(all[1].prev_hash, all[0].hash);
+    assert!(log.append_batch(Vec::new()).await.expect("empty batch").is_empty());
+    assert_eq!(log.size().await.expect("size"), 6);
+}
+
+/// `append_once` appends once per key; the same key again (even with another record) answers the
+/// first record and appends nothing.
+pub async fn keyed_appends_happen_once(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    let first = log.append_once("transfer.settled:1", record(1)).await.expect("append once");
+    let again = log.append_once("transfer.settled:1", record(2)).await.expect("replay");
+    assert_eq!(again, first);
+    let other = log.append_once("transfer.settled:2", record(2)).await.expect("another key");
+    assert_eq!(other.seq, 2);
+    assert_eq!(log.size().await.expect("size"), 2);
+    assert!(log.append_once("", record(3)).await.is_err(), "empty key");
+    assert!(log.append_once(&"k".repeat(300), record(3)).await.is_err(), "long key");
+}
+
+/// The roots computed from the stored tree hashes equal the roots of the records' leaves at every
+/// size, and every record's inclusion proof checks against them.
+pub async fn tree_roots_and_proofs_match_the_records(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    assert_eq!(tree::root(log.as_ref(), 0).await.expect("empty root"), tree::EMPTY_HASH.0);
+    for n in 1..=11 {
+        log.append(record(n)).await.expect("append");
+    }
+    let all = log.list(1, 20).await.expect("list");
+    let mut frontier = Frontier::new();
+    for r in &all {
+        frontier.push(tree::leaf_hash(&r.encode()));
+        let size = r.seq;
+        let root = tree::root(log.as_ref(), size).await.expect("root");
+        assert_eq!(root, frontier.root(), "root at {size}");
+    }
+    let root = frontier.root();
+    for r in &all {
+        let proof = tree::inclusion_proof(log.as_ref(), r.seq - 1, 11).await.expect("proof");
+        assert!(tree::check_inclusion(&proof, 11, root, r.seq - 1, tree::leaf_hash(&r.encode())), "{}", r.seq);
+    }
+    assert!(tree::inclusion_proof(log.as_ref(), 11, 11).await.is_err(), "record 12 is not in the tree");
+    assert!(log.tree_hashes(&[tree::stored_hash_count(11) + 5]).await.is_err(), "an index not stored yet");
+}
+
+fn checkpoint(ordinal: u64, size: u64) -> StoredCheckpoint {
+    StoredCheckpoint {
+        ordinal,
+        size,
+        at: at(100 + i64::try_from(ordinal).unwrap_or(0)),
+        note: format!("note {ordinal}\n"),
+    }
+}
+
+/// Checkpoints are stored in ordinal order with growing sizes within the log; an identical
+/// replay is accepted, anything else refused; they read back in order.
+pub async fn checkpoints_follow_each_other(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    assert_eq!(log.latest_checkpoint().await.expect("latest"), None);
+    for n in 1..=6 {
+        log.append(record(n)).await.expect("append");
+    }
+    assert!(log.add_checkpoint(checkpoint(2, 3)).await.is_err(), "ordinals start at 1");
+    assert!(log.add_checkpoint(checkpoint(1, 7)).await.is_err(), "not beyond the log");
+    log.add_checkpoint(checkpoint(1, 3)).await.expect("first");
+    log.add_checkpoint(checkpoint(1, 3)).await.expect("identical replay");
+    assert!(log.add_checkpoint(StoredCheckpoint { note: "other\n".into(), ..checkpoint(1, 3) }).await.is_err());
+    assert!(log.add_checkpoint(checkpoint(2, 3)).await.is_err(), "must grow");
+    log.add_checkpoint(checkpoint(2, 6)).await.expect("second");
+    assert_eq!(log.latest_checkpoint().await.expect("latest"), Some(checkpoint(2, 6)));
+    assert_eq!(log.checkpoints(1, 10).await.expect("list"), vec![checkpoint(1, 3), checkpoint(2, 6)]);
+    assert_eq!(log.checkpoints(2, 10).await.expect("list"), vec![checkpoint(2, 6)]);
+    assert_eq!(log.checkpoints(1, 1).await.expect("list").len(), 1);
+}
+
+/// The sealer takes checkpoints when due (N records or T seconds) and seals them in order; the
+/// verifier passes the intact log, from the start and from a later seq.
+pub async fn an_intact_log_seals_and_verifies(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    let clock = ManualClock::new(at(0));
+    let clock_port: Arc<dyn Clock> = Arc::new(clock.clone());
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(MemoryBlobStore::new(Arc::clone(&clock_port), vec![7; 32], "http://127.0.0.1".into()));
+    let key = Arc::new(AuditKey::from_seed("bank.example/audit", [5; 32]).expect("key"));
+    let policy = SealPolicy { every_records: 10, every: TimeDelta::seconds(60), retention: TimeDelta::days(1) };
+    let sealer = AuditSealer::new(Arc::clone(&log), Arc::clone(&blobs), Arc::clone(&key), clock_port, policy);
+    let verifier = key.verifier();
+
+    let report = verify(log.as_ref(), blobs.as_ref(), &verifier, 1).await.expect("verify empty");
+    assert!(report.ok && report.records_checked == 0, "{report:?}");
+    for n in 1..=9 {
+        log.append(record(n)).await.expect("append");
+    }
+    assert_eq!(sealer.run_once().await.expect("run").checkpoint, None, "9 records, none old enough");
+    log.append(record(10)).await.expect("append");
+    let taken = sealer.run_once().await.expect("run");
+    assert_eq!(taken.checkpoint.as_ref().map(|c| (c.ordinal, c.size)), Some((1, 10)));
+    assert_eq!(taken.sealed, 1);
+    assert!(blobs.head(&segment_key(1)).await.is_ok());
+    for n in 11..=14 {
+        log.append(record(n)).await.expect("append");
+    }
+    // The oldest waiting record (record 11, written at 11 s) becomes 60 s old.
+    assert_eq!(sealer.run_once().await.expect("run").checkpoint, None);
+    clock.set(at(11 + 60));
+    let taken = sealer.run_once().await.expect("run");
+    assert_eq!(taken.checkpoint.as_ref().map(|c| (c.ordinal, c.size)), Some((2, 14)));
+    let head = key.verifier().open(&taken.checkpoint.expect("taken").note).expect("signed");
+    assert_eq!(head.root, tree::root(log.as_ref(), 14).await.expect("root"));
+    for n in 15..=17 {
+        log.append(record(n)).await.expect("append");
+    }
+    for from_seq in [1, 5, 11, 12, 15, 17, 99] {
+        let report = verify(log.as_ref(), blobs.as_ref(), &verifier, from_seq).await.expect("verify");
+        assert!(report.ok, "from {from_seq}: {report:?}");
+        assert_eq!(report.first_bad_seq, None);
+        assert_eq!(report.records_checked, 17 - report.from_seq + 1, "from {from_seq}");
+    }
+    let full = verify(log.as_ref(), blobs.as_ref(), &verifier, 1).await.expect("verify");
+    assert_eq!((full.checkpoints_checked, full.segments_checked), (2, 2));
+    let later = verify(log.as_ref(), blobs.as_ref(), &verifier, 15).await.expect("verify");
+    assert_eq!(later.from_seq, 15, "starts after checkpoint 2, authenticated by its root");
+    let other_key = AuditKey::from_seed("bank.example/audit", [6; 32]).expect("key").verifier();
+    let refused = verify(log.as_ref(), blobs.as_ref(), &other_key, 1).await.expect("verify");
+    assert_eq!(refused.first_bad_seq, Some(1), "checkpoints signed by another key: {refused:?}");
 }

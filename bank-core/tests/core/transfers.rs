@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bank_core::Error;
 use bank_core::account::{AccountStatus, NewAccount};
+use bank_core::audit::AuditLog as _;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::EventKind;
 use bank_core::faults::{FaultPoint, Faults};
@@ -732,4 +733,93 @@ async fn transfers_are_listed_in_pages_for_owners_and_operators_only() {
         b.service.view(&Viewer::customer(CustomerId::new()), ids[0]).await,
         Err(Error::TransferNotFound(_))
     ));
+}
+
+/// An audit log whose keyed appends fail while `failures` lasts (a full disk, say).
+#[derive(Debug, Default)]
+struct FlakyAudit {
+    inner: bank_core::memory::audit::MemoryAuditLog,
+    failures: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl bank_core::audit::AuditLog for FlakyAudit {
+    async fn append(
+        &self,
+        record: bank_core::audit::NewAuditRecord,
+    ) -> bank_core::Result<bank_core::audit::AuditRecord> {
+        self.inner.append(record).await
+    }
+    async fn append_batch(
+        &self,
+        records: Vec<bank_core::audit::NewAuditRecord>,
+    ) -> bank_core::Result<Vec<bank_core::audit::AuditRecord>> {
+        self.inner.append_batch(records).await
+    }
+    async fn append_once(
+        &self,
+        key: &str,
+        record: bank_core::audit::NewAuditRecord,
+    ) -> bank_core::Result<bank_core::audit::AuditRecord> {
+        {
+            let mut failures = self.failures.lock();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(Error::storage("audit disk full", true));
+            }
+        }
+        self.inner.append_once(key, record).await
+    }
+    async fn list(&self, from_seq: u64, limit: usize) -> bank_core::Result<Vec<bank_core::audit::AuditRecord>> {
+        self.inner.list(from_seq, limit).await
+    }
+    async fn size(&self) -> bank_core::Result<u64> {
+        self.inner.size().await
+    }
+    async fn tree_hashes(&self, indexes: &[u64]) -> bank_core::Result<Vec<bank_core::audit::Digest>> {
+        self.inner.tree_hashes(indexes).await
+    }
+    async fn add_checkpoint(&self, checkpoint: bank_core::audit::StoredCheckpoint) -> bank_core::Result<()> {
+        self.inner.add_checkpoint(checkpoint).await
+    }
+    async fn checkpoints(&self, from: u64, limit: usize) -> bank_core::Result<Vec<bank_core::audit::StoredCheckpoint>> {
+        self.inner.checkpoints(from, limit).await
+    }
+    async fn latest_checkpoint(&self) -> bank_core::Result<Option<bank_core::audit::StoredCheckpoint>> {
+        self.inner.latest_checkpoint().await
+    }
+}
+
+/// The worker records each outcome once, as `worker`, before acknowledging: when the record
+/// cannot be written, the message is not acknowledged, and the redelivery — finding the transfer
+/// already settled — writes it; duplicate deliveries write nothing more.
+#[tokio::test]
+async fn the_worker_audits_each_outcome_once_even_after_a_failed_audit_write() {
+    let b = bank().await;
+    let audit = Arc::new(FlakyAudit { failures: Mutex::new(1), ..FlakyAudit::default() });
+    let worker = b.worker.clone().with_audit(audit.clone());
+    let settled = b.accept(b.internal("10.00")).await.expect("accept");
+    let failed = b.accept(b.internal("1000.00")).await;
+    assert!(failed.is_err(), "refused at acceptance: nothing for the worker");
+    b.relay.run_once(100).await.expect("relay");
+    let first = worker.run_once().await.expect("worker");
+    assert_eq!(first.interrupted, 1, "the audit write failed: the message stays unacknowledged");
+    assert_eq!(b.status(settled.id).await, TransferStatus::Settled, "the outcome itself is written");
+    assert!(audit.list(1, 10).await.expect("list").is_empty());
+    for generation in 1..=2 {
+        b.queue.enqueue(bank_core::queue::QueueMessage::retry(settled.id, b.alice_usd, generation)).await.expect("dup");
+    }
+    for _ in 0..4 {
+        b.clock.advance(bank_core::payments::TRANSIENT_RETRY_DELAY);
+        worker.run_once().await.expect("worker");
+    }
+    let records = audit.list(1, 10).await.expect("list");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0].record;
+    assert_eq!(
+        (record.subject.as_str(), record.action.as_str()),
+        (bank_core::payments::WORKER_AUDIT_SUBJECT, "transfer.settled")
+    );
+    assert_eq!(record.target, format!("transfer:{}", settled.id));
+    assert_eq!(b.balance(b.bob_usd).await.0, dec("10.00"), "and the money moved once");
 }

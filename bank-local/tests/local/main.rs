@@ -1,6 +1,7 @@
 //! bank-local's integration tests, one binary: every store against its conformance suite, the
 //! ledger model, the SQLite fault simulation, start-up refusals and the kill -9 test.
 
+mod audit;
 mod blob;
 mod crash;
 mod events;

@@ -57,19 +57,33 @@ mod deposit_requests {
 }
 
 #[tokio::test]
-async fn the_audit_table_refuses_update_and_delete() {
+async fn the_audit_tables_refuse_update_and_delete() {
     let dir = TempDir::new().expect("temp dir");
     let db = LocalDb::open(dir.path()).await.expect("open");
     let log = SqliteAuditLog::new(&db, clock());
     log.append(record(1)).await.expect("append");
-    for statement in ["UPDATE audit_log SET subject = 'someone else'", "DELETE FROM audit_log"] {
+    for statement in [
+        "UPDATE audit_records SET subject = 'someone else'",
+        "DELETE FROM audit_records",
+        "UPDATE audit_tree SET hash = zeroblob(32)",
+        "DELETE FROM audit_tree",
+        "INSERT INTO audit_checkpoints (ordinal, size, at, note) VALUES (1, 1, 0, 'n')",
+        "UPDATE audit_checkpoints SET note = 'forged'",
+        "DELETE FROM audit_checkpoints",
+    ] {
         let refused = db.read(|conn| {
             // A read connection is read-only; open a writable one as an intruder would.
             let path = conn.path().expect("path").to_owned();
             let writable = rusqlite::Connection::open(path).expect("open writable");
             Ok(writable.execute(statement, []))
         });
-        let error = refused.expect("read").expect_err(statement).to_string();
+        let refused = refused.expect("read");
+        if statement.starts_with("INSERT") {
+            // Inserting is what appends do; the checkpoint row is there to be refused below.
+            refused.expect(statement);
+            continue;
+        }
+        let error = refused.expect_err(statement).to_string();
         assert!(error.contains("append-only"), "{statement}: {error}");
     }
     assert_eq!(log.list(1, 10).await.expect("list")[0].record, record(1), "unchanged");

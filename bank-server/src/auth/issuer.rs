@@ -88,6 +88,24 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// A refused login, with what the audit log needs: the user if the email named one, and why
+/// (`throttled`, `unknown_user`, `wrong_password`, `wrong_totp`, `error`).
+#[derive(Debug)]
+pub struct LoginRefused {
+    /// What the client is answered.
+    pub error: AuthError,
+    /// The user the email named, if any.
+    pub user: Option<CustomerId>,
+    /// Why, for the audit record.
+    pub reason: &'static str,
+}
+
+impl LoginRefused {
+    fn new(error: AuthError, user: Option<CustomerId>, reason: &'static str) -> Self {
+        LoginRefused { error, user, reason }
+    }
+}
+
 /// The built-in issuer.
 #[derive(Debug)]
 pub struct TokenIssuer {
@@ -168,7 +186,6 @@ impl TokenIssuer {
     }
 
     /// Logs in with password and TOTP code; see the module docs for the failure rules.
-    #[tracing::instrument(skip(self, email, password, totp_code))]
     pub async fn login(
         &self,
         email: &str,
@@ -176,42 +193,64 @@ impl TokenIssuer {
         totp_code: &str,
         client_ip: IpAddr,
     ) -> Result<Tokens, AuthError> {
+        self.login_detailed(email, password, totp_code, client_ip).await.map(|(tokens, _)| tokens).map_err(|r| r.error)
+    }
+
+    /// [`TokenIssuer::login`], saying who logged in, or why the login was refused (for the audit
+    /// log only: the client still gets one generic answer).
+    #[tracing::instrument(skip(self, email, password, totp_code))]
+    pub async fn login_detailed(
+        &self,
+        email: &str,
+        password: &str,
+        totp_code: &str,
+        client_ip: IpAddr,
+    ) -> Result<(Tokens, CustomerId), LoginRefused> {
         let ip_key = client_ip.to_string();
         let account_key = email.trim().to_lowercase();
         let pair_key = format!("{ip_key} {account_key}");
-        let throttled = |retry_after_secs| AuthError::Throttled { retry_after_secs };
+        let throttled =
+            |retry_after_secs| LoginRefused::new(AuthError::Throttled { retry_after_secs }, None, "throttled");
         self.per_pair.check(&pair_key).map_err(throttled)?;
         self.per_account.check(&account_key).map_err(throttled)?;
         // The per-IP cap never refuses an account without failures (see the module docs).
         if self.per_account.failures(&account_key) > 0 {
             self.per_ip.check(&ip_key).map_err(throttled)?;
         }
+        let failed = |error: AuthError| LoginRefused::new(error, None, "error");
         let user = match Email::parse(email) {
-            Ok(email) => self.store.by_email(&email).await?,
+            Ok(email) => self.store.by_email(&email).await.map_err(|e| failed(e.into()))?,
             Err(_) => None,
         };
-        let password_ok = passwords::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let password_ok =
+            passwords::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await.map_err(failed)?;
         let authenticated = match (&user, password_ok) {
-            (Some(user), true) => self.claim_totp(user, totp_code).await?,
+            (Some(user), true) => self.claim_totp(user, totp_code).await.map_err(failed)?,
             _ => false,
         };
-        let Some(user) = user.filter(|_| authenticated) else {
+        let reason = match (&user, password_ok) {
+            (None, _) => "unknown_user",
+            (Some(_), false) => "wrong_password",
+            (Some(_), true) => "wrong_totp",
+        };
+        let Some(user) = user.clone().filter(|_| authenticated) else {
             self.per_ip.fail(&ip_key);
             self.per_pair.fail(&pair_key);
             self.per_account.fail(&account_key);
             tracing::info!("login refused");
-            return Err(AuthError::InvalidCredentials);
+            return Err(LoginRefused::new(AuthError::InvalidCredentials, user.map(|u| u.id), reason));
         };
         self.per_pair.reset(&pair_key);
         self.per_account.reset(&account_key);
         let family = Uuid::now_v7();
         let refresh_token = new_refresh_token();
-        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl)?;
+        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl).map_err(failed)?;
         self.store
             .insert_refresh(RefreshToken::new(RefreshTokenHash::of(&refresh_token), family, user.id, expires_at))
-            .await?;
+            .await
+            .map_err(|e| failed(e.into()))?;
         tracing::info!(user = %user.id, "login");
-        self.tokens(&user, refresh_token)
+        self.tokens(&user, refresh_token).map(|tokens| (tokens, user.id)).map_err(failed)
     }
 
     async fn claim_totp(&self, user: &User, code: &str) -> Result<bool, AuthError> {
@@ -224,32 +263,52 @@ impl TokenIssuer {
 
     /// Exchanges a refresh token for new tokens. A token presented a second time revokes its
     /// whole session ([`AuthError::RefreshReused`]).
-    #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AuthError> {
+        self.refresh_detailed(refresh_token).await.map(|(tokens, _)| tokens).map_err(|(error, _)| error)
+    }
+
+    /// [`TokenIssuer::refresh`], saying whose session it was (when the token was known).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh_detailed(
+        &self,
+        refresh_token: &str,
+    ) -> Result<(Tokens, CustomerId), (AuthError, Option<CustomerId>)> {
         let old = RefreshTokenHash::of(refresh_token);
         let next = new_refresh_token();
-        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl)?;
-        match self.store.rotate_refresh(&old, &RefreshTokenHash::of(&next), expires_at).await? {
+        let expires_at = self.clock.now() + ttl(self.config.refresh_ttl).map_err(|e| (e, None))?;
+        match self
+            .store
+            .rotate_refresh(&old, &RefreshTokenHash::of(&next), expires_at)
+            .await
+            .map_err(|e| (e.into(), None))?
+        {
             Rotation::Rotated { user, .. } => {
-                let user = self.store.by_id(user).await?.ok_or(AuthError::InvalidToken("unknown user"))?;
-                self.tokens(&user, next)
+                let found = self.store.by_id(user).await.map_err(|e| (e.into(), Some(user)))?;
+                let found = found.ok_or((AuthError::InvalidToken("unknown user"), Some(user)))?;
+                self.tokens(&found, next).map(|tokens| (tokens, user)).map_err(|e| (e, Some(user)))
             }
             Rotation::Reused { user, family } => {
                 tracing::warn!(user = %user, %family, "refresh token reused; session revoked");
-                Err(AuthError::RefreshReused)
+                Err((AuthError::RefreshReused, Some(user)))
             }
-            Rotation::Invalid => Err(AuthError::InvalidToken("refresh token unknown, expired or revoked")),
+            Rotation::Invalid => Err((AuthError::InvalidToken("refresh token unknown, expired or revoked"), None)),
         }
     }
 
     /// Ends the session of `refresh_token` (its whole family). Unknown tokens are ignored.
-    #[tracing::instrument(skip_all)]
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        self.logout_detailed(refresh_token).await.map(|_| ())
+    }
+
+    /// [`TokenIssuer::logout`], answering whose session ended (`None`: the token was unknown).
+    #[tracing::instrument(skip_all)]
+    pub async fn logout_detailed(&self, refresh_token: &str) -> Result<Option<CustomerId>, AuthError> {
         if let Some(token) = self.store.refresh_token(&RefreshTokenHash::of(refresh_token)).await? {
             self.store.revoke_family(token.family).await?;
             tracing::info!(user = %token.user, "logout");
+            return Ok(Some(token.user));
         }
-        Ok(())
+        Ok(None)
     }
 
     fn tokens(&self, user: &User, refresh_token: String) -> Result<Tokens, AuthError> {

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
+use bank_core::audit::AuditOutcome;
 
 /// A JSON body: malformed JSON, wrong types and unknown fields answer 400 `malformed-body`, an
 /// amount the grammar refuses 400 `invalid-request` naming the field, a body over the limit 413
@@ -120,6 +121,11 @@ impl Authed {
         self.0.has_role(Role::Operator)
     }
 
+    /// The audit records' subject: the user id.
+    pub(crate) fn subject(&self) -> String {
+        self.0.user.to_string()
+    }
+
     /// Who is asking, as the core services see it.
     pub(crate) fn viewer(&self) -> bank_core::accounts::Viewer {
         bank_core::accounts::Viewer { user: self.0.user, operator: self.is_operator() }
@@ -135,20 +141,43 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
-        let text = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-        let token = match text.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(ApiError::unauthorized("an Authorization: Bearer token is required")),
+        let principal = match bearer_principal(parts, state).await {
+            Ok(principal) => principal,
+            Err((reason, error)) => {
+                // A refused token is audited (queued: it changed nothing), naming why, never the
+                // token. The subject is unknown: the token was not trusted.
+                let audit = AuditContext::from_parts(parts, state);
+                let target = format!("route:{}", parts.uri.path().chars().take(128).collect::<String>());
+                let action = format!("auth.token.refused.{reason}");
+                let _ = audit.log(state, Delivery::Queued, ANONYMOUS, &action, target, AuditOutcome::Refused).await;
+                return Err(error);
+            }
         };
-        let principal = state.auth().verifier.verify(token).await.map_err(ApiError::from_auth)?;
         state.limits().per_subject.check(&principal.user).map_err(ApiError::rate_limited)?;
         tracing::Span::current().record("subject", tracing::field::display(&principal.user));
         Ok(Authed(principal))
     }
+}
+
+/// The principal of the request's bearer token, or why there is none (`missing`, `malformed`,
+/// `invalid`, `mfa_missing`) with the problem to answer.
+async fn bearer_principal(parts: &Parts, state: &AppState) -> Result<Principal, (&'static str, ApiError)> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(("missing", ApiError::unauthorized("an Authorization: Bearer token is required")))?;
+    let text = value.to_str().map_err(|_| ("malformed", ApiError::unauthorized("malformed Authorization header")))?;
+    let token = match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(("malformed", ApiError::unauthorized("an Authorization: Bearer token is required"))),
+    };
+    state.auth().verifier.verify(token).await.map_err(|error| {
+        let reason = match &error {
+            AuthError::MfaMissing => "mfa_missing",
+            _ => "invalid",
+        };
+        (reason, ApiError::from_auth(error))
+    })
 }
 
 /// The client's address: the last `X-Forwarded-For` entry when trusted (the one the proxy
@@ -217,13 +246,29 @@ impl FromRequestParts<AppState> for AuditContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let request_id = parts.extensions.get::<super::middleware::RequestId>().map(|id| id.0.clone());
-        let client_ip = client_ip(&parts.headers, &parts.extensions, state.config().trust_forwarded_for);
-        Ok(AuditContext { request_id, client_ip })
+        Ok(AuditContext::from_parts(parts, state))
     }
 }
 
+/// How an audit record is written (see [`crate::audit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Committed before the request answers.
+    Durable,
+    /// Queued to the bounded buffer; the request answers at once.
+    Queued,
+}
+
+/// Who the audit record of an unauthenticated request names.
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
 impl AuditContext {
+    fn from_parts(parts: &Parts, state: &AppState) -> AuditContext {
+        let request_id = parts.extensions.get::<super::middleware::RequestId>().map(|id| id.0.clone());
+        let client_ip = client_ip(&parts.headers, &parts.extensions, state.config().trust_forwarded_for);
+        AuditContext { request_id, client_ip }
+    }
+
     /// The operator `subject` acting from this request, as the core services audit it.
     pub(crate) fn actor(&self, subject: &crate::auth::Principal) -> bank_core::audit::Actor {
         bank_core::audit::Actor {
@@ -233,9 +278,65 @@ impl AuditContext {
         }
     }
 
-    /// Appends an operator action to the audit log. An append that fails is logged and answered
-    /// as an internal error only where the action has not happened yet (callers audit before
-    /// acting when they can); the record never holds a secret.
+    /// Writes the record of `subject`'s `action` on `target` from this request. The record holds
+    /// ids and names only, never a secret.
+    pub(crate) async fn log(
+        &self,
+        state: &AppState,
+        delivery: Delivery,
+        subject: impl Into<String>,
+        action: &str,
+        target: String,
+        outcome: bank_core::audit::AuditOutcome,
+    ) -> Result<(), ApiError> {
+        let record = bank_core::audit::NewAuditRecord::new(
+            state.backend().payments.clock.now(),
+            subject,
+            action,
+            target,
+            outcome,
+        )
+        .with_request(self.request_id.clone(), Some(self.client_ip.to_string()));
+        let written = match delivery {
+            Delivery::Durable => state.audit().durable(record).await.map(|_| ()),
+            Delivery::Queued => state.audit().queued(record).await,
+        };
+        written.map_err(|error| {
+            tracing::error!(%error, action, "audit append failed");
+            ApiError::from_core(error)
+        })
+    }
+
+    /// Records how an action ended and hands `result` back: `action` done when it succeeded,
+    /// `action.refused.<problem code>` when it was refused. An action that succeeded is answered
+    /// only once its record is written (else 503); a refusal is answered as it was even if its
+    /// record could not be written (that failure is logged).
+    pub(crate) async fn outcome<T>(
+        &self,
+        state: &AppState,
+        delivery: Delivery,
+        subject: impl Into<String>,
+        action: &str,
+        target: String,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        use bank_core::audit::AuditOutcome;
+        match result {
+            Ok(value) => {
+                self.log(state, delivery, subject, action, target, AuditOutcome::Done).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                let refused = format!("{action}.refused.{}", error.code());
+                let _ = self.log(state, delivery, subject, &refused, target, AuditOutcome::Refused).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends an operator action to the audit log, durably. An append that fails is logged and
+    /// answered as an internal error only where the action has not happened yet (callers audit
+    /// before acting when they can); the record never holds a secret.
     pub(crate) async fn record(
         &self,
         state: &AppState,
@@ -244,10 +345,6 @@ impl AuditContext {
         target: String,
         outcome: bank_core::audit::AuditOutcome,
     ) -> Result<(), ApiError> {
-        let record = self.actor(subject).record(state.backend().payments.clock.now(), action, target, outcome);
-        state.backend().audit.append(record).await.map(|_| ()).map_err(|error| {
-            tracing::error!(%error, action, "audit append failed");
-            ApiError::from_core(error)
-        })
+        self.log(state, Delivery::Durable, subject.user.to_string(), action, target, outcome).await
     }
 }

@@ -42,6 +42,7 @@ use bank_core::statements::{StatementJob, StatementsConfig};
 
 pub use openapi::openapi;
 
+use crate::audit::AuditRecorder;
 use crate::state::{Auth, Backend};
 
 /// Largest request body accepted by default (16 KiB).
@@ -130,6 +131,7 @@ struct Inner {
     accounts: AccountsService,
     deposits: DepositsService,
     statements: StatementJob,
+    audit: AuditRecorder,
     auth: Auth,
     config: HttpConfig,
     metrics: metrics::Metrics,
@@ -147,7 +149,8 @@ impl fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The state of a server over `backend`, authenticating with `auth`.
+    /// The state of a server over `backend`, authenticating with `auth`. Starts the audit
+    /// recorder's flusher on the current tokio runtime ([`crate::audit`]).
     pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
         let service = PaymentsService::new(backend.payments.clone(), payments_config);
         let accounts = AccountsService::new(backend.ledger.clone());
@@ -161,6 +164,7 @@ impl AppState {
         );
         let statements = statement_job(&backend, config.statements.clone());
         let limits = limits::Limits::new(&config);
+        let audit = AuditRecorder::start(backend.audit.clone());
         AppState {
             inner: Arc::new(Inner {
                 backend,
@@ -168,6 +172,7 @@ impl AppState {
                 accounts,
                 deposits,
                 statements,
+                audit,
                 auth,
                 config,
                 metrics: metrics::Metrics::new(),
@@ -207,6 +212,11 @@ impl AppState {
     /// The statements job.
     pub fn statements(&self) -> &StatementJob {
         &self.inner.statements
+    }
+
+    /// Where audit records go (durable or queued: see [`crate::audit`]).
+    pub fn audit(&self) -> &AuditRecorder {
+        &self.inner.audit
     }
 
     /// The authentication in force.
@@ -274,6 +284,10 @@ pub fn router(state: AppState) -> Router {
         .route(&statement_download, get(routes::statements::download))
         .route(paths::ADMIN_STATEMENTS, post(routes::statements::run))
         .route(&files, get(routes::statements::file))
+        .route(paths::ADMIN_AUDIT_CHECKPOINT, get(routes::admin::audit_checkpoint))
+        .route(paths::ADMIN_AUDIT_PROOF, get(routes::admin::audit_proof))
+        .route(paths::ADMIN_AUDIT_VERIFY, get(routes::admin::audit_verify))
+        .route(paths::AUDIT_KEY, get(routes::admin::audit_key))
         .route(paths::HEALTH_LIVE, get(routes::ops::live))
         .route(paths::HEALTH_READY, get(routes::ops::ready))
         .route(paths::METRICS, get(routes::ops::metrics))

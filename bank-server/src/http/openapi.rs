@@ -44,6 +44,7 @@ mod tests {
         transfers::create, transfers::list, transfers::get_one,
         admin::deposit, admin::pending_deposits, admin::deposit_request, admin::approve_deposit, admin::audit,
         statements::list, statements::download, statements::run, statements::file,
+        admin::audit_checkpoint, admin::audit_proof, admin::audit_verify, admin::audit_key,
         ops::live, ops::ready, ops::metrics, ops::openapi_json,
     ),
     components(schemas(
@@ -56,6 +57,7 @@ mod tests {
         bank_api::DepositRequest, bank_api::Deposit, bank_api::PendingDeposit, bank_api::PendingDepositStatus,
         bank_api::AuditEntry, bank_api::AuditOutcome,
         bank_api::StatementSummary, bank_api::StatementLink, bank_api::StatementRun,
+        bank_api::AuditEntry, bank_api::AuditOutcome, bank_api::AuditProof, bank_api::AuditVerification,
     )),
     modifiers(&BearerAuth),
 )]

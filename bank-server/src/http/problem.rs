@@ -50,6 +50,11 @@ impl ApiError {
         ApiError { status, problem_type, title, detail: detail.into(), retry_after_secs: None, bearer_challenge: false }
     }
 
+    /// The problem type's last segment (`insufficient-funds`): what an audit record names.
+    pub(crate) fn code(&self) -> &'static str {
+        self.problem_type.rsplit('/').next().unwrap_or(self.problem_type)
+    }
+
     pub(crate) fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self

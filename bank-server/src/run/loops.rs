@@ -1,5 +1,6 @@
 //! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge,
-//! and the monthly statements (checked every [`STATEMENTS_PERIOD`] against the backend's clock).
+//! audit checkpoints and sealing, and the monthly statements (checked every [`STATEMENTS_PERIOD`]
+//! against the backend's clock).
 //!
 //! Every loop runs one step at a time (`run_once` of a `bank-core` service), sleeps a little when
 //! the step found nothing to do, and on an error logs it (a `bank_core::Error` never carries a
@@ -32,6 +33,9 @@ pub const SCHEDULER_PERIOD: Duration = Duration::from_secs(1);
 pub const PURGE_PERIOD: Duration = Duration::from_secs(3600);
 /// Pause after a failed step before the next one.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How often the audit sealer looks whether a checkpoint is due (it takes one when N records or
+/// T seconds have passed: `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`).
+pub const AUDIT_SEAL_POLL: Duration = Duration::from_secs(1);
 /// Events one notifications step handles at most.
 pub const NOTIFICATIONS_BATCH_MAX: usize = 256;
 /// The event subscription notifications read.
@@ -57,6 +61,8 @@ pub struct LoopSet {
     pub refresh_purge: bool,
     /// Make the previous month's statements once it has ended.
     pub statements: bool,
+    /// Sign audit checkpoints and seal their segments to the blob store.
+    pub audit_seal: bool,
 }
 
 impl LoopSet {
@@ -68,14 +74,15 @@ impl LoopSet {
         notifications: true,
         refresh_purge: true,
         statements: true,
+        audit_seal: true,
     };
-    /// The transfers pipeline (`worker`).
+    /// The transfers pipeline (`worker`); every process seals the audit records it wrote.
     pub const PIPELINE: LoopSet =
         LoopSet { notifications: false, refresh_purge: false, statements: false, ..LoopSet::ALL };
     /// Notifications only (`notifications`).
     pub const NOTIFICATIONS: LoopSet = LoopSet { notifications: true, ..LoopSet::NONE };
-    /// The refresh-token purge only (`api`: the process that owns the users).
-    pub const API: LoopSet = LoopSet { refresh_purge: true, ..LoopSet::NONE };
+    /// The refresh-token purge and audit sealing (`api`: the process that owns the users).
+    pub const API: LoopSet = LoopSet { refresh_purge: true, audit_seal: true, ..LoopSet::NONE };
     /// The monthly statements only (for a process of its own, and tests).
     pub const STATEMENTS: LoopSet = LoopSet { statements: true, ..LoopSet::NONE };
     /// No loop.
@@ -86,6 +93,7 @@ impl LoopSet {
         notifications: false,
         refresh_purge: false,
         statements: false,
+        audit_seal: false,
     };
 }
 
@@ -117,7 +125,8 @@ impl Loops {
                 backend.system.clone(),
                 rail.rail.clone(),
                 Arc::clone(&rail.breaker),
-            );
+            )
+            .with_audit(backend.audit.clone());
             let step = move || {
                 let worker = worker.clone();
                 async move { worker.run_once().await.map(|report| report.received > 0) }
@@ -195,6 +204,14 @@ impl Loops {
                 }
             };
             tasks.push(("statements", tokio::spawn(run_loop("statements", cancel.clone(), STATEMENTS_PERIOD, step))));
+        }
+        if set.audit_seal {
+            let sealer = Arc::new(backend.audit_sealer());
+            let step = move || {
+                let sealer = Arc::clone(&sealer);
+                async move { sealer.run_once().await.map(|report| report.checkpoint.is_some()) }
+            };
+            tasks.push(("audit_seal", tokio::spawn(run_loop("audit_seal", cancel.clone(), AUDIT_SEAL_POLL, step))));
         }
         tracing::info!(loops = ?tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "background loops started");
         Loops { cancel, tasks }

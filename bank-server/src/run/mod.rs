@@ -22,6 +22,7 @@ use crate::auth::{AuthError, passwords};
 use crate::config::{AuthMode, Config, DatabaseConfig};
 use crate::state::{Auth, Backend};
 
+pub mod audit;
 pub mod demo;
 pub mod loops;
 

@@ -266,3 +266,44 @@ fn statements_command_refuses_bad_periods_and_stores_nothing() {
     let statements = dir.path().join("blobs/objects/statements.d");
     assert!(!statements.exists(), "nothing stored under {}", statements.display());
 }
+
+/// A graceful stop checkpoints and seals the audit log; `audit verify` then passes (exit 0, the
+/// verdict as JSON), `audit export` prints the records as JSON lines, and after a record is
+/// edited in the file `audit verify` exits 1 naming it.
+#[cfg(unix)]
+#[test]
+fn audit_verify_and_export_after_a_graceful_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, address, _) = start_demo(dir.path());
+    // Served (and so its signal handler installed) before it is stopped.
+    assert!(http_get(&address, "/health/live").starts_with("HTTP/1.1 200"));
+    assert!(terminate(child).success());
+
+    let verified = bank_server(dir.path()).args(["audit", "verify"]).output().expect("run");
+    let report = json_of(&verified);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["segments_checked"].as_u64().expect("segments") >= 1, "the stop sealed a checkpoint: {report}");
+    let records = report["records_checked"].as_u64().expect("records");
+    assert!(records >= 1, "{report}");
+
+    let exported = bank_server(dir.path()).args(["audit", "export", "--from", "1", "--to", "2"]).output().expect("run");
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let lines: Vec<serde_json::Value> = text(&exported.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2.min(usize::try_from(records).expect("fits")));
+    assert_eq!(lines[0]["seq"], 1);
+    assert_eq!(lines[0]["prev_hash"], "0".repeat(64));
+    assert_eq!(lines[0]["hash"].as_str().map(str::len), Some(64));
+
+    let conn = rusqlite::Connection::open(dir.path().join("audit.sqlite")).expect("open");
+    conn.execute_batch("DROP TRIGGER audit_records_no_update").expect("drop trigger");
+    conn.execute("UPDATE audit_records SET target = 'account:someone-else' WHERE seq = 1", []).expect("edit");
+    drop(conn);
+    let failed = bank_server(dir.path()).args(["audit", "verify"]).output().expect("run");
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert!(text(&failed.stderr).contains("failed verification at record 1"), "{}", text(&failed.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&failed.stdout).expect("the verdict is printed");
+    assert_eq!(report["first_bad_seq"], 1);
+}

@@ -28,7 +28,10 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     let app = bank_server::app::App::build(&config).await.expect("app");
     let loops = app.start_loops(LoopSet::ALL).expect("loops");
     let backend = app.backend.clone();
-    assert_eq!(loops.names(), ["worker", "relay", "scheduler", "notifications", "refresh_purge", "statements"]);
+    assert_eq!(
+        loops.names(),
+        ["worker", "relay", "scheduler", "notifications", "refresh_purge", "statements", "audit_seal"]
+    );
 
     let alice = CustomerId::new();
     let from = backend.ledger.open_account(NewAccount::customer(alice, "Alice", Currency::Usd)).await.expect("open");
@@ -90,6 +93,14 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     assert_eq!(balance.posted, Decimal::new(3_000, 2));
 
     tokio::time::timeout(SHUTDOWN_WAIT, loops.shutdown()).await.expect("the loops stop promptly");
+    // The worker recorded each outcome once, as `worker` (written before the message was acked).
+    let records = backend.audit.list(1, 100).await.expect("audit");
+    for id in &ids {
+        let target = format!("transfer:{id}");
+        let settled = records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target);
+        assert_eq!(settled.clone().count(), 1, "{records:?}");
+        assert!(settled.clone().all(|r| r.record.subject == bank_core::payments::WORKER_AUDIT_SUBJECT));
+    }
     // The backend is still usable after the loops stopped (nothing was poisoned).
     backend.ready.check().await.into_iter().for_each(|(name, result)| result.unwrap_or_else(|e| panic!("{name}: {e}")));
 }

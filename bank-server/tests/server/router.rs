@@ -373,6 +373,10 @@ async fn openapi_lists_every_route_and_metrics_show_requests() {
         format!("{}/{{statement_id}}/download", paths::STATEMENTS),
         paths::ADMIN_STATEMENTS.to_owned(),
         format!("{}/{{key}}", paths::FILES),
+        paths::ADMIN_AUDIT_CHECKPOINT.to_owned(),
+        paths::ADMIN_AUDIT_PROOF.to_owned(),
+        paths::ADMIN_AUDIT_VERIFY.to_owned(),
+        paths::AUDIT_KEY.to_owned(),
     ];
     let documented = document["paths"].as_object().expect("paths");
     for path in &expected {

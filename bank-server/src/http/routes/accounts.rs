@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, Delivery, json_response};
 use crate::http::problem::ApiError;
 
 /// `?limit=&cursor=` of a list route.
@@ -58,10 +58,17 @@ pub(crate) async fn open(
             tracing::warn!("operator tried to open an account for itself");
             return Err(refused.into());
         }
-        other => other?,
+        Err(error) => {
+            let target = format!("customer:{}", caller.0.user);
+            let error = Err(ApiError::from(error));
+            return audit.outcome(&state, Delivery::Durable, caller.subject(), "account.open", target, error).await;
+        }
+        Ok(opened) => opened,
     };
     let body = with_balance(&opened)?;
-    Ok(json_response(StatusCode::CREATED, &body, false))
+    let target = format!("account:{}", opened.account.id);
+    let answer = Ok(json_response(StatusCode::CREATED, &body, false));
+    audit.outcome(&state, Delivery::Durable, caller.subject(), "account.opened", target, answer).await
 }
 
 /// The caller's accounts, oldest first (one page: `next_cursor` is null).
@@ -70,10 +77,19 @@ pub(crate) async fn open(
         (status = 200, description = "The caller's accounts", body = Page<Account>),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn list(State(state): State<AppState>, caller: Authed) -> Result<Json<Page<Account>>, ApiError> {
-    let accounts = state.accounts().list(&caller.viewer()).await?;
-    let items = accounts.iter().map(with_balance).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Page::new(items, None)))
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Authed,
+    audit: AuditContext,
+) -> Result<Json<Page<Account>>, ApiError> {
+    let listed = async {
+        let accounts = state.accounts().list(&caller.viewer()).await?;
+        let items = accounts.iter().map(with_balance).collect::<Result<Vec<_>, _>>()?;
+        Ok(Json(Page::new(items, None)))
+    }
+    .await;
+    let target = format!("customer:{}", caller.0.user);
+    audit.outcome(&state, Delivery::Queued, caller.subject(), "account.list", target, listed).await
 }
 
 /// One account with its balances.
@@ -86,10 +102,16 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Authed) -> Resul
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     Path(id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
-    let view = state.accounts().view(&caller.viewer(), convert::account_id(&id)?).await?;
-    Ok(Json(with_balance(&view)?))
+    let viewed = async {
+        let view = state.accounts().view(&caller.viewer(), convert::account_id(&id)?).await?;
+        Ok(Json(with_balance(&view)?))
+    }
+    .await;
+    let target = format!("account:{}", id.chars().take(64).collect::<String>());
+    audit.outcome(&state, Delivery::Queued, caller.subject(), "account.view", target, viewed).await
 }
 
 /// An account's posted entries, newest first.
@@ -103,11 +125,17 @@ pub(crate) async fn get_one(
 pub(crate) async fn transactions(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<HistoryEntry>>, ApiError> {
-    let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
-    let page = state.accounts().history(&caller.viewer(), convert::account_id(&id)?, query).await?;
-    let items = page.items.iter().map(convert::history_entry).collect();
-    Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
+    let viewed = async {
+        let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
+        let page = state.accounts().history(&caller.viewer(), convert::account_id(&id)?, query).await?;
+        let items = page.items.iter().map(convert::history_entry).collect();
+        Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
+    }
+    .await;
+    let target = format!("account:{}", id.chars().take(64).collect::<String>());
+    audit.outcome(&state, Delivery::Queued, caller.subject(), "account.history", target, viewed).await
 }

@@ -1,5 +1,6 @@
 //! `/v1/admin/*`: operator-only routes — deposits (with four eyes above a threshold), deposit
-//! requests and their approval, and the audit log.
+//! requests and their approval, and the audit log (its pages, latest signed checkpoint, inclusion
+//! proofs and verification) — plus the public `/.well-known/audit-key`.
 //!
 //! Separation of duties: an operator may not credit an account it owns, and may not approve a
 //! deposit it requested (403 `separation-of-duties`). Every operator action, done or refused, is
@@ -8,20 +9,26 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
-use bank_api::{AuditEntry, Deposit, DepositRequest, Page, PendingDeposit, PendingDepositStatus, Problem, paths};
+use axum::response::{IntoResponse, Response};
+use bank_api::{
+    AuditEntry, AuditProof, AuditVerification, Deposit, DepositRequest, Page, PendingDeposit, PendingDepositStatus,
+    Problem, paths,
+};
 use bank_core::Error;
 use bank_core::approvals::{self, DepositRequestStatus};
 use bank_core::audit::{AUDIT_PAGE_MAX, AuditOutcome};
+use bank_core::audit::{AuditRecord, tree, verify};
 use bank_core::deposits::DepositOutcome;
 use bank_core::ids::{AccountId, TransferId};
 use bank_core::ledger::PostedEntry;
 use bank_core::money::{Money, in_minor_units};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, IdempotencyKeyHeader, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, Delivery, IdempotencyKeyHeader, json_response};
 use crate::http::problem::ApiError;
 
 /// Credits a customer account from the bank's deposits account of its currency. Idempotent on
@@ -121,14 +128,21 @@ pub(crate) async fn approve_deposit(
 pub(crate) async fn deposit_request(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     Path(id): Path<String>,
 ) -> Result<Json<PendingDeposit>, ApiError> {
     caller.require_operator()?;
-    let id: TransferId = id.parse().map_err(|_| ApiError::not_found("deposit request"))?;
-    match state.backend().deposit_requests.get(id).await? {
-        Some(request) => Ok(Json(pending_of(&request))),
-        None => Err(ApiError::not_found("deposit request")),
+    let target = format!("deposit-request:{}", id.chars().take(64).collect::<String>());
+    let read = async {
+        let id: TransferId = id.parse().map_err(|_| ApiError::not_found("deposit request"))?;
+        match state.backend().deposit_requests.get(id).await? {
+            Some(request) => Ok(Json(pending_of(&request))),
+            None => Err(ApiError::not_found("deposit request")),
+        }
     }
+    .await;
+    // An operator's read: recorded durably, like every operator action.
+    audit.outcome(&state, Delivery::Durable, caller.subject(), "deposit-request.view", target, read).await
 }
 
 /// `?status=pending&limit=` of `GET /v1/admin/deposits`.
@@ -156,6 +170,7 @@ pub(crate) struct PendingParams {
 pub(crate) async fn pending_deposits(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiQuery(params): ApiQuery<PendingParams>,
 ) -> Result<Json<Page<PendingDeposit>>, ApiError> {
     caller.require_operator()?;
@@ -164,7 +179,10 @@ pub(crate) async fn pending_deposits(
     }
     let limit = page_limit(params.limit)?;
     let pending = state.backend().deposit_requests.pending(limit).await?;
-    Ok(Json(Page::new(pending.iter().map(pending_of).collect(), None)))
+    let listed = Ok(Json(Page::new(pending.iter().map(pending_of).collect(), None)));
+    audit
+        .outcome(&state, Delivery::Durable, caller.subject(), "deposit-request.list", "deposit-requests".into(), listed)
+        .await
 }
 
 /// `?from_seq=&limit=` of `GET /v1/admin/audit`.
@@ -192,32 +210,188 @@ pub(crate) struct AuditParams {
 pub(crate) async fn audit(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
-    caller.require_operator()?;
+    let operator = caller.require_operator()?;
     let limit = page_limit(params.limit)?.min(AUDIT_PAGE_MAX);
     if params.from_seq.is_some_and(|seq| seq == 0 || i64::try_from(seq).is_err()) {
         return Err(ApiError::invalid(format!("from_seq must be from 1 to {}", i64::MAX)));
     }
-    let records = state.backend().audit.list(params.from_seq.unwrap_or(1), limit).await?;
+    let from_seq = params.from_seq.unwrap_or(1);
+    audit.record(&state, operator, "audit.listed", format!("audit:{from_seq}"), AuditOutcome::Done).await?;
+    let records = state.backend().audit.list(from_seq, limit).await?;
     let next = (records.len() == limit).then(|| records.last().map(|r| (r.seq + 1).to_string())).flatten();
-    let items = records
-        .into_iter()
-        .map(|r| AuditEntry {
-            seq: r.seq,
-            at: r.record.at,
-            subject: r.record.subject,
-            action: r.record.action,
-            target: r.record.target,
-            outcome: match r.record.outcome {
-                AuditOutcome::Done => bank_api::AuditOutcome::Done,
-                AuditOutcome::Refused => bank_api::AuditOutcome::Refused,
-            },
-            request_id: r.record.request_id,
-            client_ip: r.record.client_ip,
-        })
-        .collect();
+    let items = records.into_iter().map(audit_entry).collect();
     Ok(Json(Page::new(items, next)))
+}
+
+fn audit_entry(r: AuditRecord) -> AuditEntry {
+    AuditEntry {
+        seq: r.seq,
+        at: r.record.at,
+        subject: r.record.subject,
+        action: r.record.action,
+        target: r.record.target,
+        outcome: match r.record.outcome {
+            AuditOutcome::Done => bank_api::AuditOutcome::Done,
+            AuditOutcome::Refused => bank_api::AuditOutcome::Refused,
+        },
+        request_id: r.record.request_id,
+        client_ip: r.record.client_ip,
+        prev_hash: hex::encode(r.prev_hash),
+        hash: hex::encode(r.hash),
+    }
+}
+
+fn text_plain(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The latest signed checkpoint: a C2SP signed note whose text is a C2SP tlog-checkpoint (origin,
+/// tree size, base64 RFC 6962 root), signed with the key of `/.well-known/audit-key`.
+#[utoipa::path(get, path = "/v1/admin/audit/checkpoint", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed checkpoint", body = String, content_type = "text/plain"),
+        (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No checkpoint yet", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn audit_checkpoint(
+    State(state): State<AppState>,
+    caller: Authed,
+    audit: AuditContext,
+) -> Result<Response, ApiError> {
+    let operator = caller.require_operator()?;
+    let latest = state.backend().audit.latest_checkpoint().await?.ok_or_else(|| ApiError::not_found("checkpoint"))?;
+    let target = format!("audit-checkpoint:{}", latest.ordinal);
+    audit.record(&state, operator, "audit.checkpoint.read", target, AuditOutcome::Done).await?;
+    Ok(text_plain(latest.note))
+}
+
+/// `?seq=` of `GET /v1/admin/audit/proof`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ProofParams {
+    /// The record to prove (it must be in the latest checkpoint).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub(crate) seq: u64,
+}
+
+/// The RFC 6962 inclusion proof (audit path) of one record in the tree of the latest signed
+/// checkpoint, with the record's canonical bytes and the checkpoint, so an auditor checks it with
+/// the published key and nothing else from this server.
+#[utoipa::path(get, path = "/v1/admin/audit/proof", tag = "admin", security(("bearer" = [])), params(ProofParams),
+    responses(
+        (status = 200, description = "The proof", body = AuditProof),
+        (status = 400, description = "Bad seq", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such record in the latest checkpoint (yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn audit_proof(
+    State(state): State<AppState>,
+    caller: Authed,
+    audit: AuditContext,
+    ApiQuery(params): ApiQuery<ProofParams>,
+) -> Result<Json<AuditProof>, ApiError> {
+    let operator = caller.require_operator()?;
+    if params.seq == 0 || i64::try_from(params.seq).is_err() {
+        return Err(ApiError::invalid(format!("seq must be from 1 to {}", i64::MAX)));
+    }
+    let log = state.backend().audit.as_ref();
+    let latest = log.latest_checkpoint().await?.ok_or_else(|| ApiError::not_found("checkpointed audit record"))?;
+    let head = state.backend().audit_key.verifier().open(&latest.note).map_err(|refused| {
+        tracing::error!(%refused, ordinal = latest.ordinal, "the latest audit checkpoint does not verify");
+        ApiError::internal()
+    })?;
+    if params.seq > head.size {
+        return Err(ApiError::not_found("checkpointed audit record"));
+    }
+    audit.record(&state, operator, "audit.proof.read", format!("audit:{}", params.seq), AuditOutcome::Done).await?;
+    let record = log
+        .list(params.seq, 1)
+        .await?
+        .into_iter()
+        .find(|r| r.seq == params.seq)
+        .ok_or_else(|| ApiError::not_found("checkpointed audit record"))?;
+    let path = tree::inclusion_proof(log, params.seq - 1, head.size).await?;
+    let bytes = record.encode();
+    Ok(Json(AuditProof {
+        seq: record.seq,
+        leaf_index: record.seq - 1,
+        tree_size: head.size,
+        leaf_hash: BASE64.encode(tree::leaf_hash(&bytes)),
+        record_bytes: BASE64.encode(&bytes),
+        record: audit_entry(record),
+        audit_path: path.iter().map(|h| BASE64.encode(h)).collect(),
+        checkpoint: latest.note,
+    }))
+}
+
+/// `?from_seq=` of `GET /v1/admin/audit/verify`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VerifyParams {
+    /// Start at the checkpoint before this seq (its state authenticated by its signed root);
+    /// default 1, everything.
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub(crate) from_seq: Option<u64>,
+}
+
+/// Checks the audit log: the hash chain, every checkpoint's signature and root, and every sealed
+/// segment against the live records; names the first bad record. Tampering is a 200 with
+/// `ok: false` (the check itself worked).
+#[utoipa::path(get, path = "/v1/admin/audit/verify", tag = "admin", security(("bearer" = [])), params(VerifyParams),
+    responses(
+        (status = 200, description = "The verdict", body = AuditVerification),
+        (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn audit_verify(
+    State(state): State<AppState>,
+    caller: Authed,
+    audit: AuditContext,
+    ApiQuery(params): ApiQuery<VerifyParams>,
+) -> Result<Json<AuditVerification>, ApiError> {
+    let operator = caller.require_operator()?;
+    let backend = state.backend();
+    let from_seq = params.from_seq.unwrap_or(1);
+    let report =
+        verify::verify(backend.audit.as_ref(), backend.blobs.as_ref(), &backend.audit_key.verifier(), from_seq).await?;
+    let (action, outcome) = if report.ok {
+        ("audit.verified", AuditOutcome::Done)
+    } else {
+        tracing::error!(first_bad_seq = ?report.first_bad_seq, problem = ?report.problem, "the audit log failed verification");
+        ("audit.verify.tampering_found", AuditOutcome::Done)
+    };
+    let target = format!("audit:{}", report.first_bad_seq.unwrap_or(report.from_seq));
+    audit.record(&state, operator, action, target, outcome).await?;
+    Ok(Json(AuditVerification {
+        ok: report.ok,
+        from_seq: report.from_seq,
+        records_checked: report.records_checked,
+        checkpoints_checked: report.checkpoints_checked,
+        segments_checked: report.segments_checked,
+        first_bad_seq: report.first_bad_seq,
+        problem: report.problem,
+    }))
+}
+
+/// The audit log's public verifier key in the signed-note format, `<origin>+<key id>+<base64
+/// key>` (what Go's `note.NewVerifier` and C2SP tools take), to check checkpoints with.
+#[utoipa::path(get, path = "/.well-known/audit-key", tag = "admin",
+    responses((status = 200, description = "The verifier key", body = String, content_type = "text/plain")))]
+pub(crate) async fn audit_key(State(state): State<AppState>) -> Response {
+    let mut response = text_plain(state.backend().audit_key.verifier_key().to_owned());
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
 }
 
 fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {

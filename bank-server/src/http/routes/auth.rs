@@ -10,7 +10,10 @@ use bank_api::{LoginRequest, LogoutRequest, Problem, RefreshRequest, RegisterReq
 
 use crate::auth::issuer::{self, TokenIssuer};
 use crate::http::AppState;
-use crate::http::extract::{ApiJson, ClientIp, json_response};
+use bank_core::audit::AuditOutcome;
+
+use crate::auth::AuthError;
+use crate::http::extract::{ANONYMOUS, ApiJson, AuditContext, ClientIp, Delivery, json_response};
 use crate::http::problem::ApiError;
 
 fn issuer(state: &AppState) -> Result<&Arc<TokenIssuer>, ApiError> {
@@ -41,16 +44,35 @@ fn login_throttle(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
 pub(crate) async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit: AuditContext,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     let issuer = issuer(&state)?;
-    login_throttle(&state, ip)?;
-    // A new address is taken as written (the OpenAPI pattern): no surrounding whitespace to trim
-    // silently. Login still trims, so an address pasted with a space signs in.
-    if request.email.trim() != request.email {
-        return Err(ApiError::invalid("the email address must not start or end with whitespace"));
+    let registered = async {
+        login_throttle(&state, ip)?;
+        // A new address is taken as written (the OpenAPI pattern): no surrounding whitespace to
+        // trim silently. Login still trims, so an address pasted with a space signs in.
+        if request.email.trim() != request.email {
+            return Err(ApiError::invalid("the email address must not start or end with whitespace"));
+        }
+        Ok(issuer.register(&request.email, &request.password).await?)
     }
-    let registered = issuer.register(&request.email, &request.password).await?;
+    .await;
+    let registered = match registered {
+        Ok(registered) => registered,
+        Err(error) => {
+            let refused = Err(error);
+            return audit
+                .outcome(&state, Delivery::Durable, ANONYMOUS, "auth.register", "user:new".into(), refused)
+                .await;
+        }
+    };
+    // The record names the new user by id (never the email, the password or the TOTP secret),
+    // and is committed before the secret is handed out.
+    let user = registered.user_id.to_string();
+    audit
+        .log(&state, Delivery::Durable, user.clone(), "auth.registered", format!("user:{user}"), AuditOutcome::Done)
+        .await?;
     let body = Registered {
         user_id: *registered.user_id.as_uuid(),
         totp_secret: registered.totp_secret,
@@ -70,12 +92,32 @@ pub(crate) async fn register(
 pub(crate) async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit: AuditContext,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<Tokens>, ApiError> {
     let issuer = issuer(&state)?;
-    login_throttle(&state, ip)?;
-    let issued = issuer.login(&request.email, &request.password, &request.totp_code, ip.0).await?;
-    Ok(Json(tokens(issued)))
+    let unknown = || "user:unknown".to_owned();
+    if let Err(error) = login_throttle(&state, ip) {
+        let refused = Err(error);
+        return audit.outcome(&state, Delivery::Durable, ANONYMOUS, "auth.login", unknown(), refused).await;
+    }
+    // Every refusal is recorded with its reason (the client gets one generic answer); the
+    // record never holds the email, the password or the code.
+    match issuer.login_detailed(&request.email, &request.password, &request.totp_code, ip.0).await {
+        Ok((issued, user)) => {
+            let user = user.to_string();
+            let target = format!("user:{user}");
+            audit.log(&state, Delivery::Durable, user, "auth.login", target, AuditOutcome::Done).await?;
+            Ok(Json(tokens(issued)))
+        }
+        Err(refused) => {
+            let subject = refused.user.map_or_else(|| ANONYMOUS.to_owned(), |user| user.to_string());
+            let target = refused.user.map_or_else(unknown, |user| format!("user:{user}"));
+            let action = format!("auth.login.refused.{}", refused.reason);
+            let _ = audit.log(&state, Delivery::Durable, subject, &action, target, AuditOutcome::Refused).await;
+            Err(ApiError::from_auth(refused.error))
+        }
+    }
 }
 
 /// Trades a refresh token for new tokens (the old one is spent).
@@ -86,10 +128,29 @@ pub(crate) async fn login(
     ))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
+    audit: AuditContext,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<Tokens>, ApiError> {
-    let issued = issuer(&state)?.refresh(&request.refresh_token).await?;
-    Ok(Json(tokens(issued)))
+    match issuer(&state)?.refresh_detailed(&request.refresh_token).await {
+        Ok((issued, user)) => {
+            let user = user.to_string();
+            let target = format!("user:{user}");
+            audit.log(&state, Delivery::Durable, user, "auth.refresh", target, AuditOutcome::Done).await?;
+            Ok(Json(tokens(issued)))
+        }
+        Err((error, user)) => {
+            let reason = match &error {
+                AuthError::RefreshReused => "reused",
+                AuthError::InvalidToken(_) => "invalid",
+                _ => "error",
+            };
+            let subject = user.map_or_else(|| ANONYMOUS.to_owned(), |user| user.to_string());
+            let target = user.map_or_else(|| "session:unknown".to_owned(), |user| format!("user:{user}"));
+            let action = format!("auth.refresh.refused.{reason}");
+            let _ = audit.log(&state, Delivery::Durable, subject, &action, target, AuditOutcome::Refused).await;
+            Err(ApiError::from_auth(error))
+        }
+    }
 }
 
 /// Ends the session of a refresh token.
@@ -97,9 +158,13 @@ pub(crate) async fn refresh(
     responses((status = 204, description = "Logged out")))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
+    audit: AuditContext,
     ApiJson(request): ApiJson<LogoutRequest>,
 ) -> Result<StatusCode, ApiError> {
-    issuer(&state)?.logout(&request.refresh_token).await?;
+    let ended = issuer(&state)?.logout_detailed(&request.refresh_token).await?;
+    let subject = ended.map_or_else(|| ANONYMOUS.to_owned(), |user| user.to_string());
+    let target = ended.map_or_else(|| "session:unknown".to_owned(), |user| format!("user:{user}"));
+    audit.log(&state, Delivery::Durable, subject, "auth.logout", target, AuditOutcome::Done).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

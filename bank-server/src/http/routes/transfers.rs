@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::convert;
-use crate::http::extract::{ApiJson, ApiQuery, Authed, IdempotencyKeyHeader, json_response};
+use crate::http::extract::{ApiJson, ApiQuery, AuditContext, Authed, Delivery, IdempotencyKeyHeader, json_response};
 use crate::http::problem::ApiError;
 
 /// `?account_id=&limit=&cursor=`.
@@ -42,13 +42,27 @@ pub(crate) struct ListParams {
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiJson(request): ApiJson<TransferRequest>,
 ) -> Result<Response, ApiError> {
     let request = convert::transfer_request(request)?;
-    let accepted = state.service().accept(&Caller { customer: caller.0.user }, key, request).await?;
+    let from = format!("account:{}", request.from_account_id);
+    let accepted = match state.service().accept(&Caller { customer: caller.0.user }, key, request).await {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            let error = ApiError::from(error);
+            return audit
+                .outcome(&state, Delivery::Durable, caller.subject(), "transfer.create", from, Err(error))
+                .await;
+        }
+    };
     tracing::info!(transfer_id = %accepted.transfer.id, replayed = accepted.replayed, "transfer accepted");
-    Ok(json_response(StatusCode::ACCEPTED, &convert::transfer(&accepted.transfer), accepted.replayed))
+    // Committed before the 202: an accepted transfer always has its record (a replay gets one too).
+    let action = if accepted.replayed { "transfer.create.replayed" } else { "transfer.created" };
+    let target = format!("transfer:{}", accepted.transfer.id);
+    let answer = Ok(json_response(StatusCode::ACCEPTED, &convert::transfer(&accepted.transfer), accepted.replayed));
+    audit.outcome(&state, Delivery::Durable, caller.subject(), action, target, answer).await
 }
 
 /// One transfer the caller sent or received (operators: any).
@@ -61,10 +75,16 @@ pub(crate) async fn create(
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     Path(id): Path<String>,
 ) -> Result<Json<Transfer>, ApiError> {
-    let transfer = state.service().view(&caller.viewer(), convert::transfer_id(&id)?).await?;
-    Ok(Json(convert::transfer(&transfer)))
+    let target = format!("transfer:{}", id.chars().take(64).collect::<String>());
+    let viewed = async {
+        let transfer = state.service().view(&caller.viewer(), convert::transfer_id(&id)?).await?;
+        Ok(Json(convert::transfer(&transfer)))
+    }
+    .await;
+    audit.outcome(&state, Delivery::Queued, caller.subject(), "transfer.view", target, viewed).await
 }
 
 /// Transfers from or to one of the caller's accounts, newest first.
@@ -78,10 +98,16 @@ pub(crate) async fn get_one(
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Authed,
+    audit: AuditContext,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<Transfer>>, ApiError> {
-    let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
-    let page = state.service().list(&caller.viewer(), convert::account_id(&params.account_id)?, query).await?;
-    let items = page.items.iter().map(convert::transfer).collect();
-    Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
+    let target = format!("account:{}", params.account_id.chars().take(64).collect::<String>());
+    let listed = async {
+        let query = PageQuery::parse(params.limit, params.cursor.as_deref())?;
+        let page = state.service().list(&caller.viewer(), convert::account_id(&params.account_id)?, query).await?;
+        let items = page.items.iter().map(convert::transfer).collect();
+        Ok(Json(Page::new(items, page.next_cursor.map(|cursor| cursor.to_string()))))
+    }
+    .await;
+    audit.outcome(&state, Delivery::Queued, caller.subject(), "transfer.list", target, listed).await
 }
