@@ -375,3 +375,34 @@ async fn the_chain_survives_a_reopen() {
     let report = verify(log.as_ref(), blobs.as_ref(), &key.verifier(), 1).await.expect("verify");
     assert!(report.ok && report.records_checked == 26, "{report:?}");
 }
+
+/// `verify --from`: starting after checkpoint 2 (records 21..), a bad record there is named; an
+/// edit before the start is outside what was asked; and tree hashes forged to fake the start
+/// make verify fall back to the beginning, where the edit is found.
+#[tokio::test]
+async fn verify_from_a_later_seq_starts_at_an_authenticated_checkpoint() {
+    let f = fixture(true).await;
+    let from = |seq| {
+        let (log, blobs, verifier) = (f.log.clone(), f.blobs.clone(), f.key.verifier());
+        async move { verify(log.as_ref(), blobs.as_ref(), &verifier, seq).await.expect("verify") }
+    };
+    let conn = f.intruder();
+    conn.execute("UPDATE audit_records SET subject = 'mallory' WHERE seq = 24", []).expect("edit the tail");
+    let report = from(22).await;
+    assert_eq!(report.from_seq, 21, "the walk starts after checkpoint 2");
+    assert_bad(&report, 24);
+
+    let f = fixture(true).await;
+    let conn = f.intruder();
+    conn.execute("UPDATE audit_records SET subject = 'mallory' WHERE seq = 3", []).expect("edit early");
+    let late = verify(f.log.as_ref(), f.blobs.as_ref(), &f.key.verifier(), 22).await.expect("verify");
+    assert!(late.ok && late.from_seq == 21 && late.records_checked == 5, "{late:?}");
+    assert_bad(&f.verify().await, 3);
+    // Forge the stored tree hashes: the frontier no longer hashes to the signed root, so the
+    // walk starts over from record 1 and finds the edit.
+    conn.execute_batch("DROP TRIGGER audit_tree_no_update").expect("drop");
+    conn.execute("UPDATE audit_tree SET hash = zeroblob(32)", []).expect("forge the tree");
+    let fallback = verify(f.log.as_ref(), f.blobs.as_ref(), &f.key.verifier(), 22).await.expect("verify");
+    assert_eq!(fallback.from_seq, 1, "{fallback:?}");
+    assert_bad(&fallback, 3);
+}
