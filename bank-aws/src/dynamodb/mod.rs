@@ -400,7 +400,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         let shards = (0..INDEX_SHARDS).map(|shard| self.abandoned_in(shard.to_string(), from.clone(), now, limit));
         let mut found: Vec<Stored> = futures::future::try_join_all(shards).await?.into_iter().flatten().collect();
         // Oldest first; the scope breaks ties, as the index orders each shard.
-        found.sort_by(|a, b| (a.created_at, pk_of(&a.scope)).cmp(&(b.created_at, pk_of(&b.scope))));
+        found.sort_by_key(|record| (record.created_at, pk_of(&record.scope)));
         found.truncate(limit);
         Ok(found.into_iter().filter_map(Stored::in_flight_record).collect())
     }
