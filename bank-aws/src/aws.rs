@@ -8,6 +8,7 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bank_core::Error;
@@ -54,16 +55,14 @@ pub async fn sdk_config(settings: &AwsSettings, credentials: Option<StaticCreden
 
 /// A failure of an AWS call as a storage error: retryable when the request may succeed later
 /// (no answer, a timeout, throttling, a 5xx), not for a refusal. `what` names the call.
-pub(crate) fn sdk_err<E, R>(what: &str, err: SdkError<E, R>) -> Error
+pub(crate) fn sdk_err<E>(what: &str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let retryable = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            matches!(code, "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling")
+            service.raw().status().is_server_error() || retryable_code(service.err().code().unwrap_or_default())
         }
         _ => false,
     };
@@ -77,6 +76,23 @@ where
         ),
         retryable,
     }
+}
+
+/// Error codes of refusals that may succeed later: throttling and server-side failures of S3 and
+/// DynamoDB (some come with a 400 status, so the status alone does not tell).
+fn retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown"
+            | "ServiceUnavailable"
+            | "InternalError"
+            | "RequestTimeout"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "InternalServerError"
+    )
 }
 
 /// Test support: the emulator `scripts/services.sh` starts (`BANK_TEST_AWS_ENDPOINT`).
@@ -105,5 +121,46 @@ pub mod testing {
     /// queues, tables and topics).
     pub fn unique_name(prefix: &str) -> String {
         format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    use super::*;
+
+    fn refusal(status: u16, code: &str) -> SdkError<PutItemError, HttpResponse> {
+        let meta = aws_sdk_dynamodb::error::ErrorMetadata::builder().code(code).build();
+        let err = PutItemError::generic(meta);
+        let raw = HttpResponse::new(status.try_into().expect("status"), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    fn is_retryable(err: &Error) -> bool {
+        matches!(err, Error::Storage { retryable: true, .. })
+    }
+
+    #[test]
+    fn throttling_and_server_failures_are_retryable_and_refusals_are_not() {
+        assert!(is_retryable(&sdk_err("put", refusal(400, "ThrottlingException"))));
+        assert!(is_retryable(&sdk_err("put", refusal(400, "ProvisionedThroughputExceededException"))));
+        assert!(is_retryable(&sdk_err("put", refusal(500, "InternalServerError"))));
+        assert!(is_retryable(&sdk_err("put", refusal(503, "SomethingNew"))), "any 5xx");
+        assert!(!is_retryable(&sdk_err("put", refusal(400, "ValidationException"))));
+        assert!(!is_retryable(&sdk_err("put", refusal(400, "ResourceNotFoundException"))));
+        let typed = PutItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder()
+                .meta(
+                    aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                        .code("ProvisionedThroughputExceededException")
+                        .build(),
+                )
+                .build(),
+        );
+        let raw = HttpResponse::new(400.try_into().expect("status"), SdkBody::empty());
+        assert!(is_retryable(&sdk_err("put", SdkError::service_error(typed, raw))));
     }
 }

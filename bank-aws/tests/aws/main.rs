@@ -2,4 +2,5 @@
 //! cases, on the AWS API emulator `scripts/services.sh` starts (moto, `BANK_TEST_AWS_ENDPOINT`).
 //! Without it each case prints why and skips; it fails when `BANK_REQUIRE_SERVICES=1`.
 
+mod dynamodb;
 mod s3;
