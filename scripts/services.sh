@@ -12,7 +12,8 @@
 #     up, in STATE_DIR/pg-pair.
 #   - an AWS API emulator: moto (`moto[server]` from PyPI, installed when missing into a virtualenv
 #     at BANK_MOTO_VENV, default ~/.cache/bank-moto-venv) serving on a free loopback port from
-#     55500 up, its log in STATE_DIR/moto.log. A fresh emulator per run: nothing left from before.
+#     55500 up, one request at a time (scripts/moto_serialized.py: moto's conditional writes are
+#     not atomic otherwise), its log in STATE_DIR/moto.log. A fresh emulator per run.
 #   and exports (also written to STATE_DIR/services.env):
 #     BANK_SERVICES_STATE     the state folder, for `stop`
 #     BANK_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:5432/<fresh database>
@@ -305,7 +306,8 @@ provide_moto() {
     return 1
   }
   say "starting moto on 127.0.0.1:$port"
-  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$STATE/moto.log" 2>&1 &
+  # One request at a time (see moto_serialized.py: moto's conditional writes are not atomic).
+  nohup "$venv/bin/python" "$SCRIPTS/moto_serialized.py" 127.0.0.1 "$port" </dev/null >"$STATE/moto.log" 2>&1 &
   echo "$!" >"$STATE/moto.pid"
   for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
     if port_taken "$port"; then
