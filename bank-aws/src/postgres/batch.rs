@@ -25,6 +25,12 @@ use super::db_err;
 /// Operations waiting per batcher before callers wait to queue.
 const QUEUE_CAPACITY: usize = 16_384;
 
+/// Committer tasks of a read batcher: batches in flight at once (a batch is one indexed query;
+/// two keep a read from waiting behind a slow one).
+pub(crate) const READ_COMMITTERS: usize = 2;
+/// Most ids one read batch asks for.
+pub(crate) const READ_BATCH_MAX: usize = 512;
+
 /// What a batcher runs.
 #[async_trait]
 pub(crate) trait BatchJob: Send + Sync + 'static {

@@ -63,9 +63,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use self::reads::{READ_BATCH_MAX, READ_COMMITTERS, TransferReads};
+use self::reads::TransferReads;
 use self::writes::{Pending, TransferWrites, Write, Written};
-use super::batch::Batcher;
+use super::batch::{Batcher, READ_BATCH_MAX, READ_COMMITTERS};
 use super::{PgDb, RowOf, db_err};
 
 /// Committer tasks per store: concurrent write transactions (each holds a writer connection while

@@ -47,9 +47,9 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use self::batch::{Counters, LedgerJob, Op, Out, copy_error};
-use self::reads::{AccountReads, READ_BATCH_MAX, READ_COMMITTERS};
+use self::reads::AccountReads;
 use self::rows::{ACCOUNT_COLUMNS, HOLD_COLUMNS, get, nanos};
-use super::batch::Batcher;
+use super::batch::{Batcher, READ_BATCH_MAX, READ_COMMITTERS};
 use super::{PgDb, db_err};
 
 /// Committer tasks per ledger: batches in flight at once. One: whatever queues while a batch runs

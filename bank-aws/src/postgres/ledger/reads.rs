@@ -16,12 +16,6 @@ use super::rows::{self, ACCOUNT_COLUMNS};
 use crate::postgres::batch::BatchJob;
 use crate::postgres::db_err;
 
-/// Read committers: batches in flight at once (a batch is one indexed query; two keep a read
-/// from waiting behind a slow one).
-pub(super) const READ_COMMITTERS: usize = 2;
-/// Most ids one read batch asks for.
-pub(super) const READ_BATCH_MAX: usize = 512;
-
 /// The account-read job: each operation an account id, each answer the account (`None`: no such
 /// account).
 #[derive(Debug)]

@@ -15,11 +15,6 @@ use super::transfer_of;
 use crate::postgres::batch::BatchJob;
 use crate::postgres::db_err;
 
-/// Read committers: batches in flight at once.
-pub(super) const READ_COMMITTERS: usize = 2;
-/// Most ids one read batch asks for.
-pub(super) const READ_BATCH_MAX: usize = 512;
-
 /// The transfer-read job: each operation a transfer id, each answer the transfer.
 #[derive(Debug)]
 pub(super) struct TransferReads;
