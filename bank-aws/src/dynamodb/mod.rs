@@ -412,6 +412,18 @@ impl IdempotencyStore for DynamoIdempotencyStore {
     }
 }
 
+/// A client that never sends anything: the unit tests only build requests with it.
+#[cfg(test)]
+pub(crate) fn offline_client() -> Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+    Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build(),
+    )
+}
+
 #[cfg(all(test, feature = "testkit"))]
 mod tests {
     use bank_core::clock::ManualClock;

@@ -202,19 +202,8 @@ pub(crate) fn expired_page(
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
-
     use super::*;
-
-    /// A client that never sends anything: requests are only built.
-    fn offline() -> Client {
-        Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .build(),
-        )
-    }
+    use crate::dynamodb::offline_client as offline;
 
     /// `expression` with every `#name` and `:value` replaced by what the request maps it to, so a
     /// test reads the condition DynamoDB evaluates. Panics on a placeholder the request does not

@@ -209,19 +209,10 @@ pub(crate) fn check_description(description: &TableDescription) -> std::result::
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
     use aws_sdk_dynamodb::types::GlobalSecondaryIndexDescription;
 
     use super::*;
-
-    fn offline() -> Client {
-        Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .build(),
-        )
-    }
+    use crate::dynamodb::offline_client as offline;
 
     /// The description DynamoDB gives of the table `create_table` asks for.
     fn described() -> TableDescription {
