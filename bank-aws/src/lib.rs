@@ -6,10 +6,13 @@
 //! - [`s3`]: the blob store (statements, sealed audit segments) on an S3 bucket with Object Lock
 //!   in COMPLIANCE mode, through the AWS SDK; [`aws`]: the SDK configuration every AWS adapter
 //!   shares (region, endpoint, credentials, HTTPS on rustls + ring).
+//! - [`backend`]: all of them opened together as one bank's storage ([`backend::AwsBackend`]),
+//!   with the resources' names, their creation and their start-up checks.
 //! - [`dynamodb`]: idempotency records on a DynamoDB table (conditional writes, leases and
 //!   takeovers, a sparse index of requests in flight, TTL as the backstop of purging).
 
 pub mod aws;
+pub mod backend;
 pub mod dynamodb;
 pub mod postgres;
 pub mod s3;

@@ -23,8 +23,9 @@ pub struct App {
     /// The stores it runs on.
     pub backend: Backend,
     /// The embedded backend behind `backend` (its clock, its files; with PostgreSQL configured,
-    /// what is not in PostgreSQL yet: idempotency keys, queue, events, audit, blobs).
-    pub local: LocalBackend,
+    /// what is not in PostgreSQL: idempotency keys, queue, events, audit, blobs); `None` on the
+    /// AWS backend.
+    pub local: Option<LocalBackend>,
     /// Token issuing and verification.
     pub auth: Auth,
     /// The payment rail and its circuit breaker.

@@ -37,6 +37,11 @@ pub const VALUE_BYTES_MAX: usize = 4096;
 
 /// Every variable: `(name, default, meaning)`.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "BANK_BACKEND",
+        "local",
+        "local (SQLite in BANK_DATA_DIR; with BANK_DATABASE_URL the ledger, transfers and users in PostgreSQL) or aws (every store a shared service, for many processes: the variables below marked aws)",
+    ),
     ("BANK_LISTEN", "127.0.0.1:8080", "address the HTTP API listens on (port 0: any free port)"),
     ("BANK_DATA_DIR", "./data", "data directory (SQLite database, blobs, signing key)"),
     (
@@ -110,6 +115,37 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "… or once the oldest record not in a checkpoint is this old, 1 to 86400 seconds",
     ),
     ("BANK_AUDIT_RETENTION_DAYS", "2555", "days a sealed audit segment is retained (write-once), 1 to 36500"),
+    ("AWS_REGION", "(none)", "aws: the AWS region (required); credentials come from the standard AWS chain"),
+    ("AWS_ENDPOINT_URL", "(none)", "aws: one endpoint for every AWS service (an emulator, http://127.0.0.1:5000)"),
+    ("BANK_IDEMPOTENCY_TABLE", "bank-idempotency", "aws: the DynamoDB table of idempotency keys"),
+    (
+        "BANK_TRANSFER_QUEUE",
+        "bank-transfers.fifo",
+        "aws: the SQS FIFO queue of transfers, grouped by source account (its dead-letter queue: <name>-dlq.fifo)",
+    ),
+    ("BANK_EVENTS_TOPIC", "bank-events.fifo", "aws: the SNS FIFO topic the outbox relay publishes events to"),
+    (
+        "BANK_SUBSCRIPTION_QUEUE_PREFIX",
+        "bank-events",
+        "aws: SQS FIFO queues subscribed to the topic are <prefix>-<subscription>.fifo (notifications: <prefix>-notifications.fifo)",
+    ),
+    ("BANK_STATEMENTS_BUCKET", "(none)", "aws: the S3 bucket (Object Lock) of statements (required)"),
+    ("BANK_AUDIT_BUCKET", "(none)", "aws: the S3 bucket (Object Lock) of sealed audit segments (required)"),
+    (
+        "BANK_REDIS_URL",
+        "(none)",
+        "aws: redis:// or rediss:// (TLS) URL of the account-view cache and shared rate limits (required)",
+    ),
+    (
+        "BANK_JWT_SIGNING_KEY",
+        "(none)",
+        "aws with builtin auth: the token signing key every API process shares, base64 PKCS#8 Ed25519 (`bank-server keys`)",
+    ),
+    (
+        "BANK_AUDIT_SIGNING_KEY",
+        "(none)",
+        "aws: the audit log's checkpoint signing key, for BANK_AUDIT_ORIGIN (`bank-server keys`) (required)",
+    ),
 ];
 
 /// The default of `name` when it is a literal value (not "(none)", "(stdin)" or another
@@ -172,7 +208,13 @@ impl ConfigError {
         // Database URLs may carry a password.
         let secret = matches!(
             variable,
-            "BANK_PASSWORD" | "BANK_WEBHOOK_SECRET" | "BANK_DATABASE_URL" | "BANK_DATABASE_READER_URL"
+            "BANK_PASSWORD"
+                | "BANK_WEBHOOK_SECRET"
+                | "BANK_DATABASE_URL"
+                | "BANK_DATABASE_READER_URL"
+                | "BANK_REDIS_URL"
+                | "BANK_JWT_SIGNING_KEY"
+                | "BANK_AUDIT_SIGNING_KEY"
         );
         let value = if secret { "<redacted>".to_owned() } else { value.to_owned() };
         ConfigError::Invalid { variable, value, reason: reason.into() }
@@ -253,9 +295,35 @@ pub struct DatabaseConfig {
     pub pool: u32,
 }
 
+/// Which storage assembly the process runs on (`BANK_BACKEND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// The embedded backend in `BANK_DATA_DIR` (with [`Config::database`], the ledger, transfers
+    /// and users on PostgreSQL).
+    Local,
+    /// The seed's AWS services, shared by every process.
+    Aws(Box<AwsConfig>),
+}
+
+/// Where the AWS backend's services are (`BANK_BACKEND=aws`). Names, not handles: `bank-server
+/// migrate --create-aws-resources` creates them, `migrate` and start-up check them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// `AWS_REGION` and `AWS_ENDPOINT_URL`.
+    pub settings: bank_aws::aws::AwsSettings,
+    /// The resources' names.
+    pub resources: bank_aws::backend::AwsResources,
+    /// `BANK_REDIS_URL` (may carry a password).
+    pub redis_url: Secret,
+    /// `BANK_AUDIT_SIGNING_KEY`.
+    pub audit_key: Secret,
+}
+
 /// Everything the process is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `BANK_BACKEND` and, for `aws`, its variables.
+    pub backend: BackendConfig,
     /// `BANK_LISTEN`.
     pub listen: SocketAddr,
     /// `BANK_DATA_DIR`.
@@ -298,6 +366,8 @@ pub struct Config {
     pub audit_origin: String,
     /// `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`, `BANK_AUDIT_RETENTION_DAYS`.
     pub audit_seal: SealPolicy,
+    /// `BANK_JWT_SIGNING_KEY` (checked to be a key).
+    pub jwt_signing_key: Option<Secret>,
 }
 
 impl Default for Config {
@@ -530,7 +600,38 @@ impl Config {
             }
         };
 
+        let jwt_signing_key = match get("BANK_JWT_SIGNING_KEY")? {
+            None => None,
+            Some(v) => {
+                crate::auth::keys::SigningKeys::from_pkcs8_base64(&v)
+                    .map_err(|e| ConfigError::invalid("BANK_JWT_SIGNING_KEY", &v, e.to_string()))?;
+                Some(Secret::new(v))
+            }
+        };
+        let backend = match get("BANK_BACKEND")?.as_deref() {
+            None | Some("local") => BackendConfig::Local,
+            Some("aws") => {
+                let aws = parse_aws(&get, &audit_origin)?;
+                if database.is_none() {
+                    return Err(ConfigError::Missing {
+                        variable: "BANK_DATABASE_URL",
+                        reason: "BANK_BACKEND=aws keeps the ledger, transfers, users and audit in PostgreSQL".into(),
+                    });
+                }
+                if auth_mode == AuthMode::BuiltIn && jwt_signing_key.is_none() {
+                    return Err(ConfigError::Missing {
+                        variable: "BANK_JWT_SIGNING_KEY",
+                        reason: "BANK_BACKEND=aws with built-in authentication: every API process signs tokens with one key".into(),
+                    });
+                }
+                BackendConfig::Aws(Box::new(aws))
+            }
+            Some(v) => return Err(ConfigError::invalid("BANK_BACKEND", v, "expected local or aws")),
+        };
+
         Ok(Config {
+            backend,
+            jwt_signing_key,
             audit_origin,
             audit_seal,
             listen,
@@ -594,6 +695,7 @@ impl Config {
             access_ttl: self.access_ttl,
             refresh_ttl: self.refresh_ttl,
             data_dir: self.data_dir.clone(),
+            signing_key: self.jwt_signing_key.clone(),
             login_failures_per_ip: self.http.login_failures_per_ip,
         }
     }
@@ -616,6 +718,69 @@ impl Config {
 /// The `&'static` name of a `BANK_*` variable (every name looked up is one of [`VARIABLES`]).
 fn static_name(name: &str) -> &'static str {
     VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).unwrap_or("BANK_*")
+}
+
+/// The `aws` backend's variables.
+fn parse_aws(
+    get: &impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    audit_origin: &str,
+) -> Result<AwsConfig, ConfigError> {
+    use bank_aws::backend::{
+        AwsResources, check_bucket_name, check_queue_name, check_queue_prefix, check_table_name, check_topic_name,
+    };
+    let missing = |variable: &'static str, reason: &str| ConfigError::Missing { variable, reason: reason.into() };
+    let named = |variable: &'static str, check: fn(&str) -> Result<(), String>| -> Result<String, ConfigError> {
+        let v = get(variable)?.ok_or_else(|| missing(variable, "BANK_BACKEND=aws names it"))?;
+        check(&v).map_err(|reason| ConfigError::invalid(variable, &v, reason))?;
+        Ok(v)
+    };
+    let region = get("AWS_REGION")?.ok_or_else(|| missing("AWS_REGION", "BANK_BACKEND=aws needs the AWS region"))?;
+    if region.len() > 32 || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(ConfigError::invalid("AWS_REGION", &region, "expected a region name such as eu-west-1"));
+    }
+    let endpoint = get("AWS_ENDPOINT_URL")?.map(|v| parse_url("AWS_ENDPOINT_URL", &v)).transpose()?;
+    let resources = AwsResources {
+        idempotency_table: named("BANK_IDEMPOTENCY_TABLE", check_table_name)?,
+        transfer_queue: named("BANK_TRANSFER_QUEUE", check_queue_name)?,
+        events_topic: named("BANK_EVENTS_TOPIC", check_topic_name)?,
+        subscription_queue_prefix: named("BANK_SUBSCRIPTION_QUEUE_PREFIX", check_queue_prefix)?,
+        statements_bucket: named("BANK_STATEMENTS_BUCKET", check_bucket_name)?,
+        audit_bucket: named("BANK_AUDIT_BUCKET", check_bucket_name)?,
+    };
+    if resources.transfer_queue.starts_with(&format!("{}-", resources.subscription_queue_prefix)) {
+        return Err(ConfigError::invalid(
+            "BANK_TRANSFER_QUEUE",
+            &resources.transfer_queue,
+            "must not start with BANK_SUBSCRIPTION_QUEUE_PREFIX- (subscription queues are named so)",
+        ));
+    }
+    let redis_url = get("BANK_REDIS_URL")?
+        .ok_or_else(|| missing("BANK_REDIS_URL", "BANK_BACKEND=aws caches account views and shares rate limits in Redis"))?;
+    if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        return Err(ConfigError::invalid("BANK_REDIS_URL", &redis_url, "expected redis://host:6379 or rediss://…"));
+    }
+    let audit_key = get("BANK_AUDIT_SIGNING_KEY")?.ok_or_else(|| {
+        missing("BANK_AUDIT_SIGNING_KEY", "BANK_BACKEND=aws: every process signs audit checkpoints with one key")
+    })?;
+    match bank_core::audit::checkpoint::AuditKey::parse(audit_key.trim()) {
+        Ok(key) if key.origin() == audit_origin => {}
+        Ok(key) => {
+            return Err(ConfigError::invalid(
+                "BANK_AUDIT_SIGNING_KEY",
+                "",
+                format!("made for the audit log {:?}, not BANK_AUDIT_ORIGIN={audit_origin:?}", key.origin()),
+            ));
+        }
+        Err(_) => {
+            return Err(ConfigError::invalid("BANK_AUDIT_SIGNING_KEY", "", "not an audit signing key (bank-server keys)"));
+        }
+    }
+    Ok(AwsConfig {
+        settings: bank_aws::aws::AwsSettings { region, endpoint },
+        resources,
+        redis_url: Secret::new(redis_url),
+        audit_key: Secret::new(audit_key.trim().to_owned()),
+    })
 }
 
 fn parse_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
@@ -663,6 +828,109 @@ mod tests {
         assert_eq!(err.variable(), variable, "{err}");
         assert!(err.to_string().contains(variable), "{err}");
         err
+    }
+
+    /// A complete `BANK_BACKEND=aws` environment (fresh keys), to vary one variable at a time.
+    fn aws_vars() -> Vec<(&'static str, String)> {
+        let mut seed = [7_u8; 32];
+        seed[0] = 1;
+        let audit = bank_core::audit::checkpoint::AuditKey::from_seed("bank.example/audit", seed).expect("key");
+        vec![
+            ("BANK_BACKEND", "aws".into()),
+            ("BANK_DATABASE_URL", "postgres://bank:pw@db.internal:5432/bank".into()),
+            ("AWS_REGION", "eu-west-1".into()),
+            ("BANK_STATEMENTS_BUCKET", "bank-statements".into()),
+            ("BANK_AUDIT_BUCKET", "bank-audit".into()),
+            ("BANK_REDIS_URL", "rediss://:redis-pw@cache.internal:6379".into()),
+            ("BANK_JWT_SIGNING_KEY", crate::auth::keys::SigningKeys::generate_pkcs8_base64().expect("jwt key")),
+            ("BANK_AUDIT_SIGNING_KEY", audit.private_key()),
+        ]
+    }
+
+    fn with(vars: &[(&'static str, String)], name: &'static str, value: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut vars: Vec<_> = vars.iter().filter(|(n, _)| *n != name).cloned().collect();
+        if let Some(value) = value {
+            vars.push((name, value.to_owned()));
+        }
+        vars
+    }
+
+    fn parse_owned(vars: &[(&'static str, String)]) -> Result<Config, ConfigError> {
+        let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        parse(&borrowed)
+    }
+
+    #[test]
+    fn the_aws_backend_reads_its_variables_with_defaults_for_the_names() {
+        let c = parse_owned(&aws_vars()).expect("valid");
+        let BackendConfig::Aws(aws) = &c.backend else { panic!("aws backend") };
+        assert_eq!(aws.settings, bank_aws::aws::AwsSettings { region: "eu-west-1".into(), endpoint: None });
+        assert_eq!(aws.resources.transfer_queue, "bank-transfers.fifo");
+        assert_eq!(aws.resources.events_topic, "bank-events.fifo");
+        assert_eq!(aws.resources.subscription_queue_prefix, "bank-events");
+        assert_eq!(aws.resources.idempotency_table, "bank-idempotency");
+        assert_eq!((aws.resources.statements_bucket.as_str(), aws.resources.audit_bucket.as_str()), ("bank-statements", "bank-audit"));
+        assert!(c.auth_config().signing_key.is_some(), "every API process signs with the given key");
+        let shown = format!("{c:?}");
+        for secret in ["redis-pw", "PRIVATE+KEY", ":pw@"] {
+            assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
+        }
+        let with_endpoint = parse_owned(&with(&aws_vars(), "AWS_ENDPOINT_URL", Some("http://127.0.0.1:5000"))).expect("valid");
+        let BackendConfig::Aws(aws) = &with_endpoint.backend else { panic!("aws backend") };
+        assert_eq!(aws.settings.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(Config::default().backend, BackendConfig::Local, "local stays the default");
+    }
+
+    #[test]
+    fn a_missing_or_bad_aws_setting_names_its_variable_and_never_echoes_a_secret() {
+        let base = aws_vars();
+        for required in [
+            "BANK_DATABASE_URL",
+            "AWS_REGION",
+            "BANK_STATEMENTS_BUCKET",
+            "BANK_AUDIT_BUCKET",
+            "BANK_REDIS_URL",
+            "BANK_JWT_SIGNING_KEY",
+            "BANK_AUDIT_SIGNING_KEY",
+        ] {
+            let err = parse_owned(&with(&base, required, None)).expect_err(required);
+            assert_eq!(err.variable(), required, "{err}");
+            assert!(matches!(err, ConfigError::Missing { .. }), "{err}");
+        }
+        let external = with(
+            &with(&with(&base, "BANK_JWT_SIGNING_KEY", None), "BANK_AUTH_MODE", Some("external")),
+            "BANK_JWKS_URL",
+            Some("https://cognito.example/jwks.json"),
+        );
+        parse_owned(&external).expect("an external issuer needs no signing key");
+        let bad = [
+            ("BANK_BACKEND", "azure"),
+            ("AWS_REGION", "EU West"),
+            ("AWS_ENDPOINT_URL", "moto:5000"),
+            ("BANK_TRANSFER_QUEUE", "transfers"),
+            ("BANK_TRANSFER_QUEUE", "bank-events-x.fifo"),
+            ("BANK_SUBSCRIPTION_QUEUE_PREFIX", "bank.events"),
+            ("BANK_SUBSCRIPTION_QUEUE_PREFIX", &"p".repeat(41)),
+            ("BANK_EVENTS_TOPIC", "events"),
+            ("BANK_IDEMPOTENCY_TABLE", "x"),
+            ("BANK_STATEMENTS_BUCKET", "Bank_Statements"),
+            ("BANK_AUDIT_BUCKET", "a"),
+            ("BANK_REDIS_URL", "http://:redis-pw@cache:6379"),
+            ("BANK_JWT_SIGNING_KEY", "c2VjcmV0LW5vdC1hLWtleQ=="),
+            ("BANK_AUDIT_SIGNING_KEY", "PRIVATE+KEY+garbage"),
+        ];
+        for (name, value) in bad {
+            let err = parse_owned(&with(&base, name, Some(value))).expect_err(name);
+            assert_eq!(err.variable(), name, "{err}");
+            let shown = err.to_string();
+            for secret in ["redis-pw", "c2VjcmV0", "garbage"] {
+                assert!(!shown.contains(secret), "{name}: {shown}");
+            }
+        }
+        // A key made for another audit log.
+        let other = bank_core::audit::checkpoint::AuditKey::from_seed("other.example/audit", [3; 32]).expect("key");
+        let err = parse_owned(&with(&base, "BANK_AUDIT_SIGNING_KEY", Some(&other.private_key()))).expect_err("origin");
+        assert!(err.to_string().contains("other.example/audit"), "{err}");
     }
 
     #[test]

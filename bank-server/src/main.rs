@@ -51,8 +51,19 @@ enum Command {
     /// The notifications loop only.
     Notifications,
     /// Migrate the data directory and, with BANK_DATABASE_URL, the PostgreSQL schema (refusing a
-    /// database that is not this bank's or is newer than this binary), then exit.
-    Migrate,
+    /// database that is not this bank's or is newer than this binary); with BANK_BACKEND=aws,
+    /// also check every AWS resource (creating what is missing with --create-aws-resources),
+    /// then exit.
+    Migrate {
+        /// Create the DynamoDB table, SQS queues, SNS topic and subscription and S3 buckets that
+        /// are missing (first installs, emulators); BANK_BACKEND=aws only.
+        #[arg(long)]
+        create_aws_resources: bool,
+    },
+    /// Print a new token signing key and audit signing key as BANK_JWT_SIGNING_KEY=… and
+    /// BANK_AUDIT_SIGNING_KEY=… lines (for BANK_AUDIT_ORIGIN), to store in a secret manager:
+    /// every process of an AWS deployment is given the same two.
+    Keys,
     /// Make every customer account's statement for a month that has ended (those already stored
     /// are left as they are), then exit. Prints what it did as JSON.
     Statements {
@@ -174,8 +185,17 @@ async fn execute(command: Command, config: Config) -> Result<(), RunError> {
         Command::Api => serve(&config, false, false, LoopSet::API).await,
         Command::Worker => background(&config, LoopSet::PIPELINE).await,
         Command::Notifications => background(&config, LoopSet::NOTIFICATIONS).await,
-        Command::Migrate => {
-            println!("{}", run::migrate(&config).await?);
+        Command::Migrate { create_aws_resources } => {
+            println!("{}", run::migrate(&config, create_aws_resources).await?);
+            Ok(())
+        }
+        Command::Keys => {
+            let jwt = bank_server::auth::keys::SigningKeys::generate_pkcs8_base64()?;
+            let mut seed = [0_u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+            let audit = bank_core::audit::checkpoint::AuditKey::from_seed(&config.audit_origin, seed)?;
+            println!("BANK_JWT_SIGNING_KEY={jwt}");
+            println!("BANK_AUDIT_SIGNING_KEY={}", audit.private_key());
             Ok(())
         }
         Command::Statements { period } => statements(&config, period).await,

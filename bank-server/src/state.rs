@@ -48,8 +48,11 @@ pub struct Backend {
     pub subscriber: Arc<dyn EventSubscriber>,
     /// Which notifications were delivered.
     pub notification_log: Arc<dyn NotificationLog>,
-    /// Write-once objects (statements, audit segments).
+    /// Write-once objects: statements.
     pub blobs: Arc<dyn BlobStore>,
+    /// Write-once objects: sealed audit segments (the same store as `blobs` locally; a bucket of
+    /// its own on AWS, so that access to statements and to the audit trail is granted apart).
+    pub audit_blobs: Arc<dyn BlobStore>,
     /// The object store whose signed links this server serves itself (`GET /files/…`): the
     /// local files. `None` where the store serves its own links (S3 pre-signed URLs).
     pub served_files: Option<Arc<FileBlobStore>>,
@@ -88,6 +91,7 @@ impl From<LocalBackend> for Backend {
             subscriber: local.events.clone(),
             notification_log: local.notification_log.clone(),
             blobs: local.blobs.clone(),
+            audit_blobs: local.blobs.clone(),
             served_files: Some(local.blobs.clone()),
             users: Some(local.users.clone()),
             system: local.system.clone(),
@@ -125,7 +129,7 @@ impl Backend {
     pub fn audit_sealer(&self) -> AuditSealer {
         AuditSealer::new(
             Arc::clone(&self.audit),
-            Arc::clone(&self.blobs),
+            Arc::clone(&self.audit_blobs),
             Arc::clone(&self.audit_key),
             Arc::clone(&self.payments.clock),
             self.audit_seal,

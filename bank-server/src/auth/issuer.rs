@@ -123,10 +123,14 @@ fn ttl(duration: std::time::Duration) -> Result<TimeDelta, AuthError> {
 }
 
 impl TokenIssuer {
-    /// An issuer over `store`, loading (or creating) the signing key under `config.data_dir`.
+    /// An issuer over `store`, with `config.signing_key`, or else loading (or creating) the
+    /// signing key under `config.data_dir`.
     pub fn new(config: AuthConfig, store: Arc<dyn UserStore>, clock: Arc<dyn Clock>) -> Result<Self, AuthError> {
         config.validate()?;
-        let keys = Arc::new(SigningKeys::load_or_create(&config.data_dir)?);
+        let keys = Arc::new(match &config.signing_key {
+            Some(key) => SigningKeys::from_pkcs8_base64(key.expose())?,
+            None => SigningKeys::load_or_create(&config.data_dir)?,
+        });
         let window = TimeDelta::seconds(FAILURE_WINDOW_SECS);
         Ok(TokenIssuer {
             per_pair: FailureThrottle::new(PAIR_FAILURES_MAX, window, Arc::clone(&clock)),

@@ -1,7 +1,9 @@
 //! The Ed25519 key that signs built-in access tokens.
 //!
 //! Generated on first start and kept in `<data_dir>/keys/jwt-ed25519.pk8` (PKCS#8 DER, mode 0600
-//! on unix), so tokens keep verifying across restarts. The key id (`kid`) is the RFC 7638 JWK
+//! on unix), so tokens keep verifying across restarts — or, where several processes on several
+//! machines issue tokens (the AWS backend), given to every process as `BANK_JWT_SIGNING_KEY`
+//! (the same DER, base64; `bank-server keys` makes one). The key id (`kid`) is the RFC 7638 JWK
 //! thumbprint (SHA-256, base64url) of the public key.
 
 use std::fs;
@@ -51,6 +53,25 @@ impl SigningKeys {
             Err(e) => return Err(key_err("cannot read the signing key", e)),
         };
         SigningKeys::from_key(&key)
+    }
+
+    /// The key given as base64 (standard alphabet) of its PKCS#8 DER, as `BANK_JWT_SIGNING_KEY`
+    /// carries it. The error never repeats the text.
+    pub fn from_pkcs8_base64(text: &str) -> Result<SigningKeys, AuthError> {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| AuthError::KeyStore("the signing key is not base64".into()))?;
+        let key = SigningKey::from_pkcs8_der(&der)
+            .map_err(|_| AuthError::KeyStore("the signing key is not an Ed25519 PKCS#8 key".into()))?;
+        SigningKeys::from_key(&key)
+    }
+
+    /// A new random key as [`SigningKeys::from_pkcs8_base64`] reads it.
+    pub fn generate_pkcs8_base64() -> Result<String, AuthError> {
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let der = SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| key_err("cannot encode the signing key", e))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
     }
 
     fn from_key(key: &SigningKey) -> Result<SigningKeys, AuthError> {
@@ -125,4 +146,22 @@ fn create(dir: &Path, path: &Path) -> Result<SigningKey, AuthError> {
     fs::rename(&tmp, path).map_err(|e| key_err("cannot store the signing key", e))?;
     tracing::info!(path = %path.display(), "generated a new token signing key");
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_key_is_read_back_and_bad_ones_are_refused_without_echo() {
+        let text = SigningKeys::generate_pkcs8_base64().expect("generate");
+        let a = SigningKeys::from_pkcs8_base64(&text).expect("read");
+        let b = SigningKeys::from_pkcs8_base64(&format!("{text}\n")).expect("surrounding space is trimmed");
+        assert_eq!(a.kid(), b.kid(), "the same key in every process");
+        assert_ne!(a.kid(), SigningKeys::from_pkcs8_base64(&SigningKeys::generate_pkcs8_base64().expect("2")).expect("2").kid());
+        for bad in ["", "not base64!", "aGVsbG8="] {
+            let err = SigningKeys::from_pkcs8_base64(bad).expect_err(bad).to_string();
+            assert!(!bad.is_empty() && !err.contains(bad) || bad.is_empty(), "{err}");
+        }
+    }
 }

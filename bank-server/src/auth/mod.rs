@@ -80,8 +80,12 @@ pub struct AuthConfig {
     pub access_ttl: Duration,
     /// Refresh-token lifetime.
     pub refresh_ttl: Duration,
-    /// The data directory; the signing key lives in `<data_dir>/keys/`.
+    /// The data directory; the signing key lives in `<data_dir>/keys/` unless `signing_key` is
+    /// given.
     pub data_dir: PathBuf,
+    /// The signing key itself (base64 of its PKCS#8 DER, `BANK_JWT_SIGNING_KEY`), shared by every
+    /// process that issues tokens; `None`: the key file under `data_dir`.
+    pub signing_key: Option<crate::config::Secret>,
     /// Failed logins per client IP per 15 minutes before accounts that failed are refused from
     /// that IP (accounts without failures never are; see [`issuer`]).
     pub login_failures_per_ip: u32,
@@ -96,6 +100,7 @@ impl AuthConfig {
             access_ttl: ACCESS_TTL_MAX,
             refresh_ttl: REFRESH_TTL_DEFAULT,
             data_dir: data_dir.into(),
+            signing_key: None,
             login_failures_per_ip: issuer::IP_FAILURES_PER_IP_DEFAULT,
         }
     }

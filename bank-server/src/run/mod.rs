@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bank_aws::backend::{AwsBackend, AwsBackendConfig, OpenError, Resource};
 use bank_aws::postgres::{PgConfig, PgDb, PgError, PgStores, Role};
+use bank_core::audit::checkpoint::AuditKey;
 use bank_core::clock::{Clock, SystemClock};
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::SimulatedRail;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
 use crate::auth::{AuthError, passwords};
-use crate::config::{AuthMode, Config, DatabaseConfig};
+use crate::config::{AuthMode, AwsConfig, BackendConfig, Config, DatabaseConfig};
 use crate::state::{Auth, Backend};
 
 pub mod audit;
@@ -55,6 +57,15 @@ pub enum RunError {
         /// What went wrong.
         source: PgError,
     },
+    /// A service of the AWS backend could not be used (unreachable, missing, the wrong shape):
+    /// `variable` names it.
+    #[error("{variable}: {source}")]
+    Aws {
+        /// The variable to fix (`BANK_TRANSFER_QUEUE`, `BANK_REDIS_URL`, …).
+        variable: &'static str,
+        /// What went wrong.
+        source: bank_aws::backend::OpenError,
+    },
     /// Authentication could not be set up, or a user could not be created.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -71,9 +82,11 @@ pub enum RunError {
 
 /// Opens the backend `config` names, on the system clock: the local backend in
 /// `config.data_dir` (opened and migrated), and with `BANK_DATABASE_URL` the PostgreSQL stores
-/// (ledger, transfers with their outbox, users) in place of their SQLite counterparts. The
-/// PostgreSQL schema must be this binary's: [`migrate`] brings it there.
-pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), RunError> {
+/// (ledger, transfers with their outbox, users) in place of their SQLite counterparts; or, with
+/// `BANK_BACKEND=aws`, the AWS backend (nothing in the data directory). The PostgreSQL schema
+/// must be this binary's and the AWS resources must exist: [`migrate`] brings them there.
+/// The local backend is returned when it was opened.
+pub async fn open_backend(config: &Config) -> Result<(Backend, Option<LocalBackend>), RunError> {
     open_backend_with_clock(config, Arc::new(SystemClock)).await
 }
 
@@ -82,23 +95,77 @@ pub async fn open_backend(config: &Config) -> Result<(Backend, LocalBackend), Ru
 pub async fn open_backend_with_clock(
     config: &Config,
     clock: Arc<dyn Clock>,
-) -> Result<(Backend, LocalBackend), RunError> {
+) -> Result<(Backend, Option<LocalBackend>), RunError> {
+    if let BackendConfig::Aws(aws) = &config.backend {
+        let backend_config = aws_backend_config(config, aws)?;
+        let opened = AwsBackend::open(&backend_config, clock).await.map_err(aws_error)?;
+        let audit_key = AuditKey::parse(aws.audit_key.expose())?;
+        return Ok((Backend::on_aws(opened, audit_key, config.audit_seal), None));
+    }
     let local = open_local(config, Arc::clone(&clock)).await?;
     let backend = Backend::from(local.clone());
     let Some(database) = &config.database else {
-        return Ok((backend, local));
+        return Ok((backend, Some(local)));
     };
     let db = connect_database(database).await?;
     db.check_schema().await.map_err(|source| RunError::Database { variable: "BANK_DATABASE_URL", source })?;
     let stores = PgStores::open(&db, clock, &config.local_config().currencies).await?;
-    Ok((backend.on_postgres(stores), local))
+    Ok((backend.on_postgres(stores), Some(local)))
+}
+
+/// The AWS backend's settings from `config` (`BANK_BACKEND=aws`).
+fn aws_backend_config(config: &Config, aws: &AwsConfig) -> Result<AwsBackendConfig, RunError> {
+    let database = config.database.as_ref().ok_or_else(|| {
+        RunError::Refused("BANK_DATABASE_URL is required with BANK_BACKEND=aws".into())
+    })?;
+    Ok(AwsBackendConfig {
+        settings: aws.settings.clone(),
+        credentials: None,
+        database: pg_config(database),
+        resources: aws.resources.clone(),
+        redis_url: aws.redis_url.expose().to_owned(),
+        currencies: config.local_config().currencies,
+    })
+}
+
+/// The variable that names the resource at fault.
+fn aws_error(source: OpenError) -> RunError {
+    let variable = match source.resource() {
+        Resource::Database => "BANK_DATABASE_URL",
+        Resource::DatabaseReader => "BANK_DATABASE_READER_URL",
+        Resource::IdempotencyTable => "BANK_IDEMPOTENCY_TABLE",
+        Resource::TransferQueue => "BANK_TRANSFER_QUEUE",
+        Resource::EventsTopic => "BANK_EVENTS_TOPIC",
+        Resource::SubscriptionQueue => "BANK_SUBSCRIPTION_QUEUE_PREFIX",
+        Resource::StatementsBucket => "BANK_STATEMENTS_BUCKET",
+        Resource::AuditBucket => "BANK_AUDIT_BUCKET",
+        Resource::Redis => "BANK_REDIS_URL",
+        _ => "BANK_BACKEND",
+    };
+    RunError::Aws { variable, source }
 }
 
 /// Migrates what `config` names: the local databases, and the PostgreSQL schema when
-/// `BANK_DATABASE_URL` is set. Returns what was done, for the operator.
-pub async fn migrate(config: &Config) -> Result<String, RunError> {
-    open_local(config, Arc::new(SystemClock)).await?.close().await;
-    let mut done = format!("data directory {} is migrated", config.data_dir.display());
+/// `BANK_DATABASE_URL` is set; with `BANK_BACKEND=aws`, the PostgreSQL schema, then the AWS
+/// resources are created when `create_aws_resources` (first installs, emulators) and checked in
+/// any case. Returns what was done, for the operator.
+pub async fn migrate(config: &Config, create_aws_resources: bool) -> Result<String, RunError> {
+    let mut done = String::new();
+    match &config.backend {
+        BackendConfig::Aws(aws) if create_aws_resources => {
+            let backend_config = aws_backend_config(config, aws)?;
+            let created = bank_aws::backend::create_resources(&backend_config).await.map_err(aws_error)?;
+            done = created.join("\n");
+        }
+        BackendConfig::Aws(_) => {}
+        BackendConfig::Local if create_aws_resources => {
+            return Err(RunError::Refused("--create-aws-resources needs BANK_BACKEND=aws".into()));
+        }
+        BackendConfig::Local => {
+            open_local(config, Arc::new(SystemClock)).await?.close().await;
+            done = format!("data directory {} is migrated", config.data_dir.display());
+        }
+    }
     if let Some(database) = &config.database {
         let db = connect_database(database).await?;
         let migrated =
@@ -111,7 +178,14 @@ pub async fn migrate(config: &Config) -> Result<String, RunError> {
         ));
         db.close().await;
     }
-    Ok(done)
+    if let BackendConfig::Aws(aws) = &config.backend {
+        // Every resource is checked the way a start checks it (the bank's own accounts opened).
+        let backend_config = aws_backend_config(config, aws)?;
+        let opened = AwsBackend::open(&backend_config, Arc::new(SystemClock)).await.map_err(aws_error)?;
+        opened.close().await;
+        done.push_str("\nevery AWS resource is there and has the expected shape");
+    }
+    Ok(done.trim_start().to_owned())
 }
 
 /// Opens (and migrates) the local backend in `config.data_dir`.
@@ -123,18 +197,22 @@ async fn open_local(config: &Config, clock: Arc<dyn Clock>) -> Result<LocalBacke
 
 /// Connects the writer and reader pools, naming the variable of the one that fails.
 async fn connect_database(database: &DatabaseConfig) -> Result<PgDb, RunError> {
-    let config = PgConfig {
-        reader_url: database.reader_url.as_ref().map(|url| url.expose().to_owned()),
-        max_connections: database.pool,
-        ..PgConfig::new(database.url.expose())
-    };
-    PgDb::connect(&config).await.map_err(|source| {
+    PgDb::connect(&pg_config(database)).await.map_err(|source| {
         let variable = match &source {
             PgError::Connect { role: Role::Reader, .. } => "BANK_DATABASE_READER_URL",
             _ => "BANK_DATABASE_URL",
         };
         RunError::Database { variable, source }
     })
+}
+
+/// The pools' settings of `database`.
+fn pg_config(database: &DatabaseConfig) -> PgConfig {
+    PgConfig {
+        reader_url: database.reader_url.as_ref().map(|url| url.expose().to_owned()),
+        max_connections: database.pool,
+        ..PgConfig::new(database.url.expose())
+    }
 }
 
 /// The authentication in force: the built-in issuer over `backend.users`, or a verifier of an

@@ -5,6 +5,7 @@ mod binary;
 mod demo;
 mod loops;
 mod postgres;
+mod scaleout;
 
 use std::collections::HashMap;
 use std::path::Path;
