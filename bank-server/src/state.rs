@@ -139,7 +139,8 @@ impl Backend {
     /// The same backend with the ledger, transfers (and their outbox), users and the bank's own
     /// accounts on PostgreSQL; readiness checks both.
     pub fn on_postgres(self, stores: PgStores) -> Backend {
-        let PgStores { db, ledger, transfers, users, system } = stores;
+        // The audit log, notification log and deposit requests on PostgreSQL are not assembled yet.
+        let PgStores { db, ledger, transfers, users, system, .. } = stores;
         Backend {
             ledger: ledger.clone(),
             payments: PaymentsPorts { ledger, transfers, ..self.payments },

@@ -1,7 +1,8 @@
 //! PostgreSQL (Aurora PostgreSQL): [`PgDb`] owns the writer pool, the reader pool (a replica that
 //! may lag), the embedded migrations and the refusal of a database that is not this bank's or was
 //! migrated by a newer binary. The stores built on it: [`ledger`], [`transfers`] (with the outbox
-//! and its relay), [`users`] (users and refresh tokens).
+//! and its relay), [`users`] (users and refresh tokens), [`audit`] (the hash-chained audit log),
+//! [`notifications`] (the notification log) and [`approvals`] (four-eyes deposit requests).
 //!
 //! # Reads that must see the caller's own writes
 //! Every port method reads the writer, except the views that may lag ([`PgDb::fresh_reader`]):
@@ -10,9 +11,12 @@
 //! if the reader is not there within [`READER_WAIT`], the read goes to the writer. Without
 //! `BANK_DATABASE_READER_URL` both pools are one.
 
+pub mod approvals;
+pub mod audit;
 pub(crate) mod batch;
 mod error;
 pub mod ledger;
+pub mod notifications;
 mod stores;
 #[cfg(feature = "testkit")]
 pub mod testing;

@@ -3,10 +3,13 @@
 //! schema of the test database (`bank_aws::postgres::testing`); without PostgreSQL each case prints
 //! why and skips, and fails when `BANK_REQUIRE_SERVICES=1`.
 
+mod approvals;
+mod audit;
 mod harness;
 mod ledger;
 mod ledger_database;
 mod ledger_model;
+mod notifications;
 mod raw;
 mod reader;
 mod schema;

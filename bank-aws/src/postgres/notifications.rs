@@ -1,0 +1,195 @@
+//! [`PgNotificationLog`]: the [`NotificationLog`] on PostgreSQL, in the `notification_deliveries`
+//! table (migration `0006_notifications_and_deposit_requests.sql`), shared by every
+//! notifications process.
+//!
+//! # Rules
+//! - `claim` is one `INSERT … ON CONFLICT DO NOTHING` on the key (the primary key): of any number
+//!   of concurrent claims, in any number of processes, exactly one inserts the row, so exactly one
+//!   answers `true`; the claim is durable once answered.
+//! - `mark` records the outcome with one `UPSERT` (a claim purged since, or never made, is recorded
+//!   anew, so the delivery stays claimed for good).
+//! - `release` deletes the row only while it is `claimed` (one statement); a row with an outcome
+//!   is refused (`InvalidInput`), an unknown key ignored.
+//! - **Retention**: by age, not count (many processes share the table, so no process can count
+//!   for the others). [`PgNotificationLog::purge_expired`] deletes records last changed more than
+//!   the retention ago ([`NOTIFICATION_RETENTION_DEFAULT`], 30 days: far beyond any redelivery —
+//!   SQS keeps a message at most 14 days). The server's scheduler calls it; records are never
+//!   purged otherwise.
+//! - *Time* comes only from the injected [`Clock`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bank_core::clock::Clock;
+use bank_core::notifications::{Channel, DeliveryKey, DeliveryOutcome, DeliveryState, NotificationLog};
+use bank_core::{Error, Result};
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{PgDb, RowOf, db_err};
+
+/// How long delivery records are kept after their last change.
+pub const NOTIFICATION_RETENTION_DEFAULT: TimeDelta = TimeDelta::days(30);
+/// Most records one [`PgNotificationLog::purge_expired`] statement deletes (it loops until done),
+/// so a purge never holds many row locks for long.
+pub const NOTIFICATION_PURGE_CHUNK_MAX: i64 = 10_000;
+
+const ROW: RowOf = RowOf("notification log row");
+
+/// The notification log in PostgreSQL (see the module docs). Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct PgNotificationLog {
+    db: PgDb,
+    clock: Arc<dyn Clock>,
+    retention: TimeDelta,
+}
+
+impl PgNotificationLog {
+    /// A log over `db`, reading time from `clock`, keeping records
+    /// [`NOTIFICATION_RETENTION_DEFAULT`].
+    pub fn new(db: &PgDb, clock: Arc<dyn Clock>) -> Self {
+        PgNotificationLog::with_retention(db, clock, NOTIFICATION_RETENTION_DEFAULT)
+    }
+
+    /// A log keeping records `retention` after their last change (at least one day: shorter would
+    /// let a redelivered event be notified twice).
+    pub fn with_retention(db: &PgDb, clock: Arc<dyn Clock>, retention: TimeDelta) -> Self {
+        PgNotificationLog { db: db.clone(), clock, retention: retention.max(TimeDelta::days(1)) }
+    }
+
+    /// How long records are kept.
+    pub fn retention(&self) -> TimeDelta {
+        self.retention
+    }
+
+    /// Deletes the records last changed more than the retention ago; answers how many.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let cutoff = nanos(self.clock.now() - self.retention)?;
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM notification_deliveries WHERE (event_id, channel, recipient) IN \
+                 (SELECT event_id, channel, recipient FROM notification_deliveries WHERE updated_at < $1 LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(NOTIFICATION_PURGE_CHUNK_MAX)
+            .execute(self.db.writer())
+            .await
+            .map_err(db_err)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < NOTIFICATION_PURGE_CHUNK_MAX.unsigned_abs() {
+                return Ok(purged);
+            }
+        }
+    }
+}
+
+fn nanos(at: DateTime<Utc>) -> Result<i64> {
+    at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput(format!("time {at} is outside 1677..2262")))
+}
+
+fn channel_of(text: &str) -> Result<Channel> {
+    Channel::ALL
+        .into_iter()
+        .find(|channel| channel.as_str() == text)
+        .ok_or_else(|| ROW.corrupt(format!("channel {text:?}")))
+}
+
+/// The state, reason columns of `state`.
+fn state_columns(state: &DeliveryState) -> (&'static str, Option<&str>) {
+    match state {
+        DeliveryState::Claimed => ("claimed", None),
+        DeliveryState::Sent => ("sent", None),
+        DeliveryState::Failed { reason } => ("failed", Some(reason.as_str())),
+    }
+}
+
+fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
+    match (state, reason) {
+        ("claimed", None) => Ok(DeliveryState::Claimed),
+        ("sent", None) => Ok(DeliveryState::Sent),
+        ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
+        (state, _) => Err(ROW.corrupt(format!("delivery state {state:?}"))),
+    }
+}
+
+#[async_trait]
+impl NotificationLog for PgNotificationLog {
+    async fn claim(&self, key: DeliveryKey) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
+             updated_at) VALUES ($1, $2, $3, 'claimed', NULL, $4, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.event_id.as_uuid())
+        .bind(key.channel.as_str())
+        .bind(key.recipient.as_uuid())
+        .bind(nanos(self.clock.now())?)
+        .execute(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
+        let state = DeliveryState::from(outcome);
+        let (name, reason) = state_columns(&state);
+        if reason.is_some_and(|r| r.contains('\0')) {
+            return Err(Error::InvalidInput("a failure reason may not contain NUL characters".into()));
+        }
+        sqlx::query(
+            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (event_id, channel, recipient) \
+             DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(key.event_id.as_uuid())
+        .bind(key.channel.as_str())
+        .bind(key.recipient.as_uuid())
+        .bind(name)
+        .bind(reason)
+        .bind(nanos(self.clock.now())?)
+        .execute(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn release(&self, key: DeliveryKey) -> Result<()> {
+        // One statement: delete the row if it is only claimed, and say what the row was (a row
+        // with an outcome is not deleted and is refused below).
+        let state: Option<String> = sqlx::query_scalar(
+            "WITH released AS (DELETE FROM notification_deliveries \
+                 WHERE event_id = $1 AND channel = $2 AND recipient = $3 AND state = 'claimed' RETURNING state) \
+             SELECT state FROM released \
+             UNION ALL \
+             SELECT state FROM notification_deliveries \
+                 WHERE event_id = $1 AND channel = $2 AND recipient = $3 AND state <> 'claimed' \
+             LIMIT 1",
+        )
+        .bind(key.event_id.as_uuid())
+        .bind(key.channel.as_str())
+        .bind(key.recipient.as_uuid())
+        .fetch_optional(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        match state.as_deref() {
+            None | Some("claimed") => Ok(()),
+            Some(_) => Err(Error::InvalidInput("a delivery with a recorded outcome cannot be released".into())),
+        }
+    }
+
+    async fn state(&self, key: DeliveryKey) -> Result<Option<DeliveryState>> {
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT channel, state, reason FROM notification_deliveries \
+             WHERE event_id = $1 AND channel = $2 AND recipient = $3",
+        )
+        .bind(key.event_id.as_uuid())
+        .bind(key.channel.as_str())
+        .bind(key.recipient.as_uuid())
+        .fetch_optional(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        let Some((channel, state, reason)) = row else { return Ok(None) };
+        // Decoding the channel checks the row is one this log wrote.
+        channel_of(&channel)?;
+        state_of(&state, reason).map(Some)
+    }
+}
