@@ -185,6 +185,15 @@ fn receive_request(client: &Client, url: &str, count: usize, visibility_seconds:
         .receive_request_attempt_id(uuid::Uuid::now_v7().simple().to_string())
 }
 
+/// A message's `SentTimestamp` in milliseconds (0 when absent).
+fn sent_millis(message: &Message) -> i64 {
+    message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A received SQS message as a delivery; `None` (with a warning) for a body that is not a queue
 /// message: it stays in flight, and the redrive policy moves it to the dead-letter queue.
 fn delivery(message: &Message) -> Option<Delivery> {
@@ -200,10 +209,8 @@ fn delivery(message: &Message) -> Option<Delivery> {
     let attribute = |name: MessageSystemAttributeName| message.attributes().and_then(|a| a.get(&name));
     let receive_count =
         attribute(MessageSystemAttributeName::ApproximateReceiveCount).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
-    let enqueued_at = attribute(MessageSystemAttributeName::SentTimestamp)
-        .and_then(|ms| ms.parse::<i64>().ok())
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let enqueued_at =
+        DateTime::<Utc>::from_timestamp_millis(sent_millis(message)).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     Some(Delivery { message: queue_message, receipt: Receipt(receipt.to_owned()), receive_count, enqueued_at })
 }
 
@@ -313,7 +320,8 @@ impl TransferQueue for SqsTransferQueue {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<QueueMessage>> {
         let limit = limit.min(DEAD_LETTERS_READ_MAX);
         let url = &self.urls.dead_letter_queue_url;
-        let mut read: Vec<(String, QueueMessage)> = Vec::new();
+        // (SentTimestamp, message): SQS FIFO answers group by group; sorted by send time below.
+        let mut read: Vec<(i64, QueueMessage)> = Vec::new();
         let mut seen = HashSet::new();
         let mut receipts = Vec::new();
         while read.len() < limit {
@@ -331,12 +339,14 @@ impl TransferQueue for SqsTransferQueue {
                     continue;
                 }
                 match message.body().map(serde_json::from_str::<QueueMessage>) {
-                    Some(Ok(parsed)) => read.push((id, parsed)),
+                    Some(Ok(parsed)) => read.push((sent_millis(message), parsed)),
                     _ => tracing::warn!(message_id = %id, "dead letter without a queue message body; not listed"),
                 }
             }
         }
         self.release(url, receipts).await;
+        // Oldest first (stable: a group's order stays as SQS gave it).
+        read.sort_by_key(|(sent, _)| *sent);
         Ok(read.into_iter().take(limit).map(|(_, message)| message).collect())
     }
 }
@@ -451,6 +461,27 @@ mod tests {
         assert_eq!(delivery.enqueued_at.timestamp_millis(), 1_767_225_600_123);
         let garbage = Message::builder().message_id("m-2").receipt_handle("h").body("{\"not\":1}").build();
         assert!(super::delivery(&garbage).is_none());
+    }
+
+    #[test]
+    fn a_visibility_change_refused_for_the_receipt_is_stale_and_others_are_not() {
+        use aws_sdk_s3::primitives::SdkBody;
+        use aws_sdk_sqs::config::http::HttpResponse;
+        use aws_sdk_sqs::error::{ErrorMetadata, SdkError};
+        let refused = |code: &str, message: &str| {
+            let meta = ErrorMetadata::builder().code(code).message(message).build();
+            let raw = HttpResponse::new(400.try_into().expect("status"), SdkBody::empty());
+            SdkError::service_error(ChangeMessageVisibilityError::generic(meta), raw)
+        };
+        // What AWS answers for an expired handle or a deleted message.
+        let expired = "Value AQEB for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not \
+                       available for visibility timeout change.";
+        assert!(is_stale_visibility_change(&refused("InvalidParameterValue", expired)));
+        assert!(is_stale_visibility_change(&refused("AWS.SimpleQueueService.InvalidParameterValue", expired)));
+        let too_long = "Value 43200 for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout \
+                        for the message is beyond the limit [43200 seconds]";
+        assert!(!is_stale_visibility_change(&refused("InvalidParameterValue", too_long)));
+        assert!(!is_stale_visibility_change(&refused("AWS.SimpleQueueService.NonExistentQueue", "no queue")));
     }
 
     #[tokio::test]
