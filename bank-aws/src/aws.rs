@@ -78,8 +78,9 @@ where
     }
 }
 
-/// Error codes of refusals that may succeed later: throttling and server-side failures of S3 and
-/// DynamoDB (some come with a 400 status, so the status alone does not tell).
+/// Error codes of refusals that may succeed later: throttling and server-side failures of S3,
+/// DynamoDB, SQS and SNS (some come with a 400 status, so the status alone does not tell). SQS's
+/// `OverLimit` (120,000 FIFO messages in flight) passes once consumers catch up.
 fn retryable_code(code: &str) -> bool {
     matches!(
         code,
@@ -92,6 +93,13 @@ fn retryable_code(code: &str) -> bool {
             | "ProvisionedThroughputExceededException"
             | "RequestLimitExceeded"
             | "InternalServerError"
+            | "InternalFailure"
+            | "RequestThrottled"
+            | "AWS.SimpleQueueService.RequestThrottled"
+            | "KmsThrottled"
+            | "OverLimit"
+            | "Throttled"
+            | "KMSThrottling"
     )
 }
 
@@ -149,6 +157,9 @@ mod tests {
         assert!(is_retryable(&sdk_err("put", refusal(400, "ProvisionedThroughputExceededException"))));
         assert!(is_retryable(&sdk_err("put", refusal(500, "InternalServerError"))));
         assert!(is_retryable(&sdk_err("put", refusal(503, "SomethingNew"))), "any 5xx");
+        assert!(is_retryable(&sdk_err("send", refusal(400, "RequestThrottled"))), "SQS throttling");
+        assert!(is_retryable(&sdk_err("receive", refusal(403, "OverLimit"))), "SQS FIFO in-flight limit");
+        assert!(is_retryable(&sdk_err("publish", refusal(400, "Throttled"))), "SNS throttling");
         assert!(!is_retryable(&sdk_err("put", refusal(400, "ValidationException"))));
         assert!(!is_retryable(&sdk_err("put", refusal(400, "ResourceNotFoundException"))));
         let typed = PutItemError::ProvisionedThroughputExceededException(

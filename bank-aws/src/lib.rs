@@ -10,9 +10,15 @@
 //!   with the resources' names, their creation and their start-up checks.
 //! - [`dynamodb`]: idempotency records on a DynamoDB table (conditional writes, leases and
 //!   takeovers, a sparse index of requests in flight, TTL as the backstop of purging).
+//! - [`sqs`]: the transfer queue on an SQS FIFO queue grouped by source account, with a FIFO
+//!   dead-letter queue behind a redrive policy.
+//! - [`sns`]: the event bus: events published to an SNS FIFO topic, read back through SQS FIFO
+//!   queues subscribed to it with raw message delivery, one per subscription name.
 
 pub mod aws;
 pub mod backend;
 pub mod dynamodb;
 pub mod postgres;
 pub mod s3;
+pub mod sns;
+pub mod sqs;

@@ -4,3 +4,5 @@
 
 mod dynamodb;
 mod s3;
+mod sns;
+mod sqs;
