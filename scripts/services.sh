@@ -22,6 +22,8 @@
 #     BANK_TEST_PG_BINDIR     PostgreSQL's bin folder
 #     BANK_PG_PAIR_SCRIPT     absolute path of pg-pair.sh, for a test that starts its own pair
 #     BANK_TEST_AWS_ENDPOINT  http://127.0.0.1:<port> of the moto server
+#     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  the emulator's dummy credentials (`testing`), for
+#                             servers tests start on the AWS backend; AWS_EC2_METADATA_DISABLED=true
 #   A service that cannot be provided gets a warning on stderr and no export (its tests skip,
 #   saying why); with BANK_REQUIRE_SERVICES=1 the script then exits non-zero instead.
 # `stop` drops the fresh database, stops the pair and the moto server, stops PostgreSQL if `start`
@@ -372,6 +374,9 @@ start_all() {
   fi
   if why="$(provide_moto && printf '%s\n' "$MOTO_URL")"; then
     exports+=("BANK_TEST_AWS_ENDPOINT=$why")
+    # The emulator's dummy credentials, for servers a test starts in its own process on the
+    # AWS backend (the SDK's standard chain reads them); never real ones.
+    exports+=("AWS_ACCESS_KEY_ID=testing" "AWS_SECRET_ACCESS_KEY=testing" "AWS_EC2_METADATA_DISABLED=true")
   else
     unavailable "the moto AWS emulator (S3, SQS, SNS, DynamoDB)" "$why"
   fi

@@ -621,7 +621,9 @@ impl Config {
                 if auth_mode == AuthMode::BuiltIn && jwt_signing_key.is_none() {
                     return Err(ConfigError::Missing {
                         variable: "BANK_JWT_SIGNING_KEY",
-                        reason: "BANK_BACKEND=aws with built-in authentication: every API process signs tokens with one key".into(),
+                        reason:
+                            "BANK_BACKEND=aws with built-in authentication: every API process signs tokens with one key"
+                                .into(),
                     });
                 }
                 BackendConfig::Aws(Box::new(aws))
@@ -754,8 +756,9 @@ fn parse_aws(
             "must not start with BANK_SUBSCRIPTION_QUEUE_PREFIX- (subscription queues are named so)",
         ));
     }
-    let redis_url = get("BANK_REDIS_URL")?
-        .ok_or_else(|| missing("BANK_REDIS_URL", "BANK_BACKEND=aws caches account views and shares rate limits in Redis"))?;
+    let redis_url = get("BANK_REDIS_URL")?.ok_or_else(|| {
+        missing("BANK_REDIS_URL", "BANK_BACKEND=aws caches account views and shares rate limits in Redis")
+    })?;
     if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
         return Err(ConfigError::invalid("BANK_REDIS_URL", &redis_url, "expected redis://host:6379 or rediss://…"));
     }
@@ -772,7 +775,11 @@ fn parse_aws(
             ));
         }
         Err(_) => {
-            return Err(ConfigError::invalid("BANK_AUDIT_SIGNING_KEY", "", "not an audit signing key (bank-server keys)"));
+            return Err(ConfigError::invalid(
+                "BANK_AUDIT_SIGNING_KEY",
+                "",
+                "not an audit signing key (bank-server keys)",
+            ));
         }
     }
     Ok(AwsConfig {
@@ -869,13 +876,17 @@ mod tests {
         assert_eq!(aws.resources.events_topic, "bank-events.fifo");
         assert_eq!(aws.resources.subscription_queue_prefix, "bank-events");
         assert_eq!(aws.resources.idempotency_table, "bank-idempotency");
-        assert_eq!((aws.resources.statements_bucket.as_str(), aws.resources.audit_bucket.as_str()), ("bank-statements", "bank-audit"));
+        assert_eq!(
+            (aws.resources.statements_bucket.as_str(), aws.resources.audit_bucket.as_str()),
+            ("bank-statements", "bank-audit")
+        );
         assert!(c.auth_config().signing_key.is_some(), "every API process signs with the given key");
         let shown = format!("{c:?}");
         for secret in ["redis-pw", "PRIVATE+KEY", ":pw@"] {
             assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
         }
-        let with_endpoint = parse_owned(&with(&aws_vars(), "AWS_ENDPOINT_URL", Some("http://127.0.0.1:5000"))).expect("valid");
+        let with_endpoint =
+            parse_owned(&with(&aws_vars(), "AWS_ENDPOINT_URL", Some("http://127.0.0.1:5000"))).expect("valid");
         let BackendConfig::Aws(aws) = &with_endpoint.backend else { panic!("aws backend") };
         assert_eq!(aws.settings.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(Config::default().backend, BackendConfig::Local, "local stays the default");

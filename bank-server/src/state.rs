@@ -6,12 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bank_aws::backend::AwsBackend;
 use bank_aws::postgres::{PgDb, PgStores};
 use bank_core::Result;
 use bank_core::approvals::DepositRequestStore;
 use bank_core::audit::AuditLog;
 use bank_core::audit::checkpoint::AuditKey;
 use bank_core::audit::seal::{AuditSealer, SealPolicy};
+use bank_core::faults::NoFaults;
 use bank_core::notifications::{EventSubscriber, NotificationLog};
 use bank_core::payments::{PaymentsPorts, SystemAccounts};
 use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
@@ -148,6 +150,53 @@ impl Backend {
             system,
             ready: Arc::new(PostgresReady { db, local: self.ready }),
             ..self
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AwsReady(AwsBackend);
+
+#[async_trait]
+impl ReadyCheck for AwsReady {
+    async fn check(&self) -> Vec<(&'static str, Result<()>)> {
+        self.0.ready().await
+    }
+
+    async fn replica_lag(&self) -> Option<std::time::Duration> {
+        self.0.postgres.db.replica_lag().await
+    }
+}
+
+impl Backend {
+    /// Every store on the AWS backend: nothing in a data directory, so any number of processes
+    /// share it. Statement links are S3 pre-signed URLs (`served_files` is `None`).
+    pub fn on_aws(aws: AwsBackend, audit_key: AuditKey, audit_seal: SealPolicy) -> Backend {
+        let pg = &aws.postgres;
+        let ledger: Arc<dyn LedgerStore> = pg.ledger.clone();
+        Backend {
+            ledger: Arc::clone(&ledger),
+            payments: PaymentsPorts {
+                ledger,
+                transfers: pg.transfers.clone(),
+                idempotency: aws.idempotency.clone(),
+                queue: aws.queue.clone(),
+                clock: Arc::clone(&aws.clock),
+                faults: Arc::new(NoFaults),
+            },
+            publisher: aws.publisher.clone(),
+            subscriber: aws.subscriber.clone(),
+            notification_log: pg.notifications.clone(),
+            blobs: aws.statements.clone(),
+            audit_blobs: aws.audit_blobs.clone(),
+            served_files: None,
+            users: Some(pg.users.clone()),
+            system: pg.system.clone(),
+            audit: pg.audit.clone(),
+            audit_key: Arc::new(audit_key),
+            audit_seal,
+            deposit_requests: pg.deposit_requests.clone(),
+            ready: Arc::new(AwsReady(aws)),
         }
     }
 }

@@ -120,8 +120,7 @@ impl AwsApp {
     /// A new operator, signed in; answers the client and the TOTP secret.
     async fn operator(&self, name: &str) -> (BankClient, String) {
         let email = format!("{name}@aws.example");
-        let made =
-            self.issuer.create_user(&email, PASSWORD, bank_core::users::Role::Operator).await.expect("operator");
+        let made = self.issuer.create_user(&email, PASSWORD, bank_core::users::Role::Operator).await.expect("operator");
         let client = self.client();
         client.login(&email, PASSWORD, &code(&made.totp_secret, &self.clock)).await.expect("operator login");
         (client, made.totp_secret)
@@ -141,14 +140,12 @@ impl Drop for AwsApp {
 async fn the_seed_flow_runs_on_the_aws_backend() {
     let Some(aws) = TestAws::new("e2e-aws").await else { return };
     let (hook_url, notified) = webhook_receiver().await;
-    let server = AwsApp::start(
-        &aws,
-        &[("BANK_WEBHOOK_URL", hook_url), ("BANK_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned())],
-    )
-    .await;
+    let server =
+        AwsApp::start(&aws, &[("BANK_WEBHOOK_URL", hook_url), ("BANK_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned())])
+            .await;
     let clock = &server.clock;
     let ready = server.client().health_ready().await.expect("ready");
-    for service in ["postgresql", "dynamodb", "sqs", "sns", "s3", "redis"] {
+    for service in ["postgresql", "dynamodb", "sqs", "sns", "s3"] {
         assert_eq!(ready.checks.get(service).map(String::as_str), Some("ok"), "readiness checks {service}: {ready:?}");
     }
 

@@ -1,8 +1,9 @@
 //! [`AwsBackend`]: every store of the seed's AWS system opened together — the PostgreSQL stores
-//! (ledger, transfers with their outbox, users), idempotency keys on DynamoDB, statements and
-//! sealed audit segments on S3 with Object Lock — ready to be assembled into `bank-core`'s
-//! services by a server (the reference server's `BANK_BACKEND=aws` does exactly this), one
-//! process or many sharing the services.
+//! (ledger, transfers with their outbox, users, audit log, notification log, deposit requests),
+//! idempotency keys on DynamoDB, the transfer queue on SQS FIFO, events on an SNS FIFO topic
+//! read through SQS FIFO subscription queues, statements and sealed audit segments on S3 with
+//! Object Lock — ready to be assembled into `bank-core`'s services by a server (the reference
+//! server's `BANK_BACKEND=aws` does exactly this), one process or many sharing the services.
 //!
 //! [`create_resources`] makes the AWS resources (first installs, emulators); [`AwsBackend::open`]
 //! checks they exist and have the shape the adapters rely on, so that a wrong name or a missing
@@ -21,10 +22,15 @@ pub use names::{
     AwsResources, check_bucket_name, check_queue_name, check_queue_prefix, check_table_name, check_topic_name,
 };
 
-use crate::aws::{AwsSettings, StaticCredentials, sdk_config};
+use crate::aws::{AwsSettings, StaticCredentials, sdk_config, sdk_err};
 use crate::dynamodb::{DynamoIdempotencyStore, create_table};
 use crate::postgres::{PgConfig, PgDb, PgError, PgStores};
 use crate::s3::S3BlobStore;
+use crate::sns::{
+    SnsEventPublisher, SqsEventSubscriber, check_subscription_queue, create_event_topic, create_subscription_queue,
+    subscription_queue_name,
+};
+use crate::sqs::{SqsTransferQueue, create_transfer_queue, queue_urls};
 
 /// One resource of the backend, to name what failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,6 +123,9 @@ pub struct AwsBackendConfig {
     pub redis_url: String,
     /// Currencies the bank's own accounts are opened in.
     pub currencies: Vec<Currency>,
+    /// The subscriptions to the event topic this bank reads (their queues are created by
+    /// [`create_resources`] and checked by [`AwsBackend::open`]).
+    pub subscriptions: Vec<String>,
 }
 
 impl fmt::Debug for AwsBackendConfig {
@@ -126,6 +135,7 @@ impl fmt::Debug for AwsBackendConfig {
             .field("credentials", &self.credentials)
             .field("resources", &self.resources)
             .field("currencies", &self.currencies)
+            .field("subscriptions", &self.subscriptions)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +151,12 @@ pub struct AwsBackend {
     pub postgres: PgStores,
     /// Idempotency keys.
     pub idempotency: Arc<DynamoIdempotencyStore>,
+    /// The transfer queue.
+    pub queue: Arc<SqsTransferQueue>,
+    /// Where the outbox relay publishes events.
+    pub publisher: Arc<SnsEventPublisher>,
+    /// Subscriptions to the events (existing queues only: made by [`create_resources`]).
+    pub subscriber: Arc<SqsEventSubscriber>,
     /// Statements.
     pub statements: Arc<S3BlobStore>,
     /// Sealed audit segments.
@@ -159,18 +175,43 @@ impl AwsBackend {
         let sdk = sdk_config(&config.settings, config.credentials.clone()).await;
         let names = &config.resources;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let idempotency =
-            Arc::new(DynamoIdempotencyStore::new(dynamodb, &names.idempotency_table, Arc::clone(&clock)));
+        let idempotency = Arc::new(DynamoIdempotencyStore::new(dynamodb, &names.idempotency_table, Arc::clone(&clock)));
         idempotency
             .check_table()
             .await
             .map_err(OpenError::service(Resource::IdempotencyTable, &names.idempotency_table))?;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let urls = queue_urls(&sqs, &names.transfer_queue)
+            .await
+            .map_err(OpenError::service(Resource::TransferQueue, &names.transfer_queue))?;
+        let queue = Arc::new(SqsTransferQueue::new(sqs.clone(), urls));
+        queue.check().await.map_err(OpenError::service(Resource::TransferQueue, &names.transfer_queue))?;
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let topic = topic_arn(&sns, &names.events_topic)
+            .await
+            .map_err(OpenError::service(Resource::EventsTopic, &names.events_topic))?;
+        let publisher = Arc::new(SnsEventPublisher::new(sns.clone(), &topic));
+        publisher.check().await.map_err(OpenError::service(Resource::EventsTopic, &names.events_topic))?;
+        for subscription in &config.subscriptions {
+            let prefix = &names.subscription_queue_prefix;
+            let checked = async {
+                let name = subscription_queue_name(prefix, subscription)?;
+                let urls = queue_urls(&sqs, &name).await?;
+                check_subscription_queue(&sqs, &sns, &topic, &urls).await
+            };
+            checked.await.map_err(OpenError::service(Resource::SubscriptionQueue, prefix))?;
+        }
+        let subscriber =
+            Arc::new(SqsEventSubscriber::new(sqs, sns, &topic, &names.subscription_queue_prefix).existing_only());
         let s3 = aws_sdk_s3::Client::new(&sdk);
         let statements = Arc::new(S3BlobStore::new(s3.clone(), &names.statements_bucket, Arc::clone(&clock)));
-        statements.check_bucket().await.map_err(OpenError::service(Resource::StatementsBucket, &names.statements_bucket))?;
+        statements
+            .check_bucket()
+            .await
+            .map_err(OpenError::service(Resource::StatementsBucket, &names.statements_bucket))?;
         let audit_blobs = Arc::new(S3BlobStore::new(s3, &names.audit_bucket, Arc::clone(&clock)));
         audit_blobs.check_bucket().await.map_err(OpenError::service(Resource::AuditBucket, &names.audit_bucket))?;
-        Ok(AwsBackend { clock, sdk, postgres, idempotency, statements, audit_blobs })
+        Ok(AwsBackend { clock, sdk, postgres, idempotency, queue, publisher, subscriber, statements, audit_blobs })
     }
 
     /// Closes the database pools.
@@ -183,6 +224,8 @@ impl AwsBackend {
         vec![
             ("postgresql", self.postgres.db.ready().await),
             ("dynamodb", self.idempotency.check_table().await),
+            ("sqs", self.queue.check().await.map(drop)),
+            ("sns", self.publisher.check().await),
             ("s3", self.statements.check_bucket().await),
         ]
     }
@@ -199,6 +242,28 @@ pub async fn create_resources(config: &AwsBackendConfig) -> Result<Vec<String>, 
         .await
         .map_err(OpenError::service(Resource::IdempotencyTable, &names.idempotency_table))?;
     done.push(format!("DynamoDB table {} is ready", names.idempotency_table));
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    create_transfer_queue(&sqs, &names.transfer_queue, bank_core::queue::MAX_RECEIVES_DEFAULT)
+        .await
+        .map_err(OpenError::service(Resource::TransferQueue, &names.transfer_queue))?;
+    done.push(format!("SQS FIFO queue {} (with its dead-letter queue) is ready", names.transfer_queue));
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic = if names.events_topic.starts_with("arn:") {
+        topic_arn(&sns, &names.events_topic).await
+    } else {
+        create_event_topic(&sns, &names.events_topic).await
+    }
+    .map_err(OpenError::service(Resource::EventsTopic, &names.events_topic))?;
+    done.push(format!("SNS FIFO topic {topic} is ready"));
+    for subscription in &config.subscriptions {
+        let prefix = &names.subscription_queue_prefix;
+        let name = subscription_queue_name(prefix, subscription)
+            .map_err(OpenError::service(Resource::SubscriptionQueue, prefix))?;
+        create_subscription_queue(&sqs, &sns, &topic, &name)
+            .await
+            .map_err(OpenError::service(Resource::SubscriptionQueue, prefix))?;
+        done.push(format!("SQS FIFO queue {name} is subscribed to the topic (raw delivery)"));
+    }
     let s3 = aws_sdk_s3::Client::new(&sdk);
     for (resource, bucket) in
         [(Resource::StatementsBucket, &names.statements_bucket), (Resource::AuditBucket, &names.audit_bucket)]
@@ -208,6 +273,30 @@ pub async fn create_resources(config: &AwsBackendConfig) -> Result<Vec<String>, 
     }
     done.dedup();
     Ok(done)
+}
+
+/// The ARN of the topic `topic`: itself when it is one, else the topic of that name in the
+/// account and region (`ListTopics`), so that a process needs no `CreateTopic` permission.
+async fn topic_arn(sns: &aws_sdk_sns::Client, topic: &str) -> bank_core::Result<String> {
+    let suffix = format!(":{topic}");
+    let mut token = None;
+    loop {
+        let page = sns.list_topics().set_next_token(token).send().await.map_err(|e| sdk_err("sns ListTopics", e))?;
+        let found =
+            page.topics().iter().filter_map(|t| t.topic_arn()).find(|arn| *arn == topic || arn.ends_with(&suffix));
+        if let Some(arn) = found {
+            return Ok(arn.to_owned());
+        }
+        match page.next_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => {
+                return Err(bank_core::Error::storage(
+                    format!("no SNS topic {topic} in this account and region"),
+                    false,
+                ));
+            }
+        }
+    }
 }
 
 async fn connect(config: &PgConfig) -> Result<PgDb, OpenError> {
@@ -285,6 +374,7 @@ pub mod testing {
                 resources: self.resources.clone(),
                 redis_url: self.redis_url.clone(),
                 currencies: bank_core::money::Currency::ALL.to_vec(),
+                subscriptions: vec!["notifications".to_owned()],
             }
         }
 

@@ -102,7 +102,8 @@ mod tests {
     fn names_follow_aws_rules() {
         assert!(check_queue_name("bank-transfers.fifo").is_ok());
         assert!(check_queue_name(&format!("{}.fifo", "q".repeat(71))).is_ok());
-        for bad in ["bank-transfers", ".fifo", "bank transfers.fifo", "bank.x.fifo", &format!("{}.fifo", "q".repeat(72))]
+        for bad in
+            ["bank-transfers", ".fifo", "bank transfers.fifo", "bank.x.fifo", &format!("{}.fifo", "q".repeat(72))]
         {
             assert!(check_queue_name(bad).is_err(), "{bad}");
         }

@@ -70,7 +70,8 @@ impl SigningKeys {
     pub fn generate_pkcs8_base64() -> Result<String, AuthError> {
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
-        let der = SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| key_err("cannot encode the signing key", e))?;
+        let der =
+            SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| key_err("cannot encode the signing key", e))?;
         Ok(base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
     }
 
@@ -158,7 +159,10 @@ mod tests {
         let a = SigningKeys::from_pkcs8_base64(&text).expect("read");
         let b = SigningKeys::from_pkcs8_base64(&format!("{text}\n")).expect("surrounding space is trimmed");
         assert_eq!(a.kid(), b.kid(), "the same key in every process");
-        assert_ne!(a.kid(), SigningKeys::from_pkcs8_base64(&SigningKeys::generate_pkcs8_base64().expect("2")).expect("2").kid());
+        assert_ne!(
+            a.kid(),
+            SigningKeys::from_pkcs8_base64(&SigningKeys::generate_pkcs8_base64().expect("2")).expect("2").kid()
+        );
         for bad in ["", "not base64!", "aGVsbG8="] {
             let err = SigningKeys::from_pkcs8_base64(bad).expect_err(bad).to_string();
             assert!(!bad.is_empty() && !err.contains(bad) || bad.is_empty(), "{err}");

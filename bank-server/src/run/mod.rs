@@ -115,9 +115,10 @@ pub async fn open_backend_with_clock(
 
 /// The AWS backend's settings from `config` (`BANK_BACKEND=aws`).
 fn aws_backend_config(config: &Config, aws: &AwsConfig) -> Result<AwsBackendConfig, RunError> {
-    let database = config.database.as_ref().ok_or_else(|| {
-        RunError::Refused("BANK_DATABASE_URL is required with BANK_BACKEND=aws".into())
-    })?;
+    let database = config
+        .database
+        .as_ref()
+        .ok_or_else(|| RunError::Refused("BANK_DATABASE_URL is required with BANK_BACKEND=aws".into()))?;
     Ok(AwsBackendConfig {
         settings: aws.settings.clone(),
         credentials: None,
@@ -125,6 +126,7 @@ fn aws_backend_config(config: &Config, aws: &AwsConfig) -> Result<AwsBackendConf
         resources: aws.resources.clone(),
         redis_url: aws.redis_url.expose().to_owned(),
         currencies: config.local_config().currencies,
+        subscriptions: vec![NOTIFICATIONS_SUBSCRIPTION.to_owned()],
     })
 }
 

@@ -102,11 +102,7 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<(String, serde_json::Value
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
             let sink = Arc::clone(&sink);
             async move {
-                let key = headers
-                    .get("idempotency-key")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
                 let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 sink.lock().push((key, json));
                 axum::http::StatusCode::NO_CONTENT
@@ -126,17 +122,21 @@ fn client(base_url: &str) -> BankClient {
         .expect("client")
 }
 
-/// The TOTP code of the step before the current one (accepted: one step of skew).
-fn totp_previous(secret: &str) -> String {
+/// Signs `email` in once, on `base_url` (a TOTP code is good for one login), and answers a client
+/// of each API holding that session's access token.
+async fn sign_in(urls: [&str; 2], email: &str, totp_secret: &str) -> [BankClient; 2] {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    bank_server::auth::totp::code_at(secret, now - 30).expect("totp")
-}
-
-/// The current TOTP code. A code is good for one login: a second session signs in with the previous
-/// step's code first, then this one.
-fn totp(secret: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    bank_server::auth::totp::code_at(secret, now).expect("totp")
+    let code = bank_server::auth::totp::code_at(totp_secret, now).expect("totp");
+    let request = bank_api::LoginRequest { email: email.to_owned(), password: PASSWORD.to_owned(), totp_code: code };
+    let answer = reqwest::Client::new()
+        .post(format!("{}{}", urls[0], bank_api::paths::AUTH_LOGIN))
+        .json(&request)
+        .send()
+        .await
+        .expect("login");
+    assert!(answer.status().is_success(), "login of {email}: {}", answer.status());
+    let tokens: bank_api::Tokens = answer.json().await.expect("tokens");
+    urls.map(|url| client(url).with_access_token(&tokens.access_token))
 }
 
 /// What the test sent: one transfer, as accepted.
@@ -192,20 +192,16 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
     let mut notifications = Process::spawn("notifications", &env, "notifications");
     let urls = [url_a.as_str(), url_b.as_str()];
 
-    let operator = client(&url_a);
-    operator.login("ops@scaleout.example", PASSWORD, &totp_previous(&operator_totp)).await.expect("operator login");
+    let [operator, operator_b] = sign_in(urls, "ops@scaleout.example", &operator_totp).await;
 
-    // Customers, each registered on one API and signed in on both (a session per API), with one
-    // funded USD account.
+    // Customers, each registered on one API, its session used on both, with one funded USD
+    // account.
     let mut customers = Vec::new();
     let mut other_sessions = Vec::new();
     for i in 0..CUSTOMERS {
-        let customer = client(urls[i % 2]);
         let email = format!("customer{i}@scaleout.example");
-        let registered = customer.register(&email, PASSWORD).await.expect("register");
-        customer.login(&email, PASSWORD, &totp_previous(&registered.totp_secret)).await.expect("login");
-        let other = client(urls[(i + 1) % 2]);
-        other.login(&email, PASSWORD, &totp(&registered.totp_secret)).await.expect("login on the other API");
+        let registered = client(urls[i % 2]).register(&email, PASSWORD).await.expect("register");
+        let [customer, other] = sign_in(urls, &email, &registered.totp_secret).await;
         let account = customer.open_account("USD", "Main").await.expect("open account");
         let request = DepositRequest { account_id: account.id, amount: dec(OPENING), reference: "opening".into() };
         operator.admin_deposit(&Uuid::now_v7().to_string(), &request).await.expect("deposit");
@@ -215,7 +211,8 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
     let accounts: Vec<Uuid> = customers.iter().map(|(_, id)| *id).collect();
 
     // Every customer sends its transfers one after the other (so their order is the order of
-    // acceptance), alternating APIs; customers run at once. Amounts grow, so the later ones of a busy payer fail for funds.
+    // acceptance), alternating APIs; customers run at once. Every tenth transfer is more than any
+    // balance can be: refused at once (422), it leaves nothing behind.
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let mut senders = Vec::new();
     for (i, (customer, from)) in customers.iter().enumerate() {
@@ -227,7 +224,8 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         senders.push(tokio::spawn(async move {
             for n in 0..TRANSFERS_PER_CUSTOMER {
                 let to = to_pick[(i + 1 + n % (CUSTOMERS - 1)) % CUSTOMERS];
-                let amount = Decimal::new(i64::try_from(100 + n * 75).expect("small"), 2);
+                let cents = if n % 10 == 5 { 100_000_000 } else { 100 + n * 75 };
+                let amount = Decimal::new(i64::try_from(cents).expect("small"), 2);
                 let request = TransferRequest {
                     from_account_id: from,
                     to_account_id: Some(to),
@@ -237,6 +235,11 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
                     reference: format!("scale-out {i}.{n}"),
                 };
                 let via = if n % 2 == 0 { &customer } else { &other };
+                if n % 10 == 5 {
+                    let refused = via.transfer(&request).await.expect_err("more than the balance");
+                    assert_eq!(refused.status(), Some(422), "{refused}");
+                    continue;
+                }
                 let accepted = via.transfer(&request).await.expect("transfer accepted");
                 assert!(!accepted.replayed);
                 sent.lock().push(Sent { id: accepted.value.id, from, to, amount });
@@ -245,7 +248,7 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
     }
 
     // Kill one worker once a third of the transfers are in, while the pipeline is busy.
-    let total = CUSTOMERS * TRANSFERS_PER_CUSTOMER;
+    let total = CUSTOMERS * (TRANSFERS_PER_CUSTOMER - TRANSFERS_PER_CUSTOMER / 10);
     let started = Instant::now();
     while sent.lock().len() < total / 3 {
         assert!(started.elapsed() < SETTLE_TIMEOUT, "transfers are not being accepted");
@@ -260,8 +263,7 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
 
     // Every transfer ends, through either API, the same way.
     let reader_a = operator.clone();
-    let reader_b = client(&url_b);
-    reader_b.login("ops@scaleout.example", PASSWORD, &totp(&operator_totp)).await.expect("operator login on B");
+    let reader_b = operator_b;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let mut finals: HashMap<Uuid, TransferStatus> = HashMap::new();
     while finals.len() < sent.len() {
@@ -285,15 +287,17 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
     let settled: HashSet<Uuid> =
         finals.iter().filter(|(_, status)| **status == TransferStatus::Settled).map(|(id, _)| *id).collect();
     assert!(finals.values().all(|s| matches!(s, TransferStatus::Settled | TransferStatus::Failed)), "{finals:?}");
-    assert!(!settled.is_empty() && settled.len() < total, "some settle and some fail for funds: {}", settled.len());
+    assert!(!settled.is_empty());
 
     // Exactly once, in order: each account's history holds each settled transfer once — debits of
     // a payer in the order it sent them — and its balance is what the settled transfers make it.
     for (customer, account) in &customers {
         let history: Vec<bank_api::HistoryEntry> =
             customer.transactions(*account, 100).try_collect().await.expect("history");
+        // History comes newest first.
         let debits: Vec<Uuid> = history
             .iter()
+            .rev()
             .filter(|e| e.direction == bank_api::Direction::Debit)
             .filter_map(|e| e.transfer_id)
             .collect();
@@ -312,13 +316,13 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         assert_eq!((balance.posted, balance.pending), (expected, Decimal::ZERO), "{account}");
     }
     let pool = sqlx::PgPool::connect(&aws.database_url).await.expect("connect");
-    let sums: Vec<(String, Decimal)> =
-        sqlx::query_as("SELECT currency, sum(posted) FROM accounts GROUP BY currency").fetch_all(&pool).await.expect("sums");
-    assert!(sums.iter().all(|(_, sum)| sum.is_zero()), "money is conserved: {sums:?}");
-    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM holds WHERE status = 'active'")
-        .fetch_one(&pool)
+    let sums: Vec<(String, Decimal)> = sqlx::query_as("SELECT currency, sum(posted) FROM accounts GROUP BY currency")
+        .fetch_all(&pool)
         .await
-        .expect("holds");
+        .expect("sums");
+    assert!(sums.iter().all(|(_, sum)| sum.is_zero()), "money is conserved: {sums:?}");
+    let holds: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM holds WHERE status = 'active'").fetch_one(&pool).await.expect("holds");
     assert_eq!(holds, 0, "no hold is left");
     pool.close().await;
 

@@ -364,7 +364,8 @@ pub(crate) async fn audit_verify(
     let backend = state.backend();
     let from_seq = params.from_seq.unwrap_or(1);
     let report =
-        verify::verify(backend.audit.as_ref(), backend.audit_blobs.as_ref(), &backend.audit_key.verifier(), from_seq).await?;
+        verify::verify(backend.audit.as_ref(), backend.audit_blobs.as_ref(), &backend.audit_key.verifier(), from_seq)
+            .await?;
     let (action, outcome) = if report.ok {
         ("audit.verified", AuditOutcome::Done)
     } else {
