@@ -50,7 +50,7 @@
 //! needs: that is `ChangeMessageVisibility`, the SQS heartbeat.
 //!
 //! A failure of SQS itself (no answer, a 5xx, throttling) is a retryable
-//! [`Error::Storage`](bank_core::Error) ([`crate::aws::sdk_err`]): the worker and the relay retry.
+//! [`Error::Storage`](bank_core::Error) (`aws::sdk_err`): the worker and the relay retry.
 
 mod fifo;
 
