@@ -59,7 +59,6 @@ struct AwsApp {
     base_url: String,
     clock: ManualClock,
     issuer: Arc<bank_server::auth::issuer::TokenIssuer>,
-    app: App,
     loops: Option<bank_server::run::Loops>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -89,7 +88,7 @@ impl AwsApp {
         let loops = app.start_loops(LoopSet::ALL).expect("loops");
         let service = app.service(true);
         let server = tokio::spawn(async move { axum::serve(listener, service).await.expect("serve") });
-        AwsApp { base_url, clock, issuer, app, loops: Some(loops), server }
+        AwsApp { base_url, clock, issuer, loops: Some(loops), server }
     }
 
     fn client(&self) -> BankClient {

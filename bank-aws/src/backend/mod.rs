@@ -337,9 +337,17 @@ pub mod testing {
     }
 
     impl TestAws {
-        /// Fresh resources for the test `name`; `None` (after printing why) when a service is
-        /// missing, or a panic when `BANK_REQUIRE_SERVICES=1`.
+        /// Fresh resources for the test `name`, created; `None` (after printing why) when a
+        /// service is missing, or a panic when `BANK_REQUIRE_SERVICES=1`.
         pub async fn new(name: &str) -> Option<TestAws> {
+            let aws = TestAws::named(name).await?;
+            create_resources(&aws.backend_config()).await.expect("create the test's AWS resources");
+            Some(aws)
+        }
+
+        /// As [`TestAws::new`], but the AWS resources are only named, not created (the schema
+        /// is).
+        pub async fn named(name: &str) -> Option<TestAws> {
             let Ok(endpoint) = std::env::var("BANK_TEST_AWS_ENDPOINT") else {
                 return skip("no AWS emulator (BANK_TEST_AWS_ENDPOINT is unset; run scripts/services.sh start)");
             };
@@ -357,9 +365,7 @@ pub mod testing {
                 statements_bucket: unique_name("stmt"),
                 audit_bucket: unique_name("audit"),
             };
-            let aws = TestAws { database_url, endpoint, resources, redis_url };
-            create_resources(&aws.backend_config()).await.expect("create the test's AWS resources");
-            Some(aws)
+            Some(TestAws { database_url, endpoint, resources, redis_url })
         }
 
         /// The backend's configuration (the emulator's dummy credentials).

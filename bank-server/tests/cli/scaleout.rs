@@ -342,3 +342,58 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn migrate_creates_the_aws_resources_when_asked_and_a_missing_one_stops_the_start_by_name() {
+    let Some(aws) = TestAws::named("cli-aws-migrate").await else { return };
+    let keys = text(&server(&[]).arg("keys").output().expect("keys").stdout);
+    let mut env = aws.env();
+    for line in keys.lines() {
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        let name = VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).expect("a known variable");
+        env.push((name, value.to_owned()));
+    }
+    let run = |extra: &[(&'static str, String)], args: &[&str]| {
+        let mut all = env.clone();
+        all.extend(extra.iter().cloned());
+        server(&all).args(args).output().expect("run")
+    };
+
+    // Nothing exists yet: `migrate` says which resource is missing, by its variable.
+    let missing = run(&[], &["migrate"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("BANK_IDEMPOTENCY_TABLE"), "{}", text(&missing.stderr));
+    // Created (twice is fine), then checked.
+    for _ in 0..2 {
+        let created = run(&[], &["migrate", "--create-aws-resources"]);
+        assert!(created.status.success(), "{}", text(&created.stderr));
+        let said = text(&created.stdout);
+        for resource in
+            [&aws.resources.transfer_queue, &aws.resources.statements_bucket, &aws.resources.idempotency_table]
+        {
+            assert!(said.contains(resource.as_str()), "{said}");
+        }
+    }
+    let checked = run(&[], &["migrate"]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    // A name that does not exist stops a process at start, naming its variable.
+    for (variable, value) in [
+        ("BANK_TRANSFER_QUEUE", "no-such-queue.fifo"),
+        ("BANK_EVENTS_TOPIC", "no-such-topic.fifo"),
+        ("BANK_SUBSCRIPTION_QUEUE_PREFIX", "no-such-prefix"),
+        ("BANK_AUDIT_BUCKET", "no-such-bucket-for-audit"),
+    ] {
+        let refused = run(&[(variable, value.to_owned())], &["worker"]);
+        assert_eq!(refused.status.code(), Some(1), "{variable}: {}", text(&refused.stderr));
+        assert!(text(&refused.stderr).contains(variable), "{variable}: {}", text(&refused.stderr));
+    }
+    // A bad name is a configuration error (exit 2) before any call; the local backend refuses the
+    // flag.
+    let bad = run(&[("BANK_TRANSFER_QUEUE", "transfers".to_owned())], &["migrate"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local =
+        crate::binary::bank_server(dir.path()).args(["migrate", "--create-aws-resources"]).output().expect("run");
+    assert_eq!(local.status.code(), Some(1));
+    assert!(text(&local.stderr).contains("BANK_BACKEND=aws"), "{}", text(&local.stderr));
+}
