@@ -48,7 +48,8 @@ pub const AUDIT_BATCH_RECORDS_MAX: usize = 10_000;
 const TREE_READ_ROUNDS_MAX: usize = 4;
 
 const ROW: RowOf = RowOf("audit row");
-const COLUMNS: &str = "seq, at_seconds, at_nanos, subject, action, target, outcome, request_id, client_ip, prev_hash, hash";
+const COLUMNS: &str =
+    "seq, at_seconds, at_nanos, subject, action, target, outcome, request_id, client_ip, prev_hash, hash";
 
 /// The audit log in PostgreSQL. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -421,7 +422,10 @@ impl AuditLog for PgAuditLog {
         indexes
             .iter()
             .map(|index| {
-                found.get(index).copied().ok_or_else(|| Error::storage("audit tree hashes asked for are not stored", false))
+                found
+                    .get(index)
+                    .copied()
+                    .ok_or_else(|| Error::storage("audit tree hashes asked for are not stored", false))
             })
             .collect()
     }
