@@ -13,11 +13,13 @@
 //! - **Retention**: by age, not count (many processes share the table, so no process can count
 //!   for the others). [`PgNotificationLog::purge_expired`] deletes records last changed more than
 //!   the retention ago ([`NOTIFICATION_RETENTION_DEFAULT`], 30 days: far beyond any redelivery —
-//!   SQS keeps a message at most 14 days). The server's scheduler calls it; records are never
-//!   purged otherwise.
+//!   SQS keeps a message at most 14 days). The log calls it itself at most once per
+//!   [`NOTIFICATION_PURGE_PERIOD`] per process, before the first claim after the period, so every
+//!   deployment keeps the table bounded with no scheduler to wire.
 //! - *Time* comes only from the injected [`Clock`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use bank_core::clock::Clock;
@@ -33,6 +35,9 @@ pub const NOTIFICATION_RETENTION_DEFAULT: TimeDelta = TimeDelta::days(30);
 /// so a purge never holds many row locks for long.
 pub const NOTIFICATION_PURGE_CHUNK_MAX: i64 = 10_000;
 
+/// How often a process purges expired records (before a claim, when due).
+pub const NOTIFICATION_PURGE_PERIOD: TimeDelta = TimeDelta::hours(1);
+
 const ROW: RowOf = RowOf("notification log row");
 
 /// The notification log in PostgreSQL (see the module docs). Cheap to share behind an `Arc`.
@@ -41,6 +46,8 @@ pub struct PgNotificationLog {
     db: PgDb,
     clock: Arc<dyn Clock>,
     retention: TimeDelta,
+    /// When this process purges next (Unix seconds; 0: at the first claim).
+    next_purge: Arc<AtomicI64>,
 }
 
 impl PgNotificationLog {
@@ -53,7 +60,12 @@ impl PgNotificationLog {
     /// A log keeping records `retention` after their last change (at least one day: shorter would
     /// let a redelivered event be notified twice).
     pub fn with_retention(db: &PgDb, clock: Arc<dyn Clock>, retention: TimeDelta) -> Self {
-        PgNotificationLog { db: db.clone(), clock, retention: retention.max(TimeDelta::days(1)) }
+        PgNotificationLog {
+            db: db.clone(),
+            clock,
+            retention: retention.max(TimeDelta::days(1)),
+            next_purge: Arc::new(AtomicI64::new(0)),
+        }
     }
 
     /// How long records are kept.
@@ -115,6 +127,26 @@ fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
 #[async_trait]
 impl NotificationLog for PgNotificationLog {
     async fn claim(&self, key: DeliveryKey) -> Result<bool> {
+        let now = self.clock.now().timestamp();
+        let due = self.next_purge.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_purge
+                .compare_exchange(
+                    due,
+                    now + NOTIFICATION_PURGE_PERIOD.num_seconds(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            // One caller per period does it; a failure only delays it (logged, claim goes on).
+            match self.purge_expired().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired notification records deleted"),
+                Err(err) => tracing::warn!(error = %err, "purging expired notification records failed"),
+            }
+        }
         let done = sqlx::query(
             "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
              updated_at) VALUES ($1, $2, $3, 'claimed', NULL, $4, $4) ON CONFLICT DO NOTHING",

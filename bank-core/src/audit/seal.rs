@@ -133,7 +133,7 @@ impl AuditSealer {
         if !due {
             return Ok(None);
         }
-        self.take(latest, size).await.map(Some)
+        self.take(latest, size).await
     }
 
     /// Takes a checkpoint of the records not in one yet, whatever the policy says (`None` when
@@ -144,18 +144,27 @@ impl AuditSealer {
         if size <= latest.as_ref().map_or(0, |c| c.size) {
             return Ok(None);
         }
-        self.take(latest, size).await.map(Some)
+        self.take(latest, size).await
     }
 
-    async fn take(&self, latest: Option<StoredCheckpoint>, size: u64) -> Result<StoredCheckpoint> {
+    /// Signs and stores the next checkpoint; `None` when another sealer (another process on the
+    /// same log) stored that checkpoint first — its checkpoint stands, and nothing is lost.
+    async fn take(&self, latest: Option<StoredCheckpoint>, size: u64) -> Result<Option<StoredCheckpoint>> {
         let (ordinal, floor) = latest.map_or((1, 0), |c| (c.ordinal + 1, c.size));
         let to = size.min(floor + SEGMENT_RECORDS_MAX);
         let root = tree::root(self.log.as_ref(), to).await?;
         let note = self.key.sign(to, root)?;
         let checkpoint = StoredCheckpoint { ordinal, size: to, at: self.clock.now(), note };
-        self.log.add_checkpoint(checkpoint.clone()).await?;
+        if let Err(err) = self.log.add_checkpoint(checkpoint.clone()).await {
+            let now = self.log.latest_checkpoint().await?;
+            if now.is_some_and(|c| c.ordinal >= ordinal) {
+                tracing::debug!(ordinal, "audit checkpoint taken by another sealer");
+                return Ok(None);
+            }
+            return Err(err);
+        }
         tracing::info!(ordinal, size = to, "audit checkpoint signed");
-        Ok(checkpoint)
+        Ok(Some(checkpoint))
     }
 
     /// Seals every checkpoint whose segment is not in the blob store yet, in order; answers how
@@ -208,8 +217,9 @@ impl AuditSealer {
 pub async fn build_segment(log: &dyn AuditLog, ordinal: u64) -> Result<Segment> {
     let pair = log.checkpoints(ordinal.saturating_sub(1).max(1), 2).await?;
     let (floor, checkpoint) = match pair.as_slice() {
-        [only] if only.ordinal == ordinal => (0, only.clone()),
-        [before, this, ..] if this.ordinal == ordinal => (before.size, this.clone()),
+        // The first segment, whether later checkpoints exist yet or not.
+        [first, ..] if ordinal == 1 && first.ordinal == 1 => (0, first.clone()),
+        [before, this, ..] if this.ordinal == ordinal && before.ordinal + 1 == ordinal => (before.size, this.clone()),
         _ => return Err(Error::storage(format!("audit checkpoint {ordinal} is missing"), false)),
     };
     let records = read_range(log, floor + 1, checkpoint.size).await?;

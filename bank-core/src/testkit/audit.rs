@@ -48,6 +48,7 @@ macro_rules! audit_conformance_tests {
             tree_roots_and_proofs_match_the_records,
             checkpoints_follow_each_other,
             an_intact_log_seals_and_verifies,
+            a_sealer_that_loses_the_race_for_a_checkpoint_goes_on,
         );
     };
 }
@@ -280,4 +281,77 @@ pub async fn an_intact_log_seals_and_verifies(harness: &dyn AuditHarness) {
     let other_key = AuditKey::from_seed("bank.example/audit", [6; 32]).expect("key").verifier();
     let refused = verify(log.as_ref(), blobs.as_ref(), &other_key, 1).await.expect("verify");
     assert_eq!(refused.first_bad_seq, Some(1), "checkpoints signed by another key: {refused:?}");
+}
+
+/// A log whose first `latest_checkpoint` answer is stale (`None`): what a sealer in another
+/// process sees when it read the log just before a rival stored a checkpoint.
+#[derive(Debug)]
+struct StaleOnce {
+    log: Arc<dyn AuditLog>,
+    stale: parking_lot::Mutex<bool>,
+}
+
+#[async_trait]
+impl AuditLog for StaleOnce {
+    async fn append(&self, record: NewAuditRecord) -> crate::Result<crate::audit::AuditRecord> {
+        self.log.append(record).await
+    }
+    async fn append_batch(&self, records: Vec<NewAuditRecord>) -> crate::Result<Vec<crate::audit::AuditRecord>> {
+        self.log.append_batch(records).await
+    }
+    async fn append_once(&self, key: &str, record: NewAuditRecord) -> crate::Result<crate::audit::AuditRecord> {
+        self.log.append_once(key, record).await
+    }
+    async fn list(&self, from_seq: u64, limit: usize) -> crate::Result<Vec<crate::audit::AuditRecord>> {
+        self.log.list(from_seq, limit).await
+    }
+    async fn size(&self) -> crate::Result<u64> {
+        self.log.size().await
+    }
+    async fn tree_hashes(&self, indexes: &[u64]) -> crate::Result<Vec<crate::audit::Digest>> {
+        self.log.tree_hashes(indexes).await
+    }
+    async fn add_checkpoint(&self, checkpoint: StoredCheckpoint) -> crate::Result<()> {
+        self.log.add_checkpoint(checkpoint).await
+    }
+    async fn checkpoints(&self, from_ordinal: u64, limit: usize) -> crate::Result<Vec<StoredCheckpoint>> {
+        self.log.checkpoints(from_ordinal, limit).await
+    }
+    async fn latest_checkpoint(&self) -> crate::Result<Option<StoredCheckpoint>> {
+        if std::mem::take(&mut *self.stale.lock()) {
+            return Ok(None);
+        }
+        self.log.latest_checkpoint().await
+    }
+}
+
+/// Two sealers on one log (two processes): the one whose checkpoint another stored first gets no
+/// error — the stored checkpoint stands — and both go on sealing; the log verifies.
+pub async fn a_sealer_that_loses_the_race_for_a_checkpoint_goes_on(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    let clock = ManualClock::new(at(0));
+    let clock_port: Arc<dyn Clock> = Arc::new(clock.clone());
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(MemoryBlobStore::new(Arc::clone(&clock_port), vec![7; 32], "http://127.0.0.1".into()));
+    let key = Arc::new(AuditKey::from_seed("bank.example/audit", [5; 32]).expect("key"));
+    let policy = SealPolicy { every_records: 1, every: TimeDelta::seconds(60), retention: TimeDelta::days(1) };
+    let winner =
+        AuditSealer::new(Arc::clone(&log), Arc::clone(&blobs), Arc::clone(&key), Arc::clone(&clock_port), policy);
+    let stale: Arc<dyn AuditLog> = Arc::new(StaleOnce { log: Arc::clone(&log), stale: parking_lot::Mutex::new(true) });
+    let loser = AuditSealer::new(stale, Arc::clone(&blobs), Arc::clone(&key), clock_port, policy);
+    for n in 1..=3 {
+        log.append(record(n)).await.expect("append");
+    }
+    let first = winner.checkpoint_now().await.expect("checkpoint").expect("records to checkpoint");
+    assert_eq!((first.ordinal, first.size), (1, 3));
+    clock.advance(TimeDelta::seconds(1));
+    // The loser signs checkpoint 1 too (a second later: not the same checkpoint), and is refused.
+    assert_eq!(loser.checkpoint_now().await.expect("a lost race is no error"), None);
+    assert_eq!(log.latest_checkpoint().await.expect("latest"), Some(first), "the first one stands");
+    log.append(record(4)).await.expect("append");
+    let report = loser.run_once().await.expect("the loser goes on");
+    assert_eq!(report.checkpoint.map(|c| (c.ordinal, c.size)), Some((2, 4)));
+    assert_eq!(winner.seal_pending().await.expect("seal") + report.sealed, 2, "each segment sealed once");
+    let verified = verify(log.as_ref(), blobs.as_ref(), &key.verifier(), 1).await.expect("verify");
+    assert!(verified.ok, "{verified:?}");
 }

@@ -1,7 +1,9 @@
 //! The `audit` subcommands: `audit verify [--from SEQ]` and `audit export [--from SEQ] [--to SEQ]`,
 //! on the audit log of the data directory (`audit.sqlite`, the key in `audit.key`, sealed segments
-//! under `blobs/`). They take the audit file's lock like any process, so they run while the server
-//! is stopped; against a running server use `GET /v1/admin/audit/verify`.
+//! under `blobs/`) — they take the audit file's lock like any process, so they run while the
+//! server is stopped; against a running server use `GET /v1/admin/audit/verify` — or, with
+//! `BANK_BACKEND=aws`, on the shared log in PostgreSQL with its segments in the audit bucket and
+//! the key of `BANK_AUDIT_SIGNING_KEY` (while the servers run).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use bank_local::blob::FileBlobStore;
 use bank_local::db::LocalDb;
 
 use super::RunError;
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 
 /// The audit log of a data directory, opened for the `audit` commands.
 #[derive(Debug)]
@@ -27,12 +29,18 @@ pub struct AuditFiles {
     pub blobs: Arc<dyn BlobStore>,
     /// The log's key (its verifier checks the checkpoints).
     pub key: AuditKey,
-    db: LocalDb,
+    db: Option<LocalDb>,
 }
 
 impl AuditFiles {
-    /// Opens the audit log, its key and the blob store of `config.data_dir`.
+    /// Opens the audit log, its key and the blob store of `config.data_dir` (on the AWS backend:
+    /// the backend's).
     pub async fn open(config: &Config) -> Result<AuditFiles, RunError> {
+        if let BackendConfig::Aws(_) = &config.backend {
+            let (backend, _) = super::open_backend(config).await?;
+            let key = (*backend.audit_key).clone();
+            return Ok(AuditFiles { log: backend.audit, blobs: backend.audit_blobs, key, db: None });
+        }
         let open_error = |source| RunError::Open { path: config.data_dir.clone(), source };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let db = LocalDb::open_file(&config.data_dir, AUDIT_FILE_NAME).await.map_err(open_error)?;
@@ -42,7 +50,7 @@ impl AuditFiles {
         let blobs: Arc<dyn BlobStore> = Arc::new(
             FileBlobStore::open(&config.data_dir.join("blobs"), clock, local.public_url).await.map_err(open_error)?,
         );
-        Ok(AuditFiles { log, blobs, key, db })
+        Ok(AuditFiles { log, blobs, key, db: Some(db) })
     }
 
     /// Verifies the log from `from_seq` (see [`bank_core::audit::verify`]).
@@ -76,6 +84,8 @@ impl AuditFiles {
 
     /// Closes the database's idle connections.
     pub async fn close(&self) {
-        self.db.close().await;
+        if let Some(db) = &self.db {
+            db.close().await;
+        }
     }
 }

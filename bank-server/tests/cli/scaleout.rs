@@ -224,7 +224,7 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         senders.push(tokio::spawn(async move {
             for n in 0..TRANSFERS_PER_CUSTOMER {
                 let to = to_pick[(i + 1 + n % (CUSTOMERS - 1)) % CUSTOMERS];
-                let cents = if n % 10 == 5 { 100_000_000 } else { 100 + n * 75 };
+                let cents = if n % 10 == 5 { 100_000_000 } else { 10 + n * 5 };
                 let amount = Decimal::new(i64::try_from(cents).expect("small"), 2);
                 let request = TransferRequest {
                     from_account_id: from,
@@ -341,6 +341,13 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         assert!(Instant::now() < deadline, "{} notified events for {total} final transfers", events.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // One audit log for all five processes (each appending and sealing): the CLI verifies it while
+    // they run — chain, signed checkpoints and the segments sealed to the audit bucket.
+    let verified = server(&env).args(["audit", "verify"]).output().expect("audit verify");
+    assert!(verified.status.success(), "audit verify: {}{}", text(&verified.stdout), text(&verified.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("json");
+    assert_eq!(report["ok"], serde_json::Value::Bool(true), "{report}");
+    assert!(report["records_checked"].as_u64().unwrap_or(0) > u64::try_from(total).expect("small"), "{report}");
 }
 
 #[tokio::test]
