@@ -20,6 +20,7 @@ pub mod accounts;
 pub mod approvals;
 pub mod audit;
 pub mod blob;
+pub mod cache;
 pub mod clock;
 pub mod deposits;
 mod error;
@@ -36,6 +37,7 @@ pub mod payments;
 pub mod ports;
 pub mod queue;
 pub mod rail;
+pub mod ratelimit;
 pub mod statements;
 #[cfg(feature = "testkit")]
 pub mod testkit;
