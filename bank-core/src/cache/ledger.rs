@@ -16,7 +16,9 @@ use crate::account::{Account, AccountStatus, Balance, NewAccount};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, HoldId};
-use crate::ledger::{EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal};
+use crate::ledger::{
+    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+};
 use crate::money::Currency;
 use crate::ports::LedgerStore;
 

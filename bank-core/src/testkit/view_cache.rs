@@ -232,7 +232,11 @@ pub async fn concurrent_readers_never_leave_a_view_older_than_the_last_invalidat
                 let floor = invalidated.load(Ordering::SeqCst);
                 let lookup = cache.lookup(id).await.expect("lookup");
                 if let Some(view) = lookup.view {
-                    assert!(view.balance.sequence >= floor, "served {} after {floor} was invalidated", view.balance.sequence);
+                    assert!(
+                        view.balance.sequence >= floor,
+                        "served {} after {floor} was invalidated",
+                        view.balance.sequence
+                    );
                     served += 1;
                     continue;
                 }

@@ -71,7 +71,8 @@ async fn deployment(cache: Arc<dyn ViewCache>) -> Deployment {
         .await
         .expect("open")
         .id;
-    let alice = worker.open_account(NewAccount::customer(CustomerId::new(), "Alice", Currency::Usd)).await.expect("open").id;
+    let alice =
+        worker.open_account(NewAccount::customer(CustomerId::new(), "Alice", Currency::Usd)).await.expect("open").id;
     Deployment { clock, api, worker, settlement, alice }
 }
 
