@@ -8,8 +8,11 @@
 //!   shares (region, endpoint, credentials, HTTPS on rustls + ring).
 //! - [`dynamodb`]: idempotency records on a DynamoDB table (conditional writes, leases and
 //!   takeovers, a sparse index of requests in flight, TTL as the backstop of purging).
+//! - [`redis`]: the shared account-view cache and the rate limits every API process shares, on
+//!   Redis (ElastiCache), failing over to the database and failing open when Redis is down.
 
 pub mod aws;
 pub mod dynamodb;
 pub mod postgres;
+pub mod redis;
 pub mod s3;
