@@ -14,6 +14,10 @@
 #     at BANK_MOTO_VENV, default ~/.cache/bank-moto-venv) serving on a free loopback port from
 #     55500 up, one request at a time (scripts/moto_serialized.py: moto's conditional writes are
 #     not atomic otherwise), its log in STATE_DIR/moto.log. A fresh emulator per run.
+#   - Redis: the one on 127.0.0.1:6379 when it answers PING (tests use a unique key prefix per
+#     case, so sharing it is safe); otherwise redis-server (installed with apt-get when missing, as
+#     root) started on a free loopback port from 55600 up with no persistence, its log in
+#     STATE_DIR/redis.log.
 #   and exports (also written to STATE_DIR/services.env):
 #     BANK_SERVICES_STATE     the state folder, for `stop`
 #     BANK_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:5432/<fresh database>
@@ -24,10 +28,11 @@
 #     BANK_TEST_AWS_ENDPOINT  http://127.0.0.1:<port> of the moto server
 #     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  the emulator's dummy credentials (`testing`), for
 #                             servers tests start on the AWS backend; AWS_EC2_METADATA_DISABLED=true
+#     BANK_TEST_REDIS_URL     redis://127.0.0.1:<port> (the view cache and rate-limit tests)
 #   A service that cannot be provided gets a warning on stderr and no export (its tests skip,
 #   saying why); with BANK_REQUIRE_SERVICES=1 the script then exits non-zero instead.
-# `stop` drops the fresh database, stops the pair and the moto server, stops PostgreSQL if `start`
-#   started it, and removes the state folder. Calling it again does nothing.
+# `stop` drops the fresh database, stops the pair, the moto server and a Redis `start` started,
+#   stops PostgreSQL if `start` started it, and removes the state folder. Calling it again does nothing.
 #
 # Environment:
 #   BANK_SERVICES_DIR        state folder for `start` (default: a new mktemp folder in ${TMPDIR:-/tmp})
@@ -35,6 +40,8 @@
 #   BANK_PG_PORT             port of the shared PostgreSQL (default 5432; for testing this script)
 #   BANK_MOTO_VENV           the virtualenv moto is installed in (default ~/.cache/bank-moto-venv)
 #   BANK_MOTO_PORT           first port tried for moto (default 55500)
+#   BANK_REDIS_SHARED_PORT   port of the shared Redis used when it answers (default 6379)
+#   BANK_REDIS_PORT          first port tried for a Redis of our own (default 55600)
 #   BANK_REQUIRE_SERVICES=1  a missing service is an error
 #
 # Only the export lines go to stdout; every message goes to stderr.
@@ -326,6 +333,61 @@ provide_moto() {
   return 1
 }
 
+# redis_ping PORT: a Redis on 127.0.0.1:PORT answers PING (redis-cli when installed, else a raw
+# RESP PING over bash's /dev/tcp).
+redis_ping() {
+  if command -v redis-cli >/dev/null; then
+    [[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]
+  else
+    timeout 2 bash -c 'exec 4<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&4 && read -r line <&4 && [[ "$line" == +PONG* ]]' _ "$1" 2>/dev/null
+  fi
+}
+
+# Redis: the shared one when it answers, else one of our own (no persistence) on a free loopback
+# port. Sets REDIS_URL, or prints why not and fails.
+provide_redis() {
+  local shared="${BANK_REDIS_SHARED_PORT:-6379}" port i
+  if redis_ping "$shared"; then
+    say "using Redis on 127.0.0.1:$shared"
+    REDIS_URL="redis://127.0.0.1:$shared"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null; then
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+      echo "redis-server is not installed (and this is not root with apt-get to install it)"
+      return 1
+    fi
+    say "installing redis-server (apt-get)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server || {
+      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+    }; } >&2 || {
+      echo "apt-get could not install redis-server"
+      return 1
+    }
+  fi
+  port="$(free_port "${BANK_REDIS_PORT:-55600}")" || {
+    echo "no free loopback port for Redis"
+    return 1
+  }
+  say "starting redis-server on 127.0.0.1:$port (no persistence)"
+  nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$STATE" \
+    </dev/null >"$STATE/redis.log" 2>&1 &
+  echo "$!" >"$STATE/redis.pid"
+  for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
+    if redis_ping "$port"; then
+      REDIS_URL="redis://127.0.0.1:$port"
+      return 0
+    fi
+    kill -0 "$(cat "$STATE/redis.pid")" 2>/dev/null || {
+      echo "redis-server exited at start (see $STATE/redis.log)"
+      return 1
+    }
+    sleep 0.1
+  done
+  echo "redis-server did not answer on 127.0.0.1:$port within ${WAIT_SECONDS}s"
+  return 1
+}
+
 # Everything `start` does but print: run with fd 3 closed, so the servers it starts do not hold
 # the caller's stdout open (a `$(services.sh start)` would otherwise wait for them to exit).
 start_all() {
@@ -380,7 +442,11 @@ start_all() {
   else
     unavailable "the moto AWS emulator (S3, SQS, SNS, DynamoDB)" "$why"
   fi
-  # Redis will be provided here by a later issue.
+  if why="$(provide_redis && printf '%s\n' "$REDIS_URL")"; then
+    exports+=("BANK_TEST_REDIS_URL=$why")
+  else
+    unavailable "Redis (view cache, shared rate limits)" "$why"
+  fi
 
   local line
   : >"$STATE/services.env"
@@ -463,7 +529,17 @@ cmd_stop() {
     rm -f "$STATE/moto.pid" "$STATE/moto.log"
   fi
 
-  # 4. PostgreSQL on 5432, only when `start` started it.
+  # 4. A Redis of our own (the shared one is left alone).
+  if [[ -f "$STATE/redis.pid" ]]; then
+    local redis_pid
+    redis_pid="$(cat "$STATE/redis.pid")"
+    if kill "$redis_pid" 2>/dev/null; then
+      say "redis-server (pid $redis_pid) stopped"
+    fi
+    rm -f "$STATE/redis.pid" "$STATE/redis.log"
+  fi
+
+  # 5. PostgreSQL on 5432, only when `start` started it.
   if [[ -f "$STATE/started-postgres" ]]; then
     local ver name
     read -r ver name <"$STATE/started-postgres"

@@ -14,11 +14,14 @@
 //!   dead-letter queue behind a redrive policy.
 //! - [`sns`]: the event bus: events published to an SNS FIFO topic, read back through SQS FIFO
 //!   queues subscribed to it with raw message delivery, one per subscription name.
+//! - [`redis`]: the shared account-view cache and the rate limits every API process shares, on
+//!   Redis (ElastiCache), failing over to the database and failing open when Redis is down.
 
 pub mod aws;
 pub mod backend;
 pub mod dynamodb;
 pub mod postgres;
+pub mod redis;
 pub mod s3;
 pub mod sns;
 pub mod sqs;

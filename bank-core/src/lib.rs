@@ -9,6 +9,8 @@
 //! - [`audit`]: the append-only audit log of operator actions and its port.
 //! - [`statements`]: monthly statements (reconciled, deterministic PDFs, write-once storage).
 //! - [`approvals`]: four eyes on large operator deposits (pending requests and their port).
+//! - [`cache`]: the account-view cache port and [`cache::CachedLedger`], the ledger read through it.
+//! - [`ratelimit`]: the rate-limit port (GCRA), in memory, and failing open.
 //! - [`ports`]: the traits adapters implement ([`ports::LedgerStore`], [`ports::Clock`]).
 //! - [`memory`]: in-memory adapters.
 //! - `testkit` (feature `testkit`): conformance suites every adapter runs.
@@ -20,6 +22,7 @@ pub mod accounts;
 pub mod approvals;
 pub mod audit;
 pub mod blob;
+pub mod cache;
 pub mod clock;
 pub mod deposits;
 mod error;
@@ -36,6 +39,7 @@ pub mod payments;
 pub mod ports;
 pub mod queue;
 pub mod rail;
+pub mod ratelimit;
 pub mod statements;
 #[cfg(feature = "testkit")]
 pub mod testkit;

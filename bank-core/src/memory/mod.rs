@@ -12,5 +12,6 @@ mod ledger;
 pub mod queue;
 pub mod transfers;
 pub mod users;
+pub mod view_cache;
 
 pub use ledger::MemoryLedger;

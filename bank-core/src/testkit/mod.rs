@@ -30,9 +30,11 @@ pub mod ledger_model;
 pub mod notifications;
 pub mod outbox;
 pub mod queue;
+pub mod rate_limit;
 pub mod simulation;
 pub mod statements;
 pub mod users;
+pub mod view_cache;
 
 /// Shorthand for building test values: panics on bad input, which in a test is a bug in the test.
 pub mod fixtures {

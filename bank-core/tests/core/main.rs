@@ -1,6 +1,7 @@
 //! bank-core's integration tests, one binary (one link on 2 cores): conformance suites of the
 //! in-memory adapters, the ledger model, the pipeline scenarios and the fault simulation.
 
+mod cached_ledger;
 mod ledger_model;
 mod memory_blob;
 mod memory_conformance;
@@ -11,6 +12,7 @@ mod memory_transfers;
 mod memory_users;
 mod notifications;
 mod rail;
+mod rate_limit;
 mod simulation;
 mod statements;
 mod transfers;
