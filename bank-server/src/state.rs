@@ -30,6 +30,12 @@ pub trait ReadyCheck: Send + Sync + fmt::Debug + 'static {
     /// `(check name, result)` for every backing service.
     async fn check(&self) -> Vec<(&'static str, Result<()>)>;
 
+    /// `(check name, result)` for services the bank works without, in a degraded way (a cache):
+    /// shown by the readiness probe, never failing it.
+    async fn optional(&self) -> Vec<(&'static str, Result<()>)> {
+        Vec::new()
+    }
+
     /// How far the database reader is behind its writer (`None`: no separate reader, or it does
     /// not answer).
     async fn replica_lag(&self) -> Option<std::time::Duration> {
@@ -163,6 +169,10 @@ impl ReadyCheck for AwsReady {
         self.0.ready().await
     }
 
+    async fn optional(&self) -> Vec<(&'static str, Result<()>)> {
+        vec![("redis", self.0.redis.ping().await)]
+    }
+
     async fn replica_lag(&self) -> Option<std::time::Duration> {
         self.0.postgres.db.replica_lag().await
     }
@@ -173,7 +183,7 @@ impl Backend {
     /// share it. Statement links are S3 pre-signed URLs (`served_files` is `None`).
     pub fn on_aws(aws: AwsBackend, audit_key: AuditKey, audit_seal: SealPolicy) -> Backend {
         let pg = &aws.postgres;
-        let ledger: Arc<dyn LedgerStore> = pg.ledger.clone();
+        let ledger: Arc<dyn LedgerStore> = aws.ledger.clone();
         Backend {
             ledger: Arc::clone(&ledger),
             payments: PaymentsPorts {

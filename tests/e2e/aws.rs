@@ -144,7 +144,7 @@ async fn the_seed_flow_runs_on_the_aws_backend() {
             .await;
     let clock = &server.clock;
     let ready = server.client().health_ready().await.expect("ready");
-    for service in ["postgresql", "dynamodb", "sqs", "sns", "s3"] {
+    for service in ["postgresql", "dynamodb", "sqs", "sns", "s3", "redis"] {
         assert_eq!(ready.checks.get(service).map(String::as_str), Some("ok"), "readiness checks {service}: {ready:?}");
     }
 
@@ -213,10 +213,12 @@ async fn without_the_aws_services_writes_answer_503_and_nothing_is_half_done_and
     let deposit = DepositRequest { account_id: alice_main.id, amount: dec!(100.00), reference: "opening".into() };
     operator.admin_deposit("e2e-aws-down-deposit", &deposit).await.expect("deposit");
 
-    // Redis gone: views still answer, from the database.
+    // Redis gone: views still answer, from the database, and the server stays ready (degraded).
     redis_proxy.cut();
     let viewed = alice.account(alice_main.id).await.expect("a view without Redis");
     assert_eq!(viewed.posted, dec!(100.00));
+    let ready = server.client().health_ready().await.expect("still ready without Redis");
+    assert!(ready.checks["redis"].starts_with("degraded"), "{ready:?}");
     redis_proxy.restore();
 
     // The AWS services gone: a transfer answers 503 with Retry-After (raw, so no client retry hides

@@ -2,7 +2,7 @@
 //! (ledger, transfers with their outbox, users, audit log, notification log, deposit requests),
 //! idempotency keys on DynamoDB, the transfer queue on SQS FIFO, events on an SNS FIFO topic
 //! read through SQS FIFO subscription queues, statements and sealed audit segments on S3 with
-//! Object Lock — ready to be assembled into `bank-core`'s services by a server (the reference
+//! Object Lock, account views cached in Redis — ready to be assembled into `bank-core`'s services by a server (the reference
 //! server's `BANK_BACKEND=aws` does exactly this), one process or many sharing the services.
 //!
 //! [`create_resources`] makes the AWS resources (first installs, emulators); [`AwsBackend::open`]
@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
+use bank_core::cache::{CachedLedger, VIEW_TTL_DEFAULT};
 use bank_core::clock::Clock;
 use bank_core::money::Currency;
 
@@ -25,6 +26,7 @@ pub use names::{
 use crate::aws::{AwsSettings, StaticCredentials, sdk_config, sdk_err};
 use crate::dynamodb::{DynamoIdempotencyStore, create_table};
 use crate::postgres::{PgConfig, PgDb, PgError, PgStores};
+use crate::redis::{RedisClient, RedisConfig, RedisViewCache};
 use crate::s3::S3BlobStore;
 use crate::sns::{
     SnsEventPublisher, SqsEventSubscriber, check_subscription_queue, create_event_topic, create_subscription_queue,
@@ -149,6 +151,11 @@ pub struct AwsBackend {
     pub sdk: SdkConfig,
     /// Ledger, transfers + outbox, users, the bank's own accounts.
     pub postgres: PgStores,
+    /// The ledger to use: the PostgreSQL ledger behind the Redis view cache (reads of account
+    /// views served from Redis, every write invalidating them, whichever process wrote).
+    pub ledger: Arc<CachedLedger>,
+    /// The Redis connection (the cache's; the server's shared rate limits use it too).
+    pub redis: RedisClient,
     /// Idempotency keys.
     pub idempotency: Arc<DynamoIdempotencyStore>,
     /// The transfer queue.
@@ -172,6 +179,12 @@ impl AwsBackend {
         let postgres = PgStores::open(&db, Arc::clone(&clock), &config.currencies)
             .await
             .map_err(OpenError::service(Resource::Database, db.name()))?;
+        // Lazy: a Redis that is down is no reason not to start (views fall through to the database);
+        // only a URL this build cannot use stops the start.
+        let redis = RedisClient::connect(&RedisConfig::new(&config.redis_url))
+            .map_err(OpenError::service(Resource::Redis, "BANK_REDIS_URL"))?;
+        let cache = Arc::new(RedisViewCache::new(redis.clone()));
+        let ledger = Arc::new(CachedLedger::new(postgres.ledger.clone(), cache, Arc::clone(&clock), VIEW_TTL_DEFAULT));
         let sdk = sdk_config(&config.settings, config.credentials.clone()).await;
         let names = &config.resources;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -211,7 +224,19 @@ impl AwsBackend {
             .map_err(OpenError::service(Resource::StatementsBucket, &names.statements_bucket))?;
         let audit_blobs = Arc::new(S3BlobStore::new(s3, &names.audit_bucket, Arc::clone(&clock)));
         audit_blobs.check_bucket().await.map_err(OpenError::service(Resource::AuditBucket, &names.audit_bucket))?;
-        Ok(AwsBackend { clock, sdk, postgres, idempotency, queue, publisher, subscriber, statements, audit_blobs })
+        Ok(AwsBackend {
+            clock,
+            sdk,
+            postgres,
+            ledger,
+            redis,
+            idempotency,
+            queue,
+            publisher,
+            subscriber,
+            statements,
+            audit_blobs,
+        })
     }
 
     /// Closes the database pools.
@@ -219,7 +244,9 @@ impl AwsBackend {
         self.postgres.db.close().await;
     }
 
-    /// `(check name, result)` for every service (readiness probes).
+    /// `(check name, result)` for every service the bank cannot work without (readiness
+    /// probes). Redis is not one of them — views fall through to the database and rate limits
+    /// fail open — so it is checked apart (`self.redis.ping()`).
     pub async fn ready(&self) -> Vec<(&'static str, bank_core::Result<()>)> {
         vec![
             ("postgresql", self.postgres.db.ready().await),

@@ -21,7 +21,9 @@ pub(crate) async fn live() -> Json<Health> {
 }
 
 /// Readiness: every backing service answers. A failing check shows its error code, never its
-/// message (which may name hosts or SQL); the message is logged.
+/// message (which may name hosts or SQL); the message is logged. A service the bank works without
+/// (the Redis cache) shows `degraded: <code>` when down and does not fail readiness: taking every
+/// API process out of service because the cache is down would turn a slower bank into none.
 #[utoipa::path(get, path = "/health/ready", tag = "ops", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "A backend is down", body = Health),
@@ -36,6 +38,16 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
                 tracing::warn!(check = name, %error, "readiness check failed");
                 all_ok = false;
                 error.code().to_owned()
+            }
+        };
+        checks.insert(name.to_owned(), status);
+    }
+    for (name, result) in state.backend().ready.optional().await {
+        let status = match result {
+            Ok(()) => OK.to_owned(),
+            Err(error) => {
+                tracing::warn!(check = name, %error, "optional service down; going on without it");
+                format!("degraded: {}", error.code())
             }
         };
         checks.insert(name.to_owned(), status);
