@@ -3,6 +3,8 @@
 // servers' environment. Removing any of them from lib/ fails one of these tests.
 
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { describe, it } from "node:test";
 import { CfnElement, Stack } from "aws-cdk-lib";
 import { Match } from "aws-cdk-lib/assertions";
@@ -10,7 +12,7 @@ import { IConstruct } from "constructs";
 import { ALARMS } from "../lib/observability";
 import { MANAGED_RULE_GROUPS } from "../lib/edge-stack";
 import { SERVER_VARIABLES } from "../lib/variables";
-import { allows, ofType, refersTo, Statement, statementsOfRole, synth, Synthesized } from "./helpers";
+import { allows, DEPLOY_DIR, ofType, refersTo, Statement, statementsOfRole, synth, Synthesized } from "./helpers";
 
 const ENVIRONMENTS = ["staging", "production"];
 
@@ -247,6 +249,13 @@ for (const env of ENVIRONMENTS) {
         assert.equal(dead.length, 1);
         assert.equal(dead[0].Threshold, 0, "one dead letter is an alarm");
         assert.equal(dead[0].ComparisonOperator, "GreaterThanThreshold");
+      }
+    });
+    it("deploy/README.md says what each alarm means and what to do", () => {
+      const readme = fs.readFileSync(path.join(DEPLOY_DIR, "README.md"), "utf8");
+      for (const a of alarms) {
+        const suffix = String(a.AlarmName).slice(`bank-${env}-`.length);
+        assert.ok(readme.includes(`| \`${suffix}\` |`), `README has no row for alarm ${suffix}`);
       }
     });
     it("Aurora replica lag of every reader, and the statements job", () => {
