@@ -3,7 +3,7 @@
 // bank-server/src/config.rs by test/variables.test.ts), and a guard that every ECS container's
 // environment and secrets use only those names.
 
-import * as variables from "./server-variables.json";
+import variables from "./server-variables.json";
 
 /** One variable the server reads: name, default, meaning. */
 export interface ServerVariable {
@@ -13,7 +13,7 @@ export interface ServerVariable {
 }
 
 /** Every variable `bank-server` reads, in its order. */
-export const SERVER_VARIABLES: readonly ServerVariable[] = (variables as unknown as { default: ServerVariable[] }).default ?? (variables as unknown as ServerVariable[]);
+export const SERVER_VARIABLES: readonly ServerVariable[] = variables;
 
 const NAMES = new Set(SERVER_VARIABLES.map((v) => v.name));
 
