@@ -50,8 +50,9 @@ else
 fi
 
 step "cfn-lint and checkov (PyPI, deploy/requirements.txt) in ${VENV}"
-if ! "$VENV/bin/python" -m pip freeze 2>/dev/null | grep -qixF -f requirements.txt ||
-  [[ "$("$VENV/bin/python" -m pip freeze 2>/dev/null | grep -icxF -f requirements.txt)" != "$(grep -c . requirements.txt)" ]]; then
+# (Re)installed unless every pinned requirement is installed at its version.
+installed="$("$VENV/bin/python" -m pip freeze 2>/dev/null | grep -icxF -f requirements.txt || true)"
+if [[ "$installed" != "$(grep -c . requirements.txt)" ]]; then
   command -v python3 >/dev/null 2>&1 || unavailable "python3 is not installed (Debian: apt-get install python3 python3-venv)"
   python3 -m venv "$VENV" || unavailable "python3 -m venv failed (Debian: apt-get install python3-venv)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt ||

@@ -21,6 +21,7 @@ export interface BankStackProps extends StackProps {
   readonly webAclArn: string;
 }
 
+/** The main stack of one environment (deploy/README.md, "Topology"). */
 export class BankStack extends Stack {
   readonly data: Data;
   readonly services: Services;

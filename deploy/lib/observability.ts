@@ -39,6 +39,7 @@ export interface ObservabilityProps {
   readonly accessLogsBucket: s3.IBucket;
 }
 
+/** The alarms and their topic, and the CloudTrail trail. */
 export class Observability extends Construct {
   readonly alarmTopic: sns.Topic;
   readonly alarms: cloudwatch.Alarm[] = [];

@@ -49,13 +49,14 @@ export interface ServicesProps {
   readonly webAclArn: string;
 }
 
-/** A process kind's task: its definition, role and log group. */
+/** A process kind's task: its definition, its task role and its one container. */
 export interface ProcessTask {
   readonly taskDefinition: ecs.FargateTaskDefinition;
   readonly role: iam.Role;
   readonly container: ecs.ContainerDefinition;
 }
 
+/** The ECS services and jobs, their IAM, and the entry path from CloudFront to the API tasks. */
 export class Services extends Construct {
   readonly cluster: ecs.Cluster;
   readonly tasks: Record<ProcessKind, ProcessTask>;
