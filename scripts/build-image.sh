@@ -97,6 +97,7 @@ step "buildah bud -t ${IMAGE} (vfs, chroot isolation)"
 buildah "${STORE[@]}" bud --isolation chroot --format docker --layers=false \
   --build-arg DEBIAN_IMAGE="$BASE" --build-arg BINARY_FROM=context \
   -t "$IMAGE" -f Dockerfile .
+buildah "${STORE[@]}" rmi --prune >/dev/null 2>&1 || true # the intermediate stages' images
 
 # --- 4. Contents ----------------------------------------------------------------------------------
 step "contents of ${IMAGE}"
@@ -165,17 +166,18 @@ run_in_image() { # the image's own files, user and environment, in a chroot of i
   local -a env_args=()
   mapfile -t env_args < <(jq -r '.Docker.config.Env[]' <<<"$config")
   env -i "${env_args[@]}" BANK_LISTEN="127.0.0.1:${port}" \
-    chroot --userspec=65532:65532 "$mnt" "$@"
+    "$(command -v chroot)" --userspec=65532:65532 "$mnt" "$@"
 }
 
 mode=""
 step "run: podman run --read-only ${IMAGE} serve --demo"
-if podman_container="$(podman "${STORE[@]}" run -d --read-only --tmpfs /tmp \
+if podman_container="$(podman "${STORE[@]}" run -d --rm --ulimit host --read-only --tmpfs /tmp \
   --tmpfs /var/lib/bank:rw,uid=65532,gid=65532,mode=0750 --network host \
   -e BANK_LISTEN="127.0.0.1:${port}" "$IMAGE" serve --demo 2>"$log")"; then
   mode="podman"
 else
-  echo "this sandbox cannot run containers (podman run: $(tail -1 "$log")); running the image's" \
+  echo "this sandbox cannot run containers (podman run: $(grep -m1 '^Error' "$log" || tail -1 "$log"));" \
+    "running the image's" \
     "entrypoint as its user (65532) in a chroot of the image's root file system instead"
   podman_container=""
   mkdir -p "$mnt/var/lib/bank" && chown 65532:65532 "$mnt/var/lib/bank"
