@@ -142,7 +142,7 @@ grep -q '^bank:x:65532:65532:' "$mnt/etc/passwd" || { echo "error: no user 65532
 echo "ok: user bank (65532) in /etc/passwd"
 size_bytes="$(du -sb "$mnt" | cut -f1)"
 echo "image size: $((size_bytes / 1024 / 1024)) MiB uncompressed ($(du -sh "$mnt/usr/local/bin/bank-server" | cut -f1) of it bank-server); \
-compressed layer $(buildah "${STORE[@]}" images --format '{{.Size}}' "$IMAGE")"
+in the image store $(buildah "${STORE[@]}" images --format '{{.Size}}' "$IMAGE")"
 
 if ((RUN == 0)); then
   echo "image ${IMAGE} built and checked (not run: --no-run)"
@@ -154,9 +154,11 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 log="$(mktemp)"
 server_pid=""
 podman_container=""
+bound=()
 stop_server() {
   [[ -n "$podman_container" ]] && podman "${STORE[@]}" rm -f "$podman_container" >/dev/null 2>&1 || true
   [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  for target in "${bound[@]}"; do umount "$target" 2>/dev/null || true; done
   rm -f "$log"
   cleanup_container
 }
@@ -172,7 +174,7 @@ run_in_image() { # the image's own files, user and environment, in a chroot of i
 mode=""
 step "run: podman run --read-only ${IMAGE} serve --demo"
 if podman_container="$(podman "${STORE[@]}" run -d --rm --ulimit host --read-only --tmpfs /tmp \
-  --tmpfs /var/lib/bank:rw,uid=65532,gid=65532,mode=0750 --network host \
+  --tmpfs /var/lib/bank:rw,mode=1777 --network host \
   -e BANK_LISTEN="127.0.0.1:${port}" "$IMAGE" serve --demo 2>"$log")"; then
   mode="podman"
 else
@@ -181,6 +183,14 @@ else
     "entrypoint as its user (65532) in a chroot of the image's root file system instead"
   podman_container=""
   mkdir -p "$mnt/var/lib/bank" && chown 65532:65532 "$mnt/var/lib/bank"
+  # What a container runtime provides: /dev/null, /dev/urandom, /dev/random (the server's
+  # random numbers), bound from the host for the run and unmounted after it.
+  mkdir -p "$mnt/dev"
+  for dev in null urandom random; do
+    touch "$mnt/dev/$dev"
+    mount --bind "/dev/$dev" "$mnt/dev/$dev"
+    bound+=("$mnt/dev/$dev")
+  done
   run_in_image /usr/local/bin/bank-server serve --demo >"$log" 2>&1 &
   server_pid=$!
   mode="chroot"
