@@ -171,6 +171,13 @@ run_in_image() { # the image's own files, user and environment, in a chroot of i
     "$(command -v chroot)" --userspec=65532:65532 "$mnt" "$@"
 }
 
+exec_in_image() { # run_in_image, replacing the calling (sub)shell
+  local -a env_args=()
+  mapfile -t env_args < <(jq -r '.Docker.config.Env[]' <<<"$config")
+  exec env -i "${env_args[@]}" BANK_LISTEN="127.0.0.1:${port}" \
+    "$(command -v chroot)" --userspec=65532:65532 "$mnt" "$@"
+}
+
 mode=""
 step "run: podman run --read-only ${IMAGE} serve --demo"
 if podman_container="$(podman "${STORE[@]}" run -d --rm --ulimit host --read-only --tmpfs /tmp \
@@ -191,7 +198,8 @@ else
     mount --bind "/dev/$dev" "$mnt/dev/$dev"
     bound+=("$mnt/dev/$dev")
   done
-  run_in_image /usr/local/bin/bank-server serve --demo >"$log" 2>&1 &
+  # `exec`: the background job is then the server itself, so stop_server's kill reaches it.
+  (exec_in_image /usr/local/bin/bank-server serve --demo) >"$log" 2>&1 &
   server_pid=$!
   mode="chroot"
 fi
