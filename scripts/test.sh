@@ -9,6 +9,9 @@
 #   BANK_REQUIRE_SERVICES=1  a test service (PostgreSQL, see scripts/services.sh) that cannot be
 #                          started is an error instead of a skip (CI sets it)
 #   BANK_SERVICES_DIR      state folder of scripts/services.sh (default: a new one in ${TMPDIR:-/tmp})
+#   BANK_SKIP_DEPLOY=1     skip the infrastructure checks of deploy/ (scripts/deploy-check.sh)
+# The container image is not built here (a debootstrap and a release build take long): run
+# scripts/build-image.sh for it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -53,6 +56,23 @@ start_services
 # Command-line tools some tests call (pdftotext for the statements' PDFs), installed when missing.
 step "tools (scripts/tools.sh)"
 bash ./scripts/tools.sh
+
+# --- Infrastructure as code ----------------------------------------------------------------------
+# deploy/ (AWS CDK): template tests, offline cdk synth of every environment, cfn-lint, checkov.
+# Skips saying why when node or the Python tools cannot be had; an error under
+# BANK_REQUIRE_SERVICES=1. About a minute.
+deploy_passed=0
+deploy_failed=0
+if [[ "${BANK_SKIP_DEPLOY:-0}" == 1 ]]; then
+  step "deploy checks skipped (BANK_SKIP_DEPLOY=1)"
+else
+  step "deploy checks (scripts/deploy-check.sh)"
+  deploy_log="$(mktemp)"
+  bash ./scripts/deploy-check.sh 2>&1 | tee "$deploy_log"
+  deploy_passed=$(grep -Eo '^deploy: [0-9]+ passed' "$deploy_log" | grep -Eo '[0-9]+' || echo 0)
+  deploy_failed=$(grep -Eo '^deploy: [0-9]+ passed, [0-9]+ failed' "$deploy_log" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0)
+  rm -f "$deploy_log"
+fi
 
 # --- Lint ----------------------------------------------------------------------------------------
 if [[ "${BANK_SKIP_LINT:-0}" == 1 ]]; then
@@ -100,8 +120,8 @@ SIM_SEEDS="${SIM_SQLITE_SEEDS:-2000}" \
 sim_passed=$(grep -Ec '^test .* ok$' "$summary_log.sim" || true)
 sim_failed=$(grep -Ec '^test .* FAILED$' "$summary_log.sim" || true)
 rm -f "$summary_log.sim"
-passed=$((passed + sim_passed))
-failed=$((failed + sim_failed))
+passed=$((passed + sim_passed + deploy_passed))
+failed=$((failed + sim_failed + deploy_failed))
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.
