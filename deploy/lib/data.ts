@@ -43,6 +43,8 @@ export class Data extends Construct {
   readonly transferDlq: sqs.Queue;
   readonly eventsTopic: sns.Topic;
   readonly notificationsQueue: sqs.Queue;
+  /** `BANK_SUBSCRIPTION_QUEUE_PREFIX`: the notifications queue is `<prefix>-notifications.fifo`. */
+  readonly subscriptionQueuePrefix: string;
   readonly notificationsDlq: sqs.Queue;
   readonly statementsBucket: s3.Bucket;
   readonly auditBucket: s3.Bucket;
@@ -153,8 +155,11 @@ export class Data extends Construct {
       visibilityTimeout: Duration.seconds(60),
       deadLetterQueue: { queue: this.transferDlq, maxReceiveCount: TRANSFER_MAX_RECEIVE_COUNT },
     });
-    this.notificationsDlq = fifoQueue("NotificationsDlq", `${prefix}-notifications-dlq.fifo`);
-    this.notificationsQueue = fifoQueue("NotificationsQueue", `${prefix}-notifications.fifo`, {
+    // The server names a subscription's queue <BANK_SUBSCRIPTION_QUEUE_PREFIX>-<name>.fifo and its
+    // dead-letter queue <stem>-dlq.fifo.
+    this.subscriptionQueuePrefix = `${prefix}-events`;
+    this.notificationsDlq = fifoQueue("NotificationsDlq", `${this.subscriptionQueuePrefix}-notifications-dlq.fifo`);
+    this.notificationsQueue = fifoQueue("NotificationsQueue", `${this.subscriptionQueuePrefix}-notifications.fifo`, {
       visibilityTimeout: Duration.seconds(60),
       deadLetterQueue: { queue: this.notificationsDlq, maxReceiveCount: NOTIFICATION_MAX_RECEIVE_COUNT },
     });

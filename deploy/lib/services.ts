@@ -254,10 +254,12 @@ export class Services extends Construct {
       BANK_PUBLIC_URL: publicBase,
       BANK_BANK_NAME: config.bankName,
       BANK_IDEMPOTENCY_TABLE: data.table.tableName,
+      // The dead-letter queue is found by name: <stem>-dlq.fifo (data.ts names it so).
       BANK_TRANSFER_QUEUE: data.transferQueue.queueName,
-      BANK_TRANSFER_DLQ: data.transferDlq.queueName,
-      BANK_EVENTS_TOPIC: data.eventsTopic.topicName,
-      BANK_NOTIFICATIONS_QUEUE: data.notificationsQueue.queueName,
+      // The ARN, so that no process needs sns:ListTopics to find it.
+      BANK_EVENTS_TOPIC: data.eventsTopic.topicArn,
+      // The notifications queue is <prefix>-notifications.fifo (data.ts names it so).
+      BANK_SUBSCRIPTION_QUEUE_PREFIX: data.subscriptionQueuePrefix,
       BANK_STATEMENTS_BUCKET: data.statementsBucket.bucketName,
       BANK_AUDIT_BUCKET: data.auditBucket.bucketName,
       BANK_STATEMENT_RETENTION_DAYS: String(config.statementRetentionDays),
@@ -375,6 +377,36 @@ export class Services extends Construct {
 
     // --- Least privilege, per process. ---
     const { api, worker, notifications, statements, migrate } = this.tasks;
+    // Every process checks at start that each resource exists with the shape the server relies on
+    // (bank_aws::backend::AwsBackend::open): read-only descriptions, no data.
+    for (const role of this.taskRoles) {
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: "StartupChecks",
+          actions: [
+            "dynamodb:DescribeTable",
+            "dynamodb:DescribeTimeToLive",
+            "sqs:GetQueueUrl",
+            "sqs:GetQueueAttributes",
+            "sns:GetTopicAttributes",
+            "sns:ListSubscriptionsByTopic",
+            "sns:GetSubscriptionAttributes",
+            "s3:GetBucketObjectLockConfiguration",
+          ],
+          resources: [
+            data.table.tableArn,
+            data.transferQueue.queueArn,
+            data.transferDlq.queueArn,
+            data.notificationsQueue.queueArn,
+            data.notificationsDlq.queueArn,
+            data.eventsTopic.topicArn,
+            `${data.eventsTopic.topicArn}:*`,
+            data.statementsBucket.bucketArn,
+            data.auditBucket.bucketArn,
+          ],
+        }),
+      );
+    }
     // Idempotency keys: the API (requests) and the worker (its purge of expired keys).
     data.table.grantReadWriteData(api.role);
     data.table.grantReadWriteData(worker.role);
@@ -393,8 +425,11 @@ export class Services extends Construct {
         }),
       );
     }
-    // Events: the worker's outbox relay publishes; notifications consume their queue.
+    // Events: the worker's outbox relay publishes, and so does the statements job (API route or
+    // monthly task: one StatementReady per statement); notifications consume their queue.
     data.eventsTopic.grantPublish(worker.role);
+    data.eventsTopic.grantPublish(api.role);
+    data.eventsTopic.grantPublish(statements.role);
     worker.role.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ["sns:GetTopicAttributes"], resources: [data.eventsTopic.topicArn] }),
     );

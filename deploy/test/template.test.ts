@@ -116,7 +116,7 @@ for (const env of ENVIRONMENTS) {
       }
       assert.equal(allows(roleStatements(s, "migrate"), "s3:PutObject", auditId), false);
     });
-    it("queues: the API sends transfers but does not consume; the worker consumes; notifications only theirs", () => {
+    it("queues: the API sends transfers but does not consume; the worker consumes; notifications only theirs; the relay and the statements job publish events", () => {
       const transfers = idOf(s, s.main.data.transferQueue);
       const notificationsQueue = idOf(s, s.main.data.notificationsQueue);
       assert.ok(allows(roleStatements(s, "api"), "sqs:SendMessage", transfers));
@@ -126,8 +126,13 @@ for (const env of ENVIRONMENTS) {
       assert.ok(allows(roleStatements(s, "worker"), "sqs:DeleteMessage", transfers));
       assert.ok(allows(roleStatements(s, "notifications"), "sqs:ReceiveMessage", notificationsQueue));
       assert.equal(allows(roleStatements(s, "notifications"), "sqs:ReceiveMessage", transfers), false);
-      assert.ok(allows(roleStatements(s, "worker"), "sns:Publish", idOf(s, s.main.data.eventsTopic)));
-      assert.equal(allows(roleStatements(s, "api"), "sns:Publish", idOf(s, s.main.data.eventsTopic)), false);
+      const topic = idOf(s, s.main.data.eventsTopic);
+      assert.ok(allows(roleStatements(s, "worker"), "sns:Publish", topic), "the outbox relay");
+      // The statements job publishes StatementReady events, run by the API's admin route or the monthly task.
+      assert.ok(allows(roleStatements(s, "api"), "sns:Publish", topic));
+      assert.ok(allows(roleStatements(s, "statements"), "sns:Publish", topic));
+      assert.equal(allows(roleStatements(s, "notifications"), "sns:Publish", topic), false);
+      assert.equal(allows(roleStatements(s, "migrate"), "sns:Publish", topic), false);
     });
     it("no task role is allowed everything, or any action on every resource of a data service", () => {
       for (const kind of Object.keys(s.main.services.tasks) as (keyof typeof s.main.services.tasks)[]) {
@@ -351,7 +356,7 @@ for (const env of ENVIRONMENTS) {
       for (const [kind, c] of containers) {
         const env = Object.fromEntries((c.Environment ?? []).map((e: any) => [e.Name, e.Value]));
         assert.equal(env.BANK_BACKEND, "aws", kind);
-        for (const required of ["AWS_REGION", "BANK_IDEMPOTENCY_TABLE", "BANK_TRANSFER_QUEUE", "BANK_TRANSFER_DLQ", "BANK_EVENTS_TOPIC", "BANK_NOTIFICATIONS_QUEUE", "BANK_STATEMENTS_BUCKET", "BANK_AUDIT_BUCKET", "BANK_AUDIT_ORIGIN"]) {
+        for (const required of ["AWS_REGION", "BANK_IDEMPOTENCY_TABLE", "BANK_TRANSFER_QUEUE", "BANK_EVENTS_TOPIC", "BANK_SUBSCRIPTION_QUEUE_PREFIX", "BANK_STATEMENTS_BUCKET", "BANK_AUDIT_BUCKET", "BANK_AUDIT_ORIGIN"]) {
           assert.ok(env[required] !== undefined, `${kind}: ${required}`);
         }
         assert.equal(env.BANK_AUTH_MODE, "external", kind);
