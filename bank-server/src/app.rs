@@ -11,7 +11,7 @@ use bank_core::clock::{Clock, SystemClock};
 use bank_local::backend::LocalBackend;
 
 use crate::config::Config;
-use crate::http::{AppState, HttpConfig, router};
+use crate::http::{AppState, HttpConfig, RateLimiters, router};
 use crate::run::{self, LoopSet, Loops, Rail, RunError};
 use crate::state::{Auth, Backend};
 
@@ -32,6 +32,8 @@ pub struct App {
     pub rail: Rail,
     /// The HTTP limits in force (from the configuration unless replaced).
     pub http: HttpConfig,
+    /// Rate limiters shared with other API processes (Redis); `None`: in-process ones.
+    pub rate_limiters: Option<RateLimiters>,
 }
 
 impl App {
@@ -46,7 +48,7 @@ impl App {
         let (backend, local) = run::open_backend_with_clock(config, clock).await?;
         let auth = run::auth(config, &backend)?;
         let rail = Rail::simulated(config, Arc::clone(&backend.payments.clock));
-        Ok(App { config: config.clone(), backend, local, auth, rail, http: config.http_config() })
+        Ok(App { config: config.clone(), backend, local, auth, rail, http: config.http_config(), rate_limiters: None })
     }
 
     /// The same app with other HTTP limits (tests tighten or loosen rate limits).
@@ -55,11 +57,23 @@ impl App {
         self
     }
 
+    /// The same app checking rate limits with `limiters` (shared by several API processes).
+    pub fn with_rate_limiters(mut self, limiters: RateLimiters) -> App {
+        self.rate_limiters = Some(limiters);
+        self
+    }
+
     /// The HTTP state; `with_breaker`: this process runs the worker, so the API reports the
     /// rail's circuit breaker.
     pub fn state(&self, with_breaker: bool) -> AppState {
-        let state =
-            AppState::new(self.backend.clone(), self.auth.clone(), self.config.payments_config(), self.http.clone());
+        let limiters = self.rate_limiters.clone().unwrap_or_else(|| RateLimiters::local(&self.http));
+        let state = AppState::with_rate_limiters(
+            self.backend.clone(),
+            self.auth.clone(),
+            self.config.payments_config(),
+            self.http.clone(),
+            limiters,
+        );
         if with_breaker { state.with_breaker(Arc::clone(&self.rail.breaker)) } else { state }
     }
 

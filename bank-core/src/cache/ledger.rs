@@ -165,11 +165,12 @@ impl CachedLedger {
         } else {
             match self.cache.lookup(id).await {
                 Ok(lookup) => {
-                    if let Some(view) = lookup.view {
-                        if view.account.id == id && self.clock.now() < view.valid_until {
-                            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                            return Ok(view);
-                        }
+                    if let Some(view) = lookup.view
+                        && view.account.id == id
+                        && self.clock.now() < view.valid_until
+                    {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(view);
                     }
                     Some(lookup.ticket)
                 }

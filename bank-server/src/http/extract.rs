@@ -153,7 +153,7 @@ impl FromRequestParts<AppState> for Authed {
                 return Err(error);
             }
         };
-        state.limits().per_subject.check(&principal.user).map_err(ApiError::rate_limited)?;
+        state.limits().per_subject(&principal.user).await.map_err(ApiError::rate_limited)?;
         tracing::Span::current().record("subject", tracing::field::display(&principal.user));
         Ok(Authed(principal))
     }

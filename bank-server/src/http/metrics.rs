@@ -69,6 +69,9 @@ pub(crate) struct Metrics {
     unresolved_oldest_age: FloatGauge,
     breakers: Family<BreakerLabels, Gauge>,
     replica_lag: FloatGauge,
+    limiter_failures: Counter,
+    /// Serializes the catch-up of `limiter_failures` (two scrapes at once must not add twice).
+    limiter_failures_sync: parking_lot::Mutex<()>,
 }
 
 impl Metrics {
@@ -135,6 +138,12 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             replica_lag.clone(),
         );
+        let limiter_failures = Counter::default();
+        registry.register(
+            "rate_limiter_failures",
+            "Rate-limit checks let through because the limiter failed (a shared store unreachable)",
+            limiter_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -150,6 +159,8 @@ impl Metrics {
             unresolved_oldest_age,
             breakers,
             replica_lag,
+            limiter_failures,
+            limiter_failures_sync: parking_lot::Mutex::new(()),
         }
     }
 
@@ -218,6 +229,13 @@ impl Metrics {
         for breaker in state.inner.breakers.read().iter() {
             let labels = BreakerLabels { name: breaker.name().to_owned() };
             self.breakers.get_or_create(&labels).set(i64::from(breaker.state_code()));
+        }
+        {
+            let _one_at_a_time = self.limiter_failures_sync.lock();
+            let (total, shown) = (state.limits().failures(), self.limiter_failures.get());
+            if total > shown {
+                self.limiter_failures.inc_by(total - shown);
+            }
         }
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

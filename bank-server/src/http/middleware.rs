@@ -87,7 +87,7 @@ pub(crate) async fn rate_limit_ip(State(state): State<AppState>, request: Reques
     let exempt = path == paths::HEALTH_LIVE || path == paths::HEALTH_READY || path == paths::METRICS;
     if !exempt {
         let ip = client_ip(request.headers(), request.extensions(), state.config().trust_forwarded_for);
-        if let Err(retry_after_secs) = state.limits().per_ip.check(&ip) {
+        if let Err(retry_after_secs) = state.limits().per_ip(&ip).await {
             return ApiError::rate_limited(retry_after_secs).into_response();
         }
     }

@@ -8,7 +8,8 @@
 //!   `Idempotency-Key`) whose rejections are problems too;
 //! - `middleware`: request ids, timeouts, per-IP rate limits, metrics, and the last step that
 //!   turns any error response (axum's own 404/405 included) into a problem carrying the request id;
-//! - `limits`: bounded `governor` rate limiters per IP and per subject;
+//! - `limits`: the rate limits per IP and per subject ([`RateLimiters`]: in-process `governor`
+//!   limiters, or shared ones passed in), failing open;
 //! - `metrics`: the Prometheus registry and the gauges refreshed at scrape time;
 //! - `convert`: bank-core ↔ bank-api types (no rule lives there);
 //! - `routes`: the handlers, one module per resource; `openapi`: the document.
@@ -40,6 +41,7 @@ use bank_core::payments::{PaymentsConfig, PaymentsService};
 use bank_core::rail::breaker::CircuitBreaker;
 use bank_core::statements::{StatementJob, StatementsConfig};
 
+pub use limits::{RateLimiters, quota as rate_limit_quota};
 pub use openapi::openapi;
 
 use crate::audit::AuditRecorder;
@@ -152,6 +154,19 @@ impl AppState {
     /// The state of a server over `backend`, authenticating with `auth`. Starts the audit
     /// recorder's flusher on the current tokio runtime ([`crate::audit`]).
     pub fn new(backend: Backend, auth: Auth, payments_config: PaymentsConfig, config: HttpConfig) -> Self {
+        let limiters = RateLimiters::local(&config);
+        AppState::with_rate_limiters(backend, auth, payments_config, config, limiters)
+    }
+
+    /// [`AppState::new`] with the given rate limiters (shared by several API processes) instead
+    /// of in-process ones.
+    pub fn with_rate_limiters(
+        backend: Backend,
+        auth: Auth,
+        payments_config: PaymentsConfig,
+        config: HttpConfig,
+        limiters: RateLimiters,
+    ) -> Self {
         let service = PaymentsService::new(backend.payments.clone(), payments_config);
         let accounts = AccountsService::new(backend.ledger.clone());
         let deposits = DepositsService::new(
@@ -163,7 +178,7 @@ impl AppState {
             backend.payments.clock.clone(),
         );
         let statements = statement_job(&backend, config.statements.clone());
-        let limits = limits::Limits::new(&config);
+        let limits = limits::Limits::new(limiters);
         let audit = AuditRecorder::start(backend.audit.clone());
         AppState {
             inner: Arc::new(Inner {

@@ -418,3 +418,73 @@ async fn login_and_register_are_rate_limited_per_ip() {
     let retry_after: u64 = limited.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("secs");
     assert!(retry_after >= 1);
 }
+
+/// Two API "processes" built with shared limiters (one store, as Redis gives them) draw from one
+/// per-IP budget; a limiter that fails lets requests through and shows on `/metrics`.
+#[tokio::test]
+async fn shared_rate_limits_hold_across_processes_and_fail_open() {
+    use bank_core::ratelimit::{Decision, MemoryRateLimiter, Quota, RateLimiter};
+    use bank_server::http::RateLimiters;
+
+    let http = HttpConfig { rate_per_ip: bank_server::http::RateLimit::per_minute(3, 3), ..HttpConfig::default() };
+    let shared = RateLimiters::build(&http, |_, quota| {
+        Ok::<_, ()>(Arc::new(MemoryRateLimiter::new(quota, Arc::new(SystemClock))) as Arc<dyn RateLimiter>)
+    })
+    .expect("limiters");
+    let mut processes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = TempDir::new().expect("temp dir");
+        let data_dir = dir.path().display().to_string();
+        let config = Config::from_lookup(|name| (name == "BANK_DATA_DIR").then(|| data_dir.clone())).expect("config");
+        let app = bank_server::app::App::build(&config)
+            .await
+            .expect("app")
+            .with_http(http.clone())
+            .with_rate_limiters(shared.clone());
+        processes.push(router(app.state(false)));
+        dirs.push(dir);
+    }
+    let get = |router: Router| async move {
+        let request = Request::builder().uri(paths::OPENAPI).body(Body::empty()).expect("request");
+        router.oneshot(request).await.expect("infallible")
+    };
+    for i in 0..3 {
+        assert_eq!(get(processes[i % 2].clone()).await.status(), StatusCode::OK, "request {i}");
+    }
+    for router in &processes {
+        let refused = get(router.clone()).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "the budget of 3 is shared");
+        assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[derive(Debug)]
+    struct Down;
+    #[async_trait::async_trait]
+    impl RateLimiter for Down {
+        async fn check(&self, _key: &str) -> bank_core::Result<Decision> {
+            Err(bank_core::Error::Storage { message: "redis: connection refused".into(), retryable: true })
+        }
+        fn quota(&self) -> Quota {
+            Quota::new(1, std::time::Duration::from_secs(60), 1).expect("quota")
+        }
+    }
+    let down = RateLimiters::build(&http, |_, _| Ok::<_, ()>(Arc::new(Down) as Arc<dyn RateLimiter>)).expect("down");
+    let dir = TempDir::new().expect("temp dir");
+    let data_dir = dir.path().display().to_string();
+    let config = Config::from_lookup(|name| (name == "BANK_DATA_DIR").then(|| data_dir.clone())).expect("config");
+    let app = bank_server::app::App::build(&config).await.expect("app").with_http(http).with_rate_limiters(down);
+    let failing = router(app.state(false));
+    for _ in 0..5 {
+        assert_eq!(get(failing.clone()).await.status(), StatusCode::OK, "fails open, never 5xx");
+    }
+    let metrics = get_text(failing, paths::METRICS).await;
+    assert!(metrics.contains("rate_limiter_failures_total 5"), "{metrics}");
+}
+
+async fn get_text(router: Router, uri: &str) -> String {
+    let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    String::from_utf8_lossy(&bytes).into_owned()
+}

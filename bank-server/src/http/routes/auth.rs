@@ -29,8 +29,8 @@ fn tokens(tokens: issuer::Tokens) -> Tokens {
     }
 }
 
-fn login_throttle(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
-    state.limits().login_per_ip.check(&ip.0).map_err(ApiError::rate_limited)
+async fn login_throttle(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
+    state.limits().login_per_ip(&ip.0).await.map_err(ApiError::rate_limited)
 }
 
 /// Registers a customer; the answer holds the TOTP secret to enrol (shown once).
@@ -49,7 +49,7 @@ pub(crate) async fn register(
 ) -> Result<Response, ApiError> {
     let issuer = issuer(&state)?;
     let registered = async {
-        login_throttle(&state, ip)?;
+        login_throttle(&state, ip).await?;
         // A new address is taken as written (the OpenAPI pattern): no surrounding whitespace to
         // trim silently. Login still trims, so an address pasted with a space signs in.
         if request.email.trim() != request.email {
@@ -97,7 +97,7 @@ pub(crate) async fn login(
 ) -> Result<Json<Tokens>, ApiError> {
     let issuer = issuer(&state)?;
     let unknown = || "user:unknown".to_owned();
-    if let Err(error) = login_throttle(&state, ip) {
+    if let Err(error) = login_throttle(&state, ip).await {
         let refused = Err(error);
         return audit.outcome(&state, Delivery::Durable, ANONYMOUS, "auth.login", unknown(), refused).await;
     }
