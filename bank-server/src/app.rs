@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use bank_aws::redis::RedisRateLimiter;
 use bank_core::clock::{Clock, SystemClock};
+use bank_core::ratelimit::RateLimiter;
 use bank_local::backend::LocalBackend;
 
 use crate::config::Config;
@@ -63,10 +65,26 @@ impl App {
         self
     }
 
+    /// The rate limiters the backend calls for: shared in Redis on the AWS backend (a limit holds
+    /// across every API process), else this process's own.
+    fn configured_rate_limiters(&self) -> RateLimiters {
+        let Some(redis) = &self.backend.shared_limits else {
+            return RateLimiters::local(&self.http);
+        };
+        let shared = RateLimiters::build(&self.http, |name, quota| {
+            RedisRateLimiter::new(redis.clone(), name, quota).map(|limiter| Arc::new(limiter) as Arc<dyn RateLimiter>)
+        });
+        shared.unwrap_or_else(|err| {
+            // The names and quotas come from this crate and a checked configuration.
+            tracing::error!(error = %err, "shared rate limiters refused their settings; counting in this process");
+            RateLimiters::local(&self.http)
+        })
+    }
+
     /// The HTTP state; `with_breaker`: this process runs the worker, so the API reports the
     /// rail's circuit breaker.
     pub fn state(&self, with_breaker: bool) -> AppState {
-        let limiters = self.rate_limiters.clone().unwrap_or_else(|| RateLimiters::local(&self.http));
+        let limiters = self.rate_limiters.clone().unwrap_or_else(|| self.configured_rate_limiters());
         let state = AppState::with_rate_limiters(
             self.backend.clone(),
             self.auth.clone(),

@@ -137,6 +137,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "aws: redis:// or rediss:// (TLS) URL of the account-view cache and shared rate limits (required)",
     ),
     (
+        "BANK_REDIS_KEY_PREFIX",
+        "bank:",
+        "aws: the prefix of every Redis key (to share one Redis between deployments), up to 64 bytes, no whitespace",
+    ),
+    (
         "BANK_JWT_SIGNING_KEY",
         "(none)",
         "aws with builtin auth: the token signing key every API process shares, base64 PKCS#8 Ed25519 (`bank-server keys`)",
@@ -315,6 +320,8 @@ pub struct AwsConfig {
     pub resources: bank_aws::backend::AwsResources,
     /// `BANK_REDIS_URL` (may carry a password).
     pub redis_url: Secret,
+    /// `BANK_REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
     /// `BANK_AUDIT_SIGNING_KEY`.
     pub audit_key: Secret,
 }
@@ -762,6 +769,10 @@ fn parse_aws(
     if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
         return Err(ConfigError::invalid("BANK_REDIS_URL", &redis_url, "expected redis://host:6379 or rediss://…"));
     }
+    let redis_key_prefix = required(get("BANK_REDIS_KEY_PREFIX")?);
+    if redis_key_prefix.len() > 64 || redis_key_prefix.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid("BANK_REDIS_KEY_PREFIX", &redis_key_prefix, "up to 64 bytes, no whitespace"));
+    }
     let audit_key = get("BANK_AUDIT_SIGNING_KEY")?.ok_or_else(|| {
         missing("BANK_AUDIT_SIGNING_KEY", "BANK_BACKEND=aws: every process signs audit checkpoints with one key")
     })?;
@@ -786,6 +797,7 @@ fn parse_aws(
         settings: bank_aws::aws::AwsSettings { region, endpoint },
         resources,
         redis_url: Secret::new(redis_url),
+        redis_key_prefix,
         audit_key: Secret::new(audit_key.trim().to_owned()),
     })
 }
@@ -927,6 +939,7 @@ mod tests {
             ("BANK_STATEMENTS_BUCKET", "Bank_Statements"),
             ("BANK_AUDIT_BUCKET", "a"),
             ("BANK_REDIS_URL", "http://:redis-pw@cache:6379"),
+            ("BANK_REDIS_KEY_PREFIX", "bank prod:"),
             ("BANK_JWT_SIGNING_KEY", "c2VjcmV0LW5vdC1hLWtleQ=="),
             ("BANK_AUDIT_SIGNING_KEY", "PRIVATE+KEY+garbage"),
         ];

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bank_aws::backend::AwsBackend;
 use bank_aws::postgres::{PgDb, PgStores};
+use bank_aws::redis::RedisClient;
 use bank_core::Result;
 use bank_core::approvals::DepositRequestStore;
 use bank_core::audit::AuditLog;
@@ -78,6 +79,9 @@ pub struct Backend {
     pub deposit_requests: Arc<dyn DepositRequestStore>,
     /// Readiness of the backing services.
     pub ready: Arc<dyn ReadyCheck>,
+    /// Where rate limits shared by every API process are counted (the AWS backend's Redis);
+    /// `None`: each process counts its own.
+    pub shared_limits: Option<RedisClient>,
 }
 
 #[derive(Debug)]
@@ -108,6 +112,7 @@ impl From<LocalBackend> for Backend {
             audit_seal: local.audit_seal,
             deposit_requests: local.deposit_requests.clone(),
             ready: Arc::new(LocalReady(local)),
+            shared_limits: None,
         }
     }
 }
@@ -206,6 +211,7 @@ impl Backend {
             audit_key: Arc::new(audit_key),
             audit_seal,
             deposit_requests: pg.deposit_requests.clone(),
+            shared_limits: Some(aws.redis.clone()),
             ready: Arc::new(AwsReady(aws)),
         }
     }

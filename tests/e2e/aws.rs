@@ -255,3 +255,32 @@ fn rand_seed() -> [u8; 32] {
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
     seed
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_across_two_api_processes() {
+    let Some(aws) = TestAws::new("e2e-aws-limits").await else { return };
+    // Three login or register requests a minute from one IP, counted in Redis by both servers.
+    let limits = [("BANK_LOGIN_RATE_PER_IP", "3".to_owned())];
+    let a = AwsApp::start(&aws, &limits).await;
+    let b = AwsApp::start(&aws, &limits).await;
+    let http = reqwest::Client::new();
+    let mut limited = 0;
+    let mut through = 0;
+    for n in 0..8 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        let answer = http
+            .post(format!("{}{}", server.base_url, bank_api::paths::AUTH_REGISTER))
+            .json(&serde_json::json!({"email": format!("limit{n}@aws.example"), "password": "short"}))
+            .send()
+            .await
+            .expect("an answer");
+        if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            assert!(answer.headers().contains_key(reqwest::header::RETRY_AFTER));
+            limited += 1;
+        } else {
+            through += 1;
+        }
+    }
+    // Each process counting alone would let 3 + 3 through.
+    assert_eq!((through, limited), (3, 5), "one budget for both processes");
+}

@@ -123,6 +123,8 @@ pub struct AwsBackendConfig {
     pub resources: AwsResources,
     /// `redis://` or `rediss://` URL of the view cache and the shared rate limits.
     pub redis_url: String,
+    /// The prefix of every Redis key of this bank.
+    pub redis_key_prefix: String,
     /// Currencies the bank's own accounts are opened in.
     pub currencies: Vec<Currency>,
     /// The subscriptions to the event topic this bank reads (their queues are created by
@@ -136,6 +138,7 @@ impl fmt::Debug for AwsBackendConfig {
             .field("settings", &self.settings)
             .field("credentials", &self.credentials)
             .field("resources", &self.resources)
+            .field("redis_key_prefix", &self.redis_key_prefix)
             .field("currencies", &self.currencies)
             .field("subscriptions", &self.subscriptions)
             .finish_non_exhaustive()
@@ -181,8 +184,10 @@ impl AwsBackend {
             .map_err(OpenError::service(Resource::Database, db.name()))?;
         // Lazy: a Redis that is down is no reason not to start (views fall through to the database);
         // only a URL this build cannot use stops the start.
-        let redis = RedisClient::connect(&RedisConfig::new(&config.redis_url))
-            .map_err(OpenError::service(Resource::Redis, "BANK_REDIS_URL"))?;
+        let redis_config =
+            RedisConfig { key_prefix: config.redis_key_prefix.clone(), ..RedisConfig::new(&config.redis_url) };
+        let redis =
+            RedisClient::connect(&redis_config).map_err(OpenError::service(Resource::Redis, "BANK_REDIS_URL"))?;
         let cache = Arc::new(RedisViewCache::new(redis.clone()));
         let ledger = Arc::new(CachedLedger::new(postgres.ledger.clone(), cache, Arc::clone(&clock), VIEW_TTL_DEFAULT));
         let sdk = sdk_config(&config.settings, config.credentials.clone()).await;
@@ -406,6 +411,7 @@ pub mod testing {
                 database: PgConfig::new(&self.database_url),
                 resources: self.resources.clone(),
                 redis_url: self.redis_url.clone(),
+                redis_key_prefix: format!("{}:", self.resources.idempotency_table),
                 currencies: bank_core::money::Currency::ALL.to_vec(),
                 subscriptions: vec!["notifications".to_owned()],
             }
@@ -429,6 +435,8 @@ pub mod testing {
                 ("BANK_STATEMENTS_BUCKET", r.statements_bucket.clone()),
                 ("BANK_AUDIT_BUCKET", r.audit_bucket.clone()),
                 ("BANK_REDIS_URL", self.redis_url.clone()),
+                // Keys of their own: rate limits and views of one test never meet another's.
+                ("BANK_REDIS_KEY_PREFIX", format!("{}:", r.idempotency_table)),
             ]
         }
     }

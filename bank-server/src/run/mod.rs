@@ -125,6 +125,7 @@ fn aws_backend_config(config: &Config, aws: &AwsConfig) -> Result<AwsBackendConf
         database: pg_config(database),
         resources: aws.resources.clone(),
         redis_url: aws.redis_url.expose().to_owned(),
+        redis_key_prefix: aws.redis_key_prefix.clone(),
         currencies: config.local_config().currencies,
         subscriptions: vec![NOTIFICATIONS_SUBSCRIPTION.to_owned()],
     })
