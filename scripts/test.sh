@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check of the workspace:
 #   formatting, clippy (warnings are errors), every test (cargo-nextest when installed, else
-#   cargo test), doctests, one pass of every benchmark, the quickstart and statement_sample examples.
+#   cargo test), doctests, the JS client (bank-wasm: built, type-checked, tested on Node and in
+#   headless Chromium), one pass of every benchmark, the quickstart and statement_sample examples.
 #
 # Environment:
 #   CARGO_TARGET_DIR       build folder (default: $HOME/.cache/bank-target, shared between checkouts)
@@ -122,6 +123,48 @@ sim_failed=$(grep -Ec '^test .* FAILED$' "$summary_log.sim" || true)
 rm -f "$summary_log.sim"
 passed=$((passed + sim_passed + deploy_passed))
 failed=$((failed + sim_failed + deploy_failed))
+
+# --- The JS client (bank-wasm) ----------------------------------------------------------------------
+# scripts/build-wasm.sh builds bank-wasm/pkg (installing Debian's rustc-web, rust-web-src and lld-19
+# and the wasm-bindgen CLI when missing); then, against a release `bank-server serve --demo` each:
+# the TypeScript example type-checked (tsc --noEmit --strict), `npm pack` of the package, the Node
+# test of the nodejs build and the browser test of the web app (playwright-core driving Debian's
+# chromium, from scripts/tools.sh). Without the toolchain, node/npm or chromium they skip, saying
+# why; under BANK_REQUIRE_SERVICES=1 they fail instead.
+js_skip() {
+  if [[ "${BANK_REQUIRE_SERVICES:-0}" == 1 ]]; then
+    echo "error: $* (BANK_REQUIRE_SERVICES=1)" >&2
+    exit 1
+  fi
+  echo "skipped: $*" >&2
+}
+step "bank-wasm: scripts/build-wasm.sh"
+wasm_rc=0
+bash ./scripts/build-wasm.sh || wasm_rc=$?
+if ((wasm_rc == 2)); then
+  js_skip "the bank-wasm tests: no wasm32 toolchain (see above)"
+elif ((wasm_rc != 0)); then
+  echo "scripts/build-wasm.sh failed (exit ${wasm_rc})" >&2
+  exit "$wasm_rc"
+elif ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  js_skip "the bank-wasm tests: node and npm are not installed"
+else
+  step "bank-wasm: npm ci, tsc --noEmit --strict, npm pack"
+  (cd bank-wasm/tests && npm ci --no-audit --no-fund)
+  (cd bank-wasm/tests && npx --no-install tsc -p tsconfig.json)
+  (cd bank-wasm/pkg && npm pack --dry-run >/dev/null)
+  step "bank-wasm: node --test (the nodejs build, and the web app in headless Chromium) against a release server"
+  cargo build --release -p bank-server --bin bank-server
+  js_log="$(mktemp)"
+  BANK_SERVER_BIN="${CARGO_TARGET_DIR}/release/bank-server" \
+    node --test bank-wasm/tests/node.test.mjs bank-wasm/tests/browser.test.mjs 2>&1 | tee "$js_log"
+  js_passed=$(grep -Eo '^# pass [0-9]+' "$js_log" | grep -Eo '[0-9]+' || echo 0)
+  js_failed=$(grep -Eo '^# fail [0-9]+' "$js_log" | grep -Eo '[0-9]+' || echo 0)
+  rm -f "$js_log"
+  passed=$((passed + js_passed))
+  failed=$((failed + js_failed))
+  ((js_failed == 0)) || { echo "bank-wasm: ${js_failed} JS test(s) failed" >&2; exit 1; }
+fi
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.

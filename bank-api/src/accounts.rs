@@ -27,6 +27,7 @@ pub struct OpenAccountRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub enum AccountStatus {
     Open,
     Frozen,
@@ -36,21 +37,27 @@ pub enum AccountStatus {
 /// An account and its balances: `available = posted − pending + limit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct Account {
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub id: Uuid,
     pub name: String,
     pub currency: String,
     pub status: AccountStatus,
     #[serde(with = "crate::decimal_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "100.00"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub posted: Decimal,
     /// Sum of the open holds.
     #[serde(with = "crate::decimal_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "10.00"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub pending: Decimal,
     #[serde(with = "crate::decimal_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "90.00"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub available: Decimal,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub created_at: DateTime<Utc>,
 }
 
@@ -58,6 +65,7 @@ pub struct Account {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub enum Direction {
     Debit,
     Credit,
@@ -66,20 +74,26 @@ pub enum Direction {
 /// One posted line of an account's history (`GET /v1/accounts/{id}/transactions`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct HistoryEntry {
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub entry_id: Uuid,
     /// Gap-free, increasing per account, starting at 1.
     pub sequence: u64,
+    #[cfg_attr(feature = "tsify", tsify(type = "string | null"))]
     pub transfer_id: Option<Uuid>,
     pub direction: Direction,
     /// Always positive; `direction` gives the sign.
     #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub amount: Decimal,
     #[serde(with = "crate::decimal_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "87.66"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub balance_after: Decimal,
     pub reference: String,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub posted_at: DateTime<Utc>,
 }
 

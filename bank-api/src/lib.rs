@@ -23,7 +23,10 @@
 //! to check against the account's currency. Request types refuse unknown fields, so a misspelt
 //! field is an error instead of being ignored.
 //!
-//! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`.
+//! With the `utoipa` feature (off by default) every type derives `utoipa::ToSchema`. With the
+//! `tsify` feature (off by default; `bank-wasm` turns it on) the types the JS client exchanges
+//! derive `tsify::Tsify`, which writes their TypeScript declarations into `bank-wasm`'s `.d.ts`:
+//! the declarations come from these types, never from a hand-written copy.
 
 pub mod accounts;
 pub mod admin;
@@ -62,6 +65,7 @@ pub const PAGE_LIMIT_MAX: u32 = 100;
 /// The cursor is opaque: pass it back unchanged as `cursor=` to get the next page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -13,6 +13,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// short human summary of that kind; `detail` explains this occurrence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,

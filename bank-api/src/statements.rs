@@ -8,10 +8,12 @@ use uuid::Uuid;
 /// One stored statement (`GET /v1/accounts/{id}/statements`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct StatementSummary {
     /// `<account id>_<YYYY-MM>`: what `GET /v1/statements/{id}/download` takes.
     #[cfg_attr(feature = "utoipa", schema(example = "01890a5d-ac96-774b-bcce-b302099a8057_2026-01"))]
     pub id: String,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub account_id: Uuid,
     /// The month, `YYYY-MM` (UTC).
     #[cfg_attr(feature = "utoipa", schema(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$", example = "2026-01"))]
@@ -22,8 +24,10 @@ pub struct StatementSummary {
     /// Size of the PDF in bytes.
     pub size: u64,
     /// When it was stored.
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub created_at: DateTime<Utc>,
     /// Until when it cannot be deleted or changed.
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub retain_until: DateTime<Utc>,
 }
 
@@ -31,8 +35,10 @@ pub struct StatementSummary {
 /// the link can read that one PDF until it expires (at most five minutes): treat it as a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct StatementLink {
     pub url: String,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub expires_at: DateTime<Utc>,
     /// Hex SHA-256 the downloaded bytes must have.
     pub sha256: String,

@@ -9,6 +9,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct ExternalBeneficiary {
     #[cfg_attr(
         feature = "utoipa",
@@ -37,15 +38,19 @@ pub struct ExternalBeneficiary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct TransferRequest {
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub from_account_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub to_account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_external: Option<ExternalBeneficiary>,
     /// A positive plain decimal string with at most the currency's decimals.
     #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34", pattern = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub amount: Decimal,
     /// ISO 4217 code; must be the currency of both accounts.
     pub currency: String,
@@ -100,6 +105,7 @@ impl TransferRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub enum TransferStatus {
     Accepted,
     Processing,
@@ -118,22 +124,29 @@ impl TransferStatus {
 /// A transfer as the server reports it (`POST /v1/transfers`, `GET /v1/transfers/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "tsify", derive(tsify::Tsify))]
 pub struct Transfer {
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub id: Uuid,
     pub status: TransferStatus,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub from_account_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub to_account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_external: Option<ExternalBeneficiary>,
     #[serde(with = "crate::amount_str")]
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "12.34"))]
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub amount: Decimal,
     pub currency: String,
     pub reference: String,
     /// Set when `status` is `failed`.
     pub failure_reason: Option<String>,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(feature = "tsify", tsify(type = "string"))]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -11,11 +11,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 
 use crate::error::problem_from_body;
 use crate::retry::{RetryClass, RetryPolicy, retry_after};
 use crate::session::{Secret, Session, TokenState};
+use crate::time::{Instant, sleep};
 use crate::{ClientError, Submitted};
 
 /// Default time limit of one HTTP exchange (each retry gets its own).
@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     /// Base URL without a trailing slash; route paths start with one.
     base_url: String,
     retry: RetryPolicy,
+    /// Time limit of one exchange, set on every request (the fetch backend has no client-wide one).
+    timeout: Duration,
 }
 
 impl fmt::Debug for BankClient {
@@ -68,6 +70,7 @@ impl BankClientBuilder {
         self
     }
 
+    /// Time limit to open a connection (native only: in a browser or Node, `fetch` decides).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -86,17 +89,30 @@ impl BankClientBuilder {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(ClientError::InvalidUrl("a base URL has no query or fragment".to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .user_agent(concat!("bank-client/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(&self)?;
         let base_url = parsed.as_str().trim_end_matches('/').to_owned();
         Ok(BankClient {
-            inner: Arc::new(Inner { http, base_url, retry: self.retry }),
+            inner: Arc::new(Inner { http, base_url, retry: self.retry, timeout: self.timeout }),
             session: Arc::new(Session::default()),
         })
     }
+}
+
+/// The native HTTP client: rustls, connect and exchange time limits, our user agent.
+#[cfg(not(target_arch = "wasm32"))]
+fn http_client(options: &BankClientBuilder) -> Result<reqwest::Client, ClientError> {
+    Ok(reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .user_agent(concat!("bank-client/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// The `fetch` backend: the JS environment owns connections, TLS and the `User-Agent` (a browser
+/// refuses to let a page set it); the exchange time limit is set per request.
+#[cfg(target_arch = "wasm32")]
+fn http_client(_options: &BankClientBuilder) -> Result<reqwest::Client, ClientError> {
+    Ok(reqwest::Client::builder().build()?)
 }
 
 /// How a call authenticates.
@@ -255,7 +271,7 @@ impl BankClient {
                 return Err(error); // the server asked for a longer wait than we are allowed to block
             };
             tracing::debug!(path = call.path, attempt, delay_ms = delay.as_millis(), status = ?error.status(), "retrying");
-            tokio::time::sleep(delay).await;
+            sleep(delay).await;
             attempt += 1;
         }
     }
@@ -269,8 +285,12 @@ impl BankClient {
         request_id: &str,
         bearer: Option<&Secret>,
     ) -> Result<Result<Answer, (ClientError, Option<Duration>)>, ClientError> {
-        let mut request =
-            self.inner.http.request(call.method.clone(), url.clone()).header(REQUEST_ID_HEADER, request_id);
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), url.clone())
+            .timeout(self.inner.timeout)
+            .header(REQUEST_ID_HEADER, request_id);
         if let Some(token) = bearer {
             request = request.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
@@ -347,14 +367,36 @@ impl BankClient {
     }
 }
 
-/// Reads a body of at most [`RESPONSE_BODY_BYTES_MAX`] bytes.
+fn body_too_large() -> ClientError {
+    ClientError::Decode(format!("response body over {RESPONSE_BODY_BYTES_MAX} bytes"))
+}
+
+/// Reads a body of at most [`RESPONSE_BODY_BYTES_MAX`] bytes, chunk by chunk, so a larger one is
+/// refused before it is held whole.
+#[cfg(not(target_arch = "wasm32"))]
 async fn read_body(mut response: Response) -> Result<Vec<u8>, ClientError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > RESPONSE_BODY_BYTES_MAX {
-            return Err(ClientError::Decode(format!("response body over {RESPONSE_BODY_BYTES_MAX} bytes")));
+            return Err(body_too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads a body of at most [`RESPONSE_BODY_BYTES_MAX`] bytes. `fetch` hands the body over whole
+/// (reading it as a stream would cost another dependency): a declared larger `Content-Length` is
+/// refused before reading, and any larger body after.
+#[cfg(target_arch = "wasm32")]
+async fn read_body(response: Response) -> Result<Vec<u8>, ClientError> {
+    let max = u64::try_from(RESPONSE_BODY_BYTES_MAX).unwrap_or(u64::MAX);
+    if response.content_length().is_some_and(|length| length > max) {
+        return Err(body_too_large());
+    }
+    let body = response.bytes().await?;
+    if body.len() > RESPONSE_BODY_BYTES_MAX {
+        return Err(body_too_large());
+    }
+    Ok(body.to_vec())
 }

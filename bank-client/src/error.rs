@@ -85,6 +85,39 @@ impl ClientError {
     }
 }
 
+/// Problem `type` URIs of the failures that happen in the client itself, with no error answer from
+/// the server (see [`ClientError::to_problem`]). Stable: callers match on them.
+pub mod client_problem_types {
+    /// No usable answer: connection refused or lost, TLS, timeout, or the body could not be read.
+    pub const TRANSPORT: &str = "https://bank.example/problems/client/transport";
+    /// A 2xx answer whose body is not what the API promises.
+    pub const DECODE: &str = "https://bank.example/problems/client/decode";
+    /// The call needs a signed-in client.
+    pub const NOT_LOGGED_IN: &str = "https://bank.example/problems/client/not-logged-in";
+    /// The base URL is not a usable http(s) URL.
+    pub const INVALID_URL: &str = "https://bank.example/problems/client/invalid-url";
+    /// A deposit above the four-eyes threshold was stored, not posted (status 202).
+    pub const PENDING_APPROVAL: &str = "https://bank.example/problems/client/pending-approval";
+}
+
+impl ClientError {
+    /// The error as one RFC 9457 problem, whatever its kind: the server's problem as answered, or
+    /// one of [`client_problem_types`] with status 0 (no HTTP answer; 202 for
+    /// [`ClientError::PendingApproval`]) and the error's text as `detail`. This is what the JS
+    /// client (`bank-wasm`) throws.
+    pub fn to_problem(&self) -> Problem {
+        let (problem_type, title, status) = match self {
+            Self::Problem { problem, .. } => return problem.as_ref().clone(),
+            Self::Transport(_) => (client_problem_types::TRANSPORT, "The bank could not be reached", 0),
+            Self::Decode(_) => (client_problem_types::DECODE, "The bank's answer could not be read", 0),
+            Self::NotLoggedIn => (client_problem_types::NOT_LOGGED_IN, "Not signed in", 0),
+            Self::InvalidUrl(_) => (client_problem_types::INVALID_URL, "Invalid bank URL", 0),
+            Self::PendingApproval(_) => (client_problem_types::PENDING_APPROVAL, "Waiting for approval", 202),
+        };
+        Problem::new(problem_type, title, status).with_detail(self.to_string())
+    }
+}
+
 /// Turns an error response into [`ClientError::Problem`].
 pub(crate) fn problem_from_body(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ClientError {
     let is_json = content_type
@@ -127,6 +160,24 @@ mod tests {
         assert_eq!(problem.problem_type, problem_types::ABOUT_BLANK);
         assert_eq!(problem.detail.as_deref().map(str::len), Some(ERROR_BODY_CHARS_MAX));
         assert!(error.is_retryable());
+    }
+
+    #[test]
+    fn every_error_is_a_problem() {
+        let answered = problem_from_body(
+            StatusCode::NOT_FOUND,
+            Some(PROBLEM_JSON),
+            br#"{"type":"https://bank.example/problems/not-found","title":"Not found","status":404,"request_id":"r1"}"#,
+        );
+        let problem = answered.to_problem();
+        assert_eq!((problem.problem_type.as_str(), problem.status), (problem_types::NOT_FOUND, 404));
+        assert_eq!(problem.request_id.as_deref(), Some("r1"));
+        let local = ClientError::NotLoggedIn.to_problem();
+        assert_eq!((local.problem_type.as_str(), local.status), (client_problem_types::NOT_LOGGED_IN, 0));
+        assert_eq!(local.detail.as_deref(), Some("not logged in"));
+        let decode = ClientError::Decode("bad".to_owned()).to_problem();
+        assert_eq!(decode.problem_type, client_problem_types::DECODE);
+        assert!(decode.problem_type.starts_with(problem_types::BASE));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! retries, bounded body reads, error decoding); `routes` has one method per API route; `session`
 //! keeps the tokens out of `Debug` output and logs and refreshes them once for concurrent callers;
 //! `retry` holds the [`RetryPolicy`] and which failures may be retried; `paginate` turns pages into
-//! streams; `error` is the one [`ClientError`] type.
+//! streams; `error` is the one [`ClientError`] type; `time` is the clock and timer seam between
+//! native (tokio) and `wasm32` (browser or Node).
 //!
 //! The client sees the server only through [`bank_api`]'s wire types; it must not depend on
 //! `bank-server` or `bank-core`.
@@ -31,14 +32,15 @@ mod paginate;
 mod retry;
 mod routes;
 mod session;
+mod time;
 
 pub use bank_api;
 pub use client::{
     BankClient, BankClientBuilder, CONNECT_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT, RESPONSE_BODY_BYTES_MAX,
 };
-pub use error::{ClientError, ERROR_BODY_CHARS_MAX};
+pub use error::{ClientError, ERROR_BODY_CHARS_MAX, client_problem_types};
 pub use retry::RetryPolicy;
-pub use routes::PAGE_LIMIT_DEFAULT;
+pub use routes::{PAGE_LIMIT_DEFAULT, new_idempotency_key};
 pub use session::REFRESH_MARGIN;
 
 /// The answer to an idempotent submission.

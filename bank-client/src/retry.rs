@@ -92,7 +92,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let wait = at.with_timezone(&chrono::Utc) - crate::time::now_utc();
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 

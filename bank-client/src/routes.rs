@@ -9,17 +9,41 @@ use bank_api::{
     StatementLink, StatementRun, StatementSummary, Tokens, Transfer, TransferRequest, paths,
 };
 use futures::Stream;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::client::Call;
 use crate::paginate::paginate;
 use crate::retry::RetryClass;
 use crate::session::TokenState;
+use crate::time::Instant;
 use crate::{BankClient, ClientError, Submitted};
 
 /// Page size of the streams that take no `limit`.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
+
+/// A fresh `Idempotency-Key` for one transfer (a UUID v7: unique, and sortable by creation time).
+/// Keep it with the transfer you mean and send every retry of that transfer under it.
+pub fn new_idempotency_key() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// `id` as exactly one path segment: every byte but `A-Z a-z 0-9 - _` percent-encoded, so no id
+/// can add a segment (`/`), a query (`?`) or a fragment (`#`). `""`, `"."` and `".."` name no
+/// segment (URL parsers read `%2E%2E` as `..` too) and are refused.
+fn path_segment(id: &str) -> Result<String, ClientError> {
+    if matches!(id, "" | "." | "..") {
+        return Err(ClientError::InvalidUrl(format!("{id:?} is not an id")));
+    }
+    let mut segment = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(segment)
+}
 
 fn clamp_limit(limit: u32) -> u32 {
     limit.clamp(1, PAGE_LIMIT_MAX)
@@ -97,11 +121,14 @@ impl BankClient {
     }
 
     /// An account's whole history, fetched `limit` entries at a time as the stream is polled.
+    ///
+    /// The stream is `Send` natively (a test asserts it; it is left out of the signature because
+    /// the `fetch` futures of the wasm32 build are not).
     pub fn transactions(
         &self,
         account_id: Uuid,
         limit: u32,
-    ) -> impl Stream<Item = Result<HistoryEntry, ClientError>> + Send + use<> {
+    ) -> impl Stream<Item = Result<HistoryEntry, ClientError>> + use<> {
         let client = self.clone();
         paginate(move |cursor: Option<String>| {
             let client = client.clone();
@@ -115,8 +142,7 @@ impl BankClient {
     /// retry can never move the money twice. To retry safely after this call fails (e.g. after a
     /// crash), keep your own key and use [`BankClient::transfer_with_key`].
     pub async fn transfer(&self, request: &TransferRequest) -> Result<Submitted<Transfer>, ClientError> {
-        let key = Uuid::now_v7().to_string();
-        self.transfer_with_key(&key, request).await
+        self.transfer_with_key(&new_idempotency_key(), request).await
     }
 
     /// Submits a transfer under `key`; the same key with the same request replays the first answer
@@ -147,8 +173,9 @@ impl BankClient {
         self.execute(&call).await?.json()
     }
 
-    /// All transfers of an account, [`PAGE_LIMIT_DEFAULT`] at a time as the stream is polled.
-    pub fn transfers(&self, account_id: Uuid) -> impl Stream<Item = Result<Transfer, ClientError>> + Send + use<> {
+    /// All transfers of an account, [`PAGE_LIMIT_DEFAULT`] at a time as the stream is polled
+    /// (`Send` natively, as [`BankClient::transactions`]).
+    pub fn transfers(&self, account_id: Uuid) -> impl Stream<Item = Result<Transfer, ClientError>> + use<> {
         let client = self.clone();
         paginate(move |cursor: Option<String>| {
             let client = client.clone();
@@ -208,7 +235,7 @@ impl BankClient {
     /// A link to a statement's PDF (`id` as listed), valid for at most five minutes; the PDF read
     /// through it has the returned SHA-256. Fetch it with any HTTP client, without a token.
     pub async fn statement_link(&self, id: &str) -> Result<StatementLink, ClientError> {
-        self.execute(&Call::get(&paths::statement_download(id))).await?.json()
+        self.execute(&Call::get(&paths::statement_download(&path_segment(id)?))).await?.json()
     }
 
     /// Makes the statements of `period` (`YYYY-MM`) that are not stored yet, of every customer
@@ -264,5 +291,35 @@ impl BankClient {
     /// The local issuer's public keys (JWK set).
     pub async fn jwks(&self) -> Result<serde_json::Value, ClientError> {
         self.execute(&Call::get(paths::JWKS).public()).await?.json()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn ids_become_one_path_segment() {
+        assert_eq!(path_segment("0190_2026-01").expect("plain"), "0190_2026-01");
+        assert_eq!(path_segment("../accounts/x").expect("encoded"), "%2E%2E%2Faccounts%2Fx");
+        assert_eq!(path_segment("a?b#c d").expect("encoded"), "a%3Fb%23c%20d");
+        assert_eq!(path_segment("é").expect("utf-8"), "%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(matches!(path_segment(bad), Err(ClientError::InvalidUrl(_))), "{bad:?}");
+        }
+    }
+
+    /// Natively the streams and the calls' futures can move between threads (`tokio::spawn`):
+    /// the signatures do not say `Send` (the wasm32 build's are not), so this test does.
+    #[test]
+    fn native_streams_and_futures_are_send() {
+        let client = BankClient::new("http://127.0.0.1:9").expect("client");
+        assert_send(&client.transactions(Uuid::nil(), 10));
+        assert_send(&client.transfers(Uuid::nil()));
+        let request = TransferRequest::internal(Uuid::nil(), Uuid::nil(), "1".parse().expect("amount"), "USD", "r");
+        assert_send(&client.transfer(&request));
+        assert_send(&client.accounts());
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bank_api::Tokens;
 use parking_lot::Mutex;
-use tokio::time::Instant;
+
+use crate::time::Instant;
 
 /// Refresh the access token before a call when it expires within this margin.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(30);

@@ -12,7 +12,8 @@
 //!   limiters, or shared ones passed in), failing open;
 //! - `metrics`: the Prometheus registry and the gauges refreshed at scrape time;
 //! - `convert`: bank-core ↔ bank-api types (no rule lives there);
-//! - `routes`: the handlers, one module per resource; `openapi`: the document.
+//! - `routes`: the handlers, one module per resource; `openapi`: the document;
+//! - `web`: the web app's static files at `/` and `/app/*`, with their Content-Security-Policy.
 //!
 //! This module holds no business rule: it parses, authenticates, calls bank-core and converts.
 //! It never logs a token, a password, a TOTP code or a request body.
@@ -25,8 +26,10 @@ mod middleware;
 mod openapi;
 mod problem;
 mod routes;
+pub mod web;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +104,10 @@ pub struct HttpConfig {
     pub deposit_policy: DepositPolicy,
     /// Statements: the bank's name, retention, link validity.
     pub statements: StatementsConfig,
+    /// The web app's folder (`index.html`, `app.js`, `app.css`, `pkg/`), served at `/` and
+    /// `/app/*` ([`web`]); `None` serves no app. Default: the checkout's `bank-wasm/web`
+    /// ([`web::checkout_web_root`]), whose `pkg/` `scripts/build-wasm.sh` writes.
+    pub web_root: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -117,6 +124,7 @@ impl Default for HttpConfig {
             trust_forwarded_for: false,
             deposit_policy: DepositPolicy::default(),
             statements: StatementsConfig::default(),
+            web_root: Some(web::checkout_web_root()),
         }
     }
 }
@@ -280,6 +288,7 @@ pub fn router(state: AppState) -> Router {
     let account_statements = format!("{}/{{id}}/statements", paths::ACCOUNTS);
     let statement_download = format!("{}/{{statement_id}}/download", paths::STATEMENTS);
     let files = format!("{}/{{*key}}", paths::FILES);
+    let web_asset = format!("{}/{{*path}}", web::WEB_APP_PREFIX);
     Router::new()
         .route(paths::AUTH_REGISTER, post(routes::auth::register))
         .route(paths::AUTH_LOGIN, post(routes::auth::login))
@@ -307,6 +316,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTH_READY, get(routes::ops::ready))
         .route(paths::METRICS, get(routes::ops::metrics))
         .route(paths::OPENAPI, get(routes::ops::openapi_json))
+        .route("/", get(web::index))
+        .route(&web_asset, get(web::asset))
         .fallback(routes::ops::not_found)
         // Innermost first: the body limit, then the timeout, the per-IP limit, and outermost the
         // request context (request id, span, metrics, problem bodies), so it sees every answer.
