@@ -208,7 +208,7 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
                                     Some(status) if matches!(error, ClientError::Problem { .. }) => {
                                         TransferAnswer::Refused { status }
                                     }
-                                    _ => TransferAnswer::NoAnswer { reason: error.to_string() },
+                                    _ => TransferAnswer::NoAnswer { reason: error_chain(error) },
                                 }
                             }
                         };
@@ -246,6 +246,18 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
         interrupted: cancel.is_cancelled(),
         journal,
     }
+}
+
+/// `error` and its sources, `: `-separated (reqwest's own message hides the cause).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn index(i: u64, n: usize) -> usize {
