@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check of the workspace:
 #   formatting, clippy (warnings are errors), every test (cargo-nextest when installed, else
-#   cargo test), doctests, one pass of every benchmark, the quickstart and statement_sample examples.
+#   cargo test; bank-load's kill -9 fault test among them), doctests, schemathesis against a release server, one pass of every benchmark, the quickstart and statement_sample examples.
 #
 # Environment:
 #   CARGO_TARGET_DIR       build folder (default: $HOME/.cache/bank-target, shared between checkouts)
@@ -102,6 +102,14 @@ sim_failed=$(grep -Ec '^test .* FAILED$' "$summary_log.sim" || true)
 rm -f "$summary_log.sim"
 passed=$((passed + sim_passed))
 failed=$((failed + sim_failed))
+
+# --- API fuzzing ---------------------------------------------------------------------------------
+# schemathesis (PyPI, in a virtualenv under ~/.cache, installed when missing) against a release
+# `serve --demo` and the committed openapi/openapi.json: every check, customer and operator
+# tokens, a bounded number of examples per operation. Skipped with the reason when it cannot be
+# installed; under BANK_REQUIRE_SERVICES=1 that fails.
+step "schemathesis (scripts/schemathesis.sh, ${BANK_ST_EXAMPLES:-20} examples per operation, release server)"
+bash ./scripts/schemathesis.sh "${BANK_ST_EXAMPLES:-20}"
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.
