@@ -96,10 +96,7 @@ fn read_books(data_dir: &Path) -> Books {
     let mut sums = BTreeMap::<String, Decimal>::new();
     let mut accounts_with_balance = 0;
     let mut statement = conn.prepare("SELECT currency, posted FROM accounts").expect("prepare");
-    for row in statement
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .expect("query")
-    {
+    for row in statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("query") {
         let (currency, posted) = row.expect("row");
         let posted = Decimal::from_str(&posted).expect("a decimal balance");
         *sums.entry(currency).or_default() += posted;
