@@ -83,10 +83,17 @@ struct Books {
 }
 
 fn read_books(data_dir: &Path) -> Books {
-    let conn =
-        rusqlite::Connection::open_with_flags(data_dir.join("bank.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open bank.sqlite");
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
+    let open = |name: &str| {
+        rusqlite::Connection::open_with_flags(data_dir.join(name), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {name}: {e}"))
+    };
+    // Transfers, keys and queues in bank.sqlite; accounts, entries and holds in ledger.sqlite.
+    let conn = open("bank.sqlite");
+    let ledger = open("ledger.sqlite");
+    let check = |c: &rusqlite::Connection| -> String {
+        c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check")
+    };
+    let integrity = format!("{} {}", check(&conn), check(&ledger));
     let mut transfers = BTreeMap::new();
     let mut statement = conn.prepare("SELECT id, status FROM transfers").expect("prepare");
     for row in statement.query_map([], |r| Ok((r.get::<_, Uuid>(0)?, r.get::<_, String>(1)?))).expect("query") {
@@ -95,7 +102,7 @@ fn read_books(data_dir: &Path) -> Books {
     }
     let mut sums = BTreeMap::<String, Decimal>::new();
     let mut accounts_with_balance = 0;
-    let mut statement = conn.prepare("SELECT currency, posted FROM accounts").expect("prepare");
+    let mut statement = ledger.prepare("SELECT currency, posted FROM accounts").expect("prepare");
     for row in statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("query") {
         let (currency, posted) = row.expect("row");
         let posted = Decimal::from_str(&posted).expect("a decimal balance");
@@ -104,10 +111,11 @@ fn read_books(data_dir: &Path) -> Books {
             accounts_with_balance += 1;
         }
     }
-    let held_accounts: i64 =
-        conn.query_row("SELECT count(*) FROM accounts WHERE CAST(held AS REAL) != 0", [], |r| r.get(0)).expect("held");
+    let held_accounts: i64 = ledger
+        .query_row("SELECT count(*) FROM accounts WHERE CAST(held AS REAL) != 0", [], |r| r.get(0))
+        .expect("held");
     let active_holds: i64 =
-        conn.query_row("SELECT count(*) FROM holds WHERE status = 'active'", [], |r| r.get(0)).expect("holds");
+        ledger.query_row("SELECT count(*) FROM holds WHERE status = 'active'", [], |r| r.get(0)).expect("holds");
     Books { integrity, transfers, sums, accounts_with_balance, held_accounts, active_holds }
 }
 
@@ -225,7 +233,7 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
     server.stop().await.expect("stop the server");
 
     let books = read_books(&options.data_dir);
-    assert_eq!(books.integrity, "ok");
+    assert_eq!(books.integrity, "ok ok", "PRAGMA integrity_check of bank.sqlite and ledger.sqlite");
     let stored: BTreeSet<Uuid> = books.transfers.keys().copied().collect();
     assert_eq!(stored, ids, "the server holds exactly the accepted transfers (no key with two, none lost)");
     for (id, status) in &finals {
