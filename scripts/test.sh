@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one command that runs every check of the workspace:
 #   formatting, clippy (warnings are errors), every test (cargo-nextest when installed, else
-#   cargo test), doctests, the JS client (bank-wasm: built, type-checked, tested on Node and in
-#   headless Chromium), one pass of every benchmark, the quickstart and statement_sample examples.
+#   cargo test; bank-load's kill -9 fault test among them), doctests, the JS client (bank-wasm:
+#   built, type-checked, tested on Node and in headless Chromium), schemathesis against a release
+#   server, the deploy/ checks, one pass of every benchmark, the quickstart and statement_sample
+#   examples.
 #
 # Environment:
 #   CARGO_TARGET_DIR       build folder (default: $HOME/.cache/bank-target, shared between checkouts)
@@ -165,6 +167,14 @@ else
   failed=$((failed + js_failed))
   ((js_failed == 0)) || { echo "bank-wasm: ${js_failed} JS test(s) failed" >&2; exit 1; }
 fi
+
+# --- API fuzzing ---------------------------------------------------------------------------------
+# schemathesis (PyPI, in a virtualenv under ~/.cache, installed when missing) against a release
+# `serve --demo` and the committed openapi/openapi.json: every check, customer and operator
+# tokens, a bounded number of examples per operation. Skipped with the reason when it cannot be
+# installed; under BANK_REQUIRE_SERVICES=1 that fails.
+step "schemathesis (scripts/schemathesis.sh, ${BANK_ST_EXAMPLES:-20} examples per operation, release server)"
+bash ./scripts/schemathesis.sh "${BANK_ST_EXAMPLES:-20}"
 
 # --- Benchmarks and examples still run -------------------------------------------------------------
 # Every bench target (benches/*.rs), each benchmark run once without measuring.

@@ -349,6 +349,7 @@ pub(crate) struct VerifyParams {
 #[utoipa::path(get, path = "/v1/admin/audit/verify", tag = "admin", security(("bearer" = [])), params(VerifyParams),
     responses(
         (status = 200, description = "The verdict", body = AuditVerification),
+        (status = 400, description = "Invalid query (from_seq not from 1 to 2^63-1, or given twice)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
@@ -361,6 +362,10 @@ pub(crate) async fn audit_verify(
     ApiQuery(params): ApiQuery<VerifyParams>,
 ) -> Result<Json<AuditVerification>, ApiError> {
     let operator = caller.require_operator()?;
+    // As the document says (minimum 1, at most i64::MAX), like `GET /v1/admin/audit`.
+    if params.from_seq.is_some_and(|seq| seq == 0 || i64::try_from(seq).is_err()) {
+        return Err(ApiError::invalid(format!("from_seq must be from 1 to {}", i64::MAX)));
+    }
     let backend = state.backend();
     let from_seq = params.from_seq.unwrap_or(1);
     let report =

@@ -82,8 +82,8 @@ pub(crate) async fn download(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct RunParams {
-    /// The month, `YYYY-MM` (UTC); it must have ended.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    /// The month, `YYYY-MM` (UTC), 1970-01 to 9998-12; it must have ended.
+    #[param(pattern = r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
     pub(crate) period: String,
     /// Only this account (default: every customer account).
     pub(crate) account_id: Option<String>,

@@ -1,0 +1,373 @@
+//! The open-loop engine. Each route has its own schedule at a constant arrival rate: request `i`
+//! is *intended* at `start + i / rate`, sent then (or at once when the generator is late), and
+//! its latency is measured from that intended time — a slow server makes the following requests
+//! late, and their latency says so (no coordinated omission). Requests never wait for each other;
+//! a cap on requests in flight protects the generator's memory, and a request it could not send
+//! under the cap counts as a `saturated` error.
+//!
+//! Every accepted transfer is followed until it is final (`GET /v1/transfers/{id}`, polled with a
+//! short backoff), which measures accept → settled. The transfers' journal (key, request, answer)
+//! lets a caller re-send every unanswered request under its key after a crash.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bank_api::{TransferRequest, TransferStatus};
+use bank_client::ClientError;
+use parking_lot::Mutex;
+use rand::Rng;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::setup::Fixture;
+use crate::stats::{Recorder, Route, RouteSummary, error_label};
+
+/// Page size of the history reads.
+pub const HISTORY_PAGE: u32 = 20;
+
+/// What to send, how fast and for how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Account views per second.
+    pub account_rate: u32,
+    /// History pages per second.
+    pub history_rate: u32,
+    /// Transfers per second.
+    pub transfer_rate: u32,
+    /// How long the schedules run (settlement is followed beyond it, up to `settle_timeout`).
+    pub duration: Duration,
+    /// Amount of each transfer.
+    pub amount: Decimal,
+    /// Follow accepted transfers until they are final.
+    pub follow_settlement: bool,
+    /// How long an accepted transfer may take to become final.
+    pub settle_timeout: Duration,
+    /// Most requests in flight at once (requests past it are not sent and count as `saturated`).
+    pub in_flight_max: usize,
+    /// Print a progress line on standard error each second.
+    pub progress: bool,
+    /// Keep the journal of transfers.
+    pub journal: bool,
+}
+
+/// What a transfer request got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "answer")]
+pub enum TransferAnswer {
+    /// 202 (or the replay of one): the transfer's id.
+    Accepted { id: Uuid, replayed: bool },
+    /// An error status: the request was answered but not accepted.
+    Refused { status: u16 },
+    /// No answer (connection refused or reset, timeout): the server may or may not have it.
+    NoAnswer { reason: String },
+}
+
+impl TransferAnswer {
+    /// Whether the request must be sent again, under its key, to know its fate: no answer, or
+    /// an answer that says "retry" (5xx, 408, 429, 409 in flight).
+    pub fn is_unresolved(&self) -> bool {
+        match self {
+            Self::Accepted { .. } => false,
+            Self::Refused { status } => matches!(status, 408 | 409 | 429 | 500..=599),
+            Self::NoAnswer { .. } => true,
+        }
+    }
+}
+
+/// One transfer request of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferRecord {
+    pub key: String,
+    /// Index of the sending user in the fixture.
+    pub user: usize,
+    pub request: TransferRequest,
+    pub answer: TransferAnswer,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Time the schedules ran.
+    pub elapsed_ms: u64,
+    /// Per route, over the schedules' time (settle over the same span).
+    pub routes: Vec<RouteSummary>,
+    /// Accepted transfers not final within the settle timeout (or when interrupted).
+    pub unsettled: u64,
+    /// Accepted transfers that ended failed.
+    pub failed_transfers: u64,
+    /// `GET /v1/transfers/{id}` polls sent to follow settlement (extra read load, not measured).
+    pub settle_polls: u64,
+    /// The run was stopped early (Ctrl-C).
+    pub interrupted: bool,
+    #[serde(skip)]
+    pub journal: Vec<TransferRecord>,
+}
+
+impl Outcome {
+    /// The summary of `route`.
+    pub fn route(&self, route: Route) -> Option<&RouteSummary> {
+        self.routes.iter().find(|r| r.route == route)
+    }
+
+    /// Errors over every route, settlement included.
+    pub fn errors(&self) -> u64 {
+        self.routes.iter().map(|r| r.errors).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    journal: Mutex<Vec<TransferRecord>>,
+    unsettled: AtomicU64,
+    failed: AtomicU64,
+    polls: AtomicU64,
+}
+
+/// Runs `plan` against the fixture's users until done or `cancel` is triggered.
+pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> Outcome {
+    let recorder = Arc::new(Recorder::new());
+    let shared = Arc::new(Shared::default());
+    let tracker = TaskTracker::new();
+    let fixture = Arc::new(fixture.clone());
+    let start = Instant::now() + Duration::from_millis(20);
+    let progress = plan.progress.then(|| tokio::spawn(progress_lines(Arc::clone(&recorder), tracker.clone())));
+
+    let reads = {
+        let (fixture, recorder, tracker) = (Arc::clone(&fixture), Arc::clone(&recorder), tracker.clone());
+        let plan = plan.clone();
+        let cancel = cancel.clone();
+        async move {
+            schedule(plan.account_rate, start, &plan, &cancel, &tracker, &recorder, Route::Account, |i, intended| {
+                let user = &fixture.users[index(i, fixture.users.len())];
+                let (client, account, recorder) = (user.client.clone(), user.account, Arc::clone(&recorder));
+                async move { measure(&recorder, Route::Account, intended, client.account(account).await) }
+            })
+            .await
+        }
+    };
+    let history = {
+        let (fixture, recorder, tracker) = (Arc::clone(&fixture), Arc::clone(&recorder), tracker.clone());
+        let plan = plan.clone();
+        let cancel = cancel.clone();
+        async move {
+            schedule(plan.history_rate, start, &plan, &cancel, &tracker, &recorder, Route::History, |i, intended| {
+                let user = &fixture.users[index(i, fixture.users.len())];
+                let (client, account, recorder) = (user.client.clone(), user.account, Arc::clone(&recorder));
+                async move {
+                    let page = client.transactions_page(account, HISTORY_PAGE, None).await;
+                    measure(&recorder, Route::History, intended, page)
+                }
+            })
+            .await
+        }
+    };
+    let transfers = {
+        let (fixture, recorder, tracker) = (Arc::clone(&fixture), Arc::clone(&recorder), tracker.clone());
+        let (plan2, shared) = (plan.clone(), Arc::clone(&shared));
+        let cancel = cancel.clone();
+        async move {
+            let plan = plan2.clone();
+            schedule(
+                plan.transfer_rate,
+                start,
+                &plan,
+                &cancel,
+                &tracker.clone(),
+                &recorder.clone(),
+                Route::Transfer,
+                |i, intended| {
+                    let n = fixture.users.len();
+                    let from = index(i, n);
+                    let to = if n < 2 { from } else { (from + 1 + rand::thread_rng().gen_range(0..n - 1)) % n };
+                    let request = TransferRequest::internal(
+                        fixture.users[from].account,
+                        fixture.users[to].account,
+                        plan2.amount,
+                        fixture.currency.clone(),
+                        "bank-load",
+                    );
+                    let key = Uuid::now_v7().to_string();
+                    let client = fixture.users[from].client.clone();
+                    let (recorder, shared, tracker, cancel, plan) =
+                        (Arc::clone(&recorder), Arc::clone(&shared), tracker.clone(), cancel.clone(), plan2.clone());
+                    async move {
+                        let result = client.transfer_with_key(&key, &request).await;
+                        let answer = match &result {
+                            Ok(submitted) => {
+                                recorder.ok(Route::Transfer, intended.elapsed());
+                                TransferAnswer::Accepted { id: submitted.value.id, replayed: submitted.replayed }
+                            }
+                            Err(error) => {
+                                recorder.error(Route::Transfer, &error_label(error));
+                                match error.status() {
+                                    Some(status) if matches!(error, ClientError::Problem { .. }) => {
+                                        TransferAnswer::Refused { status }
+                                    }
+                                    _ => TransferAnswer::NoAnswer { reason: error_chain(error) },
+                                }
+                            }
+                        };
+                        if let (TransferAnswer::Accepted { id, .. }, true) = (&answer, plan.follow_settlement) {
+                            let id = *id;
+                            let accepted = Instant::now();
+                            let (recorder, shared) = (Arc::clone(&recorder), Arc::clone(&shared));
+                            tracker.spawn(async move {
+                                follow(&client, id, accepted, plan.settle_timeout, &recorder, &shared, &cancel).await;
+                            });
+                        }
+                        if plan.journal {
+                            shared.journal.lock().push(TransferRecord { key, user: from, request, answer });
+                        }
+                    }
+                },
+            )
+            .await
+        }
+    };
+    tokio::join!(reads, history, transfers);
+    let elapsed = Instant::now().saturating_duration_since(start);
+    tracker.close();
+    tracker.wait().await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let journal = std::mem::take(&mut *shared.journal.lock());
+    Outcome {
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        routes: recorder.summary(elapsed),
+        unsettled: shared.unsettled.load(Ordering::Relaxed),
+        failed_transfers: shared.failed.load(Ordering::Relaxed),
+        settle_polls: shared.polls.load(Ordering::Relaxed),
+        interrupted: cancel.is_cancelled(),
+        journal,
+    }
+}
+
+/// `error` and its sources, `: `-separated (reqwest's own message hides the cause).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn index(i: u64, n: usize) -> usize {
+    usize::try_from(i % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
+fn measure<T>(recorder: &Recorder, route: Route, intended: Instant, result: Result<T, ClientError>) {
+    match result {
+        Ok(_) => recorder.ok(route, intended.elapsed()),
+        Err(error) => recorder.error(route, &error_label(&error)),
+    }
+}
+
+/// Sends request `i` at `start + i / rate` for `plan.duration`, each as its own task.
+#[allow(clippy::too_many_arguments)]
+async fn schedule<F, Fut>(
+    rate: u32,
+    start: Instant,
+    plan: &Plan,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+    recorder: &Recorder,
+    route: Route,
+    mut make: F,
+) where
+    F: FnMut(u64, Instant) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if rate == 0 {
+        return;
+    }
+    let duration_ns = plan.duration.as_nanos();
+    for i in 0_u64.. {
+        let offset_ns = u128::from(i) * 1_000_000_000 / u128::from(rate);
+        if offset_ns >= duration_ns {
+            break;
+        }
+        let intended = start + Duration::from_nanos(u64::try_from(offset_ns).unwrap_or(u64::MAX));
+        tokio::select! {
+            () = tokio::time::sleep_until(intended) => {}
+            () = cancel.cancelled() => break,
+        }
+        if tracker.len() >= plan.in_flight_max {
+            recorder.error(route, "saturated");
+            continue;
+        }
+        tracker.spawn(make(i, intended));
+    }
+}
+
+/// Polls transfer `id` until it is final: settled is recorded with its accept → settled time.
+async fn follow(
+    client: &bank_client::BankClient,
+    id: Uuid,
+    accepted: Instant,
+    timeout: Duration,
+    recorder: &Recorder,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) {
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if accepted.elapsed() >= timeout || cancel.is_cancelled() {
+            shared.unsettled.fetch_add(1, Ordering::Relaxed);
+            recorder.error(Route::Settle, "unsettled");
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => continue,
+        }
+        delay = (delay * 2).min(Duration::from_millis(50));
+        shared.polls.fetch_add(1, Ordering::Relaxed);
+        match client.get_transfer(id).await {
+            Ok(transfer) if transfer.status == TransferStatus::Settled => {
+                recorder.ok(Route::Settle, accepted.elapsed());
+                return;
+            }
+            Ok(transfer) if transfer.status == TransferStatus::Failed => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                recorder.error(Route::Settle, "failed");
+                return;
+            }
+            // Not final yet, or the poll failed: try again until the timeout.
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+/// One line per second on standard error: per route the rate and p99 of the last second.
+async fn progress_lines(recorder: Arc<Recorder>, tracker: TaskTracker) {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+    let mut last = Instant::now();
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let window = recorder.take_window(now.saturating_duration_since(last));
+        last = now;
+        let mut line = format!("[{:>4}s]", started.elapsed().as_secs());
+        for r in window.iter().filter(|r| r.requests > 0) {
+            line.push_str(&format!(
+                " {} {}/s p99 {} err {} |",
+                r.route.name(),
+                r.ok_per_sec,
+                crate::report::ms(r.p99_us),
+                r.errors
+            ));
+        }
+        line.push_str(&format!(" in flight {}", tracker.len()));
+        eprintln!("{line}");
+    }
+}
