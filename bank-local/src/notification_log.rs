@@ -83,24 +83,6 @@ impl From<DeliveryKey> for KeyColumns {
     }
 }
 
-/// The state, reason columns of `state`.
-fn state_columns(state: &DeliveryState) -> (&'static str, Option<String>) {
-    match state {
-        DeliveryState::Claimed => ("claimed", None),
-        DeliveryState::Sent => ("sent", None),
-        DeliveryState::Failed { reason } => ("failed", Some(reason.clone())),
-    }
-}
-
-fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
-    match (state, reason) {
-        ("claimed", None) => Ok(DeliveryState::Claimed),
-        ("sent", None) => Ok(DeliveryState::Sent),
-        ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
-        (state, _) => Err(ROW.corrupt(format!("delivery state {state:?}"))),
-    }
-}
-
 /// Inserts `key` with `state` if absent; true if it did. A new record forgets those more than
 /// `capacity` positions older.
 fn insert_record(
@@ -110,7 +92,7 @@ fn insert_record(
     key: &KeyColumns,
     state: &DeliveryState,
 ) -> Result<bool> {
-    let (state, reason) = state_columns(state);
+    let (state, reason) = state.columns();
     let inserted = conn
         .prepare_cached(
             "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
@@ -152,7 +134,7 @@ impl NotificationLog for SqliteNotificationLog {
             .run(move |conn| {
                 let now = nanos(clock.now())?;
                 let columns = KeyColumns::from(key);
-                let (name, reason) = state_columns(&state);
+                let (name, reason) = state.columns();
                 let updated = conn
                     .prepare_cached(
                         "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
@@ -222,7 +204,12 @@ impl NotificationLog for SqliteNotificationLog {
             let Some(row) = rows.next().map_err(db_err)? else { return Ok(None) };
             // Decoding the channel checks the row is one this log wrote.
             channel_of(&ROW.get::<String>(row, "channel")?)?;
-            state_of(&ROW.get::<String>(row, "state")?, ROW.get(row, "reason")?).map(Some)
+            {
+                let state: String = ROW.get(row, "state")?;
+                DeliveryState::from_columns(&state, ROW.get(row, "reason")?)
+                    .map(Some)
+                    .ok_or_else(|| ROW.corrupt(format!("delivery state {state:?}")))
+            }
         })
     }
 }

@@ -106,24 +106,6 @@ fn channel_of(text: &str) -> Result<Channel> {
         .ok_or_else(|| ROW.corrupt(format!("channel {text:?}")))
 }
 
-/// The state, reason columns of `state`.
-fn state_columns(state: &DeliveryState) -> (&'static str, Option<&str>) {
-    match state {
-        DeliveryState::Claimed => ("claimed", None),
-        DeliveryState::Sent => ("sent", None),
-        DeliveryState::Failed { reason } => ("failed", Some(reason.as_str())),
-    }
-}
-
-fn state_of(state: &str, reason: Option<String>) -> Result<DeliveryState> {
-    match (state, reason) {
-        ("claimed", None) => Ok(DeliveryState::Claimed),
-        ("sent", None) => Ok(DeliveryState::Sent),
-        ("failed", Some(reason)) => Ok(DeliveryState::Failed { reason }),
-        (state, _) => Err(ROW.corrupt(format!("delivery state {state:?}"))),
-    }
-}
-
 #[async_trait]
 impl NotificationLog for PgNotificationLog {
     async fn claim(&self, key: DeliveryKey) -> Result<bool> {
@@ -163,7 +145,7 @@ impl NotificationLog for PgNotificationLog {
 
     async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
         let state = DeliveryState::from(outcome);
-        let (name, reason) = state_columns(&state);
+        let (name, reason) = state.columns();
         if reason.is_some_and(|r| r.contains('\0')) {
             return Err(Error::InvalidInput("a failure reason may not contain NUL characters".into()));
         }
@@ -222,6 +204,8 @@ impl NotificationLog for PgNotificationLog {
         let Some((channel, state, reason)) = row else { return Ok(None) };
         // Decoding the channel checks the row is one this log wrote.
         channel_of(&channel)?;
-        state_of(&state, reason).map(Some)
+        DeliveryState::from_columns(&state, reason)
+            .map(Some)
+            .ok_or_else(|| ROW.corrupt(format!("delivery state {state:?}")))
     }
 }

@@ -201,6 +201,28 @@ pub enum DeliveryState {
     },
 }
 
+impl DeliveryState {
+    /// The state's name and failure reason, as stores keep them in two columns.
+    pub fn columns(&self) -> (&'static str, Option<&str>) {
+        match self {
+            DeliveryState::Claimed => ("claimed", None),
+            DeliveryState::Sent => ("sent", None),
+            DeliveryState::Failed { reason } => ("failed", Some(reason.as_str())),
+        }
+    }
+
+    /// The state [`DeliveryState::columns`] gave `(state, reason)`; `None` for a pair it never
+    /// gives (a corrupt row).
+    pub fn from_columns(state: &str, reason: Option<String>) -> Option<DeliveryState> {
+        match (state, reason) {
+            ("claimed", None) => Some(DeliveryState::Claimed),
+            ("sent", None) => Some(DeliveryState::Sent),
+            ("failed", Some(reason)) => Some(DeliveryState::Failed { reason }),
+            _ => None,
+        }
+    }
+}
+
 impl From<DeliveryOutcome> for DeliveryState {
     fn from(outcome: DeliveryOutcome) -> Self {
         match outcome {
