@@ -22,7 +22,7 @@ pub struct AwsResources {
 /// An SQS FIFO queue name: letters, digits, `-` and `_`, ending `.fifo`, short enough for its
 /// dead-letter queue `<stem>-dlq.fifo` to fit SQS's 80 characters.
 pub fn check_queue_name(name: &str) -> Result<(), String> {
-    check_fifo(name, 80 - "-dlq".len(), "an SQS FIFO queue name")
+    check_fifo(name, crate::sqs::SQS_QUEUE_NAME_LEN_MAX - "-dlq".len(), "an SQS FIFO queue name")
 }
 
 /// The prefix of subscription queues: 1 to 40 letters, digits, `-` and `_` (so that

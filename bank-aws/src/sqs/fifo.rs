@@ -44,20 +44,10 @@ pub struct QueueUrls {
     pub dead_letter_queue_url: String,
 }
 
-/// Refuses a queue name SQS would refuse: 1 to 80 characters of `A-Za-z0-9_-` ending in
-/// `.fifo`, leaving room for the dead-letter queue's `-dlq`.
+/// Refuses a queue name SQS would refuse ([`crate::backend::check_queue_name`]: `A-Za-z0-9_-`
+/// ending in `.fifo`, leaving room for the dead-letter queue's `-dlq`), as bad input.
 pub(crate) fn check_queue_name(name: &str) -> Result<()> {
-    let stem = name
-        .strip_suffix(FIFO_SUFFIX)
-        .ok_or_else(|| Error::InvalidInput(format!("SQS FIFO queue name {name:?} must end in {FIFO_SUFFIX}")))?;
-    let fits = dead_letter_name(name).len() <= SQS_QUEUE_NAME_LEN_MAX;
-    if stem.is_empty() || !fits || !stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(Error::InvalidInput(format!(
-            "SQS FIFO queue name {name:?}: 1 to {} characters of A-Z, a-z, 0-9, '-', '_' before {FIFO_SUFFIX}",
-            SQS_QUEUE_NAME_LEN_MAX - FIFO_SUFFIX.len() - "-dlq".len()
-        )));
-    }
-    Ok(())
+    crate::backend::check_queue_name(name).map_err(|why| Error::InvalidInput(format!("{name:?}: {why}")))
 }
 
 /// The dead-letter queue's name of the FIFO queue `name`: `<stem>-dlq.fifo`.

@@ -93,6 +93,18 @@ fn server(env: &[(&'static str, String)]) -> Command {
     command
 }
 
+/// `aws`'s variables with a fresh pair of signing keys from `bank-server keys`.
+fn aws_env(aws: &TestAws) -> Vec<(&'static str, String)> {
+    let keys = text(&server(&[]).arg("keys").output().expect("keys").stdout);
+    let mut env = aws.env();
+    for line in keys.lines() {
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        let name = VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).expect("a known variable");
+        env.push((name, value.to_owned()));
+    }
+    env
+}
+
 /// The webhook receiver: every delivery's `Idempotency-Key` (`<event_id>:<recipient>`) and body.
 async fn webhook_receiver() -> (String, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
     let received: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
@@ -152,13 +164,7 @@ struct Sent {
 async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
     let Some(aws) = TestAws::new("scaleout").await else { return };
     let (hook_url, received) = webhook_receiver().await;
-    let keys = text(&server(&[]).arg("keys").output().expect("keys").stdout);
-    let mut env = aws.env();
-    for line in keys.lines() {
-        let (name, value) = line.split_once('=').expect("NAME=value");
-        let name = VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).expect("a known variable");
-        env.push((name, value.to_owned()));
-    }
+    let mut env = aws_env(&aws);
     env.extend([
         ("BANK_LOG", "warn".to_owned()),
         ("BANK_LISTEN", "127.0.0.1:0".to_owned()),
@@ -353,13 +359,7 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
 #[tokio::test]
 async fn migrate_creates_the_aws_resources_when_asked_and_a_missing_one_stops_the_start_by_name() {
     let Some(aws) = TestAws::named("cli-aws-migrate").await else { return };
-    let keys = text(&server(&[]).arg("keys").output().expect("keys").stdout);
-    let mut env = aws.env();
-    for line in keys.lines() {
-        let (name, value) = line.split_once('=').expect("NAME=value");
-        let name = VARIABLES.iter().map(|(n, _, _)| *n).find(|n| *n == name).expect("a known variable");
-        env.push((name, value.to_owned()));
-    }
+    let env = aws_env(&aws);
     let run = |extra: &[(&'static str, String)], args: &[&str]| {
         let mut all = env.clone();
         all.extend(extra.iter().cloned());

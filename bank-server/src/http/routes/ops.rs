@@ -31,20 +31,17 @@ pub(crate) async fn live() -> Json<Health> {
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let mut checks = BTreeMap::new();
     let mut all_ok = true;
-    for (name, result) in state.backend().ready.check().await {
+    let backend = state.backend();
+    let required = backend.ready.check().await.into_iter().map(|(name, result)| (name, result, true));
+    let optional = backend.ready.optional().await.into_iter().map(|(name, result)| (name, result, false));
+    for (name, result, needed) in required.chain(optional) {
         let status = match result {
             Ok(()) => OK.to_owned(),
-            Err(error) => {
+            Err(error) if needed => {
                 tracing::warn!(check = name, %error, "readiness check failed");
                 all_ok = false;
                 error.code().to_owned()
             }
-        };
-        checks.insert(name.to_owned(), status);
-    }
-    for (name, result) in state.backend().ready.optional().await {
-        let status = match result {
-            Ok(()) => OK.to_owned(),
             Err(error) => {
                 tracing::warn!(check = name, %error, "optional service down; going on without it");
                 format!("degraded: {}", error.code())
