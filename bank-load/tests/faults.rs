@@ -7,6 +7,12 @@
 //!   exactly the accepted transfers, every currency's balances sum to zero, the customers' money
 //!   is conserved, no hold is left, and SQLite's integrity check passes.
 //!
+//! - `a_full_disk_under_load_refuses_writes_keeps_reads_and_recovers_by_itself`: the data
+//!   directory on a small tmpfs (mounted by the test: root only; skipped with the reason
+//!   otherwise, failed when `BANK_REQUIRE_SERVICES=1`) filled by a ballast file while transfers
+//!   run — under the server's free-space floor, then to the last byte — and freed; the same checks
+//!   after it.
+//!
 //! Short by default (seconds, for `scripts/test.sh`); `BANK_FAULT_SECONDS=60` makes the long
 //! version. The server binary is `BANK_SERVER_BIN`, else the `bank-server` built next to this
 //! test (built with cargo when missing).
@@ -17,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use bank_api::TransferStatus;
+use bank_api::{TransferRequest, TransferStatus};
 use bank_client::{ClientError, RetryPolicy};
 use bank_load::run::{self, Plan, TransferAnswer};
 use bank_load::server::{Server, ServerOptions};
@@ -171,10 +177,25 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
         seconds * 500
     );
 
+    resend_settle_and_check(&fixture, &outcome.journal, server, &options, deposit).await;
+}
+
+/// After a faulty run: sends every request of `journal` left without a definitive answer again
+/// under its own key until answered; then checks that every accepted transfer ends settled or
+/// failed, each key names one transfer, the load's users' money is conserved with no hold left;
+/// stops `server` and checks its files: exactly the accepted transfers, every currency summing to
+/// zero, no hold, `PRAGMA integrity_check` ok.
+async fn resend_settle_and_check(
+    fixture: &setup::Fixture,
+    journal: &[run::TransferRecord],
+    server: Server,
+    options: &ServerOptions,
+    deposit: Decimal,
+) {
     // Re-send every unanswered request under its key until it is answered for good.
     let mut accepted = BTreeMap::<String, Uuid>::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    for record in &outcome.journal {
+    for record in journal {
         let mut answer = record.answer.clone();
         while answer.is_unresolved() {
             if Instant::now() >= deadline {
@@ -205,10 +226,9 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
     assert_eq!(ids.len(), accepted.len(), "two keys answered the same transfer");
 
     // Every accepted transfer ends settled or failed.
-    let operator = &fixture.operator;
     let mut finals = BTreeMap::new();
     for (key, id) in &accepted {
-        let owner = outcome.journal.iter().find(|r| &r.key == key).map(|r| r.user).expect("its record");
+        let owner = journal.iter().find(|r| &r.key == key).map(|r| r.user).expect("its record");
         let client = &fixture.users[owner].client;
         let status = loop {
             assert!(Instant::now() < deadline + Duration::from_secs(60), "transfer {id} is not final");
@@ -219,7 +239,6 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
         };
         finals.insert(*id, status);
     }
-    let _ = operator;
     // Through the API: the load's users only paid each other, so their total is what was
     // deposited, and nothing is pending (no hold left).
     let mut total = Decimal::ZERO;
@@ -229,7 +248,7 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
         assert_eq!(account.available, account.posted, "account {}", account.id);
         total += account.posted;
     }
-    assert_eq!(total, Decimal::from(USERS) * deposit, "the load's users' money is conserved");
+    assert_eq!(total, Decimal::from(fixture.users.len()) * deposit, "the load's users' money is conserved");
     server.stop().await.expect("stop the server");
 
     let books = read_books(&options.data_dir);
@@ -243,8 +262,193 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
     for (currency, sum) in &books.sums {
         assert!(sum.is_zero(), "{currency} balances sum to {sum}");
     }
-    assert!(books.accounts_with_balance > USERS, "the books hold the load's balances");
+    assert!(books.accounts_with_balance > fixture.users.len(), "the books hold the load's balances");
     assert_eq!((books.held_accounts, books.active_holds), (0, 0), "holds left");
     let settled = finals.values().filter(|s| **s == TransferStatus::Settled).count();
     println!("{} accepted: {settled} settled, {} failed; books balanced", finals.len(), finals.len() - settled);
+}
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory for one test; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `Err(reason)` when this process may not mount (not root, no `mount`).
+    fn mount(mib: u64) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("mount -t tmpfs refused: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let stat = rustix::fs::statvfs(self.path()).expect("statvfs");
+        stat.f_bavail * stat.f_frsize
+    }
+
+    /// Writes zeros into `file` until only `leave` bytes are free (0: until the disk is full).
+    fn fill(&self, file: &Path, leave: u64) {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(file).expect("ballast");
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            let room = self.free().saturating_sub(leave);
+            if room == 0 {
+                break;
+            }
+            let n = usize::try_from(room.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            match out.write(&chunk[..n]) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("writing the ballast: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Waits until `client`'s transfer `id` is final (bounded).
+async fn final_status(client: &bank_client::BankClient, id: Uuid, within: Duration) -> TransferStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(t) = client.get_transfer(id).await
+            && t.status.is_final()
+        {
+            return t.status;
+        }
+        assert!(Instant::now() < deadline, "transfer {id} not final within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The data directory on a small tmpfs filled while transfers run: first down to under the
+/// server's free-space floor (writes 503 with a retry, reads and settlement go on), then to the
+/// last byte (the server stays up, reads still answer), then freed — and the server takes writes
+/// again by itself, without a restart. Afterwards every request is resolved under its key and
+/// the books are checked as after a kill -9 (nothing lost, doubled or corrupt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_load_refuses_writes_keeps_reads_and_recovers_by_itself() {
+    const FLOOR_MIB: u64 = 48;
+    let tmpfs = match Tmpfs::mount(192) {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) if std::env::var("BANK_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("BANK_REQUIRE_SERVICES=1 but no tmpfs for the full-disk test: {reason}")
+        }
+        Err(reason) => {
+            println!("skipped: the full-disk test needs to mount a tmpfs ({reason})");
+            return;
+        }
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let options = ServerOptions {
+        binary: server_binary(),
+        data_dir: tmpfs.path().join("data"),
+        listen: Some(free_port()),
+        log: work.path().join("server.log"),
+        env: vec![("BANK_DATA_DIR_MIN_FREE_MB".into(), FLOOR_MIB.to_string())],
+    };
+    let server = Server::start(&options).await.expect("start the server");
+    let client_options = ClientOptions { timeout: Duration::from_secs(5), retry: RetryPolicy::none() };
+    let deposit = Decimal::from_str(DEPOSIT).expect("decimal");
+    let fixture = setup::prepare(&server.base_url, &server.operator, USERS, "USD", deposit, client_options)
+        .await
+        .expect("prepare the users");
+    let seconds = fault_seconds().max(6);
+    let plan = Plan {
+        account_rate: 50,
+        history_rate: 0,
+        transfer_rate: 50,
+        duration: Duration::from_secs(seconds),
+        amount: Decimal::new(1, 2),
+        follow_settlement: false,
+        settle_timeout: Duration::from_secs(30),
+        in_flight_max: 10_000,
+        progress: false,
+        journal: true,
+    };
+    let cancel = CancellationToken::new();
+    let load = {
+        let (fixture, plan, cancel) = (fixture.clone(), plan.clone(), cancel.clone());
+        tokio::spawn(async move { run::run(&fixture, &plan, &cancel).await })
+    };
+    let (alice, bob) = (&fixture.users[0], &fixture.users[1]);
+    let probe = TransferRequest::internal(alice.account, bob.account, Decimal::new(1, 2), "USD", "probe");
+    let mut probes = Vec::new();
+    let mut send_probe = async |what: &str| {
+        let key = Uuid::now_v7().to_string();
+        let result = alice.client.transfer_with_key(&key, &probe).await;
+        let answer = match &result {
+            Ok(s) => TransferAnswer::Accepted { id: s.value.id, replayed: s.replayed },
+            Err(e @ ClientError::Problem { .. }) => TransferAnswer::Refused { status: e.status().unwrap_or(0) },
+            Err(e) => TransferAnswer::NoAnswer { reason: run::error_chain(&e) },
+        };
+        println!("{what}: {answer:?}");
+        probes.push(run::TransferRecord { key, user: 0, request: probe.clone(), answer: answer.clone() });
+        (answer, result)
+    };
+    tokio::time::sleep(Duration::from_secs(seconds / 6)).await;
+    let (_, before) = send_probe("before the disk fills").await;
+    let accepted_before = before.expect("a transfer is accepted while there is room").value.id;
+
+    // 1. Under the floor, with room left: writes refused, retryable; reads and settlement go on.
+    let ballast = tmpfs.path().join("ballast");
+    tmpfs.fill(&ballast, (FLOOR_MIB / 2) << 20);
+    println!("under the floor: {} MiB free", tmpfs.free() >> 20);
+    let (answer, refused) = send_probe("under the floor").await;
+    assert_eq!(answer, TransferAnswer::Refused { status: 503 }, "a write under the floor");
+    let problem = refused.expect_err("refused").to_problem();
+    assert!(problem.detail.as_deref().unwrap_or_default().contains("disk"), "{problem:?}");
+    let account = alice.client.account(alice.account).await.expect("reads go on under the floor");
+    assert_eq!(account.id, alice.account);
+    let ready = fixture.operator.health_ready().await.expect("ready answers 200 under the floor");
+    assert!(ready.checks.get("disk").is_some_and(|c| c.starts_with("degraded")), "{ready:?}");
+    let status = final_status(&alice.client, accepted_before, Duration::from_secs(20)).await;
+    println!("a transfer accepted before the floor ended {status:?} under it");
+
+    // 2. To the last byte: the server stays up and reads keep answering for a while.
+    tmpfs.fill(&ballast, 0);
+    println!("full: {} bytes free", tmpfs.free());
+    for _ in 0..5 {
+        alice.client.account(alice.account).await.expect("reads answer on a full disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fixture.operator.health_live().await.expect("alive on a full disk");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 3. Space freed: writes are taken again by the same process.
+    std::fs::remove_file(&ballast).expect("free the space");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (answer, _) = send_probe("after freeing").await;
+        if matches!(answer, TransferAnswer::Accepted { .. }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes not taken again 30 s after space was freed: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let outcome = load.await.expect("the load task");
+    let refused = outcome.journal.iter().filter(|r| r.answer == TransferAnswer::Refused { status: 503 }).count();
+    println!("{} transfers sent by the load, {refused} answered 503 while the disk was low or full", outcome.journal.len());
+    assert!(refused > 0, "the load met the full disk");
+    let mut journal = outcome.journal;
+    journal.extend(probes);
+    resend_settle_and_check(&fixture, &journal, server, &options, deposit).await;
+    drop(tmpfs);
 }

@@ -43,6 +43,7 @@ use crate::idempotency::SqliteIdempotencyStore;
 use crate::ledger::SqliteLedger;
 use crate::notification_log::SqliteNotificationLog;
 use crate::queue::SqliteQueue;
+use crate::space::DiskSpace;
 use crate::transfers::SqliteTransferStore;
 use crate::users::SqliteUserStore;
 
@@ -69,7 +70,13 @@ pub struct LocalConfig {
     pub audit_origin: String,
     /// When audit checkpoints are taken and how long their sealed segments are kept.
     pub audit_seal: SealPolicy,
+    /// Free bytes under which the data directory counts as nearly full (see [`crate::space`]).
+    pub min_free_bytes: u64,
 }
+
+/// The default [`LocalConfig::min_free_bytes`]: 256 MiB, room for about ten minutes of audited
+/// reads at a thousand a second, plus the write-ahead logs, after new writes stop.
+pub const MIN_FREE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
 /// The default [`LocalConfig::audit_origin`].
 pub const AUDIT_ORIGIN_DEFAULT: &str = "bank.example/audit";
@@ -85,6 +92,7 @@ impl LocalConfig {
             public_url: "http://127.0.0.1:8080".into(),
             audit_origin: AUDIT_ORIGIN_DEFAULT.into(),
             audit_seal: SealPolicy::default(),
+            min_free_bytes: MIN_FREE_BYTES_DEFAULT,
         }
     }
 }
@@ -124,6 +132,8 @@ pub struct LocalBackend {
     pub audit_seal: SealPolicy,
     /// Deposits waiting for a second operator.
     pub deposit_requests: Arc<SqliteDepositRequests>,
+    /// Free space of the data directory, and the floor under which new writes are refused.
+    pub space: DiskSpace,
 }
 
 impl LocalBackend {
@@ -181,6 +191,7 @@ impl LocalBackend {
             audit_key,
             audit_seal: config.audit_seal,
             deposit_requests,
+            space: DiskSpace::new(&config.data_dir, config.min_free_bytes),
         })
     }
 

@@ -16,6 +16,8 @@
 //!   restart);
 //! - [`notification_log`]: [`notification_log::SqliteNotificationLog`], the durable notification
 //!   log (at most one message per event, channel and recipient).
+//! - [`space`]: [`space::DiskSpace`], the data directory's free space and the floor under which
+//!   new writes are refused.
 //! - [`users`]: [`users::SqliteUserStore`], users and refresh-token families.
 
 pub mod approvals;
@@ -28,5 +30,6 @@ pub mod idempotency;
 pub mod ledger;
 pub mod notification_log;
 pub mod queue;
+pub mod space;
 pub mod transfers;
 pub mod users;

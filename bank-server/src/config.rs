@@ -45,6 +45,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("BANK_LISTEN", "127.0.0.1:8080", "address the HTTP API listens on (port 0: any free port)"),
     ("BANK_DATA_DIR", "./data", "data directory (SQLite database, blobs, signing key)"),
     (
+        "BANK_DATA_DIR_MIN_FREE_MB",
+        "256",
+        "free MiB on BANK_DATA_DIR's disk under which new writes answer 503 (reads, sign-ins and accepted transfers go on), 1 to 1048576",
+    ),
+    (
         "BANK_DATABASE_URL",
         "(none)",
         "PostgreSQL writer, postgres://user:password@host:5432/db: ledger, transfers and users live there (unset: SQLite in BANK_DATA_DIR)",
@@ -335,6 +340,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `BANK_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// `BANK_DATA_DIR_MIN_FREE_MB`, in bytes.
+    pub data_dir_min_free: u64,
     /// `BANK_DATABASE_URL`, `BANK_DATABASE_READER_URL`, `BANK_DATABASE_POOL` (`None`: the embedded
     /// SQLite backend only).
     pub database: Option<DatabaseConfig>,
@@ -430,6 +437,8 @@ impl Config {
             v.parse().map_err(|_| ConfigError::invalid("BANK_LISTEN", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?
         };
         let data_dir = PathBuf::from(required(get("BANK_DATA_DIR")?));
+        let data_dir_min_free =
+            parse_in_range("BANK_DATA_DIR_MIN_FREE_MB", &required(get("BANK_DATA_DIR_MIN_FREE_MB")?), 1, 1 << 20)? << 20;
         let database = {
             let pool =
                 u32::try_from(parse_in_range("BANK_DATABASE_POOL", &required(get("BANK_DATABASE_POOL")?), 1, 1000)?)
@@ -645,6 +654,7 @@ impl Config {
             audit_seal,
             listen,
             data_dir,
+            data_dir_min_free,
             database,
             log,
             log_format,
@@ -692,6 +702,7 @@ impl Config {
             public_url,
             audit_origin: self.audit_origin.clone(),
             audit_seal: self.audit_seal,
+            min_free_bytes: self.data_dir_min_free,
             ..LocalConfig::new(&self.data_dir)
         }
     }
@@ -1003,6 +1014,7 @@ mod tests {
         let c = parse(&[
             ("BANK_LISTEN", "0.0.0.0:9000"),
             ("BANK_DATA_DIR", "/var/lib/bank"),
+            ("BANK_DATA_DIR_MIN_FREE_MB", "64"),
             ("BANK_LOG", "warn,bank_core=debug"),
             ("BANK_LOG_FORMAT", "json"),
             ("BANK_PUBLIC_URL", "https://bank.example/"),
@@ -1032,6 +1044,7 @@ mod tests {
         );
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/bank"));
+        assert_eq!(c.local_config().min_free_bytes, 64 * 1024 * 1024);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.public_url, "https://bank.example");
         assert_eq!(c.jwt_issuer, "https://bank.example", "the issuer defaults to the public URL");
@@ -1044,6 +1057,15 @@ mod tests {
         assert_eq!(c.password.as_ref().map(Secret::expose), Some("correct horse battery"));
         assert!(!format!("{c:?}").contains("horse"), "Debug never shows the password");
         assert_eq!(c.local_config().public_url, "https://bank.example/files", "signed links are served under /files");
+    }
+
+    #[test]
+    fn the_disk_floor_is_in_mib_and_bounded() {
+        let c = Config::default();
+        assert_eq!(c.local_config().min_free_bytes, bank_local::backend::MIN_FREE_BYTES_DEFAULT);
+        for bad in ["0", "1048577", "1.5", "64MB", "-1"] {
+            refused(&[("BANK_DATA_DIR_MIN_FREE_MB", bad)], "BANK_DATA_DIR_MIN_FREE_MB");
+        }
     }
 
     #[test]

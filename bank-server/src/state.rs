@@ -21,6 +21,7 @@ use bank_core::ports::{BlobStore, EventPublisher, LedgerStore};
 use bank_core::users::UserStore;
 use bank_local::backend::LocalBackend;
 use bank_local::blob::FileBlobStore;
+use bank_local::space::DiskSpace;
 
 use crate::auth::issuer::TokenIssuer;
 use crate::auth::verify::TokenVerifier;
@@ -82,6 +83,9 @@ pub struct Backend {
     /// Where rate limits shared by every API process are counted (the AWS backend's Redis);
     /// `None`: each process counts its own.
     pub shared_limits: Option<RedisClient>,
+    /// The data directory's disk and its free-space floor, under which new writes are refused
+    /// (the embedded backend; `None` on AWS, where nothing is on a local disk).
+    pub data_disk: Option<DiskSpace>,
 }
 
 #[derive(Debug)]
@@ -111,6 +115,7 @@ impl From<LocalBackend> for Backend {
             audit_key: Arc::clone(&local.audit_key),
             audit_seal: local.audit_seal,
             deposit_requests: local.deposit_requests.clone(),
+            data_disk: Some(local.space.clone()),
             ready: Arc::new(LocalReady(local)),
             shared_limits: None,
         }
@@ -212,6 +217,7 @@ impl Backend {
             audit_seal,
             deposit_requests: pg.deposit_requests.clone(),
             shared_limits: Some(aws.redis.clone()),
+            data_disk: None,
             ready: Arc::new(AwsReady(aws)),
         }
     }

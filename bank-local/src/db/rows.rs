@@ -1,5 +1,5 @@
 //! Row helpers every store of the crate uses: SQLite errors as [`Error::Storage`] (retryable when
-//! the database was busy), cached-statement queries decoding each row, [`RowOf`] (a value that
+//! the database was busy or the disk full), cached-statement queries decoding each row, [`RowOf`] (a value that
 //! does not decode is a non-retryable failure naming the row kind and column, never a guess),
 //! times as INTEGER nanoseconds (UTC).
 
@@ -8,12 +8,17 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, Params, Row};
 
-/// A storage failure from SQLite: retryable when the database was busy or locked.
+/// A storage failure from SQLite: retryable when the database was busy or locked, or the disk
+/// was full (`SQLITE_FULL`: the statement or transaction failed whole, and the same write succeeds
+/// once there is room — see [`crate::space`]).
 pub(crate) fn db_err(err: rusqlite::Error) -> Error {
     let retryable = matches!(
         &err,
         rusqlite::Error::SqliteFailure(e, _)
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull
+            )
     );
     Error::Storage { message: format!("sqlite: {err}"), retryable }
 }
@@ -87,4 +92,31 @@ pub(crate) fn time(nanos: i64) -> DateTime<Utc> {
 /// A count as an SQL integer (`LIMIT ?`, offsets): saturates instead of wrapping.
 pub(crate) fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SQLITE_FULL`, made by a page limit instead of a full disk: retryable, and the write
+    /// succeeds once the limit is raised.
+    #[test]
+    fn a_full_database_is_a_retryable_failure() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (v BLOB); PRAGMA max_page_count = 3;").expect("setup");
+        let full = conn.execute("INSERT INTO t VALUES (zeroblob(100000))", []).expect_err("over the page limit");
+        let error = db_err(full);
+        assert!(error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("full"), "{error}");
+        conn.execute_batch("PRAGMA max_page_count = 1000;").expect("room");
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))", []).expect("taken once there is room");
+    }
+
+    #[test]
+    fn a_constraint_failure_is_not_retryable() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);").expect("setup");
+        let error = db_err(conn.execute("INSERT INTO t VALUES (1)", []).expect_err("duplicate"));
+        assert!(!error.is_retryable(), "{error}");
+    }
 }

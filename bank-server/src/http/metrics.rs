@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     unresolved_oldest_age: FloatGauge,
     breakers: Family<BreakerLabels, Gauge>,
     replica_lag: FloatGauge,
+    data_dir_free: Gauge,
+    data_dir_low: Gauge,
     limiter_failures: Counter,
     /// Serializes the catch-up of `limiter_failures` (two scrapes at once must not add twice).
     limiter_failures_sync: parking_lot::Mutex<()>,
@@ -138,6 +140,19 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             replica_lag.clone(),
         );
+        let data_dir_free = Gauge::default();
+        registry.register_with_unit(
+            "data_dir_free",
+            "Free space on the embedded backend's data directory disk",
+            prometheus_client::registry::Unit::Bytes,
+            data_dir_free.clone(),
+        );
+        let data_dir_low = Gauge::default();
+        registry.register(
+            "data_dir_low",
+            "1 while the data directory's free space is under BANK_DATA_DIR_MIN_FREE_MB (new writes refused)",
+            data_dir_low.clone(),
+        );
         let limiter_failures = Counter::default();
         registry.register(
             "rate_limiter_failures",
@@ -159,6 +174,8 @@ impl Metrics {
             unresolved_oldest_age,
             breakers,
             replica_lag,
+            data_dir_free,
+            data_dir_low,
             limiter_failures,
             limiter_failures_sync: parking_lot::Mutex::new(()),
         }
@@ -225,6 +242,10 @@ impl Metrics {
         }
         if let Some(lag) = state.backend().ready.replica_lag().await {
             self.replica_lag.set(lag.as_secs_f64());
+        }
+        if let Some(reading) = state.backend().data_disk.as_ref().and_then(|disk| disk.read()) {
+            self.data_dir_free.set(to_i64(reading.free));
+            self.data_dir_low.set(i64::from(reading.low));
         }
         for breaker in state.inner.breakers.read().iter() {
             let labels = BreakerLabels { name: breaker.name().to_owned() };

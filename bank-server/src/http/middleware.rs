@@ -1,10 +1,10 @@
 //! Middleware: the request context (request id, span, metrics, problem bodies), the request
-//! timeout and the per-IP rate limit.
+//! timeout, the per-IP rate limit and the refusal of new writes while the disk is nearly full.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bank_api::{REQUEST_ID_HEADER, paths};
@@ -79,6 +79,21 @@ pub(crate) async fn timeout(State(state): State<AppState>, request: Request, nex
             ApiError::timeout().into_response()
         }
     }
+}
+
+/// While the embedded backend's disk is under its free-space floor (see `bank_local::space`),
+/// answers every state-changing request 503 with `Retry-After`, except sign-in, refresh and
+/// sign-out (a customer must stay able to read). Reads, and the settlement of transfers already
+/// accepted, go on in the room left. No floor on the AWS backend (nothing on a local disk).
+pub(crate) async fn refuse_writes_when_disk_low(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let path = request.uri().path();
+    let session = path == paths::AUTH_LOGIN || path == paths::AUTH_REFRESH || path == paths::AUTH_LOGOUT;
+    if !read_only && !session && state.backend().data_disk.as_ref().is_some_and(|disk| disk.is_low()) {
+        tracing::warn!("write refused: the data directory's disk is under its free-space floor");
+        return ApiError::disk_low().into_response();
+    }
+    next.run(request).await
 }
 
 /// Per client IP on every route except health probes and metrics (scraped by the infrastructure).

@@ -319,10 +319,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web::index))
         .route(&web_asset, get(web::asset))
         .fallback(routes::ops::not_found)
-        // Innermost first: the body limit, then the timeout, the per-IP limit, and outermost the
-        // request context (request id, span, metrics, problem bodies), so it sees every answer.
+        // Innermost first: the body limit, then the timeout, the refusal of writes on a nearly
+        // full disk, the per-IP limit, and outermost the request context (request id, span,
+        // metrics, problem bodies), so it sees every answer.
         .layer(DefaultBodyLimit::max(state.config().body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::refuse_writes_when_disk_low))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit_ip))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)

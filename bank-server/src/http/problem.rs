@@ -24,6 +24,9 @@ use crate::auth::AuthError;
 
 /// Seconds a client is told to wait before retrying a transient failure.
 pub(crate) const RETRY_AFTER_TRANSIENT_SECS: u64 = 1;
+/// `Retry-After` of a write refused because the disk is nearly full (freeing space takes an
+/// operator, not a moment).
+pub(crate) const RETRY_AFTER_DISK_LOW_SECS: u64 = 10;
 
 /// An error answer: a problem plus the headers that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,17 @@ impl ApiError {
             "a backend is unavailable; retry later",
         )
         .with_retry_after(RETRY_AFTER_TRANSIENT_SECS)
+    }
+
+    /// New writes refused while the data directory's disk is under its free-space floor.
+    pub(crate) fn disk_low() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            types::UNAVAILABLE,
+            "Service unavailable",
+            "the bank's disk is nearly full: reads go on, new writes resume once space is freed; retrying with the same idempotency key is safe",
+        )
+        .with_retry_after(RETRY_AFTER_DISK_LOW_SECS)
     }
 
     pub(crate) fn internal() -> Self {

@@ -15,6 +15,7 @@ use bank_server::auth::totp;
 use bank_server::config::Config;
 use bank_server::http::{HttpConfig, openapi, router};
 use serde_json::{Value, json};
+use bank_local::space::DiskSpace;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
@@ -43,6 +44,20 @@ impl App {
         App { _dir: dir, router: router(state), issuer }
     }
 
+    /// The app, and a second router on the same stores whose data directory's disk reads as under
+    /// its free-space floor.
+    async fn with_a_full_disk_router() -> (App, Router) {
+        let dir = TempDir::new().expect("temp dir");
+        let data_dir = dir.path().display().to_string();
+        let config = Config::from_lookup(|name| (name == "BANK_DATA_DIR").then(|| data_dir.clone())).expect("config");
+        let mut app = bank_server::app::App::build(&config).await.expect("app").with_http(HttpConfig::default());
+        let issuer = app.auth.issuer.clone().expect("built-in issuer");
+        let normal = router(app.state(false));
+        app.backend.data_disk = Some(DiskSpace::new(dir.path(), u64::MAX));
+        let full = router(app.state(false));
+        (App { _dir: dir, router: normal, issuer }, full)
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -51,30 +66,43 @@ impl App {
         key: Option<&str>,
         body: Option<String>,
     ) -> Reply {
-        let mut builder = Request::builder().method(method).uri(uri);
-        if let Some(token) = token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(key) = key {
-            builder = builder.header(bank_api::IDEMPOTENCY_KEY_HEADER, key);
-        }
-        let request = match body {
-            Some(body) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(body)),
-            None => builder.body(Body::empty()),
-        }
-        .expect("request");
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply { status, headers, body }
+        send_via(&self.router, method, uri, token, key, body).await
     }
+}
 
+async fn send_via(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<String>,
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if let Some(key) = key {
+        builder = builder.header(bank_api::IDEMPOTENCY_KEY_HEADER, key);
+    }
+    let request = match body {
+        Some(body) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(body)),
+        None => builder.body(Body::empty()),
+    }
+    .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply { status, headers, body }
+}
+
+impl App {
     async fn post(&self, uri: &str, token: Option<&str>, key: Option<&str>, body: Value) -> Reply {
         self.send(Method::POST, uri, token, key, Some(body.to_string())).await
     }
@@ -487,4 +515,68 @@ async fn get_text(router: Router, uri: &str) -> String {
     let response = router.oneshot(request).await.expect("infallible");
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Under the data disk's free-space floor: every write but sign-in answers 503 with `Retry-After`
+/// and changes nothing (the same key is new afterwards), reads and sign-in go on, readiness stays
+/// 200 showing `disk` degraded, and `/metrics` shows the floor crossed.
+#[tokio::test]
+async fn a_nearly_full_disk_refuses_writes_and_keeps_reads() {
+    let (app, full) = App::with_a_full_disk_router().await;
+    let operator = app.login("ops@example.com", Role::Operator).await;
+    let alice = app.login("alice@example.com", Role::Customer).await;
+    let from = app.open_account(&alice, "USD").await;
+    let to = app.open_account(&alice, "USD").await;
+    let deposit = json!({"account_id": from, "amount": "100", "reference": "cash in"});
+    assert_eq!(app.post(paths::ADMIN_DEPOSITS, Some(&operator), Some("dep-1"), deposit).await.status, StatusCode::CREATED);
+
+    let post = |uri: &'static str, token: Option<String>, key: Option<&'static str>, body: Value| {
+        let full = full.clone();
+        async move { send_via(&full, Method::POST, uri, token.as_deref(), key, Some(body.to_string())).await }
+    };
+    let transfer =
+        json!({"from_account_id": from, "to_account_id": to, "amount": "12.34", "currency": "USD", "reference": "rent"});
+    let refused = [
+        post(paths::TRANSFERS, Some(alice.clone()), Some("t-1"), transfer.clone()).await,
+        post(paths::ACCOUNTS, Some(alice.clone()), None, json!({"currency": "USD", "name": "Savings"})).await,
+        post(paths::AUTH_REGISTER, None, None, json!({"email": "bob@example.com", "password": PASSWORD})).await,
+        post(
+            paths::ADMIN_DEPOSITS,
+            Some(operator.clone()),
+            Some("dep-2"),
+            json!({"account_id": from, "amount": "1", "reference": "r"}),
+        )
+        .await,
+    ];
+    for reply in &refused {
+        assert_problem(reply, StatusCode::SERVICE_UNAVAILABLE, problem_types::UNAVAILABLE);
+        assert_eq!(reply.headers[header::RETRY_AFTER], "10", "{}", reply.body);
+        assert!(reply.body["detail"].as_str().expect("detail").contains("disk"), "{}", reply.body);
+    }
+
+    // Sign-in goes on (a customer must stay able to read), and so do reads.
+    let carol = app.issuer.create_user("carol@example.com", PASSWORD, Role::Customer).await.expect("carol");
+    let now = u64::try_from(SystemClock.now().timestamp()).expect("after 1970");
+    let code = totp::code_at(&carol.totp_secret, now).expect("code");
+    let login = json!({"email": "carol@example.com", "password": PASSWORD, "totp_code": code});
+    let signed_in = post(paths::AUTH_LOGIN, None, None, login).await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
+    let account_uri = format!("{}/{from}", paths::ACCOUNTS);
+    let account = send_via(&full, Method::GET, &account_uri, Some(&alice), None, None).await;
+    assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+    assert_eq!((account.body["posted"].as_str(), account.body["pending"].as_str()), (Some("100.00"), Some("0.00")));
+    let ready = send_via(&full, Method::GET, paths::HEALTH_READY, None, None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "a nearly full disk degrades, it does not take the bank out: {}", ready.body);
+    assert!(ready.body["checks"]["disk"].as_str().expect("disk check").starts_with("degraded"), "{}", ready.body);
+    let metrics = get_text(full.clone(), paths::METRICS).await;
+    assert!(metrics.contains("data_dir_low 1"), "{metrics}");
+
+    // With room again the same key is new: the refused request left nothing behind.
+    let accepted = app.post(paths::TRANSFERS, Some(&alice), Some("t-1"), transfer).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    assert!(accepted.headers.get(bank_api::IDEMPOTENT_REPLAYED_HEADER).is_none(), "not a replay");
+    let ready = app.get(paths::HEALTH_READY, None).await;
+    assert_eq!(ready.body["checks"]["disk"], "ok", "{}", ready.body);
+    let metrics = get_text(app.router.clone(), paths::METRICS).await;
+    assert!(metrics.contains("data_dir_low 0") && metrics.contains("data_dir_free_bytes "), "{metrics}");
 }

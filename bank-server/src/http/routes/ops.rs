@@ -23,7 +23,8 @@ pub(crate) async fn live() -> Json<Health> {
 /// Readiness: every backing service answers. A failing check shows its error code, never its
 /// message (which may name hosts or SQL); the message is logged. A service the bank works without
 /// (the Redis cache) shows `degraded: <code>` when down and does not fail readiness: taking every
-/// API process out of service because the cache is down would turn a slower bank into none.
+/// API process out of service because the cache is down would turn a slower bank into none. The
+/// same for the embedded backend's `disk` under its free-space floor (writes refused, reads go on).
 #[utoipa::path(get, path = "/health/ready", tag = "ops", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "A backend is down", body = Health),
@@ -33,7 +34,13 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let mut all_ok = true;
     let backend = state.backend();
     let required = backend.ready.check().await.into_iter().map(|(name, result)| (name, result, true));
-    let optional = backend.ready.optional().await.into_iter().map(|(name, result)| (name, result, false));
+    let mut optional = backend.ready.optional().await;
+    if let Some(disk) = &backend.data_disk {
+        // A nearly full disk refuses new writes but keeps the bank answering reads: degraded.
+        let floor = || bank_core::Error::storage("the data directory's disk is under its free-space floor", true);
+        optional.push(("disk", if disk.is_low() { Err(floor()) } else { Ok(()) }));
+    }
+    let optional = optional.into_iter().map(|(name, result)| (name, result, false));
     for (name, result, needed) in required.chain(optional) {
         let status = match result {
             Ok(()) => OK.to_owned(),
