@@ -4,7 +4,8 @@
 //! `bank-server serve --demo` when the harness brings its own; `setup` makes the load's users,
 //! accounts and deposits through the API; `run` is the open-loop engine (constant arrival rates,
 //! latency from the intended send time, settlement followed, the transfers' journal); `stats`
-//! holds the HDR histograms; `report` prints the table. `maxrate` searches the highest rate each
+//! holds the HDR histograms; `watch` samples the server process (memory, open files) for soaks;
+//! `report` prints the tables. `maxrate` searches the highest rate each
 //! route sustains under a p99 bound. The binary (`main.rs`) only wires these together.
 
 pub mod maxrate;
@@ -14,3 +15,4 @@ pub mod run;
 pub mod server;
 pub mod setup;
 pub mod stats;
+pub mod watch;

@@ -109,6 +109,13 @@ struct Cli {
     /// Highest rate --max tries.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_limit: u32,
+    /// Cut the run into periods of this length, each with its own latencies and a sample of the
+    /// server's resident memory and open files (a soak: `--duration 10m --period 60s`).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    period: Duration,
+    /// The server process to sample each period (default: the one started by --server).
+    #[arg(long)]
+    watch_pid: Option<u32>,
     /// Length of each --max step.
     #[arg(long, default_value = "5s", value_parser = duration)]
     max_step: Duration,
@@ -245,7 +252,8 @@ async fn execute(cli: Cli) -> u8 {
         ),
         (None, None) => return EXIT_USAGE,
     };
-    let code = drive(&cli, &base_url, &operator, &cancel).await;
+    let watch_pid = cli.watch_pid.or_else(|| server.as_ref().and_then(Server::pid));
+    let code = drive(&cli, &base_url, &operator, watch_pid, &cancel).await;
     if let Some(server) = server
         && let Err(e) = server.stop().await
     {
@@ -255,7 +263,13 @@ async fn execute(cli: Cli) -> u8 {
     code
 }
 
-async fn drive(cli: &Cli, base_url: &str, operator: &Operator, cancel: &CancellationToken) -> u8 {
+async fn drive(
+    cli: &Cli,
+    base_url: &str,
+    operator: &Operator,
+    watch_pid: Option<u32>,
+    cancel: &CancellationToken,
+) -> u8 {
     // An unreachable target is a usage error, told before any setup.
     let probe = BankClient::builder(base_url)
         .timeout(Duration::from_secs(5))
@@ -300,6 +314,8 @@ async fn drive(cli: &Cli, base_url: &str, operator: &Operator, cancel: &Cancella
         in_flight_max: usize::try_from(cli.in_flight_max).unwrap_or(usize::MAX),
         progress: !cli.quiet,
         journal: false,
+        period: cli.period,
+        watch_pid,
     };
     if cli.max {
         let search = MaxSearch {

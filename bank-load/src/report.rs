@@ -51,6 +51,34 @@ pub fn table(outcome: &Outcome) -> String {
         outcome.settle_polls,
         if outcome.interrupted { "; INTERRUPTED" } else { "" }
     );
+    if outcome.periods.len() > 1 {
+        out.push_str(&periods_table(outcome));
+    }
+    out
+}
+
+/// Per period: p99 of each route that ran, and the watched server's resident memory and open
+/// files at the period's end (the soak's curves).
+pub fn periods_table(outcome: &Outcome) -> String {
+    let routes: Vec<Route> = outcome.routes.iter().filter(|r| r.requests > 0).map(|r| r.route).collect();
+    let mut out = format!("{:>7}", "end s");
+    for route in &routes {
+        let _ = write!(out, " {:>12}", format!("{} p99", route.name()));
+    }
+    let _ = writeln!(out, " {:>8} {:>9} {:>6}", "errors", "rss MiB", "files");
+    for period in &outcome.periods {
+        let _ = write!(out, "{:>7}", period.end_s);
+        for route in &routes {
+            let p99 = period.routes.iter().find(|r| r.route == *route).map_or(0, |r| r.p99_us);
+            let _ = write!(out, " {:>12}", ms(p99));
+        }
+        let errors: u64 = period.routes.iter().map(|r| r.errors).sum();
+        let (rss, files) = match period.server {
+            Some(s) => ((s.rss_bytes >> 20).to_string(), s.open_files.to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let _ = writeln!(out, " {errors:>8} {rss:>9} {files:>6}");
+    }
     out
 }
 

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::setup::Fixture;
 use crate::stats::{Recorder, Route, RouteSummary, error_label};
+use crate::watch::ProcessSample;
 
 /// Page size of the history reads.
 pub const HISTORY_PAGE: u32 = 20;
@@ -53,6 +54,21 @@ pub struct Plan {
     pub progress: bool,
     /// Keep the journal of transfers.
     pub journal: bool,
+    /// Length of the periods a soak is cut into (each with its own latencies and a sample of the
+    /// watched process); the last one may be shorter.
+    pub period: Duration,
+    /// The server process to sample at the end of each period (resident memory, open files).
+    pub watch_pid: Option<u32>,
+}
+
+/// One period of a run: its latencies, and the watched process at its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// Seconds from the start of the run to the end of the period.
+    pub end_s: u64,
+    pub routes: Vec<RouteSummary>,
+    /// The watched server process at the period's end (`None`: none watched, or not readable).
+    pub server: Option<ProcessSample>,
 }
 
 /// What a transfer request got.
@@ -104,6 +120,8 @@ pub struct Outcome {
     pub settle_polls: u64,
     /// The run was stopped early (Ctrl-C).
     pub interrupted: bool,
+    /// The run cut into [`Plan::period`]s.
+    pub periods: Vec<Period>,
     #[serde(skip)]
     pub journal: Vec<TransferRecord>,
 }
@@ -136,6 +154,8 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     let fixture = Arc::new(fixture.clone());
     let start = Instant::now() + Duration::from_millis(20);
     let progress = plan.progress.then(|| tokio::spawn(progress_lines(Arc::clone(&recorder), tracker.clone())));
+    let periods = Arc::new(Mutex::new(Vec::new()));
+    let period_task = tokio::spawn(cut_periods(Arc::clone(&recorder), Arc::clone(&periods), start, plan.clone()));
 
     let reads = {
         let (fixture, recorder, tracker) = (Arc::clone(&fixture), Arc::clone(&recorder), tracker.clone());
@@ -236,6 +256,13 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     if let Some(progress) = progress {
         progress.abort();
     }
+    period_task.abort();
+    let mut periods = std::mem::take(&mut *periods.lock());
+    let last_end = periods.last().map_or(Duration::ZERO, |p: &Period| Duration::from_secs(p.end_s));
+    let since_start = Instant::now().saturating_duration_since(start);
+    if since_start > last_end + Duration::from_millis(500) || periods.is_empty() {
+        periods.push(period_ending(&recorder, since_start, since_start.saturating_sub(last_end), plan.watch_pid));
+    }
     let journal = std::mem::take(&mut *shared.journal.lock());
     Outcome {
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -244,6 +271,7 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
         failed_transfers: shared.failed.load(Ordering::Relaxed),
         settle_polls: shared.polls.load(Ordering::Relaxed),
         interrupted: cancel.is_cancelled(),
+        periods,
         journal,
     }
 }
@@ -344,6 +372,25 @@ async fn follow(
             // Not final yet, or the poll failed: try again until the timeout.
             Ok(_) | Err(_) => {}
         }
+    }
+}
+
+/// Cuts the run into `plan.period`s: each period's latencies and the watched process at its end.
+async fn cut_periods(recorder: Arc<Recorder>, periods: Arc<Mutex<Vec<Period>>>, start: Instant, plan: Plan) {
+    let mut ticker = tokio::time::interval_at(start + plan.period, plan.period);
+    loop {
+        ticker.tick().await;
+        let since_start = Instant::now().saturating_duration_since(start);
+        let period = period_ending(&recorder, since_start, plan.period, plan.watch_pid);
+        periods.lock().push(period);
+    }
+}
+
+fn period_ending(recorder: &Recorder, since_start: Duration, length: Duration, watch_pid: Option<u32>) -> Period {
+    Period {
+        end_s: u64::try_from((since_start.as_millis() + 500) / 1000).unwrap_or(u64::MAX),
+        routes: recorder.take_period(length),
+        server: watch_pid.and_then(crate::watch::sample),
     }
 }
 

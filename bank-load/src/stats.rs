@@ -1,5 +1,5 @@
-//! What a run measured: one HDR histogram of latencies per route (the whole run and the current
-//! one-second window), successes, and errors counted by status. Latencies are recorded in
+//! What a run measured: one HDR histogram of latencies per route (the whole run, the current
+//! one-second window and the current period of a soak), successes, and errors counted by status. Latencies are recorded in
 //! microseconds from each request's *intended* send time, so a server that stalls the generator
 //! cannot hide its queueing (no coordinated omission).
 
@@ -130,6 +130,7 @@ pub struct RouteSummary {
 struct RouteCounts {
     total: Counts,
     window: Counts,
+    period: Counts,
 }
 
 /// The shared recorder of a run: every request task records into it.
@@ -146,7 +147,10 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
-        let routes = Route::ALL.iter().map(|_| RouteCounts { total: Counts::new(), window: Counts::new() }).collect();
+        let routes = Route::ALL
+            .iter()
+            .map(|_| RouteCounts { total: Counts::new(), window: Counts::new(), period: Counts::new() })
+            .collect();
         Self { routes: Mutex::new(routes) }
     }
 
@@ -155,7 +159,7 @@ impl Recorder {
         let us = micros(latency);
         let mut routes = self.routes.lock();
         let counts = &mut routes[route.index()];
-        for c in [&mut counts.total, &mut counts.window] {
+        for c in [&mut counts.total, &mut counts.window, &mut counts.period] {
             c.ok += 1;
             // `us` is clamped into the histogram's bounds, so recording cannot fail.
             let _ = c.latency.record(us);
@@ -166,20 +170,30 @@ impl Recorder {
     pub fn error(&self, route: Route, label: &str) {
         let mut routes = self.routes.lock();
         let counts = &mut routes[route.index()];
-        for c in [&mut counts.total, &mut counts.window] {
+        for c in [&mut counts.total, &mut counts.window, &mut counts.period] {
             *c.errors.entry(label.to_owned()).or_default() += 1;
         }
     }
 
-    /// The figures of the window since the last call (spanning `elapsed`), and a new window.
+    /// The figures of the one-second window since the last call (spanning `elapsed`), and a new
+    /// window.
     pub fn take_window(&self, elapsed: Duration) -> Vec<RouteSummary> {
+        self.take(elapsed, |counts| &mut counts.window)
+    }
+
+    /// The figures of the period since the last call (spanning `elapsed`), and a new period.
+    pub fn take_period(&self, elapsed: Duration) -> Vec<RouteSummary> {
+        self.take(elapsed, |counts| &mut counts.period)
+    }
+
+    fn take(&self, elapsed: Duration, which: impl Fn(&mut RouteCounts) -> &mut Counts) -> Vec<RouteSummary> {
         let mut routes = self.routes.lock();
         Route::ALL
             .iter()
             .map(|&route| {
-                let counts = &mut routes[route.index()];
-                let summary = counts.window.summary(route, elapsed);
-                counts.window = Counts::new();
+                let counts = which(&mut routes[route.index()]);
+                let summary = counts.summary(route, elapsed);
+                *counts = Counts::new();
                 summary
             })
             .collect()
@@ -224,6 +238,8 @@ mod tests {
         assert_eq!(recorder.take_window(Duration::from_secs(1))[1].ok, 1);
         assert_eq!(recorder.take_window(Duration::from_secs(1))[1].ok, 0);
         assert_eq!(recorder.summary(Duration::from_secs(1))[1].ok, 1);
+        assert_eq!(recorder.take_period(Duration::from_secs(1))[1].ok, 1, "a period is apart from the window");
+        assert_eq!(recorder.take_period(Duration::from_secs(1))[1].ok, 0);
     }
 
     #[test]

@@ -438,7 +438,8 @@ impl Config {
         };
         let data_dir = PathBuf::from(required(get("BANK_DATA_DIR")?));
         let data_dir_min_free =
-            parse_in_range("BANK_DATA_DIR_MIN_FREE_MB", &required(get("BANK_DATA_DIR_MIN_FREE_MB")?), 1, 1 << 20)? << 20;
+            parse_in_range("BANK_DATA_DIR_MIN_FREE_MB", &required(get("BANK_DATA_DIR_MIN_FREE_MB")?), 1, 1 << 20)?
+                << 20;
         let database = {
             let pool =
                 u32::try_from(parse_in_range("BANK_DATABASE_POOL", &required(get("BANK_DATABASE_POOL")?), 1, 1000)?)

@@ -85,7 +85,11 @@ pub(crate) async fn timeout(State(state): State<AppState>, request: Request, nex
 /// answers every state-changing request 503 with `Retry-After`, except sign-in, refresh and
 /// sign-out (a customer must stay able to read). Reads, and the settlement of transfers already
 /// accepted, go on in the room left. No floor on the AWS backend (nothing on a local disk).
-pub(crate) async fn refuse_writes_when_disk_low(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn refuse_writes_when_disk_low(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = request.uri().path();
     let session = path == paths::AUTH_LOGIN || path == paths::AUTH_REFRESH || path == paths::AUTH_LOGOUT;

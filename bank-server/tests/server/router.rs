@@ -10,12 +10,12 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bank_api::{paths, problem_types};
 use bank_core::clock::{Clock, SystemClock};
 use bank_core::users::Role;
+use bank_local::space::DiskSpace;
 use bank_server::auth::issuer::TokenIssuer;
 use bank_server::auth::totp;
 use bank_server::config::Config;
 use bank_server::http::{HttpConfig, openapi, router};
 use serde_json::{Value, json};
-use bank_local::space::DiskSpace;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
@@ -528,14 +528,16 @@ async fn a_nearly_full_disk_refuses_writes_and_keeps_reads() {
     let from = app.open_account(&alice, "USD").await;
     let to = app.open_account(&alice, "USD").await;
     let deposit = json!({"account_id": from, "amount": "100", "reference": "cash in"});
-    assert_eq!(app.post(paths::ADMIN_DEPOSITS, Some(&operator), Some("dep-1"), deposit).await.status, StatusCode::CREATED);
+    assert_eq!(
+        app.post(paths::ADMIN_DEPOSITS, Some(&operator), Some("dep-1"), deposit).await.status,
+        StatusCode::CREATED
+    );
 
     let post = |uri: &'static str, token: Option<String>, key: Option<&'static str>, body: Value| {
         let full = full.clone();
         async move { send_via(&full, Method::POST, uri, token.as_deref(), key, Some(body.to_string())).await }
     };
-    let transfer =
-        json!({"from_account_id": from, "to_account_id": to, "amount": "12.34", "currency": "USD", "reference": "rent"});
+    let transfer = json!({"from_account_id": from, "to_account_id": to, "amount": "12.34", "currency": "USD", "reference": "rent"});
     let refused = [
         post(paths::TRANSFERS, Some(alice.clone()), Some("t-1"), transfer.clone()).await,
         post(paths::ACCOUNTS, Some(alice.clone()), None, json!({"currency": "USD", "name": "Savings"})).await,
@@ -566,7 +568,12 @@ async fn a_nearly_full_disk_refuses_writes_and_keeps_reads() {
     assert_eq!(account.status, StatusCode::OK, "{}", account.body);
     assert_eq!((account.body["posted"].as_str(), account.body["pending"].as_str()), (Some("100.00"), Some("0.00")));
     let ready = send_via(&full, Method::GET, paths::HEALTH_READY, None, None, None).await;
-    assert_eq!(ready.status, StatusCode::OK, "a nearly full disk degrades, it does not take the bank out: {}", ready.body);
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "a nearly full disk degrades, it does not take the bank out: {}",
+        ready.body
+    );
     assert!(ready.body["checks"]["disk"].as_str().expect("disk check").starts_with("degraded"), "{}", ready.body);
     let metrics = get_text(full.clone(), paths::METRICS).await;
     assert!(metrics.contains("data_dir_low 1"), "{metrics}");
