@@ -245,6 +245,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The WAL file shrinks back to this when the log starts over (see `checkpoint`).
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT_BYTES)?;
     // 64 MiB of page cache (a negative size is in KiB).
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
