@@ -65,8 +65,12 @@ fn server_binary() -> PathBuf {
 
 /// A free loopback port below Linux's ephemeral range (32768 and up): while the server is down,
 /// the clients' own connection attempts must not be given its port as their local one.
+/// Tests of one process (`cargo test` runs them on threads of one) start at different ports: a
+/// port checked free is only taken once that test's server listens.
 fn free_port() -> SocketAddr {
-    let seed = u16::try_from(std::process::id() % 10_000).unwrap_or(0);
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = u16::try_from(std::process::id() % 10_000).unwrap_or(0).wrapping_add(call.wrapping_mul(97)) % 10_000;
     (0..10_000)
         .map(|i| 20_000 + (seed + i) % 10_000)
         .find_map(|port| TcpListener::bind(("127.0.0.1", port)).ok().and_then(|l| l.local_addr().ok()))
