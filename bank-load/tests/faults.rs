@@ -129,28 +129,28 @@ fn read_books(data_dir: &Path) -> Books {
     Books { integrity, transfers, sums, accounts_with_balance, held_accounts, active_holds }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
-    let seconds = fault_seconds();
-    let work = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        binary: server_binary(),
-        data_dir: work.path().join("data"),
-        listen: Some(free_port()),
-        log: work.path().join("server.log"),
-        env: Vec::new(),
-    };
-    let server = Server::start(&options).await.expect("start the server");
+/// Options of a server in `work` (its log there) with its data in `data_dir` and `env` added.
+fn server_options(work: &Path, data_dir: PathBuf, env: Vec<(String, String)>) -> ServerOptions {
+    ServerOptions { binary: server_binary(), data_dir, listen: Some(free_port()), log: work.join("server.log"), env }
+}
+
+/// Starts the server of `options` and prepares [`USERS`] funded users on it.
+async fn start_with_users(options: &ServerOptions) -> (Server, setup::Fixture) {
+    let server = Server::start(options).await.expect("start the server");
     let client_options = ClientOptions { timeout: Duration::from_secs(5), retry: RetryPolicy::none() };
     let deposit = Decimal::from_str(DEPOSIT).expect("decimal");
     let fixture = setup::prepare(&server.base_url, &server.operator, USERS, "USD", deposit, client_options)
         .await
         .expect("prepare the users");
+    (server, fixture)
+}
 
-    let plan = Plan {
-        account_rate: 20,
+/// Account views and transfers per second for `seconds`, journaled, settlement not followed.
+fn plan(account_rate: u32, transfer_rate: u32, seconds: u64) -> Plan {
+    Plan {
+        account_rate,
         history_rate: 0,
-        transfer_rate: 100,
+        transfer_rate,
         duration: Duration::from_secs(seconds),
         amount: Decimal::new(1, 2),
         follow_settlement: false,
@@ -160,7 +160,16 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
         journal: true,
         period: Duration::from_secs(60),
         watch_pid: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
+    let seconds = fault_seconds();
+    let work = tempfile::tempdir().expect("tempdir");
+    let options = server_options(work.path(), work.path().join("data"), Vec::new());
+    let (server, fixture) = start_with_users(&options).await;
+    let plan = plan(20, 100, seconds);
     let cancel = CancellationToken::new();
     let load = {
         let (fixture, plan, cancel) = (fixture.clone(), plan.clone(), cancel.clone());
@@ -183,7 +192,7 @@ async fn kill9_under_transfer_load_loses_and_duplicates_nothing() {
         seconds * 500
     );
 
-    resend_settle_and_check(&fixture, &outcome.journal, server, &options, deposit).await;
+    resend_settle_and_check(&fixture, &outcome.journal, server, &options).await;
 }
 
 /// After a faulty run: sends every request of `journal` left without a definitive answer again
@@ -196,8 +205,8 @@ async fn resend_settle_and_check(
     journal: &[run::TransferRecord],
     server: Server,
     options: &ServerOptions,
-    deposit: Decimal,
 ) {
+    let deposit = Decimal::from_str(DEPOSIT).expect("decimal");
     // Re-send every unanswered request under its key until it is answered for good.
     let mut accepted = BTreeMap::<String, Uuid>::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -363,34 +372,11 @@ async fn a_full_disk_under_load_refuses_writes_keeps_reads_and_recovers_by_itsel
         }
     };
     let work = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        binary: server_binary(),
-        data_dir: tmpfs.path().join("data"),
-        listen: Some(free_port()),
-        log: work.path().join("server.log"),
-        env: vec![("BANK_DATA_DIR_MIN_FREE_MB".into(), FLOOR_MIB.to_string())],
-    };
-    let server = Server::start(&options).await.expect("start the server");
-    let client_options = ClientOptions { timeout: Duration::from_secs(5), retry: RetryPolicy::none() };
-    let deposit = Decimal::from_str(DEPOSIT).expect("decimal");
-    let fixture = setup::prepare(&server.base_url, &server.operator, USERS, "USD", deposit, client_options)
-        .await
-        .expect("prepare the users");
+    let floor = vec![("BANK_DATA_DIR_MIN_FREE_MB".into(), FLOOR_MIB.to_string())];
+    let options = server_options(work.path(), tmpfs.path().join("data"), floor);
+    let (server, fixture) = start_with_users(&options).await;
     let seconds = fault_seconds().max(6);
-    let plan = Plan {
-        account_rate: 50,
-        history_rate: 0,
-        transfer_rate: 50,
-        duration: Duration::from_secs(seconds),
-        amount: Decimal::new(1, 2),
-        follow_settlement: false,
-        settle_timeout: Duration::from_secs(30),
-        in_flight_max: 10_000,
-        progress: false,
-        journal: true,
-        period: Duration::from_secs(60),
-        watch_pid: None,
-    };
+    let plan = plan(50, 50, seconds);
     let cancel = CancellationToken::new();
     let load = {
         let (fixture, plan, cancel) = (fixture.clone(), plan.clone(), cancel.clone());
@@ -460,7 +446,7 @@ async fn a_full_disk_under_load_refuses_writes_keeps_reads_and_recovers_by_itsel
     assert!(refused > 0, "the load met the full disk");
     let mut journal = outcome.journal;
     journal.extend(probes);
-    resend_settle_and_check(&fixture, &journal, server, &options, deposit).await;
+    resend_settle_and_check(&fixture, &journal, server, &options).await;
     drop(tmpfs);
 }
 
@@ -474,34 +460,17 @@ async fn a_soak_keeps_memory_and_open_files_flat() {
     let seconds =
         std::env::var("BANK_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).filter(|&s| s >= 6).unwrap_or(15);
     let work = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        binary: server_binary(),
-        data_dir: work.path().join("data"),
-        listen: Some(free_port()),
-        log: work.path().join("server.log"),
-        env: Vec::new(),
-    };
-    let server = Server::start(&options).await.expect("start the server");
-    let client_options = ClientOptions { timeout: Duration::from_secs(5), retry: RetryPolicy::none() };
-    let deposit = Decimal::from_str(DEPOSIT).expect("decimal");
-    let fixture = setup::prepare(&server.base_url, &server.operator, USERS, "USD", deposit, client_options)
-        .await
-        .expect("prepare the users");
+    let options = server_options(work.path(), work.path().join("data"), Vec::new());
+    let (server, fixture) = start_with_users(&options).await;
+    // Low enough for a debug build of the server on a busy CI machine: what counts is the shape
+    // of the curves, not the rate.
     let plan = Plan {
-        // Low enough for a debug build of the server on a busy CI machine: the figure that counts
-        // is the shape of the curves, not the rate.
-        account_rate: 40,
         history_rate: 10,
-        transfer_rate: 10,
-        duration: Duration::from_secs(seconds),
-        amount: Decimal::new(1, 2),
         follow_settlement: true,
-        settle_timeout: Duration::from_secs(30),
-        in_flight_max: 10_000,
-        progress: false,
         journal: false,
         period: Duration::from_secs(seconds / 3),
         watch_pid: server.pid(),
+        ..plan(40, 10, seconds)
     };
     let outcome = run::run(&fixture, &plan, &CancellationToken::new()).await;
     print!("{}", bank_load::report::table(&outcome));
