@@ -1,7 +1,7 @@
 //! What a run measured: one HDR histogram of latencies per route (the whole run, the current
-//! one-second window and the current period of a soak), successes, and errors counted by status. Latencies are recorded in
-//! microseconds from each request's *intended* send time, so a server that stalls the generator
-//! cannot hide its queueing (no coordinated omission).
+//! one-second window and the current period of a soak), successes, and errors counted by status.
+//! Latencies are recorded in microseconds from each request's *intended* send time, so a server
+//! that stalls the generator cannot hide its queueing (no coordinated omission).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
