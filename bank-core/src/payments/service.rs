@@ -63,8 +63,31 @@ impl PaymentsService {
     /// Refusals (unknown or foreign source account — reported as not found —, closed or frozen
     /// account, currency mismatch, insufficient funds, bad destination) store nothing, hold
     /// nothing and free the key for a corrected retry.
-    #[instrument(skip_all, fields(customer = %caller.customer, from = %request.from_account_id))]
+    ///
+    /// Once the transfer is stored it is accepted: if recording the answer under the key then
+    /// fails, that is logged and the transfer is still answered (the key stays in flight until
+    /// its lease runs out; a retry then finds the same transfer and answers it again).
     pub async fn accept(&self, caller: &Caller, key: IdempotencyKey, request: TransferRequest) -> Result<Accepted> {
+        let (accepted, ()) = self.accept_alongside(caller, key, request, |_| std::future::ready(())).await?;
+        Ok(accepted)
+    }
+
+    /// [`accept`](Self::accept), running `alongside` on the accepted transfer (or its replay)
+    /// while the key's answer is being recorded, and returning both. The reference server
+    /// writes its durable audit record there: the two commits (different stores) overlap instead
+    /// of following each other on the way to the answer. `alongside` is not run on a refusal.
+    #[instrument(skip_all, fields(customer = %caller.customer, from = %request.from_account_id))]
+    pub async fn accept_alongside<F, Fut>(
+        &self,
+        caller: &Caller,
+        key: IdempotencyKey,
+        request: TransferRequest,
+        alongside: F,
+    ) -> Result<(Accepted, Fut::Output)>
+    where
+        F: FnOnce(&Accepted) -> Fut,
+        Fut: std::future::Future,
+    {
         request.validate()?;
         let scope = caller.scope(key);
         let proposed = request.id.unwrap_or_default();
@@ -76,7 +99,9 @@ impl PaymentsService {
         let (resource, token, first_seen_at, takeover) = match begin {
             Begin::Replay { response, .. } => {
                 let first = AcceptedResponse::decode(&response)?;
-                return Ok(Accepted { transfer: self.rebuild(first, caller, &request), replayed: true });
+                let accepted = Accepted { transfer: self.rebuild(first, caller, &request), replayed: true };
+                let beside = alongside(&accepted).await;
+                return Ok((accepted, beside));
             }
             Begin::Started { resource, token, first_seen_at, takeover } => (resource, token, first_seen_at, takeover),
         };
@@ -89,8 +114,14 @@ impl PaymentsService {
                 // The response is the transfer as accepted, also when a takeover finds it further
                 // along: the first answer and every replay are then the same.
                 let first = AcceptedResponse::of(&transfer);
-                self.ports.idempotency.complete(&scope, token, first.encode()).await?;
-                Ok(Accepted { transfer: self.rebuild(first, caller, &request), replayed: false })
+                let answer = first.encode();
+                let accepted = Accepted { transfer: self.rebuild(first, caller, &request), replayed: false };
+                let (completed, beside) =
+                    futures::join!(self.ports.idempotency.complete(&scope, token, answer), alongside(&accepted));
+                if let Err(err) = completed {
+                    tracing::warn!(transfer_id = %id, error = %err, "could not record the answer under the idempotency key; it resolves when its lease runs out");
+                }
+                Ok((accepted, beside))
             }
             Err(err) => {
                 self.give_up_key(&scope, token, &err).await;

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bank_api::{Page, Problem, Transfer, TransferRequest};
+use bank_core::audit::AuditOutcome;
 use bank_core::page::PageQuery;
 use bank_core::payments::Caller;
 use serde::Deserialize;
@@ -48,21 +49,26 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let request = convert::transfer_request(request)?;
     let from = format!("account:{}", request.from_account_id);
-    let accepted = match state.service().accept(&Caller { customer: caller.0.user }, key, request).await {
-        Ok(accepted) => accepted,
+    let subject = caller.subject();
+    // Committed before the 202: an accepted transfer always has its record (a replay gets one
+    // too). It is written while the key's answer is recorded (two stores, two commits at once).
+    let record = |accepted: &bank_core::payments::Accepted| {
+        let action = if accepted.replayed { "transfer.create.replayed" } else { "transfer.created" };
+        let target = format!("transfer:{}", accepted.transfer.id);
+        audit.log(&state, Delivery::Durable, subject.clone(), action, target, AuditOutcome::Done)
+    };
+    let caller = Caller { customer: caller.0.user };
+    match state.service().accept_alongside(&caller, key, request, record).await {
+        Ok((accepted, recorded)) => {
+            tracing::info!(transfer_id = %accepted.transfer.id, replayed = accepted.replayed, "transfer accepted");
+            recorded?;
+            Ok(json_response(StatusCode::ACCEPTED, &convert::transfer(&accepted.transfer), accepted.replayed))
+        }
         Err(error) => {
             let error = ApiError::from(error);
-            return audit
-                .outcome(&state, Delivery::Durable, caller.subject(), "transfer.create", from, Err(error))
-                .await;
+            audit.outcome(&state, Delivery::Durable, subject, "transfer.create", from, Err(error)).await
         }
-    };
-    tracing::info!(transfer_id = %accepted.transfer.id, replayed = accepted.replayed, "transfer accepted");
-    // Committed before the 202: an accepted transfer always has its record (a replay gets one too).
-    let action = if accepted.replayed { "transfer.create.replayed" } else { "transfer.created" };
-    let target = format!("transfer:{}", accepted.transfer.id);
-    let answer = Ok(json_response(StatusCode::ACCEPTED, &convert::transfer(&accepted.transfer), accepted.replayed));
-    audit.outcome(&state, Delivery::Durable, caller.subject(), action, target, answer).await
+    }
 }
 
 /// One transfer the caller sent or received (operators: any).
