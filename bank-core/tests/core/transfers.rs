@@ -10,7 +10,7 @@ use bank_core::audit::AuditLog as _;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::EventKind;
 use bank_core::faults::{FaultPoint, Faults};
-use bank_core::idempotency::IdempotencyKey;
+use bank_core::idempotency::{Begin, IdempotencyKey, IdempotencyRecord, IdempotencyScope, LeaseToken};
 use bank_core::ids::{AccountId, CustomerId, HoldId, TransferId};
 use bank_core::ledger::{EntryKey, HoldStatus, NewEntry};
 use bank_core::memory::MemoryLedger;
@@ -23,12 +23,12 @@ use bank_core::payments::{
     Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsScheduler, PaymentsService, PaymentsWorker,
     SystemAccounts,
 };
-use bank_core::ports::{LedgerStore, TransferQueue, TransferStore};
+use bank_core::ports::{IdempotencyStore, LedgerStore, TransferQueue, TransferStore};
 use bank_core::queue::QueueConfig;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
 use bank_core::testkit::errors::variant_name;
-use bank_core::transfer::{Beneficiary, Destination, FailureCode, TransferRequest, TransferStatus};
+use bank_core::transfer::{Beneficiary, Destination, FailureCode, Fingerprint, TransferRequest, TransferStatus};
 use chrono::TimeDelta;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
@@ -58,6 +58,7 @@ impl Faults for CrashOnce {
 }
 
 struct Bank {
+    ports: PaymentsPorts,
     clock: ManualClock,
     ledger: Arc<dyn LedgerStore>,
     transfers: Arc<dyn TransferStore>,
@@ -113,6 +114,7 @@ async fn bank_with_config(rail_config: SimulatorConfig, breaker_threshold: u32, 
         worker: PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker),
         relay: OutboxRelay::new(ports.clone(), bus.clone()),
         scheduler: PaymentsScheduler::new(ports.clone(), config),
+        ports,
         clock,
         ledger,
         transfers,
@@ -510,6 +512,96 @@ async fn crash_during_accept_is_finished_by_the_retry_or_undone_by_recovery() {
     assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")), "the orphaned hold is released");
     // The key is free again.
     b.service.accept(&caller, key, b.internal("20.00")).await.expect("fresh start");
+}
+
+/// An idempotency store whose `complete` fails while told to (a lost connection).
+#[derive(Debug)]
+struct CompleteFails {
+    inner: Arc<dyn IdempotencyStore>,
+    failing: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for CompleteFails {
+    async fn begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: Fingerprint,
+        resource: &str,
+        lease: TimeDelta,
+    ) -> bank_core::Result<Begin> {
+        self.inner.begin(scope, fingerprint, resource, lease).await
+    }
+    async fn complete(&self, scope: &IdempotencyScope, token: LeaseToken, response: Vec<u8>) -> bank_core::Result<()> {
+        {
+            let mut failing = self.failing.lock();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(Error::storage("connection lost", true));
+            }
+        }
+        self.inner.complete(scope, token, response).await
+    }
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> bank_core::Result<()> {
+        self.inner.release(scope, token).await
+    }
+    async fn abandoned(&self, limit: usize) -> bank_core::Result<Vec<IdempotencyRecord>> {
+        self.inner.abandoned(limit).await
+    }
+    async fn purge_expired(&self) -> bank_core::Result<u64> {
+        self.inner.purge_expired().await
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_transfer_is_answered_even_when_its_key_cannot_be_completed() {
+    let b = bank().await;
+    let failing = Arc::new(CompleteFails { inner: Arc::clone(&b.ports.idempotency), failing: Mutex::new(1) });
+    let ports = PaymentsPorts { idempotency: failing.clone(), ..b.ports.clone() };
+    let service = PaymentsService::new(ports, PaymentsConfig::default());
+    let caller = Caller { customer: b.alice };
+    let key = IdempotencyKey::new("complete-fails").expect("key");
+    let accepted =
+        service.accept(&caller, key.clone(), b.internal("10.00")).await.expect("accepted: the transfer is stored");
+    assert_eq!(*failing.failing.lock(), 0, "the completion was tried and failed");
+    assert!(!accepted.replayed);
+    assert_eq!(b.status(accepted.transfer.id).await, TransferStatus::Accepted);
+    // The key stays in flight until its lease runs out; then a retry finds the same transfer.
+    assert!(matches!(service.accept(&caller, key.clone(), b.internal("10.00")).await, Err(Error::IdempotencyInFlight)));
+    b.clock.advance(TimeDelta::seconds(31));
+    let retried = service.accept(&caller, key.clone(), b.internal("10.00")).await.expect("takeover");
+    assert_eq!(retried.transfer.id, accepted.transfer.id, "the same transfer, not a second one");
+    assert_eq!(retried.transfer.created_at, accepted.transfer.created_at);
+    let replayed = service.accept(&caller, key, b.internal("10.00")).await.expect("replay");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.transfer.id, accepted.transfer.id);
+    b.drain().await;
+    assert_eq!(b.status(accepted.transfer.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")), "paid once");
+}
+
+#[tokio::test]
+async fn accept_alongside_runs_beside_an_acceptance_or_a_replay_never_a_refusal() {
+    let b = bank().await;
+    let caller = Caller { customer: b.alice };
+    let key = IdempotencyKey::new("alongside").expect("key");
+    let seen = |accepted: &bank_core::payments::Accepted| std::future::ready((accepted.transfer.id, accepted.replayed));
+    let (first, beside) =
+        b.service.accept_alongside(&caller, key.clone(), b.internal("10.00"), seen).await.expect("accepted");
+    assert_eq!(beside, (first.transfer.id, false));
+    let (again, beside) = b.service.accept_alongside(&caller, key, b.internal("10.00"), seen).await.expect("replay");
+    assert_eq!(beside, (first.transfer.id, true));
+    assert_eq!(again.transfer.id, first.transfer.id);
+    let ran = Mutex::new(false);
+    let refused = b
+        .service
+        .accept_alongside(&caller, IdempotencyKey::new("too-much").expect("key"), b.internal("1000.00"), |_| {
+            *ran.lock() = true;
+            std::future::ready(())
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::InsufficientFunds { .. })), "{refused:?}");
+    assert!(!*ran.lock(), "not run on a refusal");
 }
 
 #[tokio::test]
