@@ -11,6 +11,8 @@
 //! - `mark` records the outcome (recording the key anew if it was forgotten since the claim, so
 //!   it stays claimed); `release` deletes a claim without outcome, refuses one with an outcome
 //!   (`InvalidInput`) and ignores an unknown key; each is one writer job.
+//! - `claim_all` and `mark_all` are one writer job each for the whole list (one commit): all
+//!   claimed or, on an error, none.
 //! - **Retention**: the records of the latest `capacity` claims (and marks of forgotten keys) are
 //!   kept; a new record forgets those more than `capacity` record positions older. That bounds the
 //!   table; an event redelivered after `capacity` newer deliveries could be notified again, far
@@ -116,6 +118,28 @@ fn insert_record(
     Ok(true)
 }
 
+/// Records `outcome` of `key`'s delivery.
+fn mark_record(conn: &Connection, now: i64, capacity: usize, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
+    let columns = KeyColumns::from(key);
+    let state = DeliveryState::from(outcome);
+    let (name, reason) = state.columns();
+    let updated = conn
+        .prepare_cached(
+            "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
+             WHERE event_id = ?4 AND channel = ?5 AND recipient = ?6",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![name, reason, now, columns.event_id, columns.channel, columns.recipient])
+        })
+        .map_err(db_err)?;
+    if updated == 0 {
+        // Forgotten since the claim (the log overflowed mid-send): record it anew, so the
+        // delivery stays claimed.
+        insert_record(conn, now, capacity, &columns, &state)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl NotificationLog for SqliteNotificationLog {
     async fn claim(&self, key: DeliveryKey) -> Result<bool> {
@@ -127,36 +151,33 @@ impl NotificationLog for SqliteNotificationLog {
     }
 
     async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
+        self.mark_all(vec![(key, outcome)]).await
+    }
+
+    async fn claim_all(&self, keys: &[DeliveryKey]) -> Result<Vec<bool>> {
         let clock = Arc::clone(&self.clock);
         let capacity = self.capacity;
-        let state = DeliveryState::from(outcome);
+        let keys = keys.to_vec();
         self.writer
             .run(move |conn| {
                 let now = nanos(clock.now())?;
-                let columns = KeyColumns::from(key);
-                let (name, reason) = state.columns();
-                let updated = conn
-                    .prepare_cached(
-                        "UPDATE notification_deliveries SET state = ?1, reason = ?2, updated_at = ?3 \
-                         WHERE event_id = ?4 AND channel = ?5 AND recipient = ?6",
-                    )
-                    .and_then(|mut statement| {
-                        statement.execute(params![
-                            name,
-                            reason,
-                            now,
-                            columns.event_id,
-                            columns.channel,
-                            columns.recipient
-                        ])
-                    })
-                    .map_err(db_err)?;
-                if updated == 0 {
-                    // Forgotten since the claim (the log overflowed mid-send): record it anew, so
-                    // the delivery stays claimed.
-                    insert_record(conn, now, capacity, &columns, &state)?;
-                }
-                Ok(())
+                keys.into_iter()
+                    .map(|key| insert_record(conn, now, capacity, &key.into(), &DeliveryState::Claimed))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn mark_all(&self, outcomes: Vec<(DeliveryKey, DeliveryOutcome)>) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let clock = Arc::clone(&self.clock);
+        let capacity = self.capacity;
+        self.writer
+            .run(move |conn| {
+                let now = nanos(clock.now())?;
+                outcomes.into_iter().try_for_each(|(key, outcome)| mark_record(conn, now, capacity, key, outcome))
             })
             .await
     }

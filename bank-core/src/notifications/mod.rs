@@ -254,6 +254,28 @@ pub trait NotificationLog: Send + Sync + fmt::Debug + 'static {
     /// Records how a claimed delivery ended.
     async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()>;
 
+    /// Claims `keys` in order, answering as `claim` one after another would (a key given twice
+    /// is claimed by its first occurrence only). A store that can does it in one write (one
+    /// commit for a whole batch of events); the default claims one by one. On `Err`, claims
+    /// already made stay claimed unless the store undoes them with the error (the SQLite log
+    /// claims all or none).
+    async fn claim_all(&self, keys: &[DeliveryKey]) -> Result<Vec<bool>> {
+        let mut claimed = Vec::with_capacity(keys.len());
+        for key in keys {
+            claimed.push(self.claim(*key).await?);
+        }
+        Ok(claimed)
+    }
+
+    /// Records outcomes in order, as `mark` one after another would; in one write where the
+    /// store can.
+    async fn mark_all(&self, outcomes: Vec<(DeliveryKey, DeliveryOutcome)>) -> Result<()> {
+        for (key, outcome) in outcomes {
+            self.mark(key, outcome).await?;
+        }
+        Ok(())
+    }
+
     /// Gives back a claim after a definite, retryable send failure.
     async fn release(&self, key: DeliveryKey) -> Result<()>;
 

@@ -19,18 +19,6 @@ pub struct NotificationsService {
     log: Arc<dyn NotificationLog>,
 }
 
-/// What became of one delivery attempt.
-enum Attempt {
-    /// Claimed before (sent, refused, or in progress elsewhere): nothing done.
-    AlreadyClaimed,
-    /// Sent now.
-    Sent,
-    /// Refused for good, and recorded.
-    Refused,
-    /// Not sent, claim released: retry when the event comes again.
-    Retry(String),
-}
-
 impl NotificationsService {
     /// A service sending through `notifiers`, at most one per channel: a delivery is keyed by its
     /// channel, so a second notifier of a channel could never send and is dropped (with a warning).
@@ -59,62 +47,104 @@ impl NotificationsService {
     /// event again (only the released deliveries are attempted then). A log failure stops at once.
     #[instrument(skip_all, fields(event_id = %event.id, kind = event.kind.as_str()))]
     pub async fn handle(&self, event: &Event) -> Result<()> {
-        let mut retry = Vec::new();
-        for message in render::messages(event) {
-            for notifier in &self.notifiers {
-                let notification = notification(event, notifier.channel(), &message);
-                if let Attempt::Retry(reason) = self.deliver(notifier.as_ref(), &notification).await? {
-                    retry.push(format!("{}: {reason}", notifier.channel()));
+        match self.deliver(std::slice::from_ref(event)).await? {
+            None => Ok(()),
+            Some(retry) => Err(retry.into_error()),
+        }
+    }
+
+    /// Polls up to `max` events (at most [`EVENT_POLL_MAX`]) and handles them in order like
+    /// [`handle`](Self::handle), committing the cursor past every event whose deliveries are all
+    /// done; returns how many it handled. The deliveries of all the polled events are claimed in
+    /// one [`NotificationLog::claim_all`] and their outcomes recorded in one
+    /// [`NotificationLog::mark_all`], so a batch of events costs the log two writes and the
+    /// cursor one, not three per delivery (measured at the seed's peak: 8 of the 15 commits a
+    /// transfer cost `bank.sqlite`). What that trades: a crash between the claims and the sends
+    /// loses the batch's notifications (at most once), not just the one being sent.
+    ///
+    /// An event with a retryable failure is not committed, nor anything after it: its other
+    /// deliveries still go out, the later events' claims are given back unsent (per-stream
+    /// order), the next run polls it again, and a retryable error says so. A log failure stops at
+    /// once, the cursor unmoved.
+    pub async fn run_once(&self, subscription: &dyn EventSubscription, max: usize) -> Result<usize> {
+        let events = subscription.poll(max.min(EVENT_POLL_MAX)).await?;
+        let retry = self.deliver(&events).await?;
+        let handled = retry.as_ref().map_or(events.len(), |retry| retry.first_event);
+        // `commit` moves past the first uncommitted occurrence of an id: once here, unless the
+        // last handled event was redelivered within the batch too.
+        let mut from = 0;
+        while let Some(last) = handled.checked_sub(1).and_then(|last| events.get(last))
+            && from < handled
+        {
+            let at = events[from..handled].iter().position(|event| event.id == last.id).map_or(handled, |at| from + at);
+            subscription.commit(last.id).await?;
+            from = at + 1;
+        }
+        match retry {
+            None => Ok(handled),
+            Some(retry) => Err(retry.into_error()),
+        }
+    }
+
+    /// Claims every delivery `events` call for at once, sends the claimed ones in order, and
+    /// records their outcomes at once; the deliveries to try again, if any.
+    async fn deliver(&self, events: &[Event]) -> Result<Option<Retry>> {
+        let mut planned = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            for message in render::messages(event) {
+                for notifier in &self.notifiers {
+                    planned.push((index, notifier, notification(event, notifier.channel(), &message)));
                 }
             }
         }
-        if retry.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Storage {
-                message: format!("notifications not sent yet ({})", retry.join("; ")),
-                retryable: true,
-            })
+        if planned.is_empty() {
+            return Ok(None);
         }
-    }
-
-    /// Polls up to `max` events (at most [`EVENT_POLL_MAX`]) and handles them in order, committing
-    /// each once handled; returns how many it handled. The first event that fails stops the run
-    /// uncommitted, so the next run polls it again (and everything after it).
-    pub async fn run_once(&self, subscription: &dyn EventSubscription, max: usize) -> Result<usize> {
-        let events = subscription.poll(max.min(EVENT_POLL_MAX)).await?;
-        let mut handled = 0;
-        for event in &events {
-            self.handle(event).await?;
-            subscription.commit(event.id).await?;
-            handled += 1;
-        }
-        Ok(handled)
-    }
-
-    async fn deliver(&self, notifier: &dyn Notifier, notification: &Notification) -> Result<Attempt> {
-        let key = notification.key();
-        if !self.log.claim(key).await? {
-            return Ok(Attempt::AlreadyClaimed);
-        }
-        match notifier.send(notification).await {
-            Ok(()) => {
-                self.log.mark(key, DeliveryOutcome::Sent).await?;
-                Ok(Attempt::Sent)
+        let keys: Vec<_> = planned.iter().map(|(_, _, notification)| notification.key()).collect();
+        let claimed = self.log.claim_all(&keys).await?;
+        let mut outcomes = Vec::with_capacity(planned.len());
+        let mut retry: Option<Retry> = None;
+        for ((index, notifier, notification), claimed) in planned.iter().zip(claimed) {
+            if !claimed {
+                continue;
             }
-            Err(NotifyError::Permanent(reason)) => {
-                tracing::warn!(channel = %key.channel, recipient = %key.recipient, %reason, "notification refused");
-                self.log.mark(key, DeliveryOutcome::Failed { reason }).await?;
-                Ok(Attempt::Refused)
-            }
-            Err(NotifyError::Retryable(reason)) => {
-                tracing::info!(channel = %key.channel, recipient = %key.recipient, %reason, "notification will be retried");
-                // If this fails the claim stays, and this delivery is never attempted again: the
-                // at-most-once side of the trade.
+            let key = notification.key();
+            if retry.as_ref().is_some_and(|retry| retry.first_event < *index) {
+                // An earlier event waits for a retry: later events wait for it (per-stream order),
+                // their claims given back unsent.
                 self.log.release(key).await?;
-                Ok(Attempt::Retry(reason))
+                continue;
+            }
+            match notifier.send(notification).await {
+                Ok(()) => outcomes.push((key, DeliveryOutcome::Sent)),
+                Err(NotifyError::Permanent(reason)) => {
+                    tracing::warn!(channel = %key.channel, recipient = %key.recipient, %reason, "notification refused");
+                    outcomes.push((key, DeliveryOutcome::Failed { reason }));
+                }
+                Err(NotifyError::Retryable(reason)) => {
+                    tracing::info!(channel = %key.channel, recipient = %key.recipient, %reason, "notification will be retried");
+                    // If this fails the claim stays, and this delivery is never attempted again:
+                    // the at-most-once side of the trade.
+                    self.log.release(key).await?;
+                    let retry = retry.get_or_insert(Retry { first_event: *index, reasons: Vec::new() });
+                    retry.reasons.push(format!("{}: {reason}", notifier.channel()));
+                }
             }
         }
+        self.log.mark_all(outcomes).await?;
+        Ok(retry)
+    }
+}
+
+/// Deliveries released after a retryable failure, and the first event they belong to.
+struct Retry {
+    first_event: usize,
+    reasons: Vec<String>,
+}
+
+impl Retry {
+    fn into_error(self) -> Error {
+        Error::Storage { message: format!("notifications not sent yet ({})", self.reasons.join("; ")), retryable: true }
     }
 }
 

@@ -144,6 +144,7 @@ macro_rules! notification_log_conformance_tests {
             log_release_allows_a_new_claim,
             log_release_never_frees_a_recorded_outcome,
             log_keys_are_independent,
+            log_claim_all_and_mark_all_act_as_one_by_one,
         );
     };
 }
@@ -226,6 +227,25 @@ pub async fn log_release_never_frees_a_recorded_outcome(harness: &dyn Notificati
     assert!(matches!(log.release(sent).await, Err(Error::InvalidInput(_))));
     assert!(!log.claim(sent).await.expect("claim"), "a sent delivery is never sent again");
     assert_eq!(log.state(sent).await.expect("state"), Some(DeliveryState::Sent));
+}
+
+/// `claim_all` answers as claims one after another would (a key already claimed, or given twice,
+/// loses); `mark_all` records every outcome, and the claims stay.
+pub async fn log_claim_all_and_mark_all_act_as_one_by_one(harness: &dyn NotificationLogHarness) {
+    let log = harness.log().await;
+    let (taken, fresh, twice) = (key(Channel::Email), key(Channel::Sms), key(Channel::Webhook));
+    assert!(log.claim(taken).await.expect("claim"));
+    assert_eq!(log.claim_all(&[]).await.expect("claim none"), Vec::<bool>::new());
+    let claimed = log.claim_all(&[taken, fresh, twice, twice]).await.expect("claim all");
+    assert_eq!(claimed, vec![false, true, true, false]);
+    log.mark_all(Vec::new()).await.expect("mark none");
+    log.mark_all(vec![(fresh, DeliveryOutcome::Sent), (twice, DeliveryOutcome::Failed { reason: "bounced".into() })])
+        .await
+        .expect("mark all");
+    assert_eq!(log.state(taken).await.expect("state"), Some(DeliveryState::Claimed), "left as it was");
+    assert_eq!(log.state(fresh).await.expect("state"), Some(DeliveryState::Sent));
+    assert_eq!(log.state(twice).await.expect("state"), Some(DeliveryState::Failed { reason: "bounced".into() }));
+    assert_eq!(log.claim_all(&[fresh, twice]).await.expect("claim all"), vec![false, false], "never sent again");
 }
 
 /// Another channel, recipient or event is another delivery.

@@ -36,6 +36,9 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// How often the audit sealer looks whether a checkpoint is due (it takes one when N records or
 /// T seconds have passed: `BANK_AUDIT_CHECKPOINT_RECORDS`, `BANK_AUDIT_CHECKPOINT_SECONDS`).
 pub const AUDIT_SEAL_POLL: Duration = Duration::from_secs(1);
+/// Pause of the notifications loop after a step that did not fill a batch: a notification goes
+/// out up to this much later, and the events of that time share one claim and one mark commit.
+pub const NOTIFICATIONS_POLL: Duration = Duration::from_millis(50);
 /// Events one notifications step handles at most.
 pub const NOTIFICATIONS_BATCH_MAX: usize = 256;
 /// The event subscription notifications read.
@@ -171,10 +174,16 @@ impl Loops {
                 async move {
                     let subscription =
                         subscription.get_or_try_init(|| subscriber.subscribe(NOTIFICATIONS_SUBSCRIPTION)).await?;
-                    service.run_once(subscription.as_ref(), NOTIFICATIONS_BATCH_MAX).await.map(|handled| handled > 0)
+                    // Again at once only after a full batch: a backlog drains at full speed, and
+                    // otherwise the events of NOTIFICATIONS_POLL share their claims' commits.
+                    let handled = service.run_once(subscription.as_ref(), NOTIFICATIONS_BATCH_MAX).await?;
+                    Ok(handled >= NOTIFICATIONS_BATCH_MAX)
                 }
             };
-            tasks.push(("notifications", tokio::spawn(run_loop("notifications", cancel.clone(), IDLE_POLL, step))));
+            tasks.push((
+                "notifications",
+                tokio::spawn(run_loop("notifications", cancel.clone(), NOTIFICATIONS_POLL, step)),
+            ));
         }
         if set.refresh_purge
             && let Some(users) = backend.users.clone()
