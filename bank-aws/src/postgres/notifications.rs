@@ -8,6 +8,8 @@
 //!   answers `true`; the claim is durable once answered.
 //! - `mark` records the outcome with one `UPSERT` (a claim purged since, or never made, is recorded
 //!   anew, so the delivery stays claimed for good).
+//! - `claim_all` and `mark_all` are one statement each for the whole list (`UNNEST` of arrays):
+//!   a notifications step costs two statements, not two per delivery.
 //! - `release` deletes the row only while it is `claimed` (one statement); a row with an outcome
 //!   is refused (`InvalidInput`), an unknown key ignored.
 //! - **Retention**: by age, not count (many processes share the table, so no process can count
@@ -95,6 +97,32 @@ impl PgNotificationLog {
     }
 }
 
+impl PgNotificationLog {
+    /// Purges expired records if this process's period is up (one caller per period does it; a
+    /// failure only delays it: logged, and the claim goes on).
+    async fn purge_if_due(&self) {
+        let now = self.clock.now().timestamp();
+        let due = self.next_purge.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_purge
+                .compare_exchange(
+                    due,
+                    now + NOTIFICATION_PURGE_PERIOD.num_seconds(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            match self.purge_expired().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired notification records deleted"),
+                Err(err) => tracing::warn!(error = %err, "purging expired notification records failed"),
+            }
+        }
+    }
+}
+
 fn nanos(at: DateTime<Utc>) -> Result<i64> {
     at.timestamp_nanos_opt().ok_or_else(|| Error::InvalidInput(format!("time {at} is outside 1677..2262")))
 }
@@ -109,61 +137,91 @@ fn channel_of(text: &str) -> Result<Channel> {
 #[async_trait]
 impl NotificationLog for PgNotificationLog {
     async fn claim(&self, key: DeliveryKey) -> Result<bool> {
-        let now = self.clock.now().timestamp();
-        let due = self.next_purge.load(Ordering::Relaxed);
-        if now >= due
-            && self
-                .next_purge
-                .compare_exchange(
-                    due,
-                    now + NOTIFICATION_PURGE_PERIOD.num_seconds(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            // One caller per period does it; a failure only delays it (logged, claim goes on).
-            match self.purge_expired().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "expired notification records deleted"),
-                Err(err) => tracing::warn!(error = %err, "purging expired notification records failed"),
-            }
-        }
-        let done = sqlx::query(
-            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
-             updated_at) VALUES ($1, $2, $3, 'claimed', NULL, $4, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(key.event_id.as_uuid())
-        .bind(key.channel.as_str())
-        .bind(key.recipient.as_uuid())
-        .bind(nanos(self.clock.now())?)
-        .execute(self.db.writer())
-        .await
-        .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.claim_all(&[key]).await?.first().copied().unwrap_or(false))
     }
 
-    async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
-        let state = DeliveryState::from(outcome);
-        let (name, reason) = state.columns();
-        if reason.is_some_and(|r| r.contains('\0')) {
-            return Err(Error::InvalidInput("a failure reason may not contain NUL characters".into()));
+    async fn claim_all(&self, keys: &[DeliveryKey]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.purge_if_due().await;
+        let event_ids: Vec<uuid::Uuid> = keys.iter().map(|key| *key.event_id.as_uuid()).collect();
+        let channels: Vec<&str> = keys.iter().map(|key| key.channel.as_str()).collect();
+        let recipients: Vec<uuid::Uuid> = keys.iter().map(|key| *key.recipient.as_uuid()).collect();
+        // One statement for the whole list; a key given twice conflicts with its own first row
+        // and is skipped like any claimed key.
+        let inserted: Vec<(uuid::Uuid, String, uuid::Uuid)> = sqlx::query_as(
+            "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
+             updated_at) SELECT event_id, channel, recipient, 'claimed', NULL, $4, $4 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS keys (event_id, channel, recipient) \
+             ON CONFLICT DO NOTHING RETURNING event_id, channel, recipient",
+        )
+        .bind(&event_ids)
+        .bind(&channels)
+        .bind(&recipients)
+        .bind(nanos(self.clock.now())?)
+        .fetch_all(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        let mut won: std::collections::HashSet<(uuid::Uuid, String, uuid::Uuid)> = inserted.into_iter().collect();
+        // In order: the first occurrence of an inserted key won, any other lost.
+        Ok(keys
+            .iter()
+            .map(|key| {
+                won.remove(&(*key.event_id.as_uuid(), key.channel.as_str().to_owned(), *key.recipient.as_uuid()))
+            })
+            .collect())
+    }
+
+    async fn mark_all(&self, outcomes: Vec<(DeliveryKey, DeliveryOutcome)>) -> Result<()> {
+        // The last outcome of a key listed twice wins, as with marks one after another (one
+        // upsert may not touch a row twice).
+        let mut last = std::collections::HashMap::new();
+        for (index, (key, _)) in outcomes.iter().enumerate() {
+            last.insert(*key, index);
+        }
+        let (mut event_ids, mut channels, mut recipients, mut states, mut reasons) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (index, (key, outcome)) in outcomes.into_iter().enumerate() {
+            if last.get(&key) != Some(&index) {
+                continue;
+            }
+            let state = DeliveryState::from(outcome);
+            let (name, reason) = state.columns();
+            if reason.is_some_and(|r| r.contains('\0')) {
+                return Err(Error::InvalidInput("a failure reason may not contain NUL characters".into()));
+            }
+            event_ids.push(*key.event_id.as_uuid());
+            channels.push(key.channel.as_str());
+            recipients.push(*key.recipient.as_uuid());
+            states.push(name);
+            reasons.push(reason.map(str::to_owned));
+        }
+        if event_ids.is_empty() {
+            return Ok(());
         }
         sqlx::query(
             "INSERT INTO notification_deliveries (event_id, channel, recipient, state, reason, claimed_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (event_id, channel, recipient) \
+             updated_at) SELECT event_id, channel, recipient, state, reason, $6, $6 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) \
+                 AS marks (event_id, channel, recipient, state, reason) \
+             ON CONFLICT (event_id, channel, recipient) \
              DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at",
         )
-        .bind(key.event_id.as_uuid())
-        .bind(key.channel.as_str())
-        .bind(key.recipient.as_uuid())
-        .bind(name)
-        .bind(reason)
+        .bind(&event_ids)
+        .bind(&channels)
+        .bind(&recipients)
+        .bind(&states)
+        .bind(&reasons)
         .bind(nanos(self.clock.now())?)
         .execute(self.db.writer())
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {
+        self.mark_all(vec![(key, outcome)]).await
     }
 
     async fn release(&self, key: DeliveryKey) -> Result<()> {
