@@ -143,11 +143,7 @@ fn mark_record(conn: &Connection, now: i64, capacity: usize, key: DeliveryKey, o
 #[async_trait]
 impl NotificationLog for SqliteNotificationLog {
     async fn claim(&self, key: DeliveryKey) -> Result<bool> {
-        let clock = Arc::clone(&self.clock);
-        let capacity = self.capacity;
-        self.writer
-            .run(move |conn| insert_record(conn, nanos(clock.now())?, capacity, &key.into(), &DeliveryState::Claimed))
-            .await
+        Ok(self.claim_all(&[key]).await?.first().copied().unwrap_or(false))
     }
 
     async fn mark(&self, key: DeliveryKey, outcome: DeliveryOutcome) -> Result<()> {

@@ -95,9 +95,7 @@ impl PgNotificationLog {
             }
         }
     }
-}
 
-impl PgNotificationLog {
     /// Purges expired records if this process's period is up (one caller per period does it; a
     /// failure only delays it: logged, and the claim goes on).
     async fn purge_if_due(&self) {

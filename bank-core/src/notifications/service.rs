@@ -72,13 +72,14 @@ impl NotificationsService {
         let handled = retry.as_ref().map_or(events.len(), |retry| retry.first_event);
         // `commit` moves past the first uncommitted occurrence of an id: once here, unless the
         // last handled event was redelivered within the batch too.
-        let mut from = 0;
-        while let Some(last) = handled.checked_sub(1).and_then(|last| events.get(last))
-            && from < handled
-        {
-            let at = events[from..handled].iter().position(|event| event.id == last.id).map_or(handled, |at| from + at);
-            subscription.commit(last.id).await?;
-            from = at + 1;
+        if let Some(last) = handled.checked_sub(1).and_then(|last| events.get(last)) {
+            let mut from = 0;
+            while from < handled {
+                let at =
+                    events[from..handled].iter().position(|event| event.id == last.id).map_or(handled, |at| from + at);
+                subscription.commit(last.id).await?;
+                from = at + 1;
+            }
         }
         match retry {
             None => Ok(handled),
@@ -104,11 +105,10 @@ impl NotificationsService {
         let claimed = self.log.claim_all(&keys).await?;
         let mut outcomes = Vec::with_capacity(planned.len());
         let mut retry: Option<Retry> = None;
-        for ((index, notifier, notification), claimed) in planned.iter().zip(claimed) {
+        for (((index, notifier, notification), key), claimed) in planned.iter().zip(keys).zip(claimed) {
             if !claimed {
                 continue;
             }
-            let key = notification.key();
             if retry.as_ref().is_some_and(|retry| retry.first_event < *index) {
                 // An earlier event waits for a retry: later events wait for it (per-stream order),
                 // their claims given back unsent.
