@@ -9,6 +9,15 @@
 //!
 //! External keys are cached; an unknown `kid` refetches the set at most once per
 //! [`JWKS_REFRESH_SECS`], and at most [`JWKS_KEYS_MAX`] keys are kept.
+//!
+//! **Verified tokens are remembered** (by their SHA-256, never the token itself, at most
+//! [`VERIFIED_MAX`] of them, each for at most [`VERIFIED_TTL`]): a client presents the same access
+//! token on every request until it expires, and checking an Ed25519 signature took about a third
+//! of the server's CPU on account views. Everything a token's bytes decide (key, algorithm,
+//! signature, issuer, audience, second factor, subject, roles) cannot change for the same bytes;
+//! what time decides (`exp`) is checked again on every use against the injected clock. Only
+//! successes are remembered, so a refused token is checked in full each time; a refetch of the
+//! external key set forgets them all (a key gone from the set stops verifying at once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +30,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::keys::SigningKeys;
 use super::{AuthError, LEEWAY_SECS, Principal};
@@ -37,6 +47,17 @@ pub const JWKS_FETCH_TIMEOUT_SECS: u64 = 5;
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// The Cognito group that grants [`Role::Operator`].
 pub const OPERATOR_GROUP: &str = "operator";
+/// Verified tokens remembered (32-byte digests and their principals: a few MiB at most).
+pub const VERIFIED_MAX: u64 = 50_000;
+/// How long a verified token is remembered (its expiry is still checked on every use).
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Digests of verified tokens and whom they speak for.
+type Verified = moka::sync::Cache<[u8; 32], Principal>;
+
+fn verified_cache() -> Verified {
+    moka::sync::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_TTL).build()
+}
 
 /// Verifies access tokens.
 #[derive(Debug)]
@@ -45,6 +66,7 @@ pub struct TokenVerifier {
     issuer: String,
     audience: String,
     clock: Arc<dyn Clock>,
+    verified: Verified,
 }
 
 #[derive(Debug)]
@@ -105,7 +127,13 @@ impl Audience {
 impl TokenVerifier {
     /// Verifies tokens of the built-in issuer.
     pub fn built_in(keys: Arc<SigningKeys>, issuer: &str, audience: &str, clock: Arc<dyn Clock>) -> Self {
-        TokenVerifier { mode: Mode::BuiltIn(keys), issuer: issuer.into(), audience: audience.into(), clock }
+        TokenVerifier {
+            mode: Mode::BuiltIn(keys),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            clock,
+            verified: verified_cache(),
+        }
     }
 
     /// Verifies Cognito access tokens: keys from `jwks_url`, `iss` = `issuer`, and `client_id`
@@ -121,7 +149,13 @@ impl TokenVerifier {
             keys: RwLock::new(HashMap::new()),
             fetched_at: tokio::sync::Mutex::new(None),
         };
-        Ok(TokenVerifier { mode: Mode::External(external), issuer: issuer.into(), audience: audience.into(), clock })
+        Ok(TokenVerifier {
+            mode: Mode::External(external),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            clock,
+            verified: verified_cache(),
+        })
     }
 
     /// Verifies `token` and answers whom it speaks for.
@@ -129,12 +163,32 @@ impl TokenVerifier {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::InvalidToken("too large"));
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.verified.get(&digest) {
+            if self.expired(principal.expires_at.timestamp()) {
+                self.verified.invalidate(&digest);
+                return Err(AuthError::InvalidToken("expired"));
+            }
+            return Ok(principal);
+        }
+        let principal = self.verify_signed(token).await?;
+        self.verified.insert(digest, principal.clone());
+        Ok(principal)
+    }
+
+    /// Whether a token expiring at `exp` (seconds) has expired, leeway included.
+    fn expired(&self, exp: i64) -> bool {
+        self.clock.now().timestamp() >= exp.saturating_add(LEEWAY_SECS)
+    }
+
+    /// [`Self::verify`] in full: key, algorithm, signature, then the claims.
+    async fn verify_signed(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
         let kid = header.kid.ok_or(AuthError::InvalidToken("no key id"))?;
         let (key, alg) = match &self.mode {
             Mode::BuiltIn(keys) if keys.kid() == kid => (keys.decoding_key().clone(), Algorithm::EdDSA),
             Mode::BuiltIn(_) => return Err(AuthError::InvalidToken("unknown key")),
-            Mode::External(external) => external.key(&kid, self.clock.now()).await?,
+            Mode::External(external) => external.key(&kid, self.clock.now(), &self.verified).await?,
         };
         if header.alg != alg {
             return Err(AuthError::InvalidToken("algorithm not allowed"));
@@ -159,7 +213,7 @@ impl TokenVerifier {
             return Err(AuthError::InvalidToken("wrong issuer"));
         }
         let now = self.clock.now().timestamp();
-        if now >= claims.exp.saturating_add(LEEWAY_SECS) {
+        if self.expired(claims.exp) {
             return Err(AuthError::InvalidToken("expired"));
         }
         if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
@@ -201,8 +255,14 @@ impl TokenVerifier {
 }
 
 impl External {
-    /// The key `kid`, refetching the set if it is unknown and the last fetch is old enough.
-    async fn key(&self, kid: &str, now: DateTime<Utc>) -> Result<(DecodingKey, Algorithm), AuthError> {
+    /// The key `kid`, refetching the set if it is unknown and the last fetch is old enough. A
+    /// refetch forgets the `verified` tokens (their key may be gone from the new set).
+    async fn key(
+        &self,
+        kid: &str,
+        now: DateTime<Utc>,
+        verified: &Verified,
+    ) -> Result<(DecodingKey, Algorithm), AuthError> {
         if let Some(found) = self.keys.read().get(kid) {
             return Ok(found.clone());
         }
@@ -219,6 +279,7 @@ impl External {
         tracing::info!(keys = keys.len(), "fetched the external key set");
         let found = keys.get(kid).cloned();
         *self.keys.write() = keys;
+        verified.invalidate_all();
         found.ok_or(AuthError::InvalidToken("unknown key"))
     }
 

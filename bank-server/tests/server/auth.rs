@@ -360,6 +360,22 @@ async fn forged_and_wrong_tokens_are_refused() {
     assert!(matches!(err, AuthError::MfaMissing), "{err:?}");
 }
 
+/// A verified token is remembered (its signature is not checked again), but what time decides is:
+/// the same token stops verifying once it expires.
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let world = World::new();
+    let verifier = world.issuer.verifier();
+    let token = world.sign(&world.claims());
+    let first = verifier.verify(&token).await.expect("verifies");
+    assert_eq!(verifier.verify(&token).await.expect("verifies again"), first);
+    world.clock.advance(TimeDelta::seconds(600 + 29));
+    verifier.verify(&token).await.expect("within the leeway");
+    world.clock.advance(TimeDelta::seconds(1));
+    assert_eq!(invalid(verifier.verify(&token).await), "expired");
+    assert_eq!(invalid(verifier.verify(&token).await), "expired", "and stays refused");
+}
+
 mod external {
     use super::*;
     use axum::Router;
@@ -373,28 +389,42 @@ mod external {
     const CLIENT_ID: &str = "test-client-id";
     const KID: &str = "cognito-kid-1";
 
-    /// Serves the fixture's public key as a JWKS; counts requests.
-    async fn jwks_server() -> (String, Arc<AtomicUsize>) {
+    /// The fixture's public key as a JWKS under `kid`.
+    fn jwks_of(kid: &str) -> serde_json::Value {
         let key = rsa::RsaPrivateKey::from_pkcs8_pem(PEM).expect("fixture key");
-        let jwks = json!({"keys": [{
-            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": KID,
+        json!({"keys": [{
+            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
             "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
             "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
-        }]});
+        }]})
+    }
+
+    /// Serves the fixture's public key as a JWKS; counts requests.
+    async fn jwks_server() -> (String, Arc<AtomicUsize>) {
+        let (url, hits, _) = jwks_server_serving(jwks_of(KID)).await;
+        (url, hits)
+    }
+
+    /// Serves `jwks` (replaceable through the answered handle); counts requests.
+    async fn jwks_server_serving(
+        jwks: serde_json::Value,
+    ) -> (String, Arc<AtomicUsize>, Arc<parking_lot::Mutex<serde_json::Value>>) {
+        let served = Arc::new(parking_lot::Mutex::new(jwks));
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&hits);
+        let handle = Arc::clone(&served);
         let app = Router::new().route(
             "/.well-known/jwks.json",
             get(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let jwks = jwks.clone();
+                let jwks = handle.lock().clone();
                 async move { axum::Json(jwks) }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-        (format!("http://{addr}/.well-known/jwks.json"), hits)
+        (format!("http://{addr}/.well-known/jwks.json"), hits, served)
     }
 
     fn cognito_token(clock: &ManualClock, kid: &str, groups: &[&str]) -> (String, uuid::Uuid) {
@@ -445,5 +475,26 @@ mod external {
         assert_eq!(invalid(verifier.verify(&forged).await), "algorithm not allowed");
         let wrong_iss = TokenVerifier::external(&url, "https://evil", CLIENT_ID, Arc::new(clock.clone())).expect("v");
         assert_eq!(invalid(wrong_iss.verify(&token).await), "wrong issuer");
+    }
+
+    /// A remembered token is forgotten when the key set is fetched again: once its key is gone
+    /// from the set, it is refused like any token of an unknown key.
+    #[tokio::test]
+    async fn a_token_whose_key_left_the_set_is_refused_after_the_refetch() {
+        let (url, hits, served) = jwks_server_serving(jwks_of(KID)).await;
+        let clock = ManualClock::at_epoch();
+        let verifier = TokenVerifier::external(&url, ISSUER, CLIENT_ID, Arc::new(clock.clone())).expect("verifier");
+        let (token, _) = cognito_token(&clock, KID, &[]);
+        verifier.verify(&token).await.expect("verifies");
+        verifier.verify(&token).await.expect("verifies again");
+
+        // The issuer rotates: the old key leaves the set; a token of the new key makes the
+        // verifier fetch it.
+        *served.lock() = jwks_of("rotated-kid");
+        clock.advance(TimeDelta::seconds(31));
+        let (rotated, _) = cognito_token(&clock, "rotated-kid", &[]);
+        verifier.verify(&rotated).await.expect("the new key verifies");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert_eq!(invalid(verifier.verify(&token).await), "unknown key");
     }
 }
