@@ -275,8 +275,11 @@ async fn funded_customers(app: &TestApp) -> Vec<(bank_client::BankClient, Uuid)>
     customers
 }
 
-/// Longest wait for the recovery sweep: the idempotency lease (30 s), a sweep, and slack.
-const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for what a terminated connection can leave behind to resolve by itself: a step
+/// whose message comes back only when its visibility (60 s) runs out, after an outbox claim
+/// whose answer was lost waited out its lease (30 s); or an idempotency lease (30 s) and the
+/// recovery sweep. With 60 s, one run in about seven timed out here (2026-12-05).
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every accepted transfer exists and is final, each settled one moved money once, no hold is
 /// left and the ledger balances.
