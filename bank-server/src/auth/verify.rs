@@ -52,6 +52,11 @@ pub const VERIFIED_MAX: u64 = 50_000;
 /// How long a verified token is remembered (its expiry is still checked on every use).
 pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Whether a token expiring at `exp` has expired at `now` (seconds), leeway included.
+fn expired(exp: i64, now: i64) -> bool {
+    now >= exp.saturating_add(LEEWAY_SECS)
+}
+
 /// Digests of verified tokens and whom they speak for.
 type Verified = moka::sync::Cache<[u8; 32], Principal>;
 
@@ -165,7 +170,7 @@ impl TokenVerifier {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.verified.get(&digest) {
-            if self.expired(principal.expires_at.timestamp()) {
+            if expired(principal.expires_at.timestamp(), self.clock.now().timestamp()) {
                 self.verified.invalidate(&digest);
                 return Err(AuthError::InvalidToken("expired"));
             }
@@ -174,11 +179,6 @@ impl TokenVerifier {
         let principal = self.verify_signed(token).await?;
         self.verified.insert(digest, principal.clone());
         Ok(principal)
-    }
-
-    /// Whether a token expiring at `exp` (seconds) has expired, leeway included.
-    fn expired(&self, exp: i64) -> bool {
-        self.clock.now().timestamp() >= exp.saturating_add(LEEWAY_SECS)
     }
 
     /// [`Self::verify`] in full: key, algorithm, signature, then the claims.
@@ -213,7 +213,7 @@ impl TokenVerifier {
             return Err(AuthError::InvalidToken("wrong issuer"));
         }
         let now = self.clock.now().timestamp();
-        if self.expired(claims.exp) {
+        if expired(claims.exp, now) {
             return Err(AuthError::InvalidToken("expired"));
         }
         if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
