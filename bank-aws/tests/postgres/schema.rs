@@ -56,3 +56,19 @@ async fn a_schema_behind_the_binary_asks_for_migrate() {
     let err = db.check_schema().await.expect_err("behind");
     assert!(matches!(err, PgError::NotMigrated { .. }) && err.to_string().contains("bank-server migrate"), "{err}");
 }
+
+/// A statement's plan is kept for the connection's life, planned with the sizes the tables had
+/// then: a lookup by key planned on a new, empty table must still go through the index (on a
+/// large table a scan of the whole table is what the bank can never afford).
+#[tokio::test]
+async fn a_lookup_planned_on_an_empty_table_reads_through_its_index() {
+    let Some(db) = test_db().await else { return };
+    let ids: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::now_v7()).collect();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT * FROM holds WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(db.writer())
+        .await
+        .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("holds_pkey") && !plan.contains("Seq Scan"), "{plan}");
+}
