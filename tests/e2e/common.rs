@@ -88,6 +88,7 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(options: Options) -> TestApp {
+        log_to_test_output();
         let dir = TempDir::new().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
@@ -189,6 +190,14 @@ impl Drop for TestApp {
         }
         self.server.abort();
     }
+}
+
+/// The server's warnings and errors (or what `RUST_LOG` asks for) in the test's output, which
+/// the runner shows when the test fails. Once per process; later calls do nothing.
+fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// The TOTP code of `secret` now.
