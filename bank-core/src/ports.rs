@@ -253,6 +253,17 @@ pub enum Inserted {
     Existing(Transfer),
 }
 
+/// An idempotency key's answer, to record in the same write as a new transfer where the transfer
+/// store keeps the keys in its own database ([`TransferStore::insert_completing`]).
+#[derive(Debug, Clone)]
+pub struct KeyAnswer {
+    pub scope: IdempotencyScope,
+    /// The lease under which the key is in flight.
+    pub token: LeaseToken,
+    /// The answer to record, made from the transfer as stored (the insert assigns its `seq`).
+    pub answer: fn(&Transfer) -> Vec<u8>,
+}
+
 /// Transfers and their outbox.
 ///
 /// # Contract
@@ -286,6 +297,22 @@ pub enum Inserted {
 pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new transfer (assigning `seq`), or returns the one already stored under its id.
     async fn insert(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Inserted>;
+
+    /// [`TransferStore::insert`], and where this store keeps the idempotency keys in the same
+    /// database, `key`'s answer recorded in the same write when the transfer is created (one
+    /// commit where there were two, none between them to fail). Answers what the insert did and
+    /// `Some(result)` of completing the key (as [`IdempotencyStore::complete`] would answer it;
+    /// `LeaseLost` keeps the insert), or `None`: the key was not touched, and the caller completes
+    /// it through its idempotency store (the default, for stores without keys).
+    async fn insert_completing(
+        &self,
+        transfer: Transfer,
+        outbox: Vec<OutboxMessage>,
+        key: &KeyAnswer,
+    ) -> Result<(Inserted, Option<Result<()>>)> {
+        let _not_here = key;
+        Ok((self.insert(transfer, outbox).await?, None))
+    }
 
     /// One transfer.
     async fn get(&self, id: TransferId) -> Result<Transfer>;

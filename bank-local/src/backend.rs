@@ -147,16 +147,16 @@ impl LocalBackend {
         refuse_ledger_in(&db)?;
         let ledger_db = LocalDb::open_file(&config.data_dir, LEDGER_FILE_NAME).await?;
         let ledger = Arc::new(SqliteLedger::new(&ledger_db, Arc::clone(&clock)));
+        let keys = Arc::new(SqliteIdempotencyStore::new(&db, Arc::clone(&clock)));
         let payments = PaymentsPorts {
             ledger: ledger.clone(),
-            // Queue and bus live in this database: outbox messages go straight to them.
-            transfers: Arc::new(SqliteTransferStore::delivering_directly(
-                &db,
-                Arc::clone(&clock),
-                config.queue,
-                EVENT_LOG_CAPACITY,
-            )),
-            idempotency: Arc::new(SqliteIdempotencyStore::new(&db, Arc::clone(&clock))),
+            // Queue, bus and keys live in this database: outbox messages go straight to them,
+            // and an accepted transfer's key is completed in the transfer's own write.
+            transfers: Arc::new(
+                SqliteTransferStore::delivering_directly(&db, Arc::clone(&clock), config.queue, EVENT_LOG_CAPACITY)
+                    .completing_keys_of(&keys)?,
+            ),
+            idempotency: keys,
             queue: Arc::new(SqliteQueue::new(&db, Arc::clone(&clock), config.queue)),
             clock: Arc::clone(&clock),
             faults: Arc::new(NoFaults),

@@ -65,6 +65,11 @@ impl SqliteIdempotencyStore {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
         SqliteIdempotencyStore { writer, db: db.clone(), clock }
     }
+
+    /// The database the keys are in.
+    pub(crate) fn db(&self) -> &LocalDb {
+        &self.db
+    }
 }
 
 /// Rows of this store's tables.
@@ -190,8 +195,9 @@ fn begin_job(
     Ok(Begin::Started { resource: resource.to_owned(), token, first_seen_at: now, takeover: false })
 }
 
-/// The writer job of `complete`.
-fn complete_job(
+/// The writer job of `complete` (also run inside a transfer insert's job, see
+/// [`crate::transfers::SqliteTransferStore::completing_keys_of`]).
+pub(crate) fn complete_job(
     conn: &Connection,
     now: DateTime<Utc>,
     scope: &IdempotencyScope,

@@ -19,7 +19,7 @@ use crate::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
 use crate::ledger::NewHold;
 use crate::page::{Page, PageQuery};
-use crate::ports::Inserted;
+use crate::ports::{Inserted, KeyAnswer};
 use crate::queue::QueueMessage;
 use crate::transfer::{Destination, Transfer, TransferRequest};
 
@@ -109,15 +109,21 @@ impl PaymentsService {
         // Only a takeover or a client-chosen id can name a transfer that already exists; a
         // first attempt under an id made just now skips the read.
         let may_exist = takeover || request.id.is_some();
-        match self.accept_started(caller, id, &request, first_seen_at, may_exist).await {
-            Ok(transfer) => {
+        let key = KeyAnswer { scope: scope.clone(), token, answer: encode_accepted };
+        match self.accept_started(caller, id, &request, first_seen_at, may_exist, &key).await {
+            Ok((transfer, completed)) => {
                 // The response is the transfer as accepted, also when a takeover finds it further
                 // along: the first answer and every replay are then the same.
                 let first = AcceptedResponse::of(&transfer);
-                let answer = first.encode();
                 let accepted = Accepted { transfer: self.rebuild(first, caller, &request), replayed: false };
-                let (completed, beside) =
-                    futures::join!(self.ports.idempotency.complete(&scope, token, answer), alongside(&accepted));
+                let complete = async {
+                    match completed {
+                        // Recorded with the insert.
+                        Some(completed) => completed,
+                        None => self.ports.idempotency.complete(&scope, token, first.encode()).await,
+                    }
+                };
+                let (completed, beside) = futures::join!(complete, alongside(&accepted));
                 if let Err(err) = completed {
                     tracing::warn!(transfer_id = %id, error = %err, "could not record the answer under the idempotency key; it resolves when its lease runs out");
                 }
@@ -160,11 +166,12 @@ impl PaymentsService {
         request: &TransferRequest,
         first_seen_at: DateTime<Utc>,
         may_exist: bool,
-    ) -> Result<Transfer> {
+        key: &KeyAnswer,
+    ) -> Result<(Transfer, Option<Result<()>>)> {
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
         if may_exist {
             match self.ports.transfers.get(id).await {
-                Ok(existing) => return same_request(existing, caller, request),
+                Ok(existing) => return Ok((same_request(existing, caller, request)?, None)),
                 Err(Error::TransferNotFound(_)) => {}
                 Err(other) => return Err(other),
             }
@@ -185,9 +192,9 @@ impl PaymentsService {
         let transfer = Transfer::accepted(id, caller.customer, request, now, now + self.config.stuck_after);
         let mut outbox = vec![OutboxMessage::Enqueue(QueueMessage::first(id, request.from_account_id))];
         outbox.extend(Event::of(&transfer, None, now).map(OutboxMessage::Publish));
-        let inserted = match self.ports.transfers.insert(transfer, outbox).await {
-            Ok(Inserted::Created(t)) => t,
-            Ok(Inserted::Existing(t)) => return same_request(t, caller, request),
+        let (inserted, completed) = match self.ports.transfers.insert_completing(transfer, outbox, key).await {
+            Ok((Inserted::Created(t), completed)) => (t, completed),
+            Ok((Inserted::Existing(t), _)) => return Ok((same_request(t, caller, request)?, None)),
             Err(err) => {
                 if !err.is_retryable() {
                     self.release_hold(id).await;
@@ -196,7 +203,7 @@ impl PaymentsService {
             }
         };
         self.ports.faults.check(FaultPoint::AcceptAfterInsert, Some(id))?;
-        Ok(inserted)
+        Ok((inserted, completed))
     }
 
     /// The checks that need the ledger: a foreign account is reported exactly like a missing one.
@@ -316,6 +323,11 @@ struct AcceptedResponse {
 
 const ACCEPTED_RESPONSE_V1: u8 = 1;
 const ACCEPTED_RESPONSE_LEN: usize = 1 + 16 + 12 + 8;
+
+/// The idempotent answer of a transfer as accepted ([`KeyAnswer::answer`]).
+fn encode_accepted(transfer: &Transfer) -> Vec<u8> {
+    AcceptedResponse::of(transfer).encode()
+}
 
 impl AcceptedResponse {
     fn of(transfer: &Transfer) -> Self {

@@ -33,10 +33,13 @@ struct Harness {
 impl SimHarness for Harness {
     async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores {
         let db = self.databases.next().await;
+        // As the backend assembles them: an accepted transfer's key completed in its insert.
+        let keys = Arc::new(SqliteIdempotencyStore::new(&db, clock.clone()));
+        let transfers = SqliteTransferStore::new(&db, clock.clone()).completing_keys_of(&keys).expect("one database");
         SimStores {
             ledger: Arc::new(SqliteLedger::new(&db, clock.clone())),
-            transfers: Arc::new(SqliteTransferStore::new(&db, clock.clone())),
-            idempotency: Arc::new(SqliteIdempotencyStore::new(&db, clock.clone())),
+            transfers: Arc::new(transfers),
+            idempotency: keys,
             queue: Arc::new(SqliteQueue::new(&db, clock, queue_config)),
         }
     }

@@ -1,18 +1,21 @@
 //! `SqliteTransferStore` against the `TransferStore` conformance suite, plus what only a durable
-//! store must show: transfers and the unrelayed outbox survive a reopen, and positions go on.
+//! store must show: transfers and the unrelayed outbox survive a reopen, and positions go on;
+//! an idempotency key of the same database completed in the insert's own write.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::OutboxMessage;
+use bank_core::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
 use bank_core::ids::{AccountId, ClaimToken, CustomerId, TransferId};
 use bank_core::money::Money;
-use bank_core::ports::{Inserted, TransferStore};
+use bank_core::ports::{IdempotencyStore, Inserted, KeyAnswer, TransferStore};
 use bank_core::queue::QueueMessage;
 use bank_core::testkit::outbox::TransferStoreHarness;
-use bank_core::transfer::{Destination, Transfer, TransferRequest, TransferStatus};
+use bank_core::transfer::{Destination, Fingerprint, Transfer, TransferRequest, TransferStatus};
 use bank_local::db::LocalDb;
+use bank_local::idempotency::SqliteIdempotencyStore;
 use bank_local::transfers::SqliteTransferStore;
 use chrono::TimeDelta;
 use parking_lot::Mutex;
@@ -174,4 +177,82 @@ async fn direct_delivery_writes_queue_and_events_with_the_transfer() {
     let refused = store.insert(second.clone(), vec![enqueue(&second), extra]).await;
     assert!(matches!(refused, Err(bank_core::Error::QueueFull)), "{refused:?}");
     assert!(matches!(store.get(second.id).await, Err(bank_core::Error::TransferNotFound(_))));
+}
+
+/// The answer a test records under its key: the stored transfer's `seq`.
+fn seq_answer(transfer: &Transfer) -> Vec<u8> {
+    transfer.seq.to_be_bytes().to_vec()
+}
+
+/// A transfer store completing the keys of `keys`, both on one fresh database.
+async fn completing(dir: &TempDir, clock: &ManualClock) -> (SqliteTransferStore, SqliteIdempotencyStore) {
+    let db = LocalDb::open(dir.path()).await.expect("open");
+    let keys = SqliteIdempotencyStore::new(&db, Arc::new(clock.clone()));
+    let transfers = SqliteTransferStore::new(&db, Arc::new(clock.clone())).completing_keys_of(&keys).expect("one db");
+    (transfers, keys)
+}
+
+/// Begins `key` for a request; its lease token.
+async fn begin(keys: &SqliteIdempotencyStore, scope: &IdempotencyScope, lease: TimeDelta) -> (LeaseToken, bool) {
+    match keys.begin(scope, Fingerprint([7; 32]), "resource", lease).await.expect("begin") {
+        Begin::Started { token, takeover, .. } => (token, takeover),
+        Begin::Replay { .. } => panic!("expected the key to start"),
+    }
+}
+
+fn scope(key: &str) -> IdempotencyScope {
+    IdempotencyScope { caller: "customer".into(), key: IdempotencyKey::new(key).expect("key") }
+}
+
+#[tokio::test]
+async fn an_insert_completing_a_key_of_its_database_records_the_answer_in_the_same_write() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (store, keys) = completing(&dir, &clock).await;
+    let scope = scope("k1");
+    let (token, _) = begin(&keys, &scope, TimeDelta::seconds(30)).await;
+    let new = transfer(&clock, AccountId::new(), AccountId::new());
+    let key = KeyAnswer { scope: scope.clone(), token, answer: seq_answer };
+    let (inserted, completed) = store.insert_completing(new.clone(), vec![enqueue(&new)], &key).await.expect("insert");
+    let stored = created(inserted);
+    assert!(matches!(completed, Some(Ok(()))), "{completed:?}");
+    // No `complete` was called: the key answers from the insert's own write.
+    match keys.begin(&scope, Fingerprint([7; 32]), "resource", TimeDelta::seconds(30)).await.expect("again") {
+        Begin::Replay { response, .. } => assert_eq!(response, seq_answer(&stored)),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    // A second insert under the id finds the first and leaves the key alone.
+    let (again, completed) = store.insert_completing(new.clone(), Vec::new(), &key).await.expect("insert again");
+    assert_eq!(again, Inserted::Existing(stored));
+    assert!(completed.is_none(), "{completed:?}");
+}
+
+#[tokio::test]
+async fn a_key_taken_over_meanwhile_keeps_the_insert_and_its_new_lease() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (store, keys) = completing(&dir, &clock).await;
+    let scope = scope("k2");
+    let (stale, _) = begin(&keys, &scope, TimeDelta::seconds(1)).await;
+    clock.advance(TimeDelta::seconds(2));
+    let (current, takeover) = begin(&keys, &scope, TimeDelta::seconds(30)).await;
+    assert!(takeover);
+    let new = transfer(&clock, AccountId::new(), AccountId::new());
+    let key = KeyAnswer { scope: scope.clone(), token: stale, answer: seq_answer };
+    let (inserted, completed) = store.insert_completing(new.clone(), vec![enqueue(&new)], &key).await.expect("insert");
+    assert!(matches!(completed, Some(Err(bank_core::Error::LeaseLost))), "{completed:?}");
+    assert_eq!(store.get(new.id).await.expect("kept"), created(inserted));
+    // The attempt that took over still holds the key.
+    keys.complete(&scope, current, b"current".to_vec()).await.expect("the current lease completes");
+}
+
+#[tokio::test]
+async fn keys_of_another_database_are_refused() {
+    let (here, there) = (TempDir::new().expect("temp dir"), TempDir::new().expect("temp dir"));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch());
+    let db = LocalDb::open(here.path()).await.expect("open");
+    let other = LocalDb::open(there.path()).await.expect("open");
+    let keys = SqliteIdempotencyStore::new(&other, Arc::clone(&clock));
+    let refused = SqliteTransferStore::new(&db, clock).completing_keys_of(&keys);
+    assert!(matches!(refused, Err(bank_core::Error::InvalidInput(_))), "{refused:?}");
 }
