@@ -44,10 +44,13 @@ pub fn table(outcome: &Outcome) -> String {
         writeln!(out, "errors by status: {}", if errors.is_empty() { "none".to_owned() } else { errors.join(", ") });
     let _ = writeln!(
         out,
-        "elapsed {} s; transfers unsettled {}, failed {}; settlement polls {}{}",
+        "elapsed {} s; transfers unsettled {}, failed {}; settle timed for {}, {} checked after the run; \
+         settlement polls {}{}",
         ms(outcome.elapsed_ms),
         outcome.unsettled,
         outcome.failed_transfers,
+        outcome.followed,
+        outcome.checked_after,
         outcome.settle_polls,
         if outcome.interrupted { "; INTERRUPTED" } else { "" }
     );

@@ -5,9 +5,13 @@
 //! a cap on requests in flight protects the generator's memory, and a request it could not send
 //! under the cap counts as a `saturated` error.
 //!
-//! Every accepted transfer is followed until it is final (`GET /v1/transfers/{id}`, polled with a
-//! short backoff), which measures accept → settled. The transfers' journal (key, request, answer)
-//! lets a caller re-send every unanswered request under its key after a crash.
+//! Accepted transfers are followed until they are final (`GET /v1/transfers/{id}`, polled with a
+//! short backoff), which measures accept → settled. Up to [`FOLLOWED_PER_SECOND`] a second are
+//! followed as they are accepted (every one at the seed's peak; one in ten at ten times it): the
+//! polls are the harness's own reads, several per transfer, and following all of them at a high
+//! rate would add more read load than the run asks for. Every other accepted transfer is checked
+//! final after the schedules end, so none goes unchecked. The transfers' journal (key, request,
+//! answer) lets a caller re-send every unanswered request under its key after a crash.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use bank_api::{TransferRequest, TransferStatus};
 use bank_client::ClientError;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use rand::Rng;
 use rust_decimal::Decimal;
@@ -30,6 +35,13 @@ use crate::watch::ProcessSample;
 
 /// Page size of the history reads.
 pub const HISTORY_PAGE: u32 = 20;
+
+/// Most accepted transfers a second whose accept → settled time is measured as they go (see the
+/// module's documentation); the others are checked final after the run.
+pub const FOLLOWED_PER_SECOND: u32 = 100;
+
+/// Most transfers checked at once after the run.
+const CHECKS_IN_FLIGHT: usize = 64;
 
 /// What to send, how fast and for how long.
 #[derive(Debug, Clone)]
@@ -118,6 +130,11 @@ pub struct Outcome {
     pub failed_transfers: u64,
     /// `GET /v1/transfers/{id}` polls sent to follow settlement (extra read load, not measured).
     pub settle_polls: u64,
+    /// Accepted transfers whose accept → settled time was measured (the others were checked
+    /// final after the run).
+    pub followed: u64,
+    /// Accepted transfers checked final after the run.
+    pub checked_after: u64,
     /// The run was stopped early (Ctrl-C).
     pub interrupted: bool,
     /// The run cut into [`Plan::period`]s.
@@ -144,6 +161,9 @@ struct Shared {
     unsettled: AtomicU64,
     failed: AtomicU64,
     polls: AtomicU64,
+    followed: AtomicU64,
+    /// Accepted transfers not followed, checked after the run: whose, which, when accepted.
+    unfollowed: Mutex<Vec<(usize, Uuid, Instant)>>,
 }
 
 /// Runs `plan` against the fixture's users until done or `cancel` is triggered.
@@ -233,12 +253,17 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
                             }
                         };
                         if let (TransferAnswer::Accepted { id, .. }, true) = (&answer, plan.follow_settlement) {
-                            let id = *id;
-                            let accepted = Instant::now();
-                            let (recorder, shared) = (Arc::clone(&recorder), Arc::clone(&shared));
-                            tracker.spawn(async move {
-                                follow(&client, id, accepted, plan.settle_timeout, &recorder, &shared, &cancel).await;
-                            });
+                            let (id, accepted) = (*id, Instant::now());
+                            if i % follow_every(plan.transfer_rate) == 0 {
+                                shared.followed.fetch_add(1, Ordering::Relaxed);
+                                let (recorder, shared) = (Arc::clone(&recorder), Arc::clone(&shared));
+                                tracker.spawn(async move {
+                                    let timeout = plan.settle_timeout;
+                                    follow(&client, id, accepted, timeout, &recorder, true, &shared, &cancel).await;
+                                });
+                            } else {
+                                shared.unfollowed.lock().push((from, id, accepted));
+                            }
                         }
                         if plan.journal {
                             shared.journal.lock().push(TransferRecord { key, user: from, request, answer });
@@ -253,6 +278,14 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     let elapsed = Instant::now().saturating_duration_since(start);
     tracker.close();
     tracker.wait().await;
+    let unfollowed = std::mem::take(&mut *shared.unfollowed.lock());
+    let checked_after = u64::try_from(unfollowed.len()).unwrap_or(u64::MAX);
+    futures::stream::iter(unfollowed)
+        .for_each_concurrent(CHECKS_IN_FLIGHT, |(user, id, accepted)| {
+            let client = &fixture.users[user].client;
+            follow(client, id, accepted, plan.settle_timeout, &recorder, false, &shared, cancel)
+        })
+        .await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -270,6 +303,8 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
         unsettled: shared.unsettled.load(Ordering::Relaxed),
         failed_transfers: shared.failed.load(Ordering::Relaxed),
         settle_polls: shared.polls.load(Ordering::Relaxed),
+        followed: shared.followed.load(Ordering::Relaxed),
+        checked_after,
         interrupted: cancel.is_cancelled(),
         periods,
         journal,
@@ -374,13 +409,23 @@ fn tick(
     }
 }
 
-/// Polls transfer `id` until it is final: settled is recorded with its accept → settled time.
+/// Follow one accepted transfer in how many (1: every one), for at most
+/// [`FOLLOWED_PER_SECOND`] a second.
+fn follow_every(transfer_rate: u32) -> u64 {
+    u64::from(transfer_rate.div_ceil(FOLLOWED_PER_SECOND).max(1))
+}
+
+/// Polls transfer `id` until it is final. Settled is recorded with its accept → settled time
+/// when `timed` (a transfer checked after the run has no time to tell); failed, or not final in
+/// time, is an error of the settle route either way.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     client: &bank_client::BankClient,
     id: Uuid,
     accepted: Instant,
     timeout: Duration,
     recorder: &Recorder,
+    timed: bool,
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
@@ -399,7 +444,9 @@ async fn follow(
         shared.polls.fetch_add(1, Ordering::Relaxed);
         match client.get_transfer(id).await {
             Ok(transfer) if transfer.status == TransferStatus::Settled => {
-                recorder.ok(Route::Settle, accepted.elapsed());
+                if timed {
+                    recorder.ok(Route::Settle, accepted.elapsed());
+                }
                 return;
             }
             Ok(transfer) if transfer.status == TransferStatus::Failed => {
@@ -454,5 +501,22 @@ async fn progress_lines(recorder: Arc<Recorder>, tracker: TaskTracker) {
         }
         line.push_str(&format!(" in flight {}", tracker.len()));
         eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transfer_is_followed_up_to_the_cap_and_a_share_of_them_past_it() {
+        assert_eq!(follow_every(1), 1);
+        assert_eq!(follow_every(FOLLOWED_PER_SECOND), 1);
+        assert_eq!(follow_every(FOLLOWED_PER_SECOND + 1), 2);
+        assert_eq!(follow_every(10 * FOLLOWED_PER_SECOND), 10);
+        // Never more than the cap a second.
+        for rate in [1, 99, 100, 101, 250, 999, 1_000, 4_000, 100_000] {
+            assert!(u64::from(rate).div_ceil(follow_every(rate)) <= u64::from(FOLLOWED_PER_SECOND), "{rate}");
+        }
     }
 }
