@@ -171,7 +171,11 @@ async fn two_apis_two_workers_and_notifications_share_the_aws_services() {
         ("BANK_RATE_PER_IP", "100000".to_owned()),
         ("BANK_RATE_PER_SUBJECT", "100000".to_owned()),
         ("BANK_LOGIN_RATE_PER_IP", "100000".to_owned()),
-        ("BANK_WORKER_BATCH", "8".to_owned()),
+        // One message a receive: with several of one group in flight when the worker is killed,
+        // the emulator (moto 5.2) redelivers them out of order (it skips the first while the
+        // others still count as in flight, then hands out the second), which real SQS FIFO never
+        // does; the order assertion below would then fail for the emulator's sake.
+        ("BANK_WORKER_BATCH", "1".to_owned()),
         // Each rail call takes a little while, so the kill below lands while a worker works.
         ("BANK_RAIL_LATENCY_MS", "20".to_owned()),
         ("BANK_WEBHOOK_URL", hook_url),
