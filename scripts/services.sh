@@ -8,15 +8,15 @@
 #   - PostgreSQL on 127.0.0.1:5432: used when it answers; otherwise installed when missing
 #     (apt-get, as root) and started with pg_ctlcluster (a cluster is created with pg_createcluster,
 #     trust auth, when none has port 5432). A fresh database bank_test_<date>_<pid> is created.
-#   - a primary plus streaming standby (scripts/pg-pair.sh) on two free loopback ports from 55433
+#   - a primary plus streaming standby (scripts/pg-pair.sh) on two free loopback ports from 25433
 #     up, in STATE_DIR/pg-pair.
 #   - an AWS API emulator: moto (`moto[server]` from PyPI, installed when missing into a virtualenv
 #     at BANK_MOTO_VENV, default ~/.cache/bank-moto-venv) serving on a free loopback port from
-#     55500 up, one request at a time (scripts/moto_serialized.py: moto's conditional writes are
+#     25500 up, one request at a time (scripts/moto_serialized.py: moto's conditional writes are
 #     not atomic otherwise), its log in STATE_DIR/moto.log. A fresh emulator per run.
 #   - Redis: the one on 127.0.0.1:6379 when it answers PING (tests use a unique key prefix per
 #     case, so sharing it is safe); otherwise redis-server (installed with apt-get when missing, as
-#     root) started on a free loopback port from 55600 up with no persistence, its log in
+#     root) started on a free loopback port from 25600 up with no persistence, its log in
 #     STATE_DIR/redis.log.
 #   and exports (also written to STATE_DIR/services.env):
 #     BANK_SERVICES_STATE     the state folder, for `stop`
@@ -36,12 +36,12 @@
 #
 # Environment:
 #   BANK_SERVICES_DIR        state folder for `start` (default: a new mktemp folder in ${TMPDIR:-/tmp})
-#   BANK_PG_PAIR_PORT        first port tried for the pair (default 55433)
+#   BANK_PG_PAIR_PORT        first port tried for the pair (default 25433)
 #   BANK_PG_PORT             port of the shared PostgreSQL (default 5432; for testing this script)
 #   BANK_MOTO_VENV           the virtualenv moto is installed in (default ~/.cache/bank-moto-venv)
-#   BANK_MOTO_PORT           first port tried for moto (default 55500)
+#   BANK_MOTO_PORT           first port tried for moto (default 25500)
 #   BANK_REDIS_SHARED_PORT   port of the shared Redis used when it answers (default 6379)
-#   BANK_REDIS_PORT          first port tried for a Redis of our own (default 55600)
+#   BANK_REDIS_PORT          first port tried for a Redis of our own (default 25600)
 #   BANK_REQUIRE_SERVICES=1  a missing service is an error
 #
 # Only the export lines go to stdout; every message goes to stderr.
@@ -238,6 +238,10 @@ provide_database() {
   fi
 }
 
+# The ports this script listens on start below Linux's ephemeral range (32768-60999 by default):
+# a port in it can be the local port of any outgoing connection at that moment, and a listener
+# then fails with "Address already in use" though nothing listens there (seen once: the pair's
+# standby, three attempts in a row, 2026-12-05).
 port_taken() {
   timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
@@ -258,7 +262,7 @@ free_port() {
 # The primary/standby pair, in STATE/pg-pair. Sets PRIMARY_URL and STANDBY_URL, or prints why not
 # and fails.
 provide_pair() {
-  local dir="$STATE/pg-pair" out="" from="${BANK_PG_PAIR_PORT:-55433}" p1 p2 attempt
+  local dir="$STATE/pg-pair" out="" from="${BANK_PG_PAIR_PORT:-25433}" p1 p2 attempt
   if [[ -f "$STATE/pair-ports" && -f "$dir/.pg-pair" ]]; then
     read -r p1 p2 <"$STATE/pair-ports"
     out="$(PG_BINDIR="$BIN" bash "$PAIR_SCRIPT" start "$dir" "$p1" "$p2")" || {
@@ -310,7 +314,7 @@ provide_moto() {
       return 1
     }
   fi
-  port="$(free_port "${BANK_MOTO_PORT:-55500}")" || {
+  port="$(free_port "${BANK_MOTO_PORT:-25500}")" || {
     echo "no free loopback port for moto"
     return 1
   }
@@ -365,7 +369,7 @@ provide_redis() {
       return 1
     }
   fi
-  port="$(free_port "${BANK_REDIS_PORT:-55600}")" || {
+  port="$(free_port "${BANK_REDIS_PORT:-25600}")" || {
     echo "no free loopback port for Redis"
     return 1
   }
