@@ -279,8 +279,11 @@ async fn funded_customers(app: &TestApp) -> Vec<(bank_client::BankClient, Uuid)>
 /// whose message comes back only when its visibility (60 s) runs out, after an outbox claim
 /// whose answer was lost waited out its lease (30 s); or an idempotency lease (30 s) and the
 /// recovery sweep. Measured 2026-12-05: 20 runs in a row took 11–34 s each (the longest wait an
-/// idempotency lease's); 60 s timed out once in seven runs, but under a change since reverted
-/// (the outbox claim run outside a transaction).
+/// idempotency lease's). The one run that timed out (2026-12-05, a busy machine) had a message
+/// dead-lettered: the worker gave a transiently failed delivery back after a fixed second, and
+/// ten deliveries inside the kill storm sent it to the dead-letter queue, whence only the
+/// scheduler's stuck sweep (5 minutes) brings a transfer back. The wait now doubles with each
+/// such delivery (`bank_core::payments::transient_retry_delay`).
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every accepted transfer exists and is final, each settled one moved money once, no hold is

@@ -18,7 +18,7 @@ pub use relay::{OutboxRelay, RELAY_BATCH_MAX, RELAY_LEASE_SECONDS_DEFAULT, RELAY
 pub use scheduler::{PaymentsScheduler, SCHEDULER_BATCH_MAX, SchedulerReport};
 pub use service::{Accepted, Caller, PaymentsService};
 pub use system::SystemAccounts;
-pub use worker::{PaymentsWorker, TRANSIENT_RETRY_DELAY, WORKER_AUDIT_SUBJECT, WorkerReport};
+pub use worker::{PaymentsWorker, TRANSIENT_RETRY_DELAY, WORKER_AUDIT_SUBJECT, WorkerReport, transient_retry_delay};
 
 use std::sync::Arc;
 

@@ -39,8 +39,25 @@ use crate::ports::PaymentRail;
 use crate::queue::{Delivery, Receipt};
 
 /// How soon a message whose processing failed transiently (a storage call answered retryable) is
-/// delivered again.
+/// delivered again the first time; each further delivery that fails so waits twice as long, up to
+/// the message's visibility ([`transient_retry_delay`]).
 pub const TRANSIENT_RETRY_DELAY: TimeDelta = TimeDelta::seconds(1);
+
+/// The wait before delivery `receive_count + 1` of a message whose delivery `receive_count` failed
+/// transiently: [`TRANSIENT_RETRY_DELAY`], doubled for each earlier delivery, at most `visibility`.
+///
+/// The queue dead-letters a message after its `max_receives`-th delivery (ten by default), counting
+/// every delivery alike. With a fixed one-second wait, an outage of the database of some ten
+/// seconds (a failover, connections cut again and again) would send every transfer it touched to
+/// the dead-letter queue, to be picked up only by the scheduler's stuck sweep minutes later; with
+/// the doubling, ten deliveries span minutes of outage (1 + 2 + 4 + … s).
+pub fn transient_retry_delay(receive_count: u32, visibility: TimeDelta) -> TimeDelta {
+    let doublings = receive_count.saturating_sub(1).min(20);
+    TRANSIENT_RETRY_DELAY
+        .checked_mul(1 << doublings)
+        .map_or(visibility, |delay| delay.min(visibility))
+        .max(TimeDelta::zero())
+}
 use crate::rail::breaker::CircuitBreaker;
 use crate::rail::{RailError, RailPayment, RailStatus};
 use crate::transfer::{Destination, FailureCode, Transfer, TransferStatus};
@@ -154,8 +171,8 @@ impl PaymentsWorker {
     pub async fn run_once(&self) -> Result<WorkerReport> {
         let deliveries = self.ports.queue.receive(self.config.worker_batch, self.config.visibility).await?;
         let mut report = WorkerReport { received: deliveries.len(), ..WorkerReport::default() };
-        let receipts: Vec<Receipt> = deliveries.iter().map(|d| d.receipt.clone()).collect();
-        for (result, receipt) in
+        let receipts: Vec<(Receipt, u32)> = deliveries.iter().map(|d| (d.receipt.clone(), d.receive_count)).collect();
+        for (result, (receipt, receive_count)) in
             join_all(deliveries.into_iter().map(|d| self.process(d))).await.into_iter().zip(receipts)
         {
             match result {
@@ -168,10 +185,11 @@ impl PaymentsWorker {
                         tracing::warn!(error = %err, "transfer processing stopped; the message will be redelivered");
                     }
                     // A transient failure (a lost database connection): redeliver soon, not
-                    // only when the visibility runs out. Every step is keyed, so the next
-                    // delivery resumes where this one stopped.
+                    // only when the visibility runs out, and later each time it fails again.
+                    // Every step is keyed, so the next delivery resumes where this one stopped.
+                    let delay = transient_retry_delay(receive_count, self.config.visibility);
                     if err.is_retryable()
-                        && let Err(again) = self.ports.queue.retry_later(&receipt, TRANSIENT_RETRY_DELAY).await
+                        && let Err(again) = self.ports.queue.retry_later(&receipt, delay).await
                     {
                         tracing::warn!(error = %again, "cannot reschedule the message; it returns after its visibility");
                     }

@@ -634,6 +634,43 @@ async fn a_transient_storage_failure_is_redelivered_soon_not_after_the_visibilit
     assert_eq!(b.balance(b.bob_usd).await, (dec("10.00"), dec("0")));
 }
 
+/// Each transient failure of the same message doubles the wait before the next delivery, so an
+/// outage of many seconds does not use up the queue's deliveries (ten, then the dead-letter queue).
+#[tokio::test]
+async fn transient_failures_of_one_message_wait_longer_each_time() {
+    let b = bank().await;
+    let accepted = b.accept(b.internal("10.00")).await.expect("accept");
+    b.relay.run_once(1000).await.expect("relay");
+    let second = bank_core::payments::TRANSIENT_RETRY_DELAY * 2;
+    for (delivery, wait) in [(1, bank_core::payments::TRANSIENT_RETRY_DELAY), (2, second)] {
+        *b.crash.transient.lock() = Some(FaultPoint::WorkerAfterMark);
+        let failed = b.worker.run_once().await.expect("worker");
+        assert_eq!((failed.received, failed.interrupted), (1, 1), "delivery {delivery}");
+        // Not back a moment before its wait is over.
+        b.clock.advance(wait - chrono::TimeDelta::milliseconds(1));
+        assert_eq!(b.worker.run_once().await.expect("worker").received, 0, "after delivery {delivery}");
+        b.clock.advance(chrono::TimeDelta::milliseconds(1));
+    }
+    let third = b.worker.run_once().await.expect("worker");
+    assert_eq!((third.received, third.settled), (1, 1));
+    assert_eq!(b.status(accepted.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.bob_usd).await, (dec("10.00"), dec("0")));
+}
+
+#[test]
+fn the_transient_retry_delay_doubles_up_to_the_visibility() {
+    use bank_core::payments::{TRANSIENT_RETRY_DELAY, transient_retry_delay};
+    let visibility = chrono::TimeDelta::seconds(60);
+    let delays: Vec<i64> = (0..=12).map(|n| transient_retry_delay(n, visibility).num_seconds()).collect();
+    assert_eq!(delays, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60, 60]);
+    assert_eq!(transient_retry_delay(u32::MAX, visibility), visibility);
+    assert_eq!(transient_retry_delay(1, chrono::TimeDelta::milliseconds(300)), chrono::TimeDelta::milliseconds(300));
+    assert_eq!(transient_retry_delay(1, visibility), TRANSIENT_RETRY_DELAY);
+    // Ten deliveries span minutes: an outage must last that long to dead-letter a message.
+    let ten: i64 = (1..10).map(|n| transient_retry_delay(n, visibility).num_seconds()).sum();
+    assert!(ten >= 180, "{ten}");
+}
+
 #[tokio::test]
 async fn duplicate_deliveries_do_not_move_money_twice() {
     let b = bank().await;
