@@ -291,25 +291,18 @@ impl TransferStore for PgTransferStore {
         }
         let now = self.clock.now();
         let until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        // The outbox is a queue: rows come and go faster than statistics follow, and dead rows
-        // pile up between vacuums. Read it in `seq` order through its primary key, never by a
-        // scan of the whole table and a sort (which its statistics often make look cheaper).
-        // Without JIT: the cost a disabled scan adds (of `outbox_claims`, a few rows read whole)
-        // would make the statement look worth compiling, which costs ~300 ms each time.
-        let mut tx = self.db.writer().begin().await.map_err(db_err)?;
-        sqlx::query("SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        // One statement, so its own transaction. The outbox is a queue: rows come and go faster
+        // than statistics follow, and dead rows pile up between vacuums; the pools' planner
+        // settings (no sequential scans, no JIT: see `super::pool`) keep its plan on the
+        // primary key in `seq` order.
         let rows = sqlx::query(CLAIM)
             .bind(until)
             .bind(now)
             .bind(sql_limit(limit))
             .bind(token.as_uuid())
-            .fetch_all(&mut *tx)
+            .fetch_all(self.db.writer())
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
         let mut records = rows.iter().map(record_of).collect::<Result<Vec<_>>>()?;
         // RETURNING has no order.
         records.sort_by_key(|record| record.seq);
