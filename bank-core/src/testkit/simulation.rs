@@ -23,8 +23,11 @@
 //! worker gave up waiting), breakers that open between a submit and a status query, slow rail
 //! calls during which time runs past the visibility timeout and a second worker and the
 //! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
-//! holds and idempotency leases, and two relays claiming the outbox at once (a crashed relay's
-//! claim runs out and the records go to the next claim).
+//! holds and idempotency leases, two relays claiming the outbox at once (a crashed relay's
+//! claim runs out and the records go to the next claim), and *stubborn* transfers (one in 40)
+//! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
+//! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
+//! (the summary line counts the dead letters left).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -105,6 +108,8 @@ pub struct SimReport {
     pub crashes: usize,
     /// Rounds needed to reach quiescence.
     pub quiescence_rounds: usize,
+    /// Messages in the dead-letter queue at the end (their transfers came back by the scheduler).
+    pub dead_letters: u64,
 }
 
 /// SplitMix64: small, seedable, good enough to pick actions.
@@ -139,14 +144,20 @@ fn rng_index(rng: &mut Rng, len: usize) -> usize {
 }
 
 /// Crashes steps at random while enabled; never crashes one transfer more than
-/// [`CRASHES_PER_TRANSFER_MAX`] times (below the queue's dead-letter threshold, so crashes
-/// alone never dead-letter a message).
+/// [`CRASHES_PER_TRANSFER_MAX`] times (below the queue's dead-letter threshold), except the
+/// *stubborn* ones: one transfer in [`STUBBORN_ONE_IN`] crashes at every worker start, up to
+/// [`STUBBORN_CRASHES_MAX`] times, past the queue's deliveries, during the chaos and after it — its
+/// message is dead-lettered, and only the scheduler's stuck sweep brings the transfer back.
 #[derive(Debug)]
 struct SimFaults {
     state: Mutex<FaultState>,
 }
 
 const CRASHES_PER_TRANSFER_MAX: u32 = 3;
+/// One started transfer in this many is stubborn (see [`SimFaults`]).
+const STUBBORN_ONE_IN: u64 = 40;
+/// Crashes of a stubborn transfer: more than the queue's `max_receives` (10).
+const STUBBORN_CRASHES_MAX: u32 = 12;
 
 #[derive(Debug)]
 struct FaultState {
@@ -158,6 +169,8 @@ struct FaultState {
     /// Transfers in the order a worker first started on them.
     started: Vec<TransferId>,
     started_set: BTreeSet<TransferId>,
+    /// The stubborn ones among them.
+    stubborn: BTreeSet<TransferId>,
 }
 
 impl Faults for SimFaults {
@@ -168,6 +181,23 @@ impl Faults for SimFaults {
             && s.started_set.insert(id)
         {
             s.started.push(id);
+            if s.rng.below(STUBBORN_ONE_IN) == 0 {
+                s.stubborn.insert(id);
+            }
+        }
+        // A stubborn transfer goes on crashing after the chaos too, so its message runs out of
+        // deliveries whatever the seed's chaos did.
+        if point == FaultPoint::WorkerStart
+            && let Some(id) = transfer
+            && s.stubborn.contains(&id)
+        {
+            let count = s.per_transfer.entry(id).or_default();
+            if *count < STUBBORN_CRASHES_MAX {
+                *count += 1;
+                s.crashes += 1;
+                return Err(Error::Interrupted(point.as_str()));
+            }
+            return Ok(());
         }
         if !s.enabled {
             return Ok(());
@@ -264,6 +294,7 @@ pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
                 total.refused += r.refused;
                 total.crashes += r.crashes;
                 total.quiescence_rounds = total.quiescence_rounds.max(r.quiescence_rounds);
+                total.dead_letters += r.dead_letters;
             }
             Err(why) => panic!("simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
         }
@@ -290,6 +321,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             per_transfer: HashMap::new(),
             started: Vec::new(),
             started_set: BTreeSet::new(),
+            stubborn: BTreeSet::new(),
         }),
     });
     let ports = PaymentsPorts {
@@ -535,6 +567,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         }
     }
     report.quiescence_rounds = rounds;
+    report.dead_letters = ports.queue.stats().await.map_err(|e| e.to_string())?.dead_letters;
     // Every request still on its way reaches the rail now: a transfer failed while its payment
     // was in transit would show up below as failed-but-paid.
     clock.advance(late_arrival_max + TimeDelta::seconds(1));
