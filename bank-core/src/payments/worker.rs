@@ -37,6 +37,9 @@ use crate::ids::{AccountId, CustomerId, HoldId};
 use crate::ledger::{HoldStatus, NewEntry, PostHold, PostedEntry};
 use crate::ports::PaymentRail;
 use crate::queue::{Delivery, Receipt};
+use crate::rail::breaker::CircuitBreaker;
+use crate::rail::{RailError, RailPayment, RailStatus};
+use crate::transfer::{Destination, FailureCode, Transfer, TransferStatus};
 
 /// How soon a message whose processing failed transiently (a storage call answered retryable) is
 /// delivered again the first time; each further delivery that fails so waits twice as long, up to
@@ -58,9 +61,6 @@ pub fn transient_retry_delay(receive_count: u32, visibility: TimeDelta) -> TimeD
         .map_or(visibility, |delay| delay.min(visibility))
         .max(TimeDelta::zero())
 }
-use crate::rail::breaker::CircuitBreaker;
-use crate::rail::{RailError, RailPayment, RailStatus};
-use crate::transfer::{Destination, FailureCode, Transfer, TransferStatus};
 
 /// What one `run_once` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
