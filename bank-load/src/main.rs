@@ -144,8 +144,7 @@ fn main() -> ExitCode {
     // measures, and a multi-threaded runtime's hand-offs between its threads (a futex wake of a
     // parked worker per request) cost more than the requests themselves. Measured at 10,000
     // account views a second: 46 µs of CPU a request on one thread, 63 µs on two.
-    let built = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let runtime = match built {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bank-load: cannot start the async runtime: {e}");

@@ -56,10 +56,7 @@ pub const TRANSIENT_RETRY_DELAY: TimeDelta = TimeDelta::seconds(1);
 /// the doubling, ten deliveries span minutes of outage (1 + 2 + 4 + … s).
 pub fn transient_retry_delay(receive_count: u32, visibility: TimeDelta) -> TimeDelta {
     let doublings = receive_count.saturating_sub(1).min(20);
-    TRANSIENT_RETRY_DELAY
-        .checked_mul(1 << doublings)
-        .map_or(visibility, |delay| delay.min(visibility))
-        .max(TimeDelta::zero())
+    (TRANSIENT_RETRY_DELAY * (1 << doublings)).min(visibility).max(TimeDelta::zero())
 }
 
 /// What one `run_once` did.

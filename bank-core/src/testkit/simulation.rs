@@ -185,30 +185,22 @@ impl Faults for SimFaults {
                 s.stubborn.insert(id);
             }
         }
-        // A stubborn transfer goes on crashing after the chaos too, so its message runs out of
-        // deliveries whatever the seed's chaos did.
-        if point == FaultPoint::WorkerStart
-            && let Some(id) = transfer
-            && s.stubborn.contains(&id)
-        {
-            let count = s.per_transfer.entry(id).or_default();
-            if *count < STUBBORN_CRASHES_MAX {
-                *count += 1;
-                s.crashes += 1;
-                return Err(Error::Interrupted(point.as_str()));
+        // A stubborn transfer crashes at every worker start, after the chaos too, so its message
+        // runs out of deliveries whatever the seed's chaos did.
+        let stubborn = point == FaultPoint::WorkerStart && transfer.is_some_and(|id| s.stubborn.contains(&id));
+        if !stubborn {
+            if !s.enabled {
+                return Ok(());
             }
-            return Ok(());
+            let percent = s.crash_percent;
+            if !s.rng.chance(percent) {
+                return Ok(());
+            }
         }
-        if !s.enabled {
-            return Ok(());
-        }
-        let percent = s.crash_percent;
-        if !s.rng.chance(percent) {
-            return Ok(());
-        }
+        let cap = if stubborn { STUBBORN_CRASHES_MAX } else { CRASHES_PER_TRANSFER_MAX };
         if let Some(id) = transfer {
             let count = s.per_transfer.entry(id).or_default();
-            if *count >= CRASHES_PER_TRANSFER_MAX {
+            if *count >= cap {
                 return Ok(());
             }
             *count += 1;
