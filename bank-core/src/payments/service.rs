@@ -239,9 +239,16 @@ impl PaymentsService {
     }
 
     async fn release_hold(&self, id: TransferId) {
+        if let Err(err) = self.void_hold(id).await {
+            tracing::warn!(transfer_id = %id, error = %err, "could not release hold; it will expire");
+        }
+    }
+
+    /// Voids the hold of transfer `id`, if there is one.
+    async fn void_hold(&self, id: TransferId) -> Result<()> {
         match self.ports.ledger.void_hold(HoldId::from(id)).await {
-            Ok(_) | Err(Error::HoldNotFound(_)) => {}
-            Err(err) => tracing::warn!(transfer_id = %id, error = %err, "could not release hold; it will expire"),
+            Ok(_) | Err(Error::HoldNotFound(_)) => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
@@ -281,8 +288,9 @@ impl PaymentsService {
     }
 
     /// Finishes or undoes requests that died holding their key (lease expired): if the transfer
-    /// was stored, the key is completed with it; if not, the hold is released and the key freed.
-    /// Returns how many keys it resolved.
+    /// was stored, the key is completed with it; if not, the hold is released, then the key freed
+    /// (a key whose hold cannot be released now stays taken until this run's lease runs out, and
+    /// a later run retries it). Returns how many keys it resolved.
     pub async fn recover_abandoned(&self, limit: usize) -> Result<usize> {
         let mut resolved = 0;
         for record in self.ports.idempotency.abandoned(limit).await? {
@@ -299,7 +307,12 @@ impl PaymentsService {
                     self.ports.idempotency.complete(&record.scope, token, response).await?;
                 }
                 Err(Error::TransferNotFound(_)) => {
-                    self.release_hold(id).await;
+                    // The request died between its hold and its transfer: the hold goes first,
+                    // then the key. Should the hold stay (a lost connection), so does the key,
+                    // under this run's lease: once that runs out the key is abandoned again and
+                    // a later run retries. Releasing the key anyway would leave the customer's
+                    // money held until the hold expires (days), with nothing left to free it.
+                    self.void_hold(id).await?;
                     self.ports.idempotency.release(&record.scope, token).await?;
                 }
                 Err(other) => return Err(other),

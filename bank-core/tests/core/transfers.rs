@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bank_core::Error;
+use bank_core::account::{Account, Balance};
 use bank_core::account::{AccountStatus, NewAccount};
 use bank_core::audit::AuditLog as _;
 use bank_core::clock::{Clock, ManualClock};
@@ -12,7 +13,9 @@ use bank_core::events::EventKind;
 use bank_core::faults::{FaultPoint, Faults};
 use bank_core::idempotency::{Begin, IdempotencyKey, IdempotencyRecord, IdempotencyScope, LeaseToken};
 use bank_core::ids::{AccountId, CustomerId, HoldId, TransferId};
-use bank_core::ledger::{EntryKey, HoldStatus, NewEntry};
+use bank_core::ledger::{
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+};
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::bus::MemoryEventBus;
 use bank_core::memory::idempotency::MemoryIdempotencyStore;
@@ -512,6 +515,94 @@ async fn crash_during_accept_is_finished_by_the_retry_or_undone_by_recovery() {
     assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")), "the orphaned hold is released");
     // The key is free again.
     b.service.accept(&caller, key, b.internal("20.00")).await.expect("fresh start");
+}
+
+/// A ledger whose `void_hold` fails while told to (a lost connection); everything else passes.
+#[derive(Debug)]
+struct VoidFails {
+    inner: Arc<dyn LedgerStore>,
+    failing: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl LedgerStore for VoidFails {
+    async fn open_account(&self, new: NewAccount) -> bank_core::Result<Account> {
+        self.inner.open_account(new).await
+    }
+    async fn account(&self, id: AccountId) -> bank_core::Result<Account> {
+        self.inner.account(id).await
+    }
+    async fn accounts_of(&self, owner: CustomerId) -> bank_core::Result<Vec<Account>> {
+        self.inner.accounts_of(owner).await
+    }
+    async fn set_status(&self, id: AccountId, status: AccountStatus) -> bank_core::Result<Account> {
+        self.inner.set_status(id, status).await
+    }
+    async fn post(&self, entry: NewEntry) -> bank_core::Result<PostedEntry> {
+        self.inner.post(entry).await
+    }
+    async fn entry(&self, key: EntryKey) -> bank_core::Result<PostedEntry> {
+        self.inner.entry(key).await
+    }
+    async fn reverse(&self, reversal: Reversal) -> bank_core::Result<PostedEntry> {
+        self.inner.reverse(reversal).await
+    }
+    async fn hold(&self, hold: NewHold) -> bank_core::Result<Hold> {
+        self.inner.hold(hold).await
+    }
+    async fn get_hold(&self, id: HoldId) -> bank_core::Result<Hold> {
+        self.inner.get_hold(id).await
+    }
+    async fn post_hold(&self, request: PostHold) -> bank_core::Result<PostedEntry> {
+        self.inner.post_hold(request).await
+    }
+    async fn void_hold(&self, id: HoldId) -> bank_core::Result<Hold> {
+        {
+            let mut failing = self.failing.lock();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(Error::storage("connection lost", true));
+            }
+        }
+        self.inner.void_hold(id).await
+    }
+    async fn expire_holds(&self) -> bank_core::Result<u64> {
+        self.inner.expire_holds().await
+    }
+    async fn balance(&self, id: AccountId) -> bank_core::Result<Balance> {
+        self.inner.balance(id).await
+    }
+    async fn history(&self, id: AccountId, query: HistoryQuery) -> bank_core::Result<Page<HistoryItem>> {
+        self.inner.history(id, query).await
+    }
+    async fn trial_balance(&self) -> bank_core::Result<Vec<(Currency, Decimal)>> {
+        self.inner.trial_balance().await
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_recovery_frees_both() {
+    let b = bank().await;
+    let ledger = Arc::new(VoidFails { inner: Arc::clone(&b.ledger), failing: Mutex::new(0) });
+    let service =
+        PaymentsService::new(PaymentsPorts { ledger: ledger.clone(), ..b.ports.clone() }, PaymentsConfig::default());
+    let caller = Caller { customer: b.alice };
+    // The request dies after its hold, before its transfer, and is never retried.
+    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterHold);
+    let key = IdempotencyKey::new("abandoned").expect("key");
+    assert!(service.accept(&caller, key.clone(), b.internal("20.00")).await.is_err());
+    b.clock.advance(TimeDelta::seconds(31));
+    // The recovery cannot void the hold: it keeps the key rather than forget the hold.
+    *ledger.failing.lock() = 1;
+    assert!(service.recover_abandoned(10).await.is_err(), "the failed void is reported");
+    assert_eq!(*ledger.failing.lock(), 0, "the void was tried");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "still held");
+    assert!(matches!(service.accept(&caller, key.clone(), b.internal("20.00")).await, Err(Error::IdempotencyInFlight)));
+    // Once the recovery's lease runs out, the next recovery frees the hold, then the key.
+    b.clock.advance(TimeDelta::seconds(31));
+    assert_eq!(service.recover_abandoned(10).await.expect("recovery"), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the hold is released");
+    service.accept(&caller, key, b.internal("20.00")).await.expect("the key is free again");
 }
 
 /// An idempotency store whose `complete` fails while told to (a lost connection).
