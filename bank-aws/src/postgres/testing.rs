@@ -51,7 +51,9 @@ pub async fn test_db_at(url: &str, max_connections: u32) -> Option<PgDb> {
     };
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create the test schema");
     drop(conn);
-    let config = PgConfig { max_connections, schema: Some(schema), ..PgConfig::new(url) };
+    // Its connections carry the schema's name, so a test can find (and terminate) exactly them.
+    let config =
+        PgConfig { max_connections, application_name: schema.clone(), schema: Some(schema), ..PgConfig::new(url) };
     let db = PgDb::connect(&config).await.expect("connect to the test schema");
     db.migrate().await.expect("migrate the test schema");
     Some(db)

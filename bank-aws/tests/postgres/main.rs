@@ -13,5 +13,6 @@ mod notifications;
 mod raw;
 mod reader;
 mod schema;
+mod simulation;
 mod transfers;
 mod users;

@@ -27,7 +27,9 @@
 //! claim runs out and the records go to the next claim), and *stubborn* transfers (one in 40)
 //! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
 //! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
-//! (the summary line counts the dead letters left).
+//! (the summary line counts the dead letters left). An adapter adds faults of its own during the
+//! chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores' connections at random
+//! moments, mid-batch and mid-commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -75,6 +77,12 @@ pub struct SimStores {
 pub trait SimHarness: Send + Sync {
     /// Empty stores reading time from `clock`; the queue must use `queue_config`.
     async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores;
+
+    /// Switches the adapter's own faults (a database's connections terminated, say) on when the
+    /// seed's chaos starts and off before it runs to quiescence. None by default.
+    async fn chaos(&self, on: bool) {
+        let _ = on;
+    }
 }
 
 /// In-memory stores.
@@ -430,6 +438,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let mut accepted: BTreeSet<TransferId> = BTreeSet::new();
     let steps = 40 + rng.below(40);
 
+    harness.chaos(true).await;
     for _ in 0..steps {
         match rng.below(100) {
             0..=34 => {
@@ -532,6 +541,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
 
     // Quiescence: no more faults, the rail comes back, time moves on.
     faults.state.lock().enabled = false;
+    harness.chaos(false).await;
     rail.set_outage(false);
     let mut rounds = 0;
     loop {
