@@ -27,6 +27,7 @@ pub mod errors;
 pub mod idempotency;
 pub mod ledger;
 pub mod ledger_model;
+pub mod lossy;
 pub mod notifications;
 pub mod outbox;
 pub mod queue;

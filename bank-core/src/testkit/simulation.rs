@@ -29,7 +29,9 @@
 //! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
 //! (the summary line counts the dead letters left). An adapter adds faults of its own during the
 //! chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores' connections at random
-//! moments, mid-batch and mid-commit.
+//! moments, mid-batch and mid-commit. Every store call may also fail as over a dropped connection
+//! (0–3% of calls per seed, during the chaos; [`super::lossy`]): before the store acted, or after
+//! it (done, the answer lost).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -58,6 +60,8 @@ use crate::queue::{QueueConfig, QueueMessage};
 use crate::rail::breaker::{BreakerConfig, CircuitBreaker};
 use crate::rail::simulator::{SimulatedRail, SimulatorConfig};
 use crate::transfer::{Beneficiary, Destination, TransferRequest, TransferStatus};
+
+use super::lossy;
 
 /// The stores a simulation runs on; adapters provide fresh ones per seed.
 #[derive(Debug, Clone)]
@@ -114,6 +118,8 @@ pub struct SimReport {
     pub refused: usize,
     /// Crashes injected.
     pub crashes: usize,
+    /// Store calls failed as over a dropped connection (before or after the store acted).
+    pub cuts: usize,
     /// Rounds needed to reach quiescence.
     pub quiescence_rounds: usize,
     /// Messages in the dead-letter queue at the end (their transfers came back by the scheduler).
@@ -179,6 +185,23 @@ struct FaultState {
     started_set: BTreeSet<TransferId>,
     /// The stubborn ones among them.
     stubborn: BTreeSet<TransferId>,
+    /// Whether store calls may fail as over a dropped connection (during the chaos), and in what
+    /// percentage of calls.
+    cutting: bool,
+    cut_percent: u64,
+    cuts: usize,
+}
+
+impl lossy::Cutter for SimFaults {
+    fn cut(&self) -> lossy::Cut {
+        let mut s = self.state.lock();
+        let percent = s.cut_percent;
+        if !s.cutting || !s.rng.chance(percent) {
+            return lossy::Cut::No;
+        }
+        s.cuts += 1;
+        if s.rng.chance(50) { lossy::Cut::Before } else { lossy::Cut::After }
+    }
 }
 
 impl Faults for SimFaults {
@@ -293,6 +316,7 @@ pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
                 total.failed += r.failed;
                 total.refused += r.refused;
                 total.crashes += r.crashes;
+                total.cuts += r.cuts;
                 total.quiescence_rounds = total.quiescence_rounds.max(r.quiescence_rounds);
                 total.dead_letters += r.dead_letters;
             }
@@ -311,7 +335,6 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let clock = ManualClock::at_epoch();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let queue_config = QueueConfig { capacity: 10_000, max_receives: 10, dedup_window_seconds: 300 };
-    let stores = harness.stores(dyn_clock.clone(), queue_config).await;
     let faults = Arc::new(SimFaults {
         state: Mutex::new(FaultState {
             rng: Rng(seed ^ 0xFA17),
@@ -322,8 +345,12 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             started: Vec::new(),
             started_set: BTreeSet::new(),
             stubborn: BTreeSet::new(),
+            cutting: false,
+            cut_percent: rng.below(4),
+            cuts: 0,
         }),
     });
+    let stores = lossy::wrap(harness.stores(dyn_clock.clone(), queue_config).await, faults.clone());
     let ports = PaymentsPorts {
         ledger: stores.ledger.clone(),
         transfers: stores.transfers.clone(),
@@ -439,6 +466,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let steps = 40 + rng.below(40);
 
     harness.chaos(true).await;
+    faults.state.lock().cutting = true;
     for _ in 0..steps {
         match rng.below(100) {
             0..=34 => {
@@ -540,7 +568,11 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     }
 
     // Quiescence: no more faults, the rail comes back, time moves on.
-    faults.state.lock().enabled = false;
+    {
+        let mut s = faults.state.lock();
+        s.enabled = false;
+        s.cutting = false;
+    }
     harness.chaos(false).await;
     rail.set_outage(false);
     let mut rounds = 0;
@@ -573,7 +605,10 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     // Every request still on its way reaches the rail now: a transfer failed while its payment
     // was in transit would show up below as failed-but-paid.
     clock.advance(late_arrival_max + TimeDelta::seconds(1));
-    report.crashes = faults.state.lock().crashes;
+    (report.crashes, report.cuts) = {
+        let s = faults.state.lock();
+        (s.crashes, s.cuts)
+    };
 
     // 1. Money is conserved.
     for (currency, total) in ports.ledger.trial_balance().await.map_err(|e| e.to_string())? {
@@ -660,7 +695,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     for (account, mut order) in by_group {
         order.sort();
         if order.windows(2).any(|w| w[0].1 > w[1].1) {
-            return Err(format!("account {account}: transfers started out of acceptance order"));
+            return Err(format!("account {account}: transfers started out of acceptance order: {order:?}"));
         }
     }
     for account in &all_accounts {
