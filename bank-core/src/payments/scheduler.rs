@@ -2,12 +2,13 @@
 //!
 //! - re-enqueues transfers that are due: `pending` ones whose retry time came, and `accepted` or
 //!   `processing` ones untouched for `stuck_after` (their message was lost to a crash or the
-//!   dead-letter queue);
+//!   dead-letter queue), through the outbox, with the pushed deadline;
 //! - resolves idempotency keys whose request died ([`super::PaymentsService::recover_abandoned`]);
 //! - releases expired holds and forgets expired idempotency keys.
 
 use super::{PaymentsConfig, PaymentsPorts, PaymentsService};
 use crate::error::{Error, Result};
+use crate::events::OutboxMessage;
 use crate::queue::QueueMessage;
 
 /// Most transfers one scheduler run re-enqueues.
@@ -46,17 +47,23 @@ impl PaymentsScheduler {
         let now = self.ports.clock.now();
         let mut report = SchedulerReport::default();
         for mut transfer in self.ports.transfers.due(now, SCHEDULER_BATCH_MAX).await? {
-            // Push the deadline first, so a slow queue does not get the same transfer every tick;
-            // the version in the dedup id makes this a new message, not a deduplicated repeat.
+            // The deadline is pushed (so a slow queue does not get the same transfer every tick)
+            // and the message written to the outbox in one write: both or neither. Enqueued
+            // apart, a failure between the two (a crash, a lost answer) left the deadline pushed
+            // and no message, and the account's next due transfer, re-driven by the next run,
+            // overtook this one (found by the fault simulation's lost answers). Through the
+            // outbox, re-drives reach the queue in the order they were written, behind the
+            // account's earlier messages. The version after this update, in the dedup id, makes
+            // each a new message, not a deduplicated repeat.
             transfer.next_attempt_at = Some(now + self.config.stuck_after);
             let (id, group) = (transfer.id, transfer.from_account_id);
-            let updated = match self.ports.transfers.update(transfer, Vec::new()).await {
-                Ok(t) => t,
+            let generation = transfer.version.checked_add(1).ok_or_else(|| Error::invalid("version overflow"))?;
+            let message = OutboxMessage::Enqueue(QueueMessage::retry(id, group, generation));
+            match self.ports.transfers.update(transfer, vec![message]).await {
+                Ok(_) => report.requeued += 1,
                 Err(Error::VersionConflict) => continue,
                 Err(other) => return Err(other),
-            };
-            self.ports.queue.enqueue(QueueMessage::retry(id, group, updated.version)).await?;
-            report.requeued += 1;
+            }
         }
         report.recovered_keys = self.service.recover_abandoned(SCHEDULER_BATCH_MAX).await?;
         report.expired_holds = self.ports.ledger.expire_holds().await?;

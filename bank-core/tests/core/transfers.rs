@@ -31,6 +31,7 @@ use bank_core::queue::QueueConfig;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
 use bank_core::testkit::errors::variant_name;
+use bank_core::testkit::lossy::{Cut, Cutter, Lossy};
 use bank_core::transfer::{Beneficiary, Destination, FailureCode, Fingerprint, TransferRequest, TransferStatus};
 use chrono::TimeDelta;
 use parking_lot::Mutex;
@@ -603,6 +604,56 @@ async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_rec
     assert_eq!(service.recover_abandoned(10).await.expect("recovery"), 1);
     assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the hold is released");
     service.accept(&caller, key, b.internal("20.00")).await.expect("the key is free again");
+}
+
+/// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
+#[derive(Debug)]
+struct CutOne(Mutex<Option<(u32, Cut)>>);
+
+impl Cutter for CutOne {
+    fn cut(&self) -> Cut {
+        let mut armed = self.0.lock();
+        match armed.as_mut() {
+            Some((0, how)) => {
+                let how = *how;
+                *armed = None;
+                how
+            }
+            Some((skip, _)) => {
+                *skip -= 1;
+                Cut::No
+            }
+            None => Cut::No,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redrive_whose_answer_is_lost_keeps_the_accounts_order() {
+    let b = bank().await;
+    // Two transfers from one account, their messages lost (never relayed), overdue.
+    let first = b.accept(b.internal("10.00")).await.expect("first");
+    let second = b.accept(b.internal("20.00")).await.expect("second");
+    b.clock.advance(PaymentsConfig::default().stuck_after + TimeDelta::seconds(1));
+    // The scheduler re-drives the first; the write lands, its answer is lost (the `due` read
+    // passes, the update is cut after the store acted).
+    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::After)))));
+    let transfers: Arc<dyn TransferStore> = Arc::new(Lossy::new(Arc::clone(&b.transfers), cutter.clone()));
+    let scheduler = PaymentsScheduler::new(PaymentsPorts { transfers, ..b.ports.clone() }, PaymentsConfig::default());
+    assert!(scheduler.run_once().await.is_err(), "the lost answer is reported");
+    assert!(cutter.0.lock().is_none(), "the update was cut");
+    // The next run re-drives the second (the first's deadline was pushed); then all is relayed.
+    assert_eq!(b.scheduler.run_once().await.expect("scheduler").requeued, 1);
+    b.drain().await;
+    assert_eq!(
+        (b.status(first.id).await, b.status(second.id).await),
+        (TransferStatus::Settled, TransferStatus::Settled)
+    );
+    // The first was processed first: its debit has the lower sequence on the account.
+    let history = b.ledger.history(b.alice_usd, HistoryQuery::new(10, None).expect("query")).await.expect("history");
+    let sequence_of =
+        |id: TransferId| history.items.iter().find(|i| i.key.transfer_id == id).map(|i| i.sequence).expect("debited");
+    assert!(sequence_of(first.id) < sequence_of(second.id), "the second transfer overtook the first");
 }
 
 /// An idempotency store whose `complete` fails while told to (a lost connection).
