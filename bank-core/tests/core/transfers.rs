@@ -5,17 +5,14 @@
 use std::sync::Arc;
 
 use bank_core::Error;
-use bank_core::account::{Account, Balance};
 use bank_core::account::{AccountStatus, NewAccount};
 use bank_core::audit::AuditLog as _;
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::EventKind;
 use bank_core::faults::{FaultPoint, Faults};
-use bank_core::idempotency::{Begin, IdempotencyKey, IdempotencyRecord, IdempotencyScope, LeaseToken};
+use bank_core::idempotency::IdempotencyKey;
 use bank_core::ids::{AccountId, CustomerId, HoldId, TransferId};
-use bank_core::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
-};
+use bank_core::ledger::{EntryKey, HistoryQuery, HoldStatus, NewEntry};
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::bus::MemoryEventBus;
 use bank_core::memory::idempotency::MemoryIdempotencyStore;
@@ -32,7 +29,7 @@ use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
 use bank_core::testkit::errors::variant_name;
 use bank_core::testkit::lossy::{Cut, Cutter, Lossy};
-use bank_core::transfer::{Beneficiary, Destination, FailureCode, Fingerprint, TransferRequest, TransferStatus};
+use bank_core::transfer::{Beneficiary, Destination, FailureCode, TransferRequest, TransferStatus};
 use chrono::TimeDelta;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
@@ -518,94 +515,6 @@ async fn crash_during_accept_is_finished_by_the_retry_or_undone_by_recovery() {
     b.service.accept(&caller, key, b.internal("20.00")).await.expect("fresh start");
 }
 
-/// A ledger whose `void_hold` fails while told to (a lost connection); everything else passes.
-#[derive(Debug)]
-struct VoidFails {
-    inner: Arc<dyn LedgerStore>,
-    failing: Mutex<u32>,
-}
-
-#[async_trait::async_trait]
-impl LedgerStore for VoidFails {
-    async fn open_account(&self, new: NewAccount) -> bank_core::Result<Account> {
-        self.inner.open_account(new).await
-    }
-    async fn account(&self, id: AccountId) -> bank_core::Result<Account> {
-        self.inner.account(id).await
-    }
-    async fn accounts_of(&self, owner: CustomerId) -> bank_core::Result<Vec<Account>> {
-        self.inner.accounts_of(owner).await
-    }
-    async fn set_status(&self, id: AccountId, status: AccountStatus) -> bank_core::Result<Account> {
-        self.inner.set_status(id, status).await
-    }
-    async fn post(&self, entry: NewEntry) -> bank_core::Result<PostedEntry> {
-        self.inner.post(entry).await
-    }
-    async fn entry(&self, key: EntryKey) -> bank_core::Result<PostedEntry> {
-        self.inner.entry(key).await
-    }
-    async fn reverse(&self, reversal: Reversal) -> bank_core::Result<PostedEntry> {
-        self.inner.reverse(reversal).await
-    }
-    async fn hold(&self, hold: NewHold) -> bank_core::Result<Hold> {
-        self.inner.hold(hold).await
-    }
-    async fn get_hold(&self, id: HoldId) -> bank_core::Result<Hold> {
-        self.inner.get_hold(id).await
-    }
-    async fn post_hold(&self, request: PostHold) -> bank_core::Result<PostedEntry> {
-        self.inner.post_hold(request).await
-    }
-    async fn void_hold(&self, id: HoldId) -> bank_core::Result<Hold> {
-        {
-            let mut failing = self.failing.lock();
-            if *failing > 0 {
-                *failing -= 1;
-                return Err(Error::storage("connection lost", true));
-            }
-        }
-        self.inner.void_hold(id).await
-    }
-    async fn expire_holds(&self) -> bank_core::Result<u64> {
-        self.inner.expire_holds().await
-    }
-    async fn balance(&self, id: AccountId) -> bank_core::Result<Balance> {
-        self.inner.balance(id).await
-    }
-    async fn history(&self, id: AccountId, query: HistoryQuery) -> bank_core::Result<Page<HistoryItem>> {
-        self.inner.history(id, query).await
-    }
-    async fn trial_balance(&self) -> bank_core::Result<Vec<(Currency, Decimal)>> {
-        self.inner.trial_balance().await
-    }
-}
-
-#[tokio::test]
-async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_recovery_frees_both() {
-    let b = bank().await;
-    let ledger = Arc::new(VoidFails { inner: Arc::clone(&b.ledger), failing: Mutex::new(0) });
-    let service =
-        PaymentsService::new(PaymentsPorts { ledger: ledger.clone(), ..b.ports.clone() }, PaymentsConfig::default());
-    let caller = Caller { customer: b.alice };
-    // The request dies after its hold, before its transfer, and is never retried.
-    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterHold);
-    let key = IdempotencyKey::new("abandoned").expect("key");
-    assert!(service.accept(&caller, key.clone(), b.internal("20.00")).await.is_err());
-    b.clock.advance(TimeDelta::seconds(31));
-    // The recovery cannot void the hold: it keeps the key rather than forget the hold.
-    *ledger.failing.lock() = 1;
-    assert!(service.recover_abandoned(10).await.is_err(), "the failed void is reported");
-    assert_eq!(*ledger.failing.lock(), 0, "the void was tried");
-    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "still held");
-    assert!(matches!(service.accept(&caller, key.clone(), b.internal("20.00")).await, Err(Error::IdempotencyInFlight)));
-    // Once the recovery's lease runs out, the next recovery frees the hold, then the key.
-    b.clock.advance(TimeDelta::seconds(31));
-    assert_eq!(service.recover_abandoned(10).await.expect("recovery"), 1);
-    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the hold is released");
-    service.accept(&caller, key, b.internal("20.00")).await.expect("the key is free again");
-}
-
 /// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
 #[derive(Debug)]
 struct CutOne(Mutex<Option<(u32, Cut)>>);
@@ -626,6 +535,32 @@ impl Cutter for CutOne {
             None => Cut::No,
         }
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_recovery_frees_both() {
+    let b = bank().await;
+    let cutter = Arc::new(CutOne(Mutex::new(None)));
+    let ledger: Arc<dyn LedgerStore> = Arc::new(Lossy::new(Arc::clone(&b.ledger), cutter.clone()));
+    let service = PaymentsService::new(PaymentsPorts { ledger, ..b.ports.clone() }, PaymentsConfig::default());
+    let caller = Caller { customer: b.alice };
+    // The request dies after its hold, before its transfer, and is never retried.
+    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterHold);
+    let key = IdempotencyKey::new("abandoned").expect("key");
+    assert!(service.accept(&caller, key.clone(), b.internal("20.00")).await.is_err());
+    b.clock.advance(TimeDelta::seconds(31));
+    // The recovery cannot void the hold: it keeps the key rather than forget the hold.
+    // (Its one ledger call is the void.)
+    *cutter.0.lock() = Some((0, Cut::Before));
+    assert!(service.recover_abandoned(10).await.is_err(), "the failed void is reported");
+    assert!(cutter.0.lock().is_none(), "the void was tried");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "still held");
+    assert!(matches!(service.accept(&caller, key.clone(), b.internal("20.00")).await, Err(Error::IdempotencyInFlight)));
+    // Once the recovery's lease runs out, the next recovery frees the hold, then the key.
+    b.clock.advance(TimeDelta::seconds(31));
+    assert_eq!(service.recover_abandoned(10).await.expect("recovery"), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the hold is released");
+    service.accept(&caller, key, b.internal("20.00")).await.expect("the key is free again");
 }
 
 #[tokio::test]
@@ -656,56 +591,19 @@ async fn a_redrive_whose_answer_is_lost_keeps_the_accounts_order() {
     assert!(sequence_of(first.id) < sequence_of(second.id), "the second transfer overtook the first");
 }
 
-/// An idempotency store whose `complete` fails while told to (a lost connection).
-#[derive(Debug)]
-struct CompleteFails {
-    inner: Arc<dyn IdempotencyStore>,
-    failing: Mutex<u32>,
-}
-
-#[async_trait::async_trait]
-impl IdempotencyStore for CompleteFails {
-    async fn begin(
-        &self,
-        scope: &IdempotencyScope,
-        fingerprint: Fingerprint,
-        resource: &str,
-        lease: TimeDelta,
-    ) -> bank_core::Result<Begin> {
-        self.inner.begin(scope, fingerprint, resource, lease).await
-    }
-    async fn complete(&self, scope: &IdempotencyScope, token: LeaseToken, response: Vec<u8>) -> bank_core::Result<()> {
-        {
-            let mut failing = self.failing.lock();
-            if *failing > 0 {
-                *failing -= 1;
-                return Err(Error::storage("connection lost", true));
-            }
-        }
-        self.inner.complete(scope, token, response).await
-    }
-    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> bank_core::Result<()> {
-        self.inner.release(scope, token).await
-    }
-    async fn abandoned(&self, limit: usize) -> bank_core::Result<Vec<IdempotencyRecord>> {
-        self.inner.abandoned(limit).await
-    }
-    async fn purge_expired(&self) -> bank_core::Result<u64> {
-        self.inner.purge_expired().await
-    }
-}
-
 #[tokio::test]
 async fn an_accepted_transfer_is_answered_even_when_its_key_cannot_be_completed() {
     let b = bank().await;
-    let failing = Arc::new(CompleteFails { inner: Arc::clone(&b.ports.idempotency), failing: Mutex::new(1) });
-    let ports = PaymentsPorts { idempotency: failing.clone(), ..b.ports.clone() };
+    // The key's second call (after `begin`) is the completion: it fails (a lost connection).
+    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::Before)))));
+    let idempotency: Arc<dyn IdempotencyStore> = Arc::new(Lossy::new(Arc::clone(&b.ports.idempotency), cutter.clone()));
+    let ports = PaymentsPorts { idempotency, ..b.ports.clone() };
     let service = PaymentsService::new(ports, PaymentsConfig::default());
     let caller = Caller { customer: b.alice };
     let key = IdempotencyKey::new("complete-fails").expect("key");
     let accepted =
         service.accept(&caller, key.clone(), b.internal("10.00")).await.expect("accepted: the transfer is stored");
-    assert_eq!(*failing.failing.lock(), 0, "the completion was tried and failed");
+    assert!(cutter.0.lock().is_none(), "the completion was tried and failed");
     assert!(!accepted.replayed);
     assert_eq!(b.status(accepted.transfer.id).await, TransferStatus::Accepted);
     // The key stays in flight until its lease runs out; then a retry finds the same transfer.
