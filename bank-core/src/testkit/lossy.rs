@@ -1,5 +1,5 @@
-//! Stores whose calls fail the way calls over a dropped database connection do, for the fault
-//! simulation: before the store acted (nothing happened) or after it (it happened, its answer
+//! Stores (and an event publisher) whose calls fail the way calls over a dropped connection do,
+//! for the fault simulation: before the store acted (nothing happened) or after it (it happened, its answer
 //! was lost). Either way the caller gets a retryable storage error and cannot tell which. A
 //! [`Cutter`] decides, call by call; the wrappers pass every call through when it says
 //! [`Cut::No`].
@@ -14,14 +14,14 @@ use rust_decimal::Decimal;
 use super::simulation::SimStores;
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
 use crate::error::{Error, Result};
-use crate::events::{OutboxMessage, OutboxRecord};
+use crate::events::{Event, OutboxMessage, OutboxRecord};
 use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, ClaimToken, CustomerId, HoldId, TransferId};
 use crate::ledger::{
     EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
 use crate::money::Currency;
-use crate::ports::{IdempotencyStore, Inserted, KeyAnswer, LedgerStore, TransferQueue, TransferStore};
+use crate::ports::{EventPublisher, IdempotencyStore, Inserted, KeyAnswer, LedgerStore, TransferQueue, TransferStore};
 use crate::queue::{Delivery, QueueMessage, QueueStats, Receipt};
 use crate::transfer::{Fingerprint, Transfer, TransferStatus};
 
@@ -241,5 +241,12 @@ impl TransferQueue for Lossy<dyn TransferQueue> {
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<QueueMessage>> {
         self.call(self.inner.dead_letters(limit)).await
+    }
+}
+
+#[async_trait]
+impl EventPublisher for Lossy<dyn EventPublisher> {
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        self.call(self.inner.publish(events)).await
     }
 }

@@ -29,9 +29,9 @@
 //! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
 //! (the summary line counts the dead letters left). An adapter adds faults of its own during the
 //! chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores' connections at random
-//! moments, mid-batch and mid-commit. Every store call may also fail as over a dropped connection
-//! (0–3% of calls per seed, during the chaos; [`super::lossy`]): before the store acted, or after
-//! it (done, the answer lost).
+//! moments, mid-batch and mid-commit. Every store call and every relay's publish may also fail as
+//! over a dropped connection (0–3% of calls per seed, during the chaos; [`super::lossy`]): before
+//! the store acted, or after it (done, the answer lost).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ use crate::payments::{
     Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsScheduler, PaymentsService, PaymentsWorker,
     SystemAccounts,
 };
-use crate::ports::{IdempotencyStore, LedgerStore, TransferQueue, TransferStore};
+use crate::ports::{EventPublisher, IdempotencyStore, LedgerStore, TransferQueue, TransferStore};
 use crate::queue::{QueueConfig, QueueMessage};
 use crate::rail::breaker::{BreakerConfig, CircuitBreaker};
 use crate::rail::simulator::{SimulatedRail, SimulatorConfig};
@@ -409,9 +409,13 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker);
     let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker);
     let bus = Arc::new(MemoryEventBus::new(100_000));
-    let relay = OutboxRelay::new(ports.clone(), bus.clone());
+    // The relays publish over a connection that may drop too (the bus itself stays whole: the
+    // notifications read it, the checks count what reached it).
+    let publisher: Arc<dyn EventPublisher> =
+        Arc::new(lossy::Lossy::new(bus.clone() as Arc<dyn EventPublisher>, faults.clone()));
+    let relay = OutboxRelay::new(ports.clone(), publisher.clone());
     // A second relay process: the two claim the outbox at once.
-    let other_relay = OutboxRelay::new(ports.clone(), bus.clone());
+    let other_relay = OutboxRelay::new(ports.clone(), publisher);
     let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
     let notifier = Arc::new(LogNotifier::new(Channel::Email));
     let notifications = NotificationsService::new(
