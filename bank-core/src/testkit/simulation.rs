@@ -176,6 +176,8 @@ const STUBBORN_CRASHES_MAX: u32 = 12;
 #[derive(Debug)]
 struct FaultState {
     rng: Rng,
+    /// Whether the chaos lasts: crashes and cut store calls happen only then (stubborn transfers
+    /// crash regardless).
     enabled: bool,
     crash_percent: u64,
     crashes: usize,
@@ -185,9 +187,8 @@ struct FaultState {
     started_set: BTreeSet<TransferId>,
     /// The stubborn ones among them.
     stubborn: BTreeSet<TransferId>,
-    /// Whether store calls may fail as over a dropped connection (during the chaos), and in what
-    /// percentage of calls.
-    cutting: bool,
+    /// In what percentage of calls, while the chaos lasts (`enabled`), a store call fails as over
+    /// a dropped connection.
     cut_percent: u64,
     cuts: usize,
 }
@@ -196,7 +197,7 @@ impl lossy::Cutter for SimFaults {
     fn cut(&self) -> lossy::Cut {
         let mut s = self.state.lock();
         let percent = s.cut_percent;
-        if !s.cutting || !s.rng.chance(percent) {
+        if !s.enabled || !s.rng.chance(percent) {
             return lossy::Cut::No;
         }
         s.cuts += 1;
@@ -338,14 +339,13 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let faults = Arc::new(SimFaults {
         state: Mutex::new(FaultState {
             rng: Rng(seed ^ 0xFA17),
-            enabled: true,
+            enabled: false,
             crash_percent: 2 + rng.below(8),
             crashes: 0,
             per_transfer: HashMap::new(),
             started: Vec::new(),
             started_set: BTreeSet::new(),
             stubborn: BTreeSet::new(),
-            cutting: false,
             cut_percent: rng.below(4),
             cuts: 0,
         }),
@@ -470,7 +470,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     let steps = 40 + rng.below(40);
 
     harness.chaos(true).await;
-    faults.state.lock().cutting = true;
+    faults.state.lock().enabled = true;
     for _ in 0..steps {
         match rng.below(100) {
             0..=34 => {
@@ -572,11 +572,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     }
 
     // Quiescence: no more faults, the rail comes back, time moves on.
-    {
-        let mut s = faults.state.lock();
-        s.enabled = false;
-        s.cutting = false;
-    }
+    faults.state.lock().enabled = false;
     harness.chaos(false).await;
     rail.set_outage(false);
     let mut rounds = 0;
