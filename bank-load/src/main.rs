@@ -90,6 +90,10 @@ struct Cli {
     /// Most requests in flight; past it requests are not sent and count as `saturated`.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     in_flight_max: u32,
+    /// Most requests on the wire at once (so connections to the server); a request due while
+    /// all are busy waits for one, and its latency counts the wait.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
     /// Print the result as JSON on standard output (the table then goes to standard error).
     #[arg(long)]
     json: bool,
@@ -316,6 +320,7 @@ async fn drive(
         follow_settlement: !cli.no_settle,
         settle_timeout: cli.settle_timeout,
         in_flight_max: usize::try_from(cli.in_flight_max).unwrap_or(usize::MAX),
+        connections: usize::try_from(cli.connections).unwrap_or(usize::MAX),
         progress: !cli.quiet,
         journal: false,
         period: cli.period,

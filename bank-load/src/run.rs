@@ -63,6 +63,13 @@ pub struct Plan {
     pub settle_timeout: Duration,
     /// Most requests in flight at once (requests past it are not sent and count as `saturated`).
     pub in_flight_max: usize,
+    /// Most scheduled requests on the wire at once, so at most this many connections to the
+    /// server: a request due while all are busy waits in the generator for one (its latency,
+    /// measured from its intended time, includes the wait), as behind a load balancer's pool of
+    /// keep-alive connections. Without it a stall of a few milliseconds turned every waiting
+    /// request into a new TCP connection, thousands at once, and the server's accept queue
+    /// overflowed (dropped SYNs retried after a second: `connect` errors and seconds of latency).
+    pub connections: usize,
     /// Print a progress line on standard error each second.
     pub progress: bool,
     /// Keep the journal of transfers.
@@ -368,6 +375,7 @@ async fn schedule(
         }
         return;
     }
+    let wire = Arc::new(tokio::sync::Semaphore::new(plan.connections.max(1)));
     while let Some(batch) = due_rx.recv().await {
         for Due { route, i, intended } in batch {
             let (route, make) = &mut makers[route];
@@ -375,7 +383,12 @@ async fn schedule(
                 recorder.error(*route, "saturated");
                 continue;
             }
-            tracker.spawn(make(i, Instant::from_std(intended)));
+            let (request, wire) = (make(i, Instant::from_std(intended)), Arc::clone(&wire));
+            tracker.spawn(async move {
+                // First come, first served (the semaphore is fair); never closed.
+                let _on_the_wire = wire.acquire_owned().await;
+                request.await;
+            });
         }
     }
 }

@@ -156,6 +156,7 @@ fn plan(account_rate: u32, transfer_rate: u32, seconds: u64) -> Plan {
         follow_settlement: false,
         settle_timeout: Duration::from_secs(30),
         in_flight_max: 10_000,
+        connections: 64,
         progress: false,
         journal: true,
         period: Duration::from_secs(60),
