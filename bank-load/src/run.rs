@@ -466,33 +466,55 @@ async fn follow(
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(2);
+    let look = || async { client.get_transfer(id).await.map(|transfer| transfer.status) };
+    follow_with(look, accepted, timeout, recorder, timed, shared, cancel).await;
+}
+
+/// [`follow`], looking at the transfer's status with `look`.
+async fn follow_with<F, Fut>(
+    mut look: F,
+    accepted: Instant,
+    timeout: Duration,
+    recorder: &Recorder,
+    timed: bool,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<TransferStatus, ClientError>>,
+{
+    // A transfer followed as it goes is first looked at after 2 ms; one checked after the run at
+    // once. Every transfer is looked at at least once before the timeout can count it unsettled:
+    // one checked after a run longer than the timeout was accepted more than the timeout ago.
+    let mut delay = if timed { Duration::from_millis(2) } else { Duration::ZERO };
     loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => {}
+        }
+        delay = (delay * 2).clamp(Duration::from_millis(2), Duration::from_millis(50));
+        if !cancel.is_cancelled() {
+            shared.polls.fetch_add(1, Ordering::Relaxed);
+            match look().await {
+                Ok(TransferStatus::Settled) => {
+                    if timed {
+                        recorder.ok(Route::Settle, accepted.elapsed());
+                    }
+                    return;
+                }
+                Ok(TransferStatus::Failed) => {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    recorder.error(Route::Settle, "failed");
+                    return;
+                }
+                // Not final yet, or the poll failed: try again until the timeout.
+                Ok(_) | Err(_) => {}
+            }
+        }
         if accepted.elapsed() >= timeout || cancel.is_cancelled() {
             shared.unsettled.fetch_add(1, Ordering::Relaxed);
             recorder.error(Route::Settle, "unsettled");
             return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = cancel.cancelled() => continue,
-        }
-        delay = (delay * 2).min(Duration::from_millis(50));
-        shared.polls.fetch_add(1, Ordering::Relaxed);
-        match client.get_transfer(id).await {
-            Ok(transfer) if transfer.status == TransferStatus::Settled => {
-                if timed {
-                    recorder.ok(Route::Settle, accepted.elapsed());
-                }
-                return;
-            }
-            Ok(transfer) if transfer.status == TransferStatus::Failed => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                recorder.error(Route::Settle, "failed");
-                return;
-            }
-            // Not final yet, or the poll failed: try again until the timeout.
-            Ok(_) | Err(_) => {}
         }
     }
 }
@@ -574,6 +596,30 @@ mod tests {
         assert_eq!(seen[3], [0]);
         // Wakes at least WAKE_GAP_MIN apart: over 300 ms, at most ~1,500 of them for 2,011 requests.
         assert!(batches <= 300_000 / WAKE_GAP_MIN.as_micros() + 2, "{batches} batches");
+    }
+
+    /// Looks at a transfer that is settled, counting the looks.
+    fn settled(looks: &AtomicU64) -> impl FnMut() -> std::future::Ready<Result<TransferStatus, ClientError>> + '_ {
+        move || {
+            looks.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(TransferStatus::Settled))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transfer_checked_after_a_run_longer_than_the_timeout_is_looked_at_before_it_counts() {
+        // Accepted 45 s ago, checked now (after a 60 s run) with a 30 s timeout: settled.
+        let (recorder, shared, looks) = (Recorder::new(), Shared::default(), AtomicU64::new(0));
+        let accepted = Instant::now() - Duration::from_secs(45);
+        let cancel = CancellationToken::new();
+        follow_with(settled(&looks), accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
+        assert_eq!(looks.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.unsettled.load(Ordering::Relaxed), 0, "a settled transfer is not unsettled");
+
+        // One that is not final by then is.
+        let pending = || std::future::ready(Ok(TransferStatus::Pending));
+        follow_with(pending, accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
+        assert_eq!(shared.unsettled.load(Ordering::Relaxed), 1);
     }
 
     #[test]
