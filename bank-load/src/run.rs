@@ -622,6 +622,86 @@ mod tests {
         assert_eq!(shared.unsettled.load(Ordering::Relaxed), 1);
     }
 
+    /// Serves every request on loopback after holding it `hold` (answering 503: what the
+    /// harness makes of the answer does not matter here); answers the most connections it ever
+    /// had open at once.
+    async fn slow_server(hold: Duration) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (open, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let most_seen = Arc::clone(&most);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now_open, Ordering::SeqCst);
+                let open = Arc::clone(&open);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                        request.extend_from_slice(&buf[..n]);
+                        // Bodiless GETs: a request ends with its blank line.
+                        while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            request.drain(..end + 4);
+                            tokio::time::sleep(hold).await;
+                            let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                            if socket.write_all(answer).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, most_seen)
+    }
+
+    /// The most connections a run of 1,000 account views in a second against a server holding
+    /// each for 20 ms kept open at once, with at most `connections` on the wire.
+    async fn most_connections(connections: usize) -> u64 {
+        let (addr, most) = slow_server(Duration::from_millis(20)).await;
+        let client = bank_client::BankClient::builder(format!("http://{addr}"))
+            .retry_policy(bank_client::RetryPolicy::none())
+            .build()
+            .expect("client");
+        // Signed in (the server never checks): a client without a session sends nothing.
+        let signed_in = client.with_access_token("token");
+        let user =
+            crate::setup::LoadUser { email: "load@example.com".into(), client: signed_in, account: Uuid::now_v7() };
+        let fixture = Fixture { users: vec![user], currency: "USD".into(), operator: client };
+        let plan = Plan {
+            account_rate: 1_000,
+            history_rate: 0,
+            transfer_rate: 0,
+            duration: Duration::from_secs(1),
+            amount: Decimal::new(1, 2),
+            follow_settlement: false,
+            settle_timeout: Duration::from_secs(30),
+            in_flight_max: 10_000,
+            connections,
+            progress: false,
+            journal: false,
+            period: Duration::from_secs(60),
+            watch_pid: None,
+        };
+        let outcome = run(&fixture, &plan, &CancellationToken::new()).await;
+        assert_eq!(outcome.route(Route::Account).map(|r| r.ok + r.errors), Some(1_000), "every request was sent");
+        most.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_on_the_wire_and_so_connections_stay_under_the_cap() {
+        // Uncapped, ~20 requests are on the wire at any moment (1,000/s held 20 ms each).
+        let uncapped = most_connections(10_000).await;
+        assert!(uncapped >= 12, "the load needs more connections than the cap: {uncapped}");
+        // Capped at 8: at most 8 on the wire, and a connection back in the client's pool is reused
+        // (a few more may open while one is on its way back).
+        let capped = most_connections(8).await;
+        assert!(capped <= 10, "{capped} connections open at once under a cap of 8");
+    }
+
     #[test]
     fn a_cancelled_ticker_stops() {
         let (due, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
