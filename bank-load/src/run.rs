@@ -247,7 +247,8 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
                         let (recorder, shared) = (Arc::clone(&recorder), Arc::clone(&shared));
                         tracker.spawn(async move {
                             let timeout = plan.settle_timeout;
-                            follow(&client, id, accepted, timeout, &recorder, true, &shared, &cancel).await;
+                            let look = || async { client.get_transfer(id).await.map(|t| t.status) };
+                            follow(look, accepted, timeout, &recorder, true, &shared, &cancel).await;
                         });
                     } else {
                         shared.unfollowed.lock().push((from, id, accepted));
@@ -273,7 +274,8 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     futures::stream::iter(unfollowed)
         .for_each_concurrent(CHECKS_IN_FLIGHT, |(user, id, accepted)| {
             let client = &fixture.users[user].client;
-            follow(client, id, accepted, plan.settle_timeout, &recorder, false, &shared, cancel)
+            let look = move || async move { client.get_transfer(id).await.map(|t| t.status) };
+            follow(look, accepted, plan.settle_timeout, &recorder, false, &shared, cancel)
         })
         .await;
     if let Some(progress) = progress {
@@ -452,26 +454,11 @@ fn follow_every(transfer_rate: u32) -> u64 {
     u64::from(transfer_rate.div_ceil(FOLLOWED_PER_SECOND).max(1))
 }
 
-/// Polls transfer `id` until it is final. Settled is recorded with its accept → settled time
-/// when `timed` (a transfer checked after the run has no time to tell); failed, or not final in
-/// time, is an error of the settle route either way.
+/// Looks at a transfer's status with `look` (`GET /v1/transfers/{id}`) until it is final. Settled is
+/// recorded with its accept → settled time when `timed` (a transfer checked after the run has no
+/// time to tell); failed, or not final in time, is an error of the settle route either way.
 #[allow(clippy::too_many_arguments)]
-async fn follow(
-    client: &bank_client::BankClient,
-    id: Uuid,
-    accepted: Instant,
-    timeout: Duration,
-    recorder: &Recorder,
-    timed: bool,
-    shared: &Shared,
-    cancel: &CancellationToken,
-) {
-    let look = || async { client.get_transfer(id).await.map(|transfer| transfer.status) };
-    follow_with(look, accepted, timeout, recorder, timed, shared, cancel).await;
-}
-
-/// [`follow`], looking at the transfer's status with `look`.
-async fn follow_with<F, Fut>(
+async fn follow<F, Fut>(
     mut look: F,
     accepted: Instant,
     timeout: Duration,
@@ -612,13 +599,13 @@ mod tests {
         let (recorder, shared, looks) = (Recorder::new(), Shared::default(), AtomicU64::new(0));
         let accepted = Instant::now() - Duration::from_secs(45);
         let cancel = CancellationToken::new();
-        follow_with(settled(&looks), accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
+        follow(settled(&looks), accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
         assert_eq!(looks.load(Ordering::Relaxed), 1);
         assert_eq!(shared.unsettled.load(Ordering::Relaxed), 0, "a settled transfer is not unsettled");
 
         // One that is not final by then is.
         let pending = || std::future::ready(Ok(TransferStatus::Pending));
-        follow_with(pending, accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
+        follow(pending, accepted, Duration::from_secs(30), &recorder, false, &shared, &cancel).await;
         assert_eq!(shared.unsettled.load(Ordering::Relaxed), 1);
     }
 
