@@ -1,9 +1,11 @@
 //! The open-loop engine. Each route has its own schedule at a constant arrival rate: request `i`
 //! is *intended* at `start + i / rate`, sent then (or at once when the generator is late), and
 //! its latency is measured from that intended time — a slow server makes the following requests
-//! late, and their latency says so (no coordinated omission). Requests never wait for each other;
-//! a cap on requests in flight protects the generator's memory, and a request it could not send
-//! under the cap counts as a `saturated` error.
+//! late, and their latency says so (no coordinated omission). A request waits for nothing but a
+//! free connection: at most [`Plan::connections`] are on the wire at once (as behind a load
+//! balancer's pool), the wait counted in the latency. A cap on requests in flight (waiting or on
+//! the wire) protects the generator's memory, and a request it could not start under the cap
+//! counts as a `saturated` error.
 //!
 //! Accepted transfers are followed until they are final (`GET /v1/transfers/{id}`, polled with a
 //! short backoff), which measures accept → settled. Up to [`FOLLOWED_PER_SECOND`] a second are
