@@ -482,23 +482,26 @@ async fn follow<F, Fut>(
             () = cancel.cancelled() => {}
         }
         delay = (delay * 2).clamp(Duration::from_millis(2), Duration::from_millis(50));
-        if !cancel.is_cancelled() {
+        let looked = if cancel.is_cancelled() {
+            None
+        } else {
             shared.polls.fetch_add(1, Ordering::Relaxed);
-            match look().await {
-                Ok(TransferStatus::Settled) => {
-                    if timed {
-                        recorder.ok(Route::Settle, accepted.elapsed());
-                    }
-                    return;
+            look().await.ok()
+        };
+        match looked {
+            Some(TransferStatus::Settled) => {
+                if timed {
+                    recorder.ok(Route::Settle, accepted.elapsed());
                 }
-                Ok(TransferStatus::Failed) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
-                    recorder.error(Route::Settle, "failed");
-                    return;
-                }
-                // Not final yet, or the poll failed: try again until the timeout.
-                Ok(_) | Err(_) => {}
+                return;
             }
+            Some(TransferStatus::Failed) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                recorder.error(Route::Settle, "failed");
+                return;
+            }
+            // Not final yet, the poll failed, or the run was stopped: again until the timeout.
+            _ => {}
         }
         if accepted.elapsed() >= timeout || cancel.is_cancelled() {
             shared.unsettled.fetch_add(1, Ordering::Relaxed);
