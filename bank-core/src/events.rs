@@ -2,7 +2,8 @@
 //!
 //! Every transfer state change writes its event (and, on acceptance, its queue message) into the
 //! outbox **in the same atomic write as the change**; a relay then delivers them at least once.
-//! Each event has a unique [`EventId`] consumers deduplicate on.
+//! Each event has a unique [`EventId`] consumers deduplicate on. An audit record of the change
+//! may ride along ([`AuditMessage`]), appended once per key.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,21 @@ pub enum OutboxMessage {
     Enqueue(QueueMessage),
     /// Publish an event.
     Publish(Event),
+    /// Append an audit record, once per key (see [`AuditMessage`]).
+    Audit(AuditMessage),
+}
+
+/// An audit record written in the same atomic write as the change it records, and appended to
+/// the audit log by the relay with [`crate::audit::AuditLog::append_once`] under `key`: the
+/// change and its record exist together or not at all, and a redelivery appends nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditMessage {
+    /// The outbox group: the source account of the transfer the record is about.
+    pub group: AccountId,
+    /// The `append_once` key (e.g. `transfer.created:<id>`).
+    pub key: String,
+    /// The record.
+    pub record: crate::audit::NewAuditRecord,
 }
 
 impl OutboxMessage {
@@ -157,6 +173,7 @@ impl OutboxMessage {
         match self {
             OutboxMessage::Enqueue(message) => message.group,
             OutboxMessage::Publish(event) => event.from_account_id,
+            OutboxMessage::Audit(audit) => audit.group,
         }
     }
 }

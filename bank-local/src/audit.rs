@@ -213,6 +213,27 @@ impl AuditLog for SqliteAuditLog {
             .await
     }
 
+    async fn append_once_batch(&self, records: Vec<(String, NewAuditRecord)>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in &records {
+            check_once_key(key)?;
+        }
+        self.writer
+            .run(move |conn| {
+                let mut seen =
+                    conn.prepare_cached("SELECT 1 FROM audit_records WHERE once_key = ?1").map_err(db_err)?;
+                for (key, record) in records {
+                    if !seen.exists([&key]).map_err(db_err)? {
+                        append_in(conn, record, Some(&key))?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         let from = sql_u64(from_seq);
         let limit = sql_limit(limit.min(AUDIT_PAGE_MAX));

@@ -38,8 +38,10 @@
 //! [`SqliteTransferStore::delivering_directly`] writes each outbox message straight to its
 //! destination in the same savepoint: a queue message into the queue (same deduplication and
 //! capacity rules as `enqueue`), an event into the event log. Nothing goes through the `outbox`
-//! table, so the relay finds nothing to do, and about a quarter of the writes per transfer are
+//! table, so the relay finds nothing to do but audit records, and about a quarter of the writes per transfer are
 //! saved. A full queue then refuses the update itself (retryable), as a full outbox would stall.
+//! Audit records ([`OutboxMessage::Audit`]) still go through the `outbox` table: the audit log
+//! has its own file, so the relay appends them there.
 //!
 //! # Keys completed with the insert
 //!
@@ -97,8 +99,14 @@ struct Direct {
 enum Outgoing {
     /// Rows for the `outbox` table: the message as JSON and its group.
     Outbox(Vec<(String, Uuid)>),
-    /// Straight to the queue and the event log, in order.
-    Direct { direct: Direct, messages: Vec<QueueMessage>, events: Vec<(uuid::Uuid, String)> },
+    /// Straight to the queue and the event log, in order; what has no table here (audit
+    /// records: the log is in its own file) to the `outbox` table, for the relay.
+    Direct {
+        direct: Direct,
+        messages: Vec<QueueMessage>,
+        events: Vec<(uuid::Uuid, String)>,
+        relayed: Vec<(String, Uuid)>,
+    },
 }
 
 impl SqliteTransferStore {
@@ -137,14 +145,16 @@ impl SqliteTransferStore {
         let Some(direct) = self.direct else { return Ok(Outgoing::Outbox(encode_outbox(outbox)?)) };
         let mut messages = Vec::new();
         let mut events = Vec::new();
+        let mut relayed = Vec::new();
         for message in outbox {
             match message {
                 OutboxMessage::Enqueue(message) => messages.push(message.clone()),
                 OutboxMessage::Publish(event) => events.push(event),
+                OutboxMessage::Audit(_) => relayed.push(message.clone()),
             }
         }
         check_dedup_ids(&messages)?;
-        Ok(Outgoing::Direct { direct, messages, events: encode_events(events)? })
+        Ok(Outgoing::Direct { direct, messages, events: encode_events(events)?, relayed: encode_outbox(&relayed)? })
     }
 }
 
@@ -211,29 +221,31 @@ fn encode_outbox(messages: &[OutboxMessage]) -> Result<Vec<(String, Uuid)>> {
 /// log.
 fn push_outbox(conn: &Connection, outgoing: Outgoing, now: DateTime<Utc>) -> Result<()> {
     match outgoing {
-        Outgoing::Outbox(rows) => {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let now = nanos_clamped(now);
-            let mut insert = conn
-                .prepare_cached("INSERT INTO outbox (message, created_at, grp) VALUES (?1, ?2, ?3)")
-                .map_err(db_err)?;
-            for (json, group) in rows {
-                insert.execute(params![json, now, group]).map_err(db_err)?;
-            }
-            Ok(())
-        }
-        Outgoing::Direct { direct, messages, events } => {
+        Outgoing::Outbox(rows) => insert_outbox(conn, rows, now),
+        Outgoing::Direct { direct, messages, events, relayed } => {
             if !messages.is_empty() {
                 enqueue_job(conn, now, direct.queue, messages)?;
             }
             if !events.is_empty() {
                 publish_job(conn, nanos_clamped(now), direct.event_capacity, events)?;
             }
-            Ok(())
+            insert_outbox(conn, relayed, now)
         }
     }
+}
+
+/// Inserts encoded outbox rows.
+fn insert_outbox(conn: &Connection, rows: Vec<(String, Uuid)>, now: DateTime<Utc>) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = nanos_clamped(now);
+    let mut insert =
+        conn.prepare_cached("INSERT INTO outbox (message, created_at, grp) VALUES (?1, ?2, ?3)").map_err(db_err)?;
+    for (json, group) in rows {
+        insert.execute(params![json, now, group]).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// The writer job of `insert`: the transfer already stored under the id, or the new one with its

@@ -36,12 +36,12 @@ struct S3Harness;
 #[async_trait]
 impl BlobHarness for S3Harness {
     async fn store(&self, clock: Arc<dyn Clock>) -> Arc<dyn BlobStore> {
-        match store(clock).await {
+        match store(Arc::clone(&clock)).await {
             Some((store, _)) => Arc::new(store),
-            // No emulator (and services not required): the case passes vacuously, as the
-            // PostgreSQL cases do; `emulator_config` printed why.
+            // No emulator (and services not required): the case runs on the memory store, on
+            // the case's clock; `emulator_config` printed why.
             None => Arc::new(bank_core::memory::blob::MemoryBlobStore::new(
-                Arc::new(SystemClock),
+                clock,
                 b"unused when the emulator is absent".to_vec(),
                 "https://absent.invalid".to_owned(),
             )),

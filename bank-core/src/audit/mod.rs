@@ -226,6 +226,16 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
     /// call with the same key answers the first record.
     async fn append_once(&self, key: &str, record: NewAuditRecord) -> Result<AuditRecord>;
 
+    /// [`append_once`](Self::append_once) for each `(key, record)` in order; stores may do it in
+    /// one commit (the default makes one call each). A failure may leave a prefix appended: a
+    /// retry of the whole batch appends the rest once.
+    async fn append_once_batch(&self, records: Vec<(String, NewAuditRecord)>) -> Result<()> {
+        for (key, record) in records {
+            self.append_once(&key, record).await?;
+        }
+        Ok(())
+    }
+
     /// Records from `from_seq` on, oldest first.
     async fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 

@@ -1,5 +1,5 @@
-//! [`OutboxRelay`]: moves outbox records to the queue and the event publisher, in order, at
-//! least once. Several relays (one per server process) may run at once: each run *claims* its
+//! [`OutboxRelay`]: moves outbox records to the queue, the event publisher and the audit log
+//! (once per record key), in order, at least once. Several relays (one per server process) may run at once: each run *claims* its
 //! records for a lease ([`crate::ports::TransferStore::outbox_claim`]) under a token it chose,
 //! delivers them and deletes them. A run that fails anywhere after choosing its token — the claim's
 //! answer lost, a delivery refused, `done` not answered — gives the claim back at once (whether or
@@ -21,6 +21,7 @@ use chrono::TimeDelta;
 use parking_lot::Mutex;
 
 use super::PaymentsPorts;
+use crate::audit::{AuditLog, NewAuditRecord};
 use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage};
 use crate::faults::FaultPoint;
@@ -48,6 +49,8 @@ pub struct OutboxRelay {
     /// Tokens of failed runs whose release failed as well (the store was unreachable): every
     /// run first tries again, so a claim outlives its failed run by one run, not by its lease.
     unreleased: Arc<Mutex<Vec<ClaimToken>>>,
+    /// Where [`OutboxMessage::Audit`] records go.
+    audit: Option<Arc<dyn AuditLog>>,
 }
 
 impl OutboxRelay {
@@ -59,7 +62,15 @@ impl OutboxRelay {
             publisher,
             lease: TimeDelta::seconds(RELAY_LEASE_SECONDS_DEFAULT),
             unreleased: Arc::default(),
+            audit: None,
         }
+    }
+
+    /// The same relay appending the outbox's audit records to `audit` (once per key). A relay
+    /// without one refuses a claim holding an audit record (nothing is lost: the records stay in
+    /// the outbox for a relay that has it).
+    pub fn with_audit(self, audit: Arc<dyn AuditLog>) -> Self {
+        OutboxRelay { audit: Some(audit), ..self }
     }
 
     /// The same relay holding its records for `lease` (positive) per run.
@@ -125,24 +136,40 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// One call for the records' queue messages, then one for their events, each in outbox
-    /// order. An event can never overtake an earlier record's message or event: anything the
-    /// worker does after a message arrives is written to the outbox later, in the message's
-    /// group, so no relay can claim it before this claim is done (see the module docs).
+    /// One call for the records' queue messages, then one for their events, then one for their
+    /// audit records, each in outbox order. An event can never overtake an earlier record's
+    /// message or event: anything the worker does after a message arrives is written to the
+    /// outbox later, in the message's group, so no relay can claim it before this claim is done
+    /// (see the module docs).
     async fn deliver(&self, records: &[crate::events::OutboxRecord]) -> Result<()> {
         let mut messages: Vec<QueueMessage> = Vec::new();
         let mut events: Vec<Event> = Vec::new();
+        let mut audits: Vec<(String, NewAuditRecord)> = Vec::new();
         for record in records {
             match &record.message {
                 OutboxMessage::Enqueue(message) => messages.push(message.clone()),
                 OutboxMessage::Publish(event) => events.push(event.clone()),
+                OutboxMessage::Audit(audit) => audits.push((audit.key.clone(), audit.record.clone())),
             }
         }
+        let audit = match (&self.audit, audits.is_empty()) {
+            (_, true) => None,
+            (Some(audit), false) => Some(audit),
+            (None, false) => {
+                return Err(Error::Storage {
+                    message: "the outbox holds audit records and this relay has no audit log".into(),
+                    retryable: false,
+                });
+            }
+        };
         if !messages.is_empty() {
             self.ports.queue.enqueue_batch(messages).await?;
         }
         if !events.is_empty() {
             self.publisher.publish(&events).await?;
+        }
+        if let Some(audit) = audit {
+            audit.append_once_batch(audits).await?;
         }
         Ok(())
     }

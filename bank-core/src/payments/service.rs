@@ -2,7 +2,8 @@
 //!
 //! Accepting checks ownership, status, currency and funds, places a hold for the amount (so an
 //! accepted transfer can never overdraw), and stores the transfer together with its queue message
-//! and `TransferAccepted` event in one outbox write. The idempotency key is claimed first and
+//! and `TransferAccepted` event (and, when the caller gives one, its audit record) in one outbox
+//! write. The idempotency key is claimed first and
 //! completed last; a request that dies in between leaves a lease that runs out, and whoever comes
 //! next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
 //! or undoes the same transfer id.
@@ -12,8 +13,9 @@ use tracing::instrument;
 
 use super::{PaymentsConfig, PaymentsPorts};
 use crate::accounts::{AccountsService, Viewer};
+use crate::audit::NewAuditRecord;
 use crate::error::{Error, ErrorAction, Result};
-use crate::events::{Event, OutboxMessage};
+use crate::events::{AuditMessage, Event, OutboxMessage};
 use crate::faults::FaultPoint;
 use crate::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
@@ -22,6 +24,14 @@ use crate::page::{Page, PageQuery};
 use crate::ports::{Inserted, KeyAnswer};
 use crate::queue::QueueMessage;
 use crate::transfer::{Destination, Transfer, TransferRequest};
+
+/// The transfer a started key names: its id, when the key was first seen, and whether it may
+/// already be stored (a takeover, or a client-chosen id).
+struct Attempt {
+    id: TransferId,
+    first_seen_at: DateTime<Utc>,
+    may_exist: bool,
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,25 +78,42 @@ impl PaymentsService {
     /// fails, that is logged and the transfer is still answered (the key stays in flight until
     /// its lease runs out; a retry then finds the same transfer and answers it again).
     pub async fn accept(&self, caller: &Caller, key: IdempotencyKey, request: TransferRequest) -> Result<Accepted> {
-        let (accepted, ()) = self.accept_alongside(caller, key, request, |_| std::future::ready(())).await?;
+        let (accepted, _) =
+            self.accept_inner(caller, key, request, None::<fn(TransferId, bool) -> NewAuditRecord>).await?;
         Ok(accepted)
     }
 
-    /// [`accept`](Self::accept), running `alongside` on the accepted transfer (or its replay)
-    /// while the key's answer is being recorded, and returning both. The reference server
-    /// writes its durable audit record there: the two commits (different stores) overlap instead
-    /// of following each other on the way to the answer. `alongside` is not run on a refusal.
+    /// [`accept`](Self::accept) with the audit record `record(id, replayed)` of the acceptance
+    /// (or of its replay). The record of a transfer this call creates is written **with the
+    /// transfer**, in the same store write, as an [`OutboxMessage::Audit`] keyed
+    /// `<action>:<id>` (the relay appends it to the audit log once; see
+    /// [`super::OutboxRelay::with_audit`]): an accepted transfer always has exactly one record,
+    /// and no commit of its own waits on the way to the answer. A replay's record comes back
+    /// for the caller to append; a takeover that finds the transfer stored builds none (the
+    /// transfer's was written with it). `record` is not called on a refusal.
     #[instrument(skip_all, fields(customer = %caller.customer, from = %request.from_account_id))]
-    pub async fn accept_alongside<F, Fut>(
+    pub async fn accept_audited<F>(
         &self,
         caller: &Caller,
         key: IdempotencyKey,
         request: TransferRequest,
-        alongside: F,
-    ) -> Result<(Accepted, Fut::Output)>
+        record: F,
+    ) -> Result<(Accepted, Option<NewAuditRecord>)>
     where
-        F: FnOnce(&Accepted) -> Fut,
-        Fut: std::future::Future,
+        F: FnOnce(TransferId, bool) -> NewAuditRecord,
+    {
+        self.accept_inner(caller, key, request, Some(record)).await
+    }
+
+    async fn accept_inner<F>(
+        &self,
+        caller: &Caller,
+        key: IdempotencyKey,
+        request: TransferRequest,
+        record: Option<F>,
+    ) -> Result<(Accepted, Option<NewAuditRecord>)>
+    where
+        F: FnOnce(TransferId, bool) -> NewAuditRecord,
     {
         request.validate()?;
         let scope = caller.scope(key);
@@ -99,9 +126,9 @@ impl PaymentsService {
         let (resource, token, first_seen_at, takeover) = match begin {
             Begin::Replay { response, .. } => {
                 let first = AcceptedResponse::decode(&response)?;
+                let record = record.map(|record| record(first.id, true));
                 let accepted = Accepted { transfer: self.rebuild(first, caller, &request), replayed: true };
-                let beside = alongside(&accepted).await;
-                return Ok((accepted, beside));
+                return Ok((accepted, record));
             }
             Begin::Started { resource, token, first_seen_at, takeover } => (resource, token, first_seen_at, takeover),
         };
@@ -110,24 +137,22 @@ impl PaymentsService {
         // first attempt under an id made just now skips the read.
         let may_exist = takeover || request.id.is_some();
         let key = KeyAnswer { scope: scope.clone(), token, answer: encode_accepted };
-        match self.accept_started(caller, id, &request, first_seen_at, may_exist, &key).await {
-            Ok((transfer, completed)) => {
+        let attempt = Attempt { id, first_seen_at, may_exist };
+        match self.accept_started(caller, attempt, &request, &key, record).await {
+            Ok((transfer, completed, unwritten)) => {
                 // The response is the transfer as accepted, also when a takeover finds it further
                 // along: the first answer and every replay are then the same.
                 let first = AcceptedResponse::of(&transfer);
                 let accepted = Accepted { transfer: self.rebuild(first, caller, &request), replayed: false };
-                let complete = async {
-                    match completed {
-                        // Recorded with the insert.
-                        Some(completed) => completed,
-                        None => self.ports.idempotency.complete(&scope, token, first.encode()).await,
-                    }
+                let completed = match completed {
+                    // Recorded with the insert.
+                    Some(completed) => completed,
+                    None => self.ports.idempotency.complete(&scope, token, first.encode()).await,
                 };
-                let (completed, beside) = futures::join!(complete, alongside(&accepted));
                 if let Err(err) = completed {
                     tracing::warn!(transfer_id = %id, error = %err, "could not record the answer under the idempotency key; it resolves when its lease runs out");
                 }
-                Ok((accepted, beside))
+                Ok((accepted, unwritten))
             }
             Err(err) => {
                 self.give_up_key(&scope, token, &err).await;
@@ -159,19 +184,23 @@ impl PaymentsService {
         }
     }
 
-    async fn accept_started(
+    async fn accept_started<F>(
         &self,
         caller: &Caller,
-        id: TransferId,
+        attempt: Attempt,
         request: &TransferRequest,
-        first_seen_at: DateTime<Utc>,
-        may_exist: bool,
         key: &KeyAnswer,
-    ) -> Result<(Transfer, Option<Result<()>>)> {
+        record: Option<F>,
+    ) -> Result<(Transfer, Option<Result<()>>, Option<NewAuditRecord>)>
+    where
+        F: FnOnce(TransferId, bool) -> NewAuditRecord,
+    {
+        let Attempt { id, first_seen_at, may_exist } = attempt;
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
         if may_exist {
             match self.ports.transfers.get(id).await {
-                Ok(existing) => return Ok((same_request(existing, caller, request)?, None)),
+                // Its record was written with it.
+                Ok(existing) => return Ok((same_request(existing, caller, request)?, None, None)),
                 Err(Error::TransferNotFound(_)) => {}
                 Err(other) => return Err(other),
             }
@@ -192,9 +221,15 @@ impl PaymentsService {
         let transfer = Transfer::accepted(id, caller.customer, request, now, now + self.config.stuck_after);
         let mut outbox = vec![OutboxMessage::Enqueue(QueueMessage::first(id, request.from_account_id))];
         outbox.extend(Event::of(&transfer, None, now).map(OutboxMessage::Publish));
+        let record = record.map(|record| record(id, false));
+        if let Some(record) = &record {
+            let key = format!("{}:{id}", record.action);
+            let message = AuditMessage { group: request.from_account_id, key, record: record.clone() };
+            outbox.push(OutboxMessage::Audit(message));
+        }
         let (inserted, completed) = match self.ports.transfers.insert_completing(transfer, outbox, key).await {
             Ok((Inserted::Created(t), completed)) => (t, completed),
-            Ok((Inserted::Existing(t), _)) => return Ok((same_request(t, caller, request)?, None)),
+            Ok((Inserted::Existing(t), _)) => return Ok((same_request(t, caller, request)?, None, None)),
             Err(err) => {
                 if !err.is_retryable() {
                     self.release_hold(id).await;
@@ -203,7 +238,7 @@ impl PaymentsService {
             }
         };
         self.ports.faults.check(FaultPoint::AcceptAfterInsert, Some(id))?;
-        Ok((inserted, completed))
+        Ok((inserted, completed, None))
     }
 
     /// The checks that need the ledger: a foreign account is reported exactly like a missing one.

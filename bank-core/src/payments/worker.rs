@@ -31,7 +31,7 @@ use tracing::instrument;
 use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
 use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::error::{Error, Result};
-use crate::events::{Event, OutboxMessage};
+use crate::events::{AuditMessage, Event, OutboxMessage};
 use crate::faults::FaultPoint;
 use crate::ids::{AccountId, CustomerId, HoldId};
 use crate::ledger::{HoldStatus, NewEntry, PostHold, PostedEntry};
@@ -131,24 +131,24 @@ impl PaymentsWorker {
     }
 
     /// The same worker recording each transfer's outcome (`transfer.settled`, `transfer.failed`,
-    /// subject [`WORKER_AUDIT_SUBJECT`]) in `audit`: exactly once per transfer, through
-    /// [`AuditLog::append_once`] keyed by the transfer, before the message is acknowledged. A
-    /// crash between the outcome and its record leaves the message unacknowledged; the redelivery
-    /// finds the transfer final and writes the record then (or finds it written).
+    /// subject [`WORKER_AUDIT_SUBJECT`]): the record is written with the outcome, in the same
+    /// store update, as an [`OutboxMessage::Audit`] keyed by the transfer, and the relay (which
+    /// must have the same log: [`super::OutboxRelay::with_audit`]) appends it to `audit` once. A
+    /// final transfer met again (a redelivery, or one made final before records rode the
+    /// outbox) gets its record appended directly, under the same key: exactly once either way.
     pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
         self.audit = Some(audit);
         self
     }
 
-    /// Writes the audit record of a final transfer (once per transfer; see [`Self::with_audit`]).
-    async fn audit_outcome(&self, transfer: &Transfer) -> Result<()> {
-        let Some(audit) = &self.audit else {
-            return Ok(());
-        };
+    /// The audit record of a final transfer's outcome, with its once key; `None` when not
+    /// auditing or not final.
+    fn outcome_record(&self, transfer: &Transfer) -> Option<AuditMessage> {
+        self.audit.as_ref()?;
         let action = match transfer.status {
             TransferStatus::Settled => "transfer.settled",
             TransferStatus::Failed => "transfer.failed",
-            _ => return Ok(()),
+            _ => return None,
         };
         let record = NewAuditRecord::new(
             self.ports.clock.now(),
@@ -157,7 +157,16 @@ impl PaymentsWorker {
             format!("transfer:{}", transfer.id),
             AuditOutcome::Done,
         );
-        audit.append_once(&format!("{action}:{}", transfer.id), record).await.map(|_| ())
+        Some(AuditMessage { group: transfer.from_account_id, key: format!("{action}:{}", transfer.id), record })
+    }
+
+    /// Appends the audit record of a transfer found final directly (once per transfer; see
+    /// [`Self::with_audit`]).
+    async fn audit_outcome(&self, transfer: &Transfer) -> Result<()> {
+        match (&self.audit, self.outcome_record(transfer)) {
+            (Some(audit), Some(message)) => audit.append_once(&message.key, message.record).await.map(|_| ()),
+            _ => Ok(()),
+        }
     }
 
     /// Receives one batch and processes all of it at once. The messages of one group (up to
@@ -250,7 +259,6 @@ impl PaymentsWorker {
         };
         let recorded = self.record(transfer, outcome).await?;
         let status = recorded.status;
-        self.audit_outcome(&recorded).await?;
         self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
         self.ack(&delivery).await?;
         Ok(Some(status))
@@ -448,7 +456,8 @@ impl PaymentsWorker {
         Outcome::Pending { retry_at: now + self.config.backoff(transfer.attempts, salt), outcome_unknown }
     }
 
-    /// Writes the outcome and its event in one store update; answers the transfer as stored.
+    /// Writes the outcome with its event (and audit record) in one store update; answers the
+    /// transfer as stored.
     async fn record(&self, mut transfer: Transfer, outcome: Outcome) -> Result<Transfer> {
         let now = self.ports.clock.now();
         let was_pending_before = transfer.history.iter().any(|h| h.status == TransferStatus::Pending);
@@ -466,11 +475,12 @@ impl PaymentsWorker {
         }
         let emit = transfer.status != TransferStatus::Pending || !was_pending_before;
         let to_owner = self.to_owner(&transfer).await;
-        let outbox: Vec<OutboxMessage> = if emit {
+        let mut outbox: Vec<OutboxMessage> = if emit {
             Event::of(&transfer, to_owner, now).map(OutboxMessage::Publish).into_iter().collect()
         } else {
             Vec::new()
         };
+        outbox.extend(self.outcome_record(&transfer).map(OutboxMessage::Audit));
         self.ports.transfers.update(transfer, outbox).await
     }
 

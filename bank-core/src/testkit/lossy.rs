@@ -1,4 +1,4 @@
-//! Stores (and an event publisher) whose calls fail the way calls over a dropped connection do,
+//! Stores (and an event publisher and an audit log) whose calls fail the way calls over a dropped connection do,
 //! for the fault simulation: before the store acted (nothing happened) or after it (it happened, its answer
 //! was lost). Either way the caller gets a retryable storage error and cannot tell which. A
 //! [`Cutter`] decides, call by call; the wrappers pass every call through when it says
@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 
 use super::simulation::SimStores;
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
+use crate::audit::{AuditLog, AuditRecord, Digest, NewAuditRecord, StoredCheckpoint};
 use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage, OutboxRecord};
 use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
@@ -248,5 +249,39 @@ impl TransferQueue for Lossy<dyn TransferQueue> {
 impl EventPublisher for Lossy<dyn EventPublisher> {
     async fn publish(&self, events: &[Event]) -> Result<()> {
         self.call(self.inner.publish(events)).await
+    }
+}
+
+#[async_trait]
+impl AuditLog for Lossy<dyn AuditLog> {
+    async fn append(&self, record: NewAuditRecord) -> Result<AuditRecord> {
+        self.call(self.inner.append(record)).await
+    }
+    async fn append_batch(&self, records: Vec<NewAuditRecord>) -> Result<Vec<AuditRecord>> {
+        self.call(self.inner.append_batch(records)).await
+    }
+    async fn append_once(&self, key: &str, record: NewAuditRecord) -> Result<AuditRecord> {
+        self.call(self.inner.append_once(key, record)).await
+    }
+    async fn append_once_batch(&self, records: Vec<(String, NewAuditRecord)>) -> Result<()> {
+        self.call(self.inner.append_once_batch(records)).await
+    }
+    async fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.call(self.inner.list(from_seq, limit)).await
+    }
+    async fn size(&self) -> Result<u64> {
+        self.call(self.inner.size()).await
+    }
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<Vec<Digest>> {
+        self.call(self.inner.tree_hashes(indexes)).await
+    }
+    async fn add_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<()> {
+        self.call(self.inner.add_checkpoint(checkpoint)).await
+    }
+    async fn checkpoints(&self, from_ordinal: u64, limit: usize) -> Result<Vec<StoredCheckpoint>> {
+        self.call(self.inner.checkpoints(from_ordinal, limit)).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        self.call(self.inner.latest_checkpoint()).await
     }
 }

@@ -42,6 +42,7 @@ use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
 use crate::account::{AccountStatus, NewAccount};
+use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::clock::{Clock, ManualClock};
 use crate::error::{Error, Result};
 use crate::faults::{FaultPoint, Faults};
@@ -406,16 +407,21 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     // A second worker process, with its own breaker.
     let other_breaker = Arc::new(CircuitBreaker::new("sim-rail-2", breaker_config, dyn_clock.clone()));
     let service = PaymentsService::new(ports.clone(), config.clone());
-    let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker);
-    let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker);
+    // The audit log (whole, for the checks) behind a connection that may drop.
+    let audit_log = Arc::new(crate::memory::audit::MemoryAuditLog::new());
+    let audit: Arc<dyn AuditLog> = Arc::new(lossy::Lossy::new(audit_log.clone() as Arc<dyn AuditLog>, faults.clone()));
+    let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker)
+        .with_audit(audit.clone());
+    let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker)
+        .with_audit(audit.clone());
     let bus = Arc::new(MemoryEventBus::new(100_000));
     // The relays publish over a connection that may drop too (the bus itself stays whole: the
     // notifications read it, the checks count what reached it).
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(lossy::Lossy::new(bus.clone() as Arc<dyn EventPublisher>, faults.clone()));
-    let relay = OutboxRelay::new(ports.clone(), publisher.clone());
+    let relay = OutboxRelay::new(ports.clone(), publisher.clone()).with_audit(audit.clone());
     // A second relay process: the two claim the outbox at once.
-    let other_relay = OutboxRelay::new(ports.clone(), publisher);
+    let other_relay = OutboxRelay::new(ports.clone(), publisher).with_audit(audit.clone());
     let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
     let notifier = Arc::new(LogNotifier::new(Channel::Email));
     let notifications = NotificationsService::new(
@@ -509,13 +515,28 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                     (customer.id, key, request)
                 };
                 let caller_value = Caller { customer: caller };
+                let record = |id: TransferId, replayed: bool| {
+                    let action = if replayed { "transfer.create.replayed" } else { "transfer.created" };
+                    NewAuditRecord::new(
+                        clock.now(),
+                        caller.to_string(),
+                        action,
+                        format!("transfer:{id}"),
+                        AuditOutcome::Done,
+                    )
+                };
                 let results = futures::future::join_all(
-                    (0..burst).map(|_| service.accept(&caller_value, key.clone(), request.clone())),
+                    (0..burst).map(|_| service.accept_audited(&caller_value, key.clone(), request.clone(), record)),
                 )
                 .await;
                 for result in results {
                     match result {
-                        Ok(outcome) => {
+                        Ok((outcome, unwritten)) => {
+                            if let Some(record) = unwritten {
+                                // What the server writes before answering a replay (a failed
+                                // write is its 503; the checks count only the other records).
+                                let _ = audit.append(record).await;
+                            }
                             let entry = (caller, key.clone());
                             if outcome.replayed {
                                 let first = first_response.get(&entry);
@@ -742,6 +763,32 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     // 7. One transfer per idempotency key.
     if let Some((key, ids)) = by_key.iter().find(|(_, ids)| ids.len() > 1) {
         return Err(format!("key {:?} produced {} transfers", key.1, ids.len()));
+    }
+    // 8. Each transfer has exactly one acceptance record and one record of its outcome, and
+    //    no record names a transfer that does not exist.
+    let mut records: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let size = audit_log.size().await.map_err(|e| e.to_string())?;
+    let mut from = 1;
+    while from <= size {
+        let page = audit_log.list(from, 1000).await.map_err(|e| e.to_string())?;
+        from += page.len() as u64;
+        for r in page {
+            if r.record.action != "transfer.create.replayed" {
+                *records.entry((r.record.action.clone(), r.record.target.clone())).or_default() += 1;
+            }
+        }
+    }
+    let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for t in &transfers {
+        let outcome = if t.status == TransferStatus::Settled { "transfer.settled" } else { "transfer.failed" };
+        for action in ["transfer.created", outcome] {
+            expected.insert((action.to_owned(), format!("transfer:{}", t.id)), 1);
+        }
+    }
+    if records != expected {
+        let wrong: Vec<_> = records.iter().filter(|(k, n)| expected.get(*k) != Some(n)).collect();
+        let missing: Vec<_> = expected.keys().filter(|k| !records.contains_key(*k)).collect();
+        return Err(format!("audit records wrong: {wrong:?}; missing: {missing:?}"));
     }
     let _ = deposited;
     Ok(report)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bank_core::Error;
 use bank_core::account::{AccountStatus, NewAccount};
-use bank_core::audit::AuditLog as _;
+use bank_core::audit::{AuditLog as _, AuditOutcome};
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::events::EventKind;
 use bank_core::faults::{FaultPoint, Faults};
@@ -620,28 +620,59 @@ async fn an_accepted_transfer_is_answered_even_when_its_key_cannot_be_completed(
     assert_eq!(b.balance(b.alice_usd).await, (dec("90.00"), dec("0")), "paid once");
 }
 
+fn created_record(id: TransferId, replayed: bool) -> bank_core::audit::NewAuditRecord {
+    let action = if replayed { "transfer.create.replayed" } else { "transfer.created" };
+    let at = chrono::DateTime::UNIX_EPOCH;
+    bank_core::audit::NewAuditRecord::new(at, "alice", action, format!("transfer:{id}"), AuditOutcome::Done)
+}
+
+/// The record of an acceptance is written with the transfer (an outbox audit message the relay
+/// appends once, however often it is delivered); a replay's comes back to the caller; a refusal
+/// builds none. A relay without an audit log refuses the claim and loses nothing.
 #[tokio::test]
-async fn accept_alongside_runs_beside_an_acceptance_or_a_replay_never_a_refusal() {
+async fn an_acceptance_is_audited_with_the_transfer_and_a_replay_by_the_caller() {
     let b = bank().await;
     let caller = Caller { customer: b.alice };
-    let key = IdempotencyKey::new("alongside").expect("key");
-    let seen = |accepted: &bank_core::payments::Accepted| std::future::ready((accepted.transfer.id, accepted.replayed));
-    let (first, beside) =
-        b.service.accept_alongside(&caller, key.clone(), b.internal("10.00"), seen).await.expect("accepted");
-    assert_eq!(beside, (first.transfer.id, false));
-    let (again, beside) = b.service.accept_alongside(&caller, key, b.internal("10.00"), seen).await.expect("replay");
-    assert_eq!(beside, (first.transfer.id, true));
+    let key = IdempotencyKey::new("audited").expect("key");
+    let (first, unwritten) =
+        b.service.accept_audited(&caller, key.clone(), b.internal("10.00"), created_record).await.expect("accepted");
+    assert_eq!(unwritten, None, "written with the transfer");
+    let (again, unwritten) =
+        b.service.accept_audited(&caller, key, b.internal("10.00"), created_record).await.expect("replay");
     assert_eq!(again.transfer.id, first.transfer.id);
-    let ran = Mutex::new(false);
+    assert_eq!(unwritten, Some(created_record(first.transfer.id, true)), "a replay's record is the caller's to write");
+    let built = Mutex::new(false);
     let refused = b
         .service
-        .accept_alongside(&caller, IdempotencyKey::new("too-much").expect("key"), b.internal("1000.00"), |_| {
-            *ran.lock() = true;
-            std::future::ready(())
-        })
+        .accept_audited(
+            &caller,
+            IdempotencyKey::new("too-much").expect("key"),
+            b.internal("1000.00"),
+            |id, replayed| {
+                *built.lock() = true;
+                created_record(id, replayed)
+            },
+        )
         .await;
     assert!(matches!(refused, Err(Error::InsufficientFunds { .. })), "{refused:?}");
-    assert!(!*ran.lock(), "not run on a refusal");
+    assert!(!*built.lock(), "no record is built for a refusal");
+
+    // The plain relay will not drop what it cannot deliver.
+    assert!(b.relay.run_once(100).await.is_err(), "no audit log to append to");
+    let audit = Arc::new(bank_core::memory::audit::MemoryAuditLog::new());
+    // A relay whose `done` is lost delivers everything again: still one record.
+    // (Its second call, `done`, never reaches the store; the claim is given back.)
+    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::Before)))));
+    let transfers: Arc<dyn TransferStore> = Arc::new(Lossy::new(Arc::clone(&b.ports.transfers), cutter));
+    let lost_done =
+        OutboxRelay::new(PaymentsPorts { transfers, ..b.ports.clone() }, b.bus.clone()).with_audit(audit.clone());
+    assert!(lost_done.run_once(100).await.is_err(), "done lost");
+    assert_eq!(audit.list(1, 10).await.expect("list").len(), 1, "delivered once so far");
+    let relay = OutboxRelay::new(b.ports.clone(), b.bus.clone()).with_audit(audit.clone());
+    while relay.run_once(100).await.expect("relay") > 0 {}
+    let records = audit.list(1, 10).await.expect("list");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].record, created_record(first.transfer.id, false));
 }
 
 #[tokio::test]
@@ -959,21 +990,23 @@ impl bank_core::audit::AuditLog for FlakyAudit {
     }
 }
 
-/// The worker records each outcome once, as `worker`, before acknowledging: when the record
-/// cannot be written, the message is not acknowledged, and the redelivery — finding the transfer
-/// already settled — writes it; duplicate deliveries write nothing more.
+/// The worker records each outcome once, as `worker`, with the outcome itself (the relay
+/// appends it): an audit write that fails is retried by the relay's next run, and duplicate
+/// deliveries — finding the transfer settled — write nothing more.
 #[tokio::test]
 async fn the_worker_audits_each_outcome_once_even_after_a_failed_audit_write() {
     let b = bank().await;
     let audit = Arc::new(FlakyAudit { failures: Mutex::new(1), ..FlakyAudit::default() });
     let worker = b.worker.clone().with_audit(audit.clone());
+    let relay = OutboxRelay::new(b.ports.clone(), b.bus.clone()).with_audit(audit.clone());
     let settled = b.accept(b.internal("10.00")).await.expect("accept");
     let failed = b.accept(b.internal("1000.00")).await;
     assert!(failed.is_err(), "refused at acceptance: nothing for the worker");
-    b.relay.run_once(100).await.expect("relay");
+    relay.run_once(100).await.expect("relay");
     let first = worker.run_once().await.expect("worker");
-    assert_eq!(first.interrupted, 1, "the audit write failed: the message stays unacknowledged");
-    assert_eq!(b.status(settled.id).await, TransferStatus::Settled, "the outcome itself is written");
+    assert_eq!(first.settled, 1);
+    assert_eq!(b.status(settled.id).await, TransferStatus::Settled);
+    assert!(relay.run_once(100).await.is_err(), "the audit write failed: the record stays in the outbox");
     assert!(audit.list(1, 10).await.expect("list").is_empty());
     for generation in 1..=2 {
         b.queue.enqueue(bank_core::queue::QueueMessage::retry(settled.id, b.alice_usd, generation)).await.expect("dup");
@@ -981,6 +1014,7 @@ async fn the_worker_audits_each_outcome_once_even_after_a_failed_audit_write() {
     for _ in 0..4 {
         b.clock.advance(bank_core::payments::TRANSIENT_RETRY_DELAY);
         worker.run_once().await.expect("worker");
+        relay.run_once(100).await.expect("relay");
     }
     let records = audit.list(1, 10).await.expect("list");
     assert_eq!(records.len(), 1, "{records:?}");

@@ -289,20 +289,36 @@ impl AuditContext {
         target: String,
         outcome: bank_core::audit::AuditOutcome,
     ) -> Result<(), ApiError> {
-        let record = bank_core::audit::NewAuditRecord::new(
-            state.backend().payments.clock.now(),
-            subject,
-            action,
-            target,
-            outcome,
-        )
-        .with_request(self.request_id.clone(), Some(self.client_ip.to_string()));
+        self.write(state, delivery, self.new_record(state, subject, action, target, outcome)).await
+    }
+
+    /// The record of `subject`'s `action` on `target` from this request, as of now.
+    pub(crate) fn new_record(
+        &self,
+        state: &AppState,
+        subject: impl Into<String>,
+        action: &str,
+        target: String,
+        outcome: bank_core::audit::AuditOutcome,
+    ) -> bank_core::audit::NewAuditRecord {
+        bank_core::audit::NewAuditRecord::new(state.backend().payments.clock.now(), subject, action, target, outcome)
+            .with_request(self.request_id.clone(), Some(self.client_ip.to_string()))
+    }
+
+    /// Writes `record` as `delivery` says; a failure is logged and answered as a 503.
+    pub(crate) async fn write(
+        &self,
+        state: &AppState,
+        delivery: Delivery,
+        record: bank_core::audit::NewAuditRecord,
+    ) -> Result<(), ApiError> {
+        let action = record.action.clone();
         let written = match delivery {
             Delivery::Durable => state.audit().durable(record).await.map(|_| ()),
             Delivery::Queued => state.audit().queued(record).await,
         };
         written.map_err(|error| {
-            tracing::error!(%error, action, "audit append failed");
+            tracing::error!(%error, action = %action, "audit append failed");
             ApiError::from_core(error)
         })
     }

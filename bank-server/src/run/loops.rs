@@ -137,10 +137,16 @@ impl Loops {
             tasks.push(("worker", tokio::spawn(run_loop("worker", cancel.clone(), IDLE_POLL, step))));
         }
         if set.relay {
-            let relay = Arc::new(OutboxRelay::new(backend.payments.clone(), Arc::clone(&backend.publisher)));
+            let relay = Arc::new(
+                OutboxRelay::new(backend.payments.clone(), Arc::clone(&backend.publisher))
+                    .with_audit(backend.audit.clone()),
+            );
             let step = move || {
                 let relay = Arc::clone(&relay);
-                async move { relay.run_once(RELAY_BATCH_MAX).await.map(|published| published > 0) }
+                // Again at once only after a full batch: a backlog drains at full speed, and
+                // otherwise the records of IDLE_POLL share one claim and one `done` commit
+                // (back to back, a run per few records doubled the writes of the outbox's store).
+                async move { relay.run_once(RELAY_BATCH_MAX).await.map(|published| published >= RELAY_BATCH_MAX) }
             };
             tasks.push(("relay", tokio::spawn(run_loop("relay", cancel.clone(), IDLE_POLL, step))));
         }

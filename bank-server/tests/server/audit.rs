@@ -9,6 +9,7 @@ use bank_api::paths;
 use bank_core::audit::checkpoint::AuditVerifier;
 use bank_core::audit::{AuditRecord, tree};
 use bank_core::clock::{Clock, SystemClock};
+use bank_core::payments::OutboxRelay;
 use bank_core::users::Role;
 use bank_server::auth::totp;
 use bank_server::config::Config;
@@ -198,13 +199,23 @@ async fn views_transfers_and_operator_reads_are_recorded() {
     let deposit = json!({"account_id": from, "amount": "100.00", "reference": "cash"});
     assert_eq!(app.post(paths::ADMIN_DEPOSITS, Some(&operator), deposit).await.status, StatusCode::CREATED);
     let transfer = json!({"from_account_id": from, "to_account_id": to, "amount": "10.00", "currency": "USD", "reference": "rent"});
-    let created = app.post(paths::TRANSFERS, Some(&alice), transfer).await;
+    let created = app.post(paths::TRANSFERS, Some(&alice), transfer.clone()).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text);
+    // A replay's record is durable before its 202.
+    assert_eq!(app.post(paths::TRANSFERS, Some(&alice), transfer).await.status, StatusCode::ACCEPTED);
+    let replayed = app.durable_records().await;
+    assert!(replayed.iter().any(|r| r.record.action == "transfer.create.replayed"), "{:?}", actions(&replayed));
     let transfer_id = created.body["id"].as_str().expect("id").to_owned();
-    // Durable before the 202.
+    // Committed with the transfer before the 202, in the outbox; the relay appends it.
+    let durable = app.durable_records().await;
+    assert!(!durable.iter().any(|r| r.record.action == "transfer.created"), "not in the log before the relay runs");
+    let backend = &app.app.backend;
+    let relay = OutboxRelay::new(backend.payments.clone(), backend.publisher.clone()).with_audit(backend.audit.clone());
+    assert_eq!(relay.run_once(100).await.expect("relay"), 1, "the record waited in the outbox");
     let durable = app.durable_records().await;
     let created = durable.iter().find(|r| r.record.action == "transfer.created").expect("transfer.created");
     assert_eq!(created.record.target, format!("transfer:{transfer_id}"));
+    assert!(created.record.request_id.is_some() && created.record.client_ip.is_some(), "{created:?}");
     assert!(durable.iter().any(|r| r.record.action == "deposit.posted"), "{:?}", actions(&durable));
     assert_eq!(app.get(&format!("{}?limit=5", paths::ADMIN_AUDIT), Some(&operator)).await.status, StatusCode::OK);
 

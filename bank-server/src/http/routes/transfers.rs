@@ -50,18 +50,19 @@ pub(crate) async fn create(
     let request = convert::transfer_request(request)?;
     let from = format!("account:{}", request.from_account_id);
     let subject = caller.subject();
-    // Committed before the 202: an accepted transfer always has its record (a replay gets one
-    // too). It is written while the key's answer is recorded (two stores, two commits at once).
-    let record = |accepted: &bank_core::payments::Accepted| {
-        let action = if accepted.replayed { "transfer.create.replayed" } else { "transfer.created" };
-        let target = format!("transfer:{}", accepted.transfer.id);
-        audit.log(&state, Delivery::Durable, subject.clone(), action, target, AuditOutcome::Done)
+    // An accepted transfer's record is committed with the transfer itself (the relay appends it
+    // to the log); a replay's, or a takeover's that found the transfer stored, before the 202.
+    let record = |id, replayed: bool| {
+        let action = if replayed { "transfer.create.replayed" } else { "transfer.created" };
+        audit.new_record(&state, subject.clone(), action, format!("transfer:{id}"), AuditOutcome::Done)
     };
     let caller = Caller { customer: caller.0.user };
-    match state.service().accept_alongside(&caller, key, request, record).await {
-        Ok((accepted, recorded)) => {
+    match state.service().accept_audited(&caller, key, request, record).await {
+        Ok((accepted, unwritten)) => {
             tracing::info!(transfer_id = %accepted.transfer.id, replayed = accepted.replayed, "transfer accepted");
-            recorded?;
+            if let Some(record) = unwritten {
+                audit.write(&state, Delivery::Durable, record).await?;
+            }
             Ok(json_response(StatusCode::ACCEPTED, &convert::transfer(&accepted.transfer), accepted.replayed))
         }
         Err(error) => {
