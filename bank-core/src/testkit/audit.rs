@@ -45,6 +45,7 @@ macro_rules! audit_conformance_tests {
             records_are_hash_chained,
             batch_appends_are_in_order,
             keyed_appends_happen_once,
+            keyed_batches_append_each_key_once,
             tree_roots_and_proofs_match_the_records,
             checkpoints_follow_each_other,
             an_intact_log_seals_and_verifies,
@@ -174,6 +175,30 @@ pub async fn keyed_appends_happen_once(harness: &dyn AuditHarness) {
     assert_eq!(log.size().await.expect("size"), 2);
     assert!(log.append_once("", record(3)).await.is_err(), "empty key");
     assert!(log.append_once(&"k".repeat(300), record(3)).await.is_err(), "long key");
+}
+
+/// `append_once_batch` appends its records in order, each key once: a key already in the log,
+/// or earlier in the same batch, appends nothing; the whole batch again (a relay's redelivery)
+/// appends nothing; a bad key is refused.
+pub async fn keyed_batches_append_each_key_once(harness: &dyn AuditHarness) {
+    let log = harness.log().await;
+    log.append_once("transfer.created:1", record(1)).await.expect("append once");
+    let batch = vec![
+        ("transfer.created:1".to_owned(), record(9)),
+        ("transfer.created:2".to_owned(), record(2)),
+        ("transfer.settled:1".to_owned(), record(3)),
+        ("transfer.created:2".to_owned(), record(8)),
+    ];
+    log.append_once_batch(batch.clone()).await.expect("batch");
+    let all = log.list(1, 10).await.expect("list");
+    let got: Vec<&NewAuditRecord> = all.iter().map(|r| &r.record).collect();
+    assert_eq!(got, vec![&record(1), &record(2), &record(3)], "each key once, in order");
+    log.append_once_batch(batch).await.expect("redelivery");
+    log.append_once_batch(Vec::new()).await.expect("empty");
+    assert_eq!(log.size().await.expect("size"), 3);
+    assert_eq!(log.append_once("transfer.settled:1", record(7)).await.expect("replay").record, record(3));
+    assert!(log.append_once_batch(vec![(String::new(), record(4))]).await.is_err(), "empty key");
+    assert_eq!(log.size().await.expect("size"), 3);
 }
 
 /// The roots computed from the stored tree hashes equal the roots of the records' leaves at every
