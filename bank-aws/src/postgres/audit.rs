@@ -396,6 +396,21 @@ impl AuditLog for PgAuditLog {
         appended.pop().ok_or_else(|| Error::storage("audit append answered no record", false))
     }
 
+    async fn append_once_batch(&self, records: Vec<(String, NewAuditRecord)>) -> Result<()> {
+        for (key, _) in &records {
+            check_once_key(key)?;
+            if key.contains('\0') {
+                return Err(Error::InvalidInput("audit keys may not contain NUL characters".into()));
+            }
+        }
+        // Queued at once, in order (the batcher's channel is FIFO and has one committer), so
+        // they share its transactions instead of one round trip each.
+        let appends = records
+            .into_iter()
+            .map(|(key, record)| self.append_op(AppendOp { records: vec![record], once_key: Some(key) }));
+        futures::future::try_join_all(appends).await.map(|_| ())
+    }
+
     async fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         let limit = i64::try_from(limit.min(AUDIT_PAGE_MAX)).unwrap_or(0);
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2"))
