@@ -92,14 +92,30 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     let balance = backend.ledger.balance(to.id).await.expect("balance");
     assert_eq!(balance.posted, Decimal::new(3_000, 2));
 
+    // The worker recorded each outcome once, as `worker`, with the outcome itself; the relay
+    // appends the records to the log (within its poll).
+    let settled_records = |records: &[bank_core::audit::AuditRecord], id: &TransferId| {
+        let target = format!("transfer:{id}");
+        records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target).count()
+    };
+    let relayed = tokio::time::timeout(SETTLE_WAIT, async {
+        loop {
+            let records = backend.audit.list(1, 100).await.expect("audit");
+            if ids.iter().all(|id| settled_records(&records, id) > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(relayed.is_ok(), "the relay did not append both outcome records within {SETTLE_WAIT:?}");
     tokio::time::timeout(SHUTDOWN_WAIT, loops.shutdown()).await.expect("the loops stop promptly");
-    // The worker recorded each outcome once, as `worker` (written before the message was acked).
     let records = backend.audit.list(1, 100).await.expect("audit");
     for id in &ids {
+        assert_eq!(settled_records(&records, id), 1, "{records:?}");
         let target = format!("transfer:{id}");
-        let settled = records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target);
-        assert_eq!(settled.clone().count(), 1, "{records:?}");
-        assert!(settled.clone().all(|r| r.record.subject == bank_core::payments::WORKER_AUDIT_SUBJECT));
+        let by = records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target);
+        assert!(by.clone().all(|r| r.record.subject == bank_core::payments::WORKER_AUDIT_SUBJECT));
     }
     // The backend is still usable after the loops stopped (nothing was poisoned).
     backend.ready.check().await.into_iter().for_each(|(name, result)| result.unwrap_or_else(|e| panic!("{name}: {e}")));
