@@ -38,8 +38,8 @@
 //! [`SqliteTransferStore::delivering_directly`] writes each outbox message straight to its
 //! destination in the same savepoint: a queue message into the queue (same deduplication and
 //! capacity rules as `enqueue`), an event into the event log. Nothing goes through the `outbox`
-//! table, so the relay finds nothing to do but audit records, and about a quarter of the writes per transfer are
-//! saved. A full queue then refuses the update itself (retryable), as a full outbox would stall.
+//! table but audit records, so the relay has little to do, and about a quarter of the writes per
+//! transfer are saved. A full queue then refuses the update itself (retryable), as a full outbox would stall.
 //! Audit records ([`OutboxMessage::Audit`]) still go through the `outbox` table: the audit log
 //! has its own file, so the relay appends them there.
 //!

@@ -3,9 +3,8 @@
 //! Accepting checks ownership, status, currency and funds, places a hold for the amount (so an
 //! accepted transfer can never overdraw), and stores the transfer together with its queue message
 //! and `TransferAccepted` event (and, when the caller gives one, its audit record) in one outbox
-//! write. The idempotency key is claimed first and
-//! completed last; a request that dies in between leaves a lease that runs out, and whoever comes
-//! next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
+//! write. The idempotency key is claimed first and completed last; a request that dies in between
+//! leaves a lease that runs out, and whoever comes next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
 //! or undoes the same transfer id.
 
 use chrono::{DateTime, Utc};
@@ -221,11 +220,9 @@ impl PaymentsService {
         let transfer = Transfer::accepted(id, caller.customer, request, now, now + self.config.stuck_after);
         let mut outbox = vec![OutboxMessage::Enqueue(QueueMessage::first(id, request.from_account_id))];
         outbox.extend(Event::of(&transfer, None, now).map(OutboxMessage::Publish));
-        let record = record.map(|record| record(id, false));
-        if let Some(record) = &record {
+        if let Some(record) = record.map(|record| record(id, false)) {
             let key = format!("{}:{id}", record.action);
-            let message = AuditMessage { group: request.from_account_id, key, record: record.clone() };
-            outbox.push(OutboxMessage::Audit(message));
+            outbox.push(OutboxMessage::Audit(AuditMessage { group: request.from_account_id, key, record }));
         }
         let (inserted, completed) = match self.ports.transfers.insert_completing(transfer, outbox, key).await {
             Ok((Inserted::Created(t), completed)) => (t, completed),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bank_core::account::NewAccount;
+use bank_core::audit::AuditRecord;
 use bank_core::idempotency::IdempotencyKey;
 use bank_core::ids::{CustomerId, TransferId};
 use bank_core::ledger::{EntryKey, NewEntry};
@@ -94,14 +95,10 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
 
     // The worker recorded each outcome once, as `worker`, with the outcome itself; the relay
     // appends the records to the log (within its poll).
-    let settled_records = |records: &[bank_core::audit::AuditRecord], id: &TransferId| {
-        let target = format!("transfer:{id}");
-        records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target).count()
-    };
     let relayed = tokio::time::timeout(SETTLE_WAIT, async {
         loop {
             let records = backend.audit.list(1, 100).await.expect("audit");
-            if ids.iter().all(|id| settled_records(&records, id) > 0) {
+            if ids.iter().all(|id| !settled_records(&records, id).is_empty()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -112,11 +109,16 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     tokio::time::timeout(SHUTDOWN_WAIT, loops.shutdown()).await.expect("the loops stop promptly");
     let records = backend.audit.list(1, 100).await.expect("audit");
     for id in &ids {
-        assert_eq!(settled_records(&records, id), 1, "{records:?}");
-        let target = format!("transfer:{id}");
-        let by = records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target);
-        assert!(by.clone().all(|r| r.record.subject == bank_core::payments::WORKER_AUDIT_SUBJECT));
+        let settled = settled_records(&records, id);
+        assert_eq!(settled.len(), 1, "{records:?}");
+        assert!(settled.iter().all(|r| r.record.subject == bank_core::payments::WORKER_AUDIT_SUBJECT));
     }
     // The backend is still usable after the loops stopped (nothing was poisoned).
     backend.ready.check().await.into_iter().for_each(|(name, result)| result.unwrap_or_else(|e| panic!("{name}: {e}")));
+}
+
+/// The `transfer.settled` records of transfer `id`.
+fn settled_records<'a>(records: &'a [AuditRecord], id: &TransferId) -> Vec<&'a AuditRecord> {
+    let target = format!("transfer:{id}");
+    records.iter().filter(|r| r.record.action == "transfer.settled" && r.record.target == target).collect()
 }
