@@ -22,11 +22,12 @@ use bank_core::clock::{Clock, SystemClock};
 use bank_core::money::Currency;
 use bank_core::payments::PaymentsPorts;
 use bank_local::backend::{LocalBackend, LocalConfig};
-use common::Bank;
+use common::{Bank, Load};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
 
-/// Clients accepting transfers at the same time (each waits for its answer before the next).
+/// Clients accepting transfers at the same time (each waits for its answer before the next), unless
+/// `BENCH_CLIENTS` says otherwise; `BENCH_WORKER_LOOPS` sets the worker loops ([`Load`]).
 const CLIENTS: usize = 256;
 /// Connections per pool.
 const POOL: u32 = 32;
@@ -64,7 +65,7 @@ fn transfers(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                rt.block_on(bank.run_continuous(iters, hot, CLIENTS));
+                rt.block_on(bank.run_continuous(iters, hot, Load::from_env(CLIENTS)));
                 start.elapsed()
             })
         });

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use bank_core::clock::SystemClock;
 use bank_core::money::Currency;
 use bank_local::backend::{LocalBackend, LocalConfig};
-use common::Bank;
+use common::{Bank, Load};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
 
-/// Clients accepting transfers at the same time (each waits for its answer before the next).
+/// Clients accepting transfers at the same time (each waits for its answer before the next), unless
+/// `BENCH_CLIENTS` says otherwise; `BENCH_WORKER_LOOPS` sets the worker loops ([`Load`]).
 const CLIENTS: usize = 256;
 
 /// The bank on the embedded backend exactly as the server assembles it (`LocalBackend`: the
@@ -45,7 +46,7 @@ fn transfers(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                rt.block_on(bank.run_continuous(iters, hot, CLIENTS));
+                rt.block_on(bank.run_continuous(iters, hot, Load::from_env(CLIENTS)));
                 start.elapsed()
             })
         });

@@ -24,6 +24,34 @@ use bank_core::transfer::{Destination, TransferRequest};
 use futures::future::join_all;
 use rust_decimal::Decimal;
 
+/// How hard [`Bank::run_continuous`] drives the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Clients accepting transfers at the same time (each waits for its answer before the next).
+    pub(crate) clients: usize,
+    /// Worker loops, each receiving up to the worker batch (256) and processing it at once: more
+    /// than one overlaps one loop's slowest messages with the next loop's receive.
+    pub(crate) worker_loops: usize,
+}
+
+impl Load {
+    /// `clients` accepting and one worker loop, unless `BENCH_CLIENTS` or `BENCH_WORKER_LOOPS`
+    /// (positive integers) say otherwise.
+    pub(crate) fn from_env(clients: usize) -> Load {
+        Load { clients: positive_var("BENCH_CLIENTS", clients), worker_loops: positive_var("BENCH_WORKER_LOOPS", 1) }
+    }
+}
+
+fn positive_var(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{name} must be a positive integer, not {text:?}"),
+        },
+    }
+}
+
 /// Customer accounts (one owner each) transfers pick from.
 pub(crate) const ACCOUNTS: usize = 1_000;
 
@@ -120,10 +148,11 @@ impl Bank {
         while self.relay.run_once(4096).await.expect("relay") > 0 {}
     }
 
-    /// Runs the pipeline as the server does: the relay and the worker loop in their own tasks
-    /// while `clients` tasks accept transfers (each waiting for its answer before the next), so
-    /// every stage's writes share the store's commits. Returns once `count` transfers settled.
-    pub(crate) async fn run_continuous(&mut self, count: u64, hot: bool, clients: usize) {
+    /// Runs the pipeline as the server does: the relay and `load.worker_loops` worker loops in
+    /// their own tasks while `load.clients` tasks accept transfers (each waiting for its answer
+    /// before the next), so every stage's writes share the store's commits. Returns once `count`
+    /// transfers settled.
+    pub(crate) async fn run_continuous(&mut self, count: u64, hot: bool, load: Load) {
         let settled = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let relay = self.relay.clone();
@@ -135,20 +164,24 @@ impl Bank {
                 }
             }
         });
-        let worker = self.worker.clone();
-        let (worker_settled, worker_stop) = (settled.clone(), stop.clone());
-        let worker_task = tokio::spawn(async move {
-            while !worker_stop.load(Ordering::Relaxed) {
-                let report = worker.run_once().await.expect("worker");
-                worker_settled.fetch_add(report.settled as u64, Ordering::Relaxed);
-                if report.received == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        });
+        let worker_tasks: Vec<_> = (0..load.worker_loops)
+            .map(|_| {
+                let worker = self.worker.clone();
+                let (worker_settled, worker_stop) = (settled.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !worker_stop.load(Ordering::Relaxed) {
+                        let report = worker.run_once().await.expect("worker");
+                        worker_settled.fetch_add(report.settled as u64, Ordering::Relaxed);
+                        if report.received == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
         let requests: Vec<_> = (0..count).map(|_| self.request(hot)).collect();
         let queue = Arc::new(parking_lot::Mutex::new(requests));
-        let accepting = (0..clients.max(1)).map(|_| {
+        let accepting = (0..load.clients).map(|_| {
             let (queue, service) = (queue.clone(), self.service.clone());
             tokio::spawn(async move {
                 loop {
@@ -165,7 +198,9 @@ impl Bank {
         }
         stop.store(true, Ordering::Relaxed);
         relay_task.await.expect("relay task");
-        worker_task.await.expect("worker task");
+        for worker_task in worker_tasks {
+            worker_task.await.expect("worker task");
+        }
         // Publish the last settlements' events too, so the next run starts from an empty outbox.
         while self.relay.run_once(4096).await.expect("relay") > 0 {}
     }
