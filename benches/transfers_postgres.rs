@@ -51,6 +51,7 @@ async fn sqlx_setting(db: &bank_aws::postgres::PgDb) -> String {
 }
 
 fn transfers(c: &mut Criterion) {
+    let load = Load::from_env(CLIENTS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let mut group = c.benchmark_group("transfers_internal_postgres");
     group.throughput(Throughput::Elements(1));
@@ -65,7 +66,7 @@ fn transfers(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                rt.block_on(bank.run_continuous(iters, hot, Load::from_env(CLIENTS)));
+                rt.block_on(bank.run_continuous(iters, hot, load));
                 start.elapsed()
             })
         });

@@ -39,7 +39,8 @@
 //! destination in the same savepoint: a queue message into the queue (same deduplication and
 //! capacity rules as `enqueue`), an event into the event log. Nothing goes through the `outbox`
 //! table but audit records, so the relay has little to do, and about a quarter of the writes per
-//! transfer are saved. A full queue then refuses the update itself (retryable), as a full outbox would stall.
+//! transfer are saved. A full queue then refuses the update itself (retryable), as a full outbox
+//! would stall.
 //! Audit records ([`OutboxMessage::Audit`]) still go through the `outbox` table: the audit log
 //! has its own file, so the relay appends them there.
 //!
@@ -150,11 +151,11 @@ impl SqliteTransferStore {
             match message {
                 OutboxMessage::Enqueue(message) => messages.push(message.clone()),
                 OutboxMessage::Publish(event) => events.push(event),
-                OutboxMessage::Audit(_) => relayed.push(message.clone()),
+                OutboxMessage::Audit(_) => relayed.push(message),
             }
         }
         check_dedup_ids(&messages)?;
-        Ok(Outgoing::Direct { direct, messages, events: encode_events(events)?, relayed: encode_outbox(&relayed)? })
+        Ok(Outgoing::Direct { direct, messages, events: encode_events(events)?, relayed: encode_outbox(relayed)? })
     }
 }
 
@@ -204,9 +205,9 @@ fn record_of(row: &Row<'_>) -> Result<OutboxRecord> {
 }
 
 /// Outbox messages as JSON with their groups, encoded by the caller so the writer thread does not.
-fn encode_outbox(messages: &[OutboxMessage]) -> Result<Vec<(String, Uuid)>> {
+fn encode_outbox<'a>(messages: impl IntoIterator<Item = &'a OutboxMessage>) -> Result<Vec<(String, Uuid)>> {
     messages
-        .iter()
+        .into_iter()
         .map(|message| {
             let json = serde_json::to_string(message).map_err(|e| Error::Storage {
                 message: format!("cannot encode an outbox message: {e}"),

@@ -137,6 +137,15 @@ fn checkpoint_of(row: &PgRow) -> Result<StoredCheckpoint> {
     })
 }
 
+/// A once key: the core's rules, and no NUL (PostgreSQL text cannot hold it).
+fn check_key(key: &str) -> Result<()> {
+    check_once_key(key)?;
+    if key.contains('\0') {
+        return Err(Error::InvalidInput("audit keys may not contain NUL characters".into()));
+    }
+    Ok(())
+}
+
 /// PostgreSQL text cannot hold NUL: such a record is refused before anything is written.
 fn check_text(record: &NewAuditRecord) -> Result<()> {
     let fields = [Some(&record.subject), Some(&record.action), Some(&record.target)]
@@ -388,20 +397,14 @@ impl AuditLog for PgAuditLog {
     }
 
     async fn append_once(&self, key: &str, record: NewAuditRecord) -> Result<AuditRecord> {
-        check_once_key(key)?;
-        if key.contains('\0') {
-            return Err(Error::InvalidInput("audit keys may not contain NUL characters".into()));
-        }
+        check_key(key)?;
         let mut appended = self.append_op(AppendOp { records: vec![record], once_key: Some(key.to_owned()) }).await?;
         appended.pop().ok_or_else(|| Error::storage("audit append answered no record", false))
     }
 
     async fn append_once_batch(&self, records: Vec<(String, NewAuditRecord)>) -> Result<()> {
         for (key, _) in &records {
-            check_once_key(key)?;
-            if key.contains('\0') {
-                return Err(Error::InvalidInput("audit keys may not contain NUL characters".into()));
-            }
+            check_key(key)?;
         }
         // Queued at once, in order (the batcher's channel is FIFO and has one committer), so
         // they share its transactions instead of one round trip each.

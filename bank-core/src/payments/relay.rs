@@ -1,10 +1,11 @@
 //! [`OutboxRelay`]: moves outbox records to the queue, the event publisher and the audit log
 //! (once per record key), in order, at least once. Several relays (one per server process) may
-//! run at once: each run *claims* its records for a lease ([`crate::ports::TransferStore::outbox_claim`]) under a token it chose,
-//! delivers them and deletes them. A run that fails anywhere after choosing its token — the claim's
-//! answer lost, a delivery refused, `done` not answered — gives the claim back at once (whether or
-//! not it was made), so the next run of any relay retries; a relay that dies leaves its claim to
-//! run out, and another relay delivers the records again. The queue deduplicates messages and
+//! run at once: each run *claims* its records for a lease
+//! ([`crate::ports::TransferStore::outbox_claim`]) under a token it chose, delivers them and
+//! deletes them. A run that fails anywhere after choosing its token — the claim's answer lost, a
+//! delivery refused, `done` not answered — gives the claim back at once (whether or not it was
+//! made), so the next run of any relay retries; a relay that dies leaves its claim to run out, and
+//! another relay delivers the records again. The queue deduplicates messages and
 //! consumers deduplicate events by id.
 //!
 //! # Order

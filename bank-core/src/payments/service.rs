@@ -4,8 +4,8 @@
 //! accepted transfer can never overdraw), and stores the transfer together with its queue message
 //! and `TransferAccepted` event (and, when the caller gives one, its audit record) in one outbox
 //! write. The idempotency key is claimed first and completed last; a request that dies in between
-//! leaves a lease that runs out, and whoever comes next with the same key (the client's retry or [`PaymentsService::recover_abandoned`]) finishes
-//! or undoes the same transfer id.
+//! leaves a lease that runs out, and whoever comes next with the same key (the client's retry or
+//! [`PaymentsService::recover_abandoned`]) finishes or undoes the same transfer id.
 
 use chrono::{DateTime, Utc};
 use tracing::instrument;

@@ -1,8 +1,8 @@
-//! Stores (and an event publisher and an audit log) whose calls fail the way calls over a dropped connection do,
-//! for the fault simulation: before the store acted (nothing happened) or after it (it happened, its answer
-//! was lost). Either way the caller gets a retryable storage error and cannot tell which. A
-//! [`Cutter`] decides, call by call; the wrappers pass every call through when it says
-//! [`Cut::No`].
+//! Stores (and an event publisher and an audit log) whose calls fail the way calls over a dropped
+//! connection do, for the fault simulation: before the store acted (nothing happened) or after it
+//! (it happened, its answer was lost). Either way the caller gets a retryable storage error and
+//! cannot tell which. A [`Cutter`] decides, call by call; the wrappers pass every call through
+//! when it says [`Cut::No`].
 
 use std::future::Future;
 use std::sync::Arc;
