@@ -7,6 +7,7 @@
 //! and events leave through an outbox written with each change. Any step may die and run again.
 
 mod config;
+mod facts;
 mod relay;
 mod scheduler;
 mod service;
@@ -14,6 +15,7 @@ mod system;
 mod worker;
 
 pub use config::PaymentsConfig;
+pub use facts::ACCOUNT_FACTS_MAX;
 pub use relay::{OutboxRelay, RELAY_BATCH_MAX, RELAY_LEASE_SECONDS_DEFAULT, RELAY_UNRELEASED_MAX};
 pub use scheduler::{PaymentsScheduler, SCHEDULER_BATCH_MAX, SchedulerReport};
 pub use service::{Accepted, Caller, PaymentsService};

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
+use super::facts::AccountFacts;
 use super::{PaymentsConfig, PaymentsPorts};
 use crate::accounts::{AccountsService, Viewer};
 use crate::audit::NewAuditRecord;
@@ -59,12 +60,14 @@ pub struct Accepted {
 pub struct PaymentsService {
     ports: PaymentsPorts,
     config: PaymentsConfig,
+    /// Owners and currencies of accounts met (never change: no read for them twice).
+    facts: AccountFacts,
 }
 
 impl PaymentsService {
     /// A service over `ports`.
     pub fn new(ports: PaymentsPorts, config: PaymentsConfig) -> Self {
-        PaymentsService { ports, config }
+        PaymentsService { ports, config, facts: AccountFacts::default() }
     }
 
     /// Accepts a transfer under an idempotency key.
@@ -239,10 +242,12 @@ impl PaymentsService {
     }
 
     /// The checks that need the ledger: a foreign account is reported exactly like a missing one.
+    /// The source's owner and currency may be remembered (they never change); its status is the
+    /// hold's to check, atomically. An internal destination is read for its status every time.
     async fn check_accounts(&self, caller: &Caller, request: &TransferRequest) -> Result<()> {
         let from = request.from_account_id;
-        let source = match self.ports.ledger.account(from).await {
-            Ok(account) if account.owner == caller.customer => account,
+        let source = match self.facts.of(self.ports.ledger.as_ref(), from).await {
+            Ok(facts) if facts.owner == caller.customer => facts,
             Ok(_) | Err(Error::AccountNotFound(_)) => return Err(Error::AccountNotFound(from)),
             Err(other) => return Err(other),
         };
@@ -255,6 +260,7 @@ impl PaymentsService {
         }
         if let Destination::Internal { account_id } = request.destination {
             let destination = self.ports.ledger.account(account_id).await?;
+            self.facts.remember(&destination);
             if destination.currency != request.money.currency {
                 return Err(Error::CurrencyMismatch {
                     account: account_id,
@@ -292,7 +298,7 @@ impl PaymentsService {
             return Ok(transfer);
         }
         if let Some(to) = transfer.to_account_id()
-            && self.ports.ledger.account(to).await.is_ok_and(|a| a.owner == caller.customer)
+            && self.facts.of(self.ports.ledger.as_ref(), to).await.is_ok_and(|f| f.owner == caller.customer)
         {
             return Ok(transfer);
         }

@@ -28,6 +28,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use tracing::instrument;
 
+use super::facts::AccountFacts;
 use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
 use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::error::{Error, Result};
@@ -113,6 +114,8 @@ pub struct PaymentsWorker {
     rail: Arc<dyn PaymentRail>,
     breaker: Arc<CircuitBreaker>,
     audit: Option<Arc<dyn AuditLog>>,
+    /// Owners of destination accounts met (never change: no read for them twice).
+    facts: AccountFacts,
 }
 
 /// The audit subject of the worker's records.
@@ -127,7 +130,7 @@ impl PaymentsWorker {
         rail: Arc<dyn PaymentRail>,
         breaker: Arc<CircuitBreaker>,
     ) -> Self {
-        PaymentsWorker { ports, config, system, rail, breaker, audit: None }
+        PaymentsWorker { ports, config, system, rail, breaker, audit: None, facts: AccountFacts::default() }
     }
 
     /// The same worker recording each transfer's outcome (`transfer.settled`, `transfer.failed`,
@@ -486,7 +489,7 @@ impl PaymentsWorker {
 
     async fn to_owner(&self, transfer: &Transfer) -> Option<CustomerId> {
         let to = transfer.to_account_id()?;
-        self.ports.ledger.account(to).await.ok().map(|a| a.owner)
+        self.facts.of(self.ports.ledger.as_ref(), to).await.ok().map(|f| f.owner)
     }
 }
 

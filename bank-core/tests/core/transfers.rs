@@ -365,6 +365,25 @@ async fn bad_requests_store_nothing_and_hold_nothing() {
 }
 
 #[tokio::test]
+async fn statuses_are_checked_every_time_even_for_accounts_met_before() {
+    // The pipeline remembers owners and currencies (they never change), never a status: a
+    // destination closed, or a source frozen, after a first transfer is refused on the next.
+    let b = bank().await;
+    let carol_usd = b.open(CustomerId::new(), Currency::Usd).await;
+    let to_carol =
+        TransferRequest { destination: Destination::Internal { account_id: carol_usd }, ..b.internal("1.00") };
+    b.accept(to_carol.clone()).await.expect("accepted while open");
+    // Not settled yet, so Carol's account is still empty and may be closed.
+    b.ledger.set_status(carol_usd, AccountStatus::Closed).await.expect("close");
+    let err = b.accept(to_carol).await.expect_err("closed destination");
+    assert_eq!(variant_name(&err), "AccountNotOpen", "{err}");
+    b.ledger.set_status(b.alice_usd, AccountStatus::Frozen).await.expect("freeze");
+    let err = b.accept(b.internal("1.00")).await.expect_err("frozen source");
+    assert_eq!(variant_name(&err), "AccountNotOpen", "{err}");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("1.00")), "only the first transfer holds");
+}
+
+#[tokio::test]
 async fn external_transfer_pays_the_rail_once_and_books_to_its_settlement_account() {
     let b = bank().await;
     let t = b.accept(b.external("25.00")).await.expect("accept");
