@@ -15,12 +15,14 @@ use bank_core::ids::{AccountId, CustomerId, TransferId};
 use bank_core::ledger::{EntryKey, NewEntry};
 use bank_core::money::{Currency, Money};
 use bank_core::payments::{
-    Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsService, PaymentsWorker, SystemAccounts,
+    Caller, OutboxRelay, PaymentsConfig, PaymentsPorts, PaymentsService, PaymentsWorker, RELAY_BATCH_MAX,
+    SystemAccounts,
 };
 use bank_core::ports::EventPublisher;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
 use bank_core::transfer::{Destination, TransferRequest};
+use bank_server::run::loops::IDLE_POLL;
 use futures::future::join_all;
 use rust_decimal::Decimal;
 
@@ -157,10 +159,12 @@ impl Bank {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let relay = self.relay.clone();
         let relay_stop = stop.clone();
+        // The server's loops (`bank_server::run::loops`): the relay runs again at once only after
+        // a full batch, a worker loop whenever it received something; otherwise each pauses.
         let relay_task = tokio::spawn(async move {
             while !relay_stop.load(Ordering::Relaxed) {
-                if relay.run_once(4096).await.expect("relay") == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                if relay.run_once(RELAY_BATCH_MAX).await.expect("relay") < RELAY_BATCH_MAX {
+                    tokio::time::sleep(IDLE_POLL).await;
                 }
             }
         });
@@ -173,7 +177,7 @@ impl Bank {
                         let report = worker.run_once().await.expect("worker");
                         worker_settled.fetch_add(report.settled as u64, Ordering::Relaxed);
                         if report.received == 0 {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            tokio::time::sleep(IDLE_POLL).await;
                         }
                     }
                 })
