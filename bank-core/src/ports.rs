@@ -320,6 +320,23 @@ pub trait TransferStore: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a transfer if unchanged since read, with its outbox messages.
     async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer>;
 
+    /// [`TransferStore::update`], and where this store keeps the transfer queue in the same
+    /// database, the delivery under `receipt` acknowledged in the same write (the worker's last
+    /// two writes of a transfer in one commit). Answers the stored transfer and `Some(result)` of
+    /// the acknowledgement (as [`TransferQueue::ack`] would answer it; `StaleReceipt` keeps the
+    /// update), or `None`: the delivery was not touched, and the caller acknowledges it through
+    /// its queue (the default, for stores without the queue). A refused update acknowledges
+    /// nothing.
+    async fn update_acking(
+        &self,
+        transfer: Transfer,
+        outbox: Vec<OutboxMessage>,
+        receipt: &Receipt,
+    ) -> Result<(Transfer, Option<Result<()>>)> {
+        let _not_here = receipt;
+        Ok((self.update(transfer, outbox).await?, None))
+    }
+
     /// Transfers from or to `account`, newest first: at most `limit` with `seq < before_seq`.
     async fn list_for_account(
         &self,

@@ -148,16 +148,19 @@ impl LocalBackend {
         let ledger_db = LocalDb::open_file(&config.data_dir, LEDGER_FILE_NAME).await?;
         let ledger = Arc::new(SqliteLedger::new(&ledger_db, Arc::clone(&clock)));
         let keys = Arc::new(SqliteIdempotencyStore::new(&db, Arc::clone(&clock)));
+        let queue = Arc::new(SqliteQueue::new(&db, Arc::clone(&clock), config.queue));
         let payments = PaymentsPorts {
             ledger: ledger.clone(),
             // Queue, bus and keys live in this database: outbox messages go straight to them,
-            // and an accepted transfer's key is completed in the transfer's own write.
+            // an accepted transfer's key is completed in the transfer's own write, and a settled
+            // transfer's delivery acknowledged in its outcome's.
             transfers: Arc::new(
                 SqliteTransferStore::delivering_directly(&db, Arc::clone(&clock), config.queue, EVENT_LOG_CAPACITY)
-                    .completing_keys_of(&keys)?,
+                    .completing_keys_of(&keys)?
+                    .acking_deliveries_of(&queue)?,
             ),
             idempotency: keys,
-            queue: Arc::new(SqliteQueue::new(&db, Arc::clone(&clock), config.queue)),
+            queue,
             clock: Arc::clone(&clock),
             faults: Arc::new(NoFaults),
         };

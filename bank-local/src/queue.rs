@@ -77,6 +77,11 @@ impl SqliteQueue {
     pub fn config(&self) -> QueueConfig {
         self.config
     }
+
+    /// The database the queue is in.
+    pub(crate) fn db(&self) -> &LocalDb {
+        &self.db
+    }
 }
 
 /// Rows of this store's tables.
@@ -100,12 +105,22 @@ fn hidden_until(now: DateTime<Utc>, span: TimeDelta, what: &str) -> Result<i64> 
 
 /// The message seq and the full text of a receipt, checked to be one this queue could have
 /// issued (`<seq>.<uuid>`).
-fn parse_receipt(receipt: &Receipt) -> Result<(i64, String)> {
+pub(crate) fn parse_receipt(receipt: &Receipt) -> Result<(i64, String)> {
     let malformed = || Error::InvalidInput("malformed queue receipt".into());
     let (seq, uuid) = receipt.0.split_once('.').ok_or_else(malformed)?;
     let seq: i64 = seq.parse().map_err(|_| malformed())?;
     let uuid = Uuid::try_parse(uuid).map_err(|_| malformed())?;
     Ok((seq, receipt_text(seq, uuid)))
+}
+
+/// The writer job of `ack`: deletes message `seq` if `receipt` is its current delivery, else
+/// `StaleReceipt` (and changes nothing). `seq` and `receipt` come from [`parse_receipt`].
+pub(crate) fn ack_job(conn: &Connection, seq: i64, receipt: &str) -> Result<()> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND receipt = ?2")
+        .and_then(|mut statement| statement.execute(params![seq, receipt]))
+        .map_err(db_err)?;
+    if deleted == 0 { Err(Error::StaleReceipt) } else { Ok(()) }
 }
 
 /// The receipt of a delivery of message `seq`.
@@ -359,15 +374,7 @@ impl TransferQueue for SqliteQueue {
 
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
         let (seq, receipt) = parse_receipt(receipt)?;
-        self.writer
-            .run(move |conn| {
-                let deleted = conn
-                    .prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND receipt = ?2")
-                    .and_then(|mut statement| statement.execute(params![seq, receipt]))
-                    .map_err(db_err)?;
-                if deleted == 0 { Err(Error::StaleReceipt) } else { Ok(()) }
-            })
-            .await
+        self.writer.run(move |conn| ack_job(conn, seq, &receipt)).await
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: TimeDelta) -> Result<()> {

@@ -44,6 +44,14 @@
 //! Audit records ([`OutboxMessage::Audit`]) still go through the `outbox` table: the audit log
 //! has its own file, so the relay appends them there.
 //!
+//! # Deliveries acknowledged with the outcome
+//!
+//! When the transfer queue is in the same database ([`SqliteTransferStore::acking_deliveries_of`]),
+//! [`TransferStore::update_acking`] writes a transfer's outcome and deletes the queue message it
+//! was delivered by in one writer job: the worker's last two writes of a transfer in one commit
+//! (one fsync, one wait for the writer fewer per settled transfer), and no moment at which the
+//! transfer is final but its message still waits.
+//!
 //! # Keys completed with the insert
 //!
 //! Accepting a transfer writes it, then records the answer under the request's idempotency key.
@@ -61,7 +69,7 @@ use bank_core::clock::Clock;
 use bank_core::events::{OutboxMessage, OutboxRecord};
 use bank_core::ids::{AccountId, ClaimToken, TransferId};
 use bank_core::ports::{Inserted, KeyAnswer, TransferStore};
-use bank_core::queue::{QueueConfig, QueueMessage};
+use bank_core::queue::{QueueConfig, QueueMessage, Receipt};
 use bank_core::transfer::{Transfer, TransferStatus};
 use bank_core::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -73,7 +81,7 @@ use crate::db::rows::{RowOf, db_err, fetch_all, fetch_optional, sql_limit, time}
 use crate::db::writer::{WriterHandle, exec};
 use crate::events::{encode_events, publish_job};
 use crate::idempotency::{SqliteIdempotencyStore, complete_job};
-use crate::queue::{check_dedup_ids, enqueue_job};
+use crate::queue::{SqliteQueue, ack_job, check_dedup_ids, enqueue_job, parse_receipt};
 
 /// Selects the transfer with id `?1`, in the columns [`transfer_of`] reads.
 const TRANSFER_BY_ID: &str = "SELECT seq, version, body FROM transfers WHERE id = ?1";
@@ -87,6 +95,8 @@ pub struct SqliteTransferStore {
     direct: Option<Direct>,
     /// The idempotency keys are in this database (see the module docs).
     keys_here: bool,
+    /// The transfer queue is in this database (see the module docs).
+    queue_here: bool,
 }
 
 /// Where outbox messages go when delivered directly (see the module docs).
@@ -116,7 +126,7 @@ impl SqliteTransferStore {
     /// this must be called inside a Tokio runtime).
     pub fn new(db: &LocalDb, clock: Arc<dyn Clock>) -> Self {
         let writer = WriterHandle::for_db(db, Arc::clone(&clock));
-        SqliteTransferStore { writer, db: db.clone(), clock, direct: None, keys_here: false }
+        SqliteTransferStore { writer, db: db.clone(), clock, direct: None, keys_here: false, queue_here: false }
     }
 
     /// The same store, recording an idempotency key's answer in the insert's own write
@@ -131,6 +141,20 @@ impl SqliteTransferStore {
             )));
         }
         Ok(SqliteTransferStore { keys_here: true, ..self })
+    }
+
+    /// The same store, acknowledging a delivery in the update that records its outcome
+    /// ([`TransferStore::update_acking`]) — for a bank whose transfer queue is `queue`, which must
+    /// be on this store's database (else `InvalidInput`).
+    pub fn acking_deliveries_of(self, queue: &SqliteQueue) -> Result<Self> {
+        if queue.db().path() != self.db.path() {
+            return Err(Error::InvalidInput(format!(
+                "the transfer queue is in {}, not in the transfers' database {}",
+                queue.db().path().display(),
+                self.db.path().display()
+            )));
+        }
+        Ok(SqliteTransferStore { queue_here: true, ..self })
     }
 
     /// A store that writes outbox messages straight into the queue and event tables of `db`
@@ -418,6 +442,31 @@ impl TransferStore for SqliteTransferStore {
         let clock = Arc::clone(&self.clock);
         let (body, outbox) = (body_of(&transfer)?, self.outgoing(&outbox)?);
         self.writer.run(move |conn| update_job(conn, clock.now(), transfer, body, outbox)).await
+    }
+
+    async fn update_acking(
+        &self,
+        transfer: Transfer,
+        outbox: Vec<OutboxMessage>,
+        receipt: &Receipt,
+    ) -> Result<(Transfer, Option<Result<()>>)> {
+        // A receipt the queue could not have issued is left for its own `ack` to refuse.
+        let parsed = if self.queue_here { parse_receipt(receipt).ok() } else { None };
+        let Some((seq, receipt)) = parsed else { return Ok((self.update(transfer, outbox).await?, None)) };
+        let clock = Arc::clone(&self.clock);
+        let (body, outbox) = (body_of(&transfer)?, self.outgoing(&outbox)?);
+        self.writer
+            .run(move |conn| {
+                let updated = update_job(conn, clock.now(), transfer, body, outbox)?;
+                // A delivery taken over meanwhile keeps the update (as a separate `ack` would);
+                // any other failure undoes both.
+                match ack_job(conn, seq, &receipt) {
+                    Ok(()) => Ok((updated, Some(Ok(())))),
+                    Err(Error::StaleReceipt) => Ok((updated, Some(Err(Error::StaleReceipt)))),
+                    Err(other) => Err(other),
+                }
+            })
+            .await
     }
 
     async fn list_for_account(

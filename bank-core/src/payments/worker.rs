@@ -9,7 +9,8 @@
 //!    nothing); external: ask the circuit breaker, then the rail — with the transfer id as the
 //!    rail's idempotency key, first asking the rail's status when an earlier call timed out —,
 //!    then post the hold to the rail's settlement account;
-//! 4. record the outcome with its event in one write; 5. acknowledge.
+//! 4. record the outcome with its event in one write; 5. acknowledge (in the same write where
+//!    the transfer store keeps the queue: [`crate::ports::TransferStore::update_acking`]).
 //!
 //! A crash anywhere leaves the message unacknowledged: it is delivered again and the steps above
 //! find what was already done.
@@ -260,11 +261,18 @@ impl PaymentsWorker {
             Destination::Internal { account_id } => self.post(&transfer, *account_id).await?,
             Destination::External { .. } => self.settle_external(&transfer, earlier_unknown).await?,
         };
-        let recorded = self.record(transfer, outcome).await?;
-        let status = recorded.status;
-        self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
-        self.ack(&delivery).await?;
-        Ok(Some(status))
+        let (recorded, acked) = self.record(transfer, outcome, &delivery.receipt).await?;
+        match acked {
+            // Acknowledged in the outcome's own write (redelivered meanwhile: the other delivery
+            // finds the transfer final).
+            Some(Ok(()) | Err(Error::StaleReceipt)) => {}
+            Some(Err(other)) => return Err(other),
+            None => {
+                self.ports.faults.check(FaultPoint::WorkerBeforeAck, Some(id))?;
+                self.ack(&delivery).await?;
+            }
+        }
+        Ok(Some(recorded.status))
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
@@ -459,9 +467,16 @@ impl PaymentsWorker {
         Outcome::Pending { retry_at: now + self.config.backoff(transfer.attempts, salt), outcome_unknown }
     }
 
-    /// Writes the outcome with its event (and audit record) in one store update; answers the
-    /// transfer as stored.
-    async fn record(&self, mut transfer: Transfer, outcome: Outcome) -> Result<Transfer> {
+    /// Writes the outcome with its event (and audit record) in one store update, acknowledging
+    /// the delivery under `receipt` in the same write where the store can
+    /// ([`crate::ports::TransferStore::update_acking`]); answers the transfer as stored and
+    /// whether the delivery was acknowledged.
+    async fn record(
+        &self,
+        mut transfer: Transfer,
+        outcome: Outcome,
+        receipt: &Receipt,
+    ) -> Result<(Transfer, Option<Result<()>>)> {
         let now = self.ports.clock.now();
         let was_pending_before = transfer.history.iter().any(|h| h.status == TransferStatus::Pending);
         match outcome {
@@ -484,7 +499,7 @@ impl PaymentsWorker {
             Vec::new()
         };
         outbox.extend(self.outcome_record(&transfer).map(OutboxMessage::Audit));
-        self.ports.transfers.update(transfer, outbox).await
+        self.ports.transfers.update_acking(transfer, outbox, receipt).await
     }
 
     async fn to_owner(&self, transfer: &Transfer) -> Option<CustomerId> {

@@ -164,6 +164,14 @@ impl TransferStore for Lossy<dyn TransferStore> {
     async fn update(&self, transfer: Transfer, outbox: Vec<OutboxMessage>) -> Result<Transfer> {
         self.call(self.inner.update(transfer, outbox)).await
     }
+    async fn update_acking(
+        &self,
+        transfer: Transfer,
+        outbox: Vec<OutboxMessage>,
+        receipt: &Receipt,
+    ) -> Result<(Transfer, Option<Result<()>>)> {
+        self.call(self.inner.update_acking(transfer, outbox, receipt)).await
+    }
     async fn list_for_account(
         &self,
         account: AccountId,

@@ -33,14 +33,20 @@ struct Harness {
 impl SimHarness for Harness {
     async fn stores(&self, clock: Arc<dyn Clock>, queue_config: QueueConfig) -> SimStores {
         let db = self.databases.next().await;
-        // As the backend assembles them: an accepted transfer's key completed in its insert.
+        // As the backend assembles them: an accepted transfer's key completed in its insert, a
+        // settled transfer's delivery acknowledged in its outcome's write (the outbox is relayed,
+        // not delivered directly, so the relay is tested too).
         let keys = Arc::new(SqliteIdempotencyStore::new(&db, clock.clone()));
-        let transfers = SqliteTransferStore::new(&db, clock.clone()).completing_keys_of(&keys).expect("one database");
+        let queue = Arc::new(SqliteQueue::new(&db, clock.clone(), queue_config));
+        let transfers = SqliteTransferStore::new(&db, clock.clone())
+            .completing_keys_of(&keys)
+            .and_then(|store| store.acking_deliveries_of(&queue))
+            .expect("one database");
         SimStores {
-            ledger: Arc::new(SqliteLedger::new(&db, clock.clone())),
+            ledger: Arc::new(SqliteLedger::new(&db, clock)),
             transfers: Arc::new(transfers),
             idempotency: keys,
-            queue: Arc::new(SqliteQueue::new(&db, clock, queue_config)),
+            queue,
         }
     }
 }

@@ -256,3 +256,130 @@ async fn keys_of_another_database_are_refused() {
     let refused = SqliteTransferStore::new(&db, clock).completing_keys_of(&keys);
     assert!(matches!(refused, Err(bank_core::Error::InvalidInput(_))), "{refused:?}");
 }
+
+/// A store acknowledging the deliveries of the queue in `dir`'s database, and that queue.
+async fn direct(dir: &TempDir, clock: &ManualClock) -> (SqliteTransferStore, bank_local::queue::SqliteQueue) {
+    use bank_core::queue::QueueConfig;
+    let db = LocalDb::open(dir.path()).await.expect("open");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let queue = bank_local::queue::SqliteQueue::new(&db, shared.clone(), QueueConfig::default());
+    let store = SqliteTransferStore::delivering_directly(&db, shared, QueueConfig::default(), 100)
+        .acking_deliveries_of(&queue)
+        .expect("one database");
+    (store, queue)
+}
+
+/// Messages waiting or in flight.
+async fn queued(queue: &bank_local::queue::SqliteQueue) -> u64 {
+    use bank_core::ports::TransferQueue;
+    let stats = queue.stats().await.expect("stats");
+    stats.visible + stats.in_flight
+}
+
+/// Stores `transfer` with its queue message and receives that message: the stored transfer and
+/// its delivery.
+async fn delivered(
+    store: &SqliteTransferStore,
+    queue: &bank_local::queue::SqliteQueue,
+    transfer: &Transfer,
+) -> (Transfer, bank_core::queue::Delivery) {
+    use bank_core::ports::TransferQueue;
+    let stored = created(store.insert(transfer.clone(), vec![enqueue(transfer)]).await.expect("insert"));
+    let mut deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
+    assert_eq!(deliveries.len(), 1);
+    (stored, deliveries.remove(0))
+}
+
+#[tokio::test]
+async fn an_update_acking_a_delivery_of_its_database_deletes_the_message_in_the_same_write() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (store, queue) = direct(&dir, &clock).await;
+    let first = transfer(&clock, AccountId::new(), AccountId::new());
+    let (stored, delivery) = delivered(&store, &queue, &first).await;
+    let mut settled = stored.clone();
+    settled.enter(TransferStatus::Settled, clock.now());
+    let (updated, acked) = store.update_acking(settled, Vec::new(), &delivery.receipt).await.expect("update");
+    assert!(matches!(acked, Some(Ok(()))), "{acked:?}");
+    assert_eq!(updated.status, TransferStatus::Settled);
+    assert_eq!(store.get(first.id).await.expect("get"), updated);
+    assert_eq!(queued(&queue).await, 0, "the message went with the update");
+}
+
+#[tokio::test]
+async fn a_delivery_taken_over_meanwhile_keeps_the_update_and_its_message() {
+    use bank_core::ports::TransferQueue;
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (store, queue) = direct(&dir, &clock).await;
+    let first = transfer(&clock, AccountId::new(), AccountId::new());
+    let (stored, stale) = delivered(&store, &queue, &first).await;
+    clock.advance(TimeDelta::seconds(31));
+    let current = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive again");
+    assert_eq!(current.len(), 1, "redelivered once its visibility ran out");
+    let mut settled = stored.clone();
+    settled.enter(TransferStatus::Settled, clock.now());
+    let (updated, acked) = store.update_acking(settled, Vec::new(), &stale.receipt).await.expect("update");
+    assert!(matches!(acked, Some(Err(bank_core::Error::StaleReceipt))), "{acked:?}");
+    assert_eq!(store.get(first.id).await.expect("kept"), updated);
+    // The current delivery still holds the message, and acknowledges it.
+    assert_eq!(queued(&queue).await, 1);
+    queue.ack(&current[0].receipt).await.expect("the current delivery acknowledges");
+    assert_eq!(queued(&queue).await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_update_acknowledges_nothing() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let (store, queue) = direct(&dir, &clock).await;
+    let first = transfer(&clock, AccountId::new(), AccountId::new());
+    let (stored, delivery) = delivered(&store, &queue, &first).await;
+    let mut newer = stored.clone();
+    newer.enter(TransferStatus::Processing, clock.now());
+    store.update(newer, Vec::new()).await.expect("another delivery's write");
+    // An outcome written on the old version loses the compare-and-swap: nothing is written,
+    // the message stays for a redelivery to find the transfer as it is.
+    let mut settled = stored;
+    settled.enter(TransferStatus::Settled, clock.now());
+    let refused = store.update_acking(settled, Vec::new(), &delivery.receipt).await;
+    assert!(matches!(refused, Err(bank_core::Error::VersionConflict)), "{refused:?}");
+    assert_eq!(store.get(first.id).await.expect("get").status, TransferStatus::Processing);
+    assert_eq!(queued(&queue).await, 1);
+}
+
+#[tokio::test]
+async fn a_store_without_the_queue_leaves_the_delivery_to_the_queue() {
+    use bank_core::ports::TransferQueue;
+    use bank_core::queue::QueueConfig;
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::at_epoch();
+    let db = LocalDb::open(dir.path()).await.expect("open");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    // Not told the queue is on its database: the queue acknowledges.
+    let store = SqliteTransferStore::new(&db, shared.clone());
+    let queue = bank_local::queue::SqliteQueue::new(&db, shared, QueueConfig::default());
+    let first = transfer(&clock, AccountId::new(), AccountId::new());
+    let stored = created(store.insert(first.clone(), Vec::new()).await.expect("insert"));
+    queue.enqueue(QueueMessage::first(first.id, first.from_account_id)).await.expect("enqueue");
+    let delivery = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive").remove(0);
+    let mut settled = stored;
+    settled.enter(TransferStatus::Settled, clock.now());
+    let (_, acked) = store.update_acking(settled, Vec::new(), &delivery.receipt).await.expect("update");
+    assert!(acked.is_none(), "{acked:?}");
+    assert_eq!(queued(&queue).await, 1, "the caller acknowledges through its queue");
+    queue.ack(&delivery.receipt).await.expect("ack");
+    assert_eq!(queued(&queue).await, 0);
+}
+
+#[tokio::test]
+async fn a_queue_of_another_database_is_refused() {
+    use bank_core::queue::QueueConfig;
+    let (here, there) = (TempDir::new().expect("temp dir"), TempDir::new().expect("temp dir"));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch());
+    let db = LocalDb::open(here.path()).await.expect("open");
+    let other = LocalDb::open(there.path()).await.expect("open");
+    let queue = bank_local::queue::SqliteQueue::new(&other, Arc::clone(&clock), QueueConfig::default());
+    let refused = SqliteTransferStore::new(&db, clock).acking_deliveries_of(&queue);
+    assert!(matches!(refused, Err(bank_core::Error::InvalidInput(_))), "{refused:?}");
+}
