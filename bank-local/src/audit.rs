@@ -61,27 +61,28 @@ impl SqliteAuditLog {
 const ROW: RowOf = RowOf("audit row");
 const COLUMNS: &str = "seq, at, subject, action, target, outcome, request_id, client_ip, prev_hash, hash";
 
-fn digest(row: &Row<'_>, column: &str) -> Result<Digest> {
-    let bytes: Vec<u8> = ROW.get(row, column)?;
+fn digest(row: &Row<'_>, index: usize, column: &str) -> Result<Digest> {
+    let bytes: Vec<u8> = ROW.at(row, index, column)?;
     bytes.try_into().map_err(|_| ROW.corrupt(format!("{column} is not 32 bytes")))
 }
 
+/// A record from a row of [`COLUMNS`], by position (the sealer reads every record once).
 fn record_of(row: &Row<'_>) -> Result<AuditRecord> {
-    let seq: i64 = ROW.get(row, "seq")?;
-    let outcome: String = ROW.get(row, "outcome")?;
+    let seq: i64 = ROW.at(row, 0, "seq")?;
+    let outcome: String = ROW.at(row, 5, "outcome")?;
     Ok(AuditRecord {
         seq: u64::try_from(seq).map_err(|_| ROW.corrupt("negative seq"))?,
         record: NewAuditRecord {
-            at: time(ROW.get(row, "at")?),
-            subject: ROW.get(row, "subject")?,
-            action: ROW.get(row, "action")?,
-            target: ROW.get(row, "target")?,
+            at: time(ROW.at(row, 1, "at")?),
+            subject: ROW.at(row, 2, "subject")?,
+            action: ROW.at(row, 3, "action")?,
+            target: ROW.at(row, 4, "target")?,
             outcome: AuditOutcome::parse(&outcome).ok_or_else(|| ROW.corrupt(format!("outcome {outcome:?}")))?,
-            request_id: ROW.get(row, "request_id")?,
-            client_ip: ROW.get(row, "client_ip")?,
+            request_id: ROW.at(row, 6, "request_id")?,
+            client_ip: ROW.at(row, 7, "client_ip")?,
         },
-        prev_hash: digest(row, "prev_hash")?,
-        hash: digest(row, "hash")?,
+        prev_hash: digest(row, 8, "prev_hash")?,
+        hash: digest(row, 9, "hash")?,
     })
 }
 

@@ -211,17 +211,22 @@ pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<
     Ok(holds)
 }
 
-/// One history row (see `SqliteLedger::history`) as an item.
+/// One history row (see `SqliteLedger::history`: `l.sequence, l.side, l.amount, l.currency,
+/// l.balance_after, e.entry_id, e.transfer_id, e.leg, e.reference, e.posted_at`, in that order)
+/// as an item, by position (a first page decodes fifty of them).
 pub(super) fn history_item(row: &Row<'_>) -> Result<bank_core::ledger::HistoryItem> {
     Ok(bank_core::ledger::HistoryItem {
-        entry_id: uuid_to(ROW.get(row, "entry_id")?, EntryId::from_uuid)?,
-        key: EntryKey::new(uuid_to(ROW.get(row, "transfer_id")?, TransferId::from_uuid)?, leg(ROW.get(row, "leg")?)?),
-        sequence: sequence(ROW.get(row, "sequence")?)?,
-        direction: side(&ROW.get::<String>(row, "side")?)?,
-        money: money(&ROW.get::<String>(row, "amount")?, &ROW.get::<String>(row, "currency")?)?,
-        balance_after: decimal(&ROW.get::<String>(row, "balance_after")?)?,
-        reference: ROW.get(row, "reference")?,
-        posted_at: time(ROW.get(row, "posted_at")?),
+        entry_id: uuid_to(ROW.at(row, 5, "entry_id")?, EntryId::from_uuid)?,
+        key: EntryKey::new(
+            uuid_to(ROW.at(row, 6, "transfer_id")?, TransferId::from_uuid)?,
+            leg(ROW.at(row, 7, "leg")?)?,
+        ),
+        sequence: sequence(ROW.at(row, 0, "sequence")?)?,
+        direction: side(&ROW.at::<String>(row, 1, "side")?)?,
+        money: money(&ROW.at::<String>(row, 2, "amount")?, &ROW.at::<String>(row, 3, "currency")?)?,
+        balance_after: decimal(&ROW.at::<String>(row, 4, "balance_after")?)?,
+        reference: ROW.at(row, 8, "reference")?,
+        posted_at: time(ROW.at(row, 9, "posted_at")?),
     })
 }
 
