@@ -257,16 +257,43 @@ async fn keys_of_another_database_are_refused() {
     assert!(matches!(refused, Err(bank_core::Error::InvalidInput(_))), "{refused:?}");
 }
 
-/// A store acknowledging the deliveries of the queue in `dir`'s database, and that queue.
-async fn direct(dir: &TempDir, clock: &ManualClock) -> (SqliteTransferStore, bank_local::queue::SqliteQueue) {
-    use bank_core::queue::QueueConfig;
-    let db = LocalDb::open(dir.path()).await.expect("open");
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let queue = bank_local::queue::SqliteQueue::new(&db, shared.clone(), QueueConfig::default());
-    let store = SqliteTransferStore::delivering_directly(&db, shared, QueueConfig::default(), 100)
-        .acking_deliveries_of(&queue)
-        .expect("one database");
-    (store, queue)
+/// One transfer stored with its queue message, by a store acknowledging the deliveries of the
+/// queue on its database, and that message received once.
+struct Delivered {
+    _dir: TempDir,
+    db: LocalDb,
+    clock: ManualClock,
+    store: SqliteTransferStore,
+    queue: bank_local::queue::SqliteQueue,
+    stored: Transfer,
+    delivery: bank_core::queue::Delivery,
+}
+
+impl Delivered {
+    async fn new() -> Delivered {
+        use bank_core::ports::TransferQueue;
+        use bank_core::queue::QueueConfig;
+        let dir = TempDir::new().expect("temp dir");
+        let clock = ManualClock::at_epoch();
+        let db = LocalDb::open(dir.path()).await.expect("open");
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let queue = bank_local::queue::SqliteQueue::new(&db, shared.clone(), QueueConfig::default());
+        let store = SqliteTransferStore::delivering_directly(&db, shared, QueueConfig::default(), 100)
+            .acking_deliveries_of(&queue)
+            .expect("one database");
+        let first = transfer(&clock, AccountId::new(), AccountId::new());
+        let stored = created(store.insert(first.clone(), vec![enqueue(&first)]).await.expect("insert"));
+        let mut deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
+        assert_eq!(deliveries.len(), 1);
+        Delivered { _dir: dir, db, clock, store, queue, stored, delivery: deliveries.remove(0) }
+    }
+
+    /// The transfer as read, settled now.
+    fn settled(&self) -> Transfer {
+        let mut settled = self.stored.clone();
+        settled.enter(TransferStatus::Settled, self.clock.now());
+        settled
+    }
 }
 
 /// Messages waiting or in flight.
@@ -276,100 +303,59 @@ async fn queued(queue: &bank_local::queue::SqliteQueue) -> u64 {
     stats.visible + stats.in_flight
 }
 
-/// Stores `transfer` with its queue message and receives that message: the stored transfer and
-/// its delivery.
-async fn delivered(
-    store: &SqliteTransferStore,
-    queue: &bank_local::queue::SqliteQueue,
-    transfer: &Transfer,
-) -> (Transfer, bank_core::queue::Delivery) {
-    use bank_core::ports::TransferQueue;
-    let stored = created(store.insert(transfer.clone(), vec![enqueue(transfer)]).await.expect("insert"));
-    let mut deliveries = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive");
-    assert_eq!(deliveries.len(), 1);
-    (stored, deliveries.remove(0))
-}
-
 #[tokio::test]
 async fn an_update_acking_a_delivery_of_its_database_deletes_the_message_in_the_same_write() {
-    let dir = TempDir::new().expect("temp dir");
-    let clock = ManualClock::at_epoch();
-    let (store, queue) = direct(&dir, &clock).await;
-    let first = transfer(&clock, AccountId::new(), AccountId::new());
-    let (stored, delivery) = delivered(&store, &queue, &first).await;
-    let mut settled = stored.clone();
-    settled.enter(TransferStatus::Settled, clock.now());
-    let (updated, acked) = store.update_acking(settled, Vec::new(), &delivery.receipt).await.expect("update");
+    let one = Delivered::new().await;
+    let (updated, acked) =
+        one.store.update_acking(one.settled(), Vec::new(), &one.delivery.receipt).await.expect("update");
     assert!(matches!(acked, Some(Ok(()))), "{acked:?}");
     assert_eq!(updated.status, TransferStatus::Settled);
-    assert_eq!(store.get(first.id).await.expect("get"), updated);
-    assert_eq!(queued(&queue).await, 0, "the message went with the update");
+    assert_eq!(one.store.get(one.stored.id).await.expect("get"), updated);
+    assert_eq!(queued(&one.queue).await, 0, "the message went with the update");
 }
 
 #[tokio::test]
 async fn a_delivery_taken_over_meanwhile_keeps_the_update_and_its_message() {
     use bank_core::ports::TransferQueue;
-    let dir = TempDir::new().expect("temp dir");
-    let clock = ManualClock::at_epoch();
-    let (store, queue) = direct(&dir, &clock).await;
-    let first = transfer(&clock, AccountId::new(), AccountId::new());
-    let (stored, stale) = delivered(&store, &queue, &first).await;
-    clock.advance(TimeDelta::seconds(31));
-    let current = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive again");
+    let one = Delivered::new().await;
+    one.clock.advance(TimeDelta::seconds(31));
+    let current = one.queue.receive(10, TimeDelta::seconds(30)).await.expect("receive again");
     assert_eq!(current.len(), 1, "redelivered once its visibility ran out");
-    let mut settled = stored.clone();
-    settled.enter(TransferStatus::Settled, clock.now());
-    let (updated, acked) = store.update_acking(settled, Vec::new(), &stale.receipt).await.expect("update");
+    let stale = &one.delivery.receipt;
+    let (updated, acked) = one.store.update_acking(one.settled(), Vec::new(), stale).await.expect("update");
     assert!(matches!(acked, Some(Err(bank_core::Error::StaleReceipt))), "{acked:?}");
-    assert_eq!(store.get(first.id).await.expect("kept"), updated);
+    assert_eq!(one.store.get(one.stored.id).await.expect("kept"), updated);
     // The current delivery still holds the message, and acknowledges it.
-    assert_eq!(queued(&queue).await, 1);
-    queue.ack(&current[0].receipt).await.expect("the current delivery acknowledges");
-    assert_eq!(queued(&queue).await, 0);
+    assert_eq!(queued(&one.queue).await, 1);
+    one.queue.ack(&current[0].receipt).await.expect("the current delivery acknowledges");
+    assert_eq!(queued(&one.queue).await, 0);
 }
 
 #[tokio::test]
 async fn a_refused_update_acknowledges_nothing() {
-    let dir = TempDir::new().expect("temp dir");
-    let clock = ManualClock::at_epoch();
-    let (store, queue) = direct(&dir, &clock).await;
-    let first = transfer(&clock, AccountId::new(), AccountId::new());
-    let (stored, delivery) = delivered(&store, &queue, &first).await;
-    let mut newer = stored.clone();
-    newer.enter(TransferStatus::Processing, clock.now());
-    store.update(newer, Vec::new()).await.expect("another delivery's write");
+    let one = Delivered::new().await;
+    let mut newer = one.stored.clone();
+    newer.enter(TransferStatus::Processing, one.clock.now());
+    one.store.update(newer, Vec::new()).await.expect("another delivery's write");
     // An outcome written on the old version loses the compare-and-swap: nothing is written,
     // the message stays for a redelivery to find the transfer as it is.
-    let mut settled = stored;
-    settled.enter(TransferStatus::Settled, clock.now());
-    let refused = store.update_acking(settled, Vec::new(), &delivery.receipt).await;
+    let refused = one.store.update_acking(one.settled(), Vec::new(), &one.delivery.receipt).await;
     assert!(matches!(refused, Err(bank_core::Error::VersionConflict)), "{refused:?}");
-    assert_eq!(store.get(first.id).await.expect("get").status, TransferStatus::Processing);
-    assert_eq!(queued(&queue).await, 1);
+    assert_eq!(one.store.get(one.stored.id).await.expect("get").status, TransferStatus::Processing);
+    assert_eq!(queued(&one.queue).await, 1);
 }
 
 #[tokio::test]
 async fn a_store_without_the_queue_leaves_the_delivery_to_the_queue() {
     use bank_core::ports::TransferQueue;
-    use bank_core::queue::QueueConfig;
-    let dir = TempDir::new().expect("temp dir");
-    let clock = ManualClock::at_epoch();
-    let db = LocalDb::open(dir.path()).await.expect("open");
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    // Not told the queue is on its database: the queue acknowledges.
-    let store = SqliteTransferStore::new(&db, shared.clone());
-    let queue = bank_local::queue::SqliteQueue::new(&db, shared, QueueConfig::default());
-    let first = transfer(&clock, AccountId::new(), AccountId::new());
-    let stored = created(store.insert(first.clone(), Vec::new()).await.expect("insert"));
-    queue.enqueue(QueueMessage::first(first.id, first.from_account_id)).await.expect("enqueue");
-    let delivery = queue.receive(10, TimeDelta::seconds(30)).await.expect("receive").remove(0);
-    let mut settled = stored;
-    settled.enter(TransferStatus::Settled, clock.now());
-    let (_, acked) = store.update_acking(settled, Vec::new(), &delivery.receipt).await.expect("update");
+    let one = Delivered::new().await;
+    // A store of the same database not told the queue is there: the queue acknowledges.
+    let plain = SqliteTransferStore::new(&one.db, Arc::new(one.clock.clone()));
+    let (_, acked) = plain.update_acking(one.settled(), Vec::new(), &one.delivery.receipt).await.expect("update");
     assert!(acked.is_none(), "{acked:?}");
-    assert_eq!(queued(&queue).await, 1, "the caller acknowledges through its queue");
-    queue.ack(&delivery.receipt).await.expect("ack");
-    assert_eq!(queued(&queue).await, 0);
+    assert_eq!(queued(&one.queue).await, 1, "the caller acknowledges through its queue");
+    one.queue.ack(&one.delivery.receipt).await.expect("ack");
+    assert_eq!(queued(&one.queue).await, 0);
 }
 
 #[tokio::test]
