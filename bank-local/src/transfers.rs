@@ -133,13 +133,7 @@ impl SqliteTransferStore {
     /// ([`TransferStore::insert_completing`]) — for a bank whose keys are `keys`, which must be
     /// on this store's database (else `InvalidInput`).
     pub fn completing_keys_of(self, keys: &SqliteIdempotencyStore) -> Result<Self> {
-        if keys.db().path() != self.db.path() {
-            return Err(Error::InvalidInput(format!(
-                "the idempotency keys are in {}, not in the transfers' database {}",
-                keys.db().path().display(),
-                self.db.path().display()
-            )));
-        }
+        self.on_this_db(keys.db(), "the idempotency keys are")?;
         Ok(SqliteTransferStore { keys_here: true, ..self })
     }
 
@@ -147,14 +141,20 @@ impl SqliteTransferStore {
     /// ([`TransferStore::update_acking`]) — for a bank whose transfer queue is `queue`, which must
     /// be on this store's database (else `InvalidInput`).
     pub fn acking_deliveries_of(self, queue: &SqliteQueue) -> Result<Self> {
-        if queue.db().path() != self.db.path() {
-            return Err(Error::InvalidInput(format!(
-                "the transfer queue is in {}, not in the transfers' database {}",
-                queue.db().path().display(),
-                self.db.path().display()
-            )));
-        }
+        self.on_this_db(queue.db(), "the transfer queue is")?;
         Ok(SqliteTransferStore { queue_here: true, ..self })
+    }
+
+    /// `InvalidInput` naming both files unless `other` (where `what`) is this store's database.
+    fn on_this_db(&self, other: &LocalDb, what: &str) -> Result<()> {
+        if other.path() == self.db.path() {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "{what} in {}, not in the transfers' database {}",
+            other.path().display(),
+            self.db.path().display()
+        )))
     }
 
     /// A store that writes outbox messages straight into the queue and event tables of `db`
