@@ -209,9 +209,7 @@ impl LedgerStore for SqliteLedger {
         let items: Vec<HistoryItem> = self.db.read(|conn| {
             let items = rows::fetch_all(
                 conn,
-                "SELECT l.sequence, l.side, l.amount, l.currency, l.balance_after, e.entry_id, e.transfer_id, \
-                 e.leg, e.reference, e.posted_at FROM entry_lines l JOIN entries e ON e.id = l.entry \
-                 WHERE l.account_id = ?1 AND l.sequence < ?2 ORDER BY l.sequence DESC LIMIT ?3",
+                rows::HISTORY_PAGE,
                 params![id.as_uuid(), sql_sequence(query.before_sequence()), i64::from(query.limit())],
                 rows::history_item,
             )?;

@@ -211,9 +211,13 @@ pub(crate) fn active_holds(conn: &Connection, account: AccountId) -> Result<Vec<
     Ok(holds)
 }
 
-/// One history row (see `SqliteLedger::history`: `l.sequence, l.side, l.amount, l.currency,
-/// l.balance_after, e.entry_id, e.transfer_id, e.leg, e.reference, e.posted_at`, in that order)
-/// as an item, by position (a first page decodes fifty of them).
+/// One page of an account's history, newest first: lines of account `?1` with a sequence below
+/// `?2`, at most `?3`, in the columns [`history_item`] reads by position.
+pub(super) const HISTORY_PAGE: &str = "SELECT l.sequence, l.side, l.amount, l.currency, l.balance_after, \
+     e.entry_id, e.transfer_id, e.leg, e.reference, e.posted_at FROM entry_lines l JOIN entries e ON e.id = l.entry \
+     WHERE l.account_id = ?1 AND l.sequence < ?2 ORDER BY l.sequence DESC LIMIT ?3";
+
+/// One row of [`HISTORY_PAGE`] as an item, by position (a first page decodes fifty of them).
 pub(super) fn history_item(row: &Row<'_>) -> Result<bank_core::ledger::HistoryItem> {
     Ok(bank_core::ledger::HistoryItem {
         entry_id: uuid_to(ROW.at(row, 5, "entry_id")?, EntryId::from_uuid)?,
