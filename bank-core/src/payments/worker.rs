@@ -6,9 +6,10 @@
 //! 2. mark it `processing` (compare-and-swap: two workers never both call the rail; an internal
 //!    transfer's mark is written together with its outcome instead);
 //! 3. internal: post the hold to the destination (keyed by the transfer, so a replay moves
-//!    nothing); external: ask the circuit breaker, then the rail — with the transfer id as the
-//!    rail's idempotency key, first asking the rail's status when an earlier call timed out —,
-//!    then post the hold to the rail's settlement account;
+//!    nothing); external: before anything was sent, fail it if its hold lapsed or its source
+//!    account was frozen or closed meanwhile; ask the circuit breaker, then the rail — with the
+//!    transfer id as the rail's idempotency key, first asking the rail's status when an earlier
+//!    call timed out —, then post the hold to the rail's settlement account;
 //! 4. record the outcome with its event in one write; 5. acknowledge (in the same write where
 //!    the transfer store keeps the queue: [`crate::ports::TransferStore::update_acking`]).
 //!
@@ -31,6 +32,7 @@ use tracing::instrument;
 
 use super::facts::AccountFacts;
 use super::{PaymentsConfig, PaymentsPorts, SystemAccounts};
+use crate::account::AccountStatus;
 use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::error::{Error, Result};
 use crate::events::{AuditMessage, Event, OutboxMessage};
@@ -311,7 +313,12 @@ impl PaymentsWorker {
     /// refused, the payout is booked against the suspense account for an operator to resolve.
     async fn book_payout(&self, transfer: &Transfer, rail_account: AccountId) -> Result<Outcome> {
         if self.ports.ledger.entry(transfer.settle_key()).await.is_ok() {
-            return Ok(Outcome::Settled); // booked by an earlier attempt, one way or another
+            // Booked by an earlier attempt, one way or another. A direct or suspense booking
+            // voids the hold after it: that attempt may have stopped in between.
+            match self.ports.ledger.void_hold(HoldId::from(transfer.id)).await {
+                Ok(_) | Err(Error::HoldNotFound(_) | Error::HoldNotActive { .. }) => return Ok(Outcome::Settled),
+                Err(other) => return Err(other),
+            }
         }
         match self.ports.ledger.post_hold(settle_hold(transfer, rail_account)).await {
             Ok(_) => {
@@ -337,8 +344,8 @@ impl PaymentsWorker {
             let booked = NewEntry::transfer(transfer.settle_key(), suspense, rail_account, transfer.money, reference)?;
             self.ports.ledger.post(booked).await?;
         }
-        self.void(transfer).await?;
         self.ports.faults.check(FaultPoint::WorkerAfterLedger, Some(transfer.id))?;
+        self.void(transfer).await?;
         Ok(Outcome::Settled)
     }
 
@@ -361,10 +368,15 @@ impl PaymentsWorker {
             return Err(Error::invalid("not an external transfer"));
         };
         let now = self.ports.clock.now();
-        if !earlier_unknown && let Some(lapsed) = self.lapsed_hold(transfer, now).await? {
-            // Nothing was ever sent and the reservation is gone: paying now would spend money
-            // the customer may no longer have.
-            return Ok(lapsed);
+        if !earlier_unknown {
+            if let Some(lapsed) = self.lapsed_hold(transfer, now).await? {
+                // Nothing was ever sent and the reservation is gone: paying now would spend
+                // money the customer may no longer have.
+                return Ok(lapsed);
+            }
+            if let Some(stopped) = self.stopped_source(transfer).await? {
+                return Ok(stopped);
+            }
         }
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
@@ -413,6 +425,23 @@ impl PaymentsWorker {
         }
         self.void(transfer).await?;
         Ok(Some(lapsed()))
+    }
+
+    /// `Failed(SourceUnavailable)` when the source account no longer takes debits (frozen or
+    /// closed since the transfer was accepted), its hold voided. Asked only before a first
+    /// submission: nothing has been sent, and sending now would pay out of an account whose
+    /// debits are stopped (the ledger would refuse the debit, leaving the payout on suspense).
+    /// Once a submission may have reached the rail the payment is committed to and is booked
+    /// whatever the account's status ([`Self::book_payout`]). A freeze between this check and
+    /// the rail call still lands there: an operator's suspense item, never lost money.
+    async fn stopped_source(&self, transfer: &Transfer) -> Result<Option<Outcome>> {
+        match self.ports.ledger.account(transfer.from_account_id).await {
+            Ok(account) if account.status == AccountStatus::Open => return Ok(None),
+            Ok(_) | Err(Error::AccountNotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+        self.void(transfer).await?;
+        Ok(Some(Outcome::Failed(FailureCode::SourceUnavailable, "the source account is no longer open".into())))
     }
 
     async fn submit(

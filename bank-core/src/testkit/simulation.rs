@@ -24,7 +24,9 @@
 //! calls during which time runs past the visibility timeout and a second worker and the
 //! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
 //! holds and idempotency leases, two relays claiming the outbox at once (a crashed relay's
-//! claim runs out and the records go to the next claim), and *stubborn* transfers (one in 40)
+//! claim runs out and the records go to the next claim), the second worker and relay running on
+//! a clock up to two minutes off (in half the seeds), source accounts frozen and unfrozen by
+//! an operator while their transfers are anywhere in the pipeline, and *stubborn* transfers (one in 40)
 //! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
 //! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
 //! (the summary line counts the dead letters left). An adapter adds faults of its own during the
@@ -103,6 +105,19 @@ impl SimHarness for MemorySimHarness {
             idempotency: Arc::new(crate::memory::idempotency::MemoryIdempotencyStore::new(clock.clone())),
             queue: Arc::new(crate::memory::queue::MemoryQueue::new(clock, queue_config)),
         }
+    }
+}
+
+/// Another process's clock: the simulation's, off by `skew`.
+#[derive(Debug)]
+struct SkewedClock {
+    clock: ManualClock,
+    skew: TimeDelta,
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now() + self.skew
     }
 }
 
@@ -404,16 +419,25 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         half_open_max_calls: 1,
     };
     let breaker = Arc::new(CircuitBreaker::new("sim-rail", breaker_config, dyn_clock.clone()));
-    // A second worker process, with its own breaker.
-    let other_breaker = Arc::new(CircuitBreaker::new("sim-rail-2", breaker_config, dyn_clock.clone()));
+    // A second worker and relay process, whose clock is off by up to two minutes either way in
+    // half the seeds (the stores keep the first clock: a database's own time).
+    let skew = if rng.chance(50) {
+        TimeDelta::seconds(i64::try_from(rng.below(241)).unwrap_or(0) - 120)
+    } else {
+        TimeDelta::zero()
+    };
+    let other_clock: Arc<dyn Clock> = Arc::new(SkewedClock { clock: clock.clone(), skew });
+    let other_ports = PaymentsPorts { clock: other_clock.clone(), ..ports.clone() };
+    let other_breaker = Arc::new(CircuitBreaker::new("sim-rail-2", breaker_config, other_clock));
     let service = PaymentsService::new(ports.clone(), config.clone());
     // The audit log (whole, for the checks) behind a connection that may drop.
     let audit_log = Arc::new(crate::memory::audit::MemoryAuditLog::new());
     let audit: Arc<dyn AuditLog> = Arc::new(lossy::Lossy::new(audit_log.clone() as Arc<dyn AuditLog>, faults.clone()));
     let worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), breaker)
         .with_audit(audit.clone());
-    let other_worker = PaymentsWorker::new(ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker)
-        .with_audit(audit.clone());
+    let other_worker =
+        PaymentsWorker::new(other_ports.clone(), config.clone(), system.clone(), rail.clone(), other_breaker)
+            .with_audit(audit.clone());
     let bus = Arc::new(MemoryEventBus::new(100_000));
     // The relays publish over a connection that may drop too (the bus itself stays whole: the
     // notifications read it, the checks count what reached it).
@@ -421,7 +445,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         Arc::new(lossy::Lossy::new(bus.clone() as Arc<dyn EventPublisher>, faults.clone()));
     let relay = OutboxRelay::new(ports.clone(), publisher.clone()).with_audit(audit.clone());
     // A second relay process: the two claim the outbox at once.
-    let other_relay = OutboxRelay::new(ports.clone(), publisher).with_audit(audit.clone());
+    let other_relay = OutboxRelay::new(other_ports, publisher).with_audit(audit.clone());
     let scheduler = PaymentsScheduler::new(ports.clone(), config.clone());
     let notifier = Arc::new(LogNotifier::new(Channel::Email));
     let notifications = NotificationsService::new(
@@ -464,8 +488,8 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         .await
         .map_err(|e| format!("open: {e}"))?;
     ports.ledger.set_status(closed.id, AccountStatus::Closed).await.map_err(|e| format!("close: {e}"))?;
-    let all_accounts: Vec<AccountId> =
-        customers.iter().flat_map(|c| c.accounts.iter().copied()).chain([closed.id]).collect();
+    let customer_accounts: Vec<AccountId> = customers.iter().flat_map(|c| c.accounts.iter().copied()).collect();
+    let all_accounts: Vec<AccountId> = customer_accounts.iter().copied().chain([closed.id]).collect();
 
     let mut report = SimReport::default();
     let mut calls: Vec<Call> = Vec::new();
@@ -578,7 +602,18 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                 let (_, _, _) = futures::join!(worker.run_once(), other_worker.run_once(), scheduler.run_once());
                 slow.set(false);
             }
-            88..=92 => rail.set_outage(rng.chance(50)),
+            88..=91 => rail.set_outage(rng.chance(50)),
+            92 => {
+                // An operator freezes a customer account (a debit freeze) or lifts one, while its
+                // transfers are anywhere in the pipeline. Over a dropped connection the call may
+                // fail either side of the change, as any store call.
+                let account = *rng.pick(&customer_accounts);
+                if let Ok(found) = ports.ledger.account(account).await {
+                    let status =
+                        if found.status == AccountStatus::Open { AccountStatus::Frozen } else { AccountStatus::Open };
+                    let _ = ports.ledger.set_status(account, status).await;
+                }
+            }
             _ => {
                 // A duplicate delivery of a transfer a worker has already started on.
                 let started = faults.state.lock().started.clone();
@@ -693,7 +728,10 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         }
         let hold = ports.ledger.get_hold(HoldId::from(t.id)).await.map_err(|e| e.to_string())?;
         if hold.status == HoldStatus::Active {
-            return Err(format!("transfer {} left an active hold", t.id));
+            return Err(format!(
+                "transfer {} ({}, {:?}) left an active hold: {hold:?}",
+                t.id, t.status, t.failure_reason
+            ));
         }
     }
     report.accepted = transfers.len();

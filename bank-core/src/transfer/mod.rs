@@ -173,7 +173,8 @@ pub struct FailureReason {
 pub enum FailureCode {
     /// The destination account was closed or frozen by the time the transfer ran.
     DestinationUnavailable,
-    /// The source account was closed before the transfer ran.
+    /// The source account was frozen or closed before the transfer ran (before anything was
+    /// sent, for a payment out of the bank).
     SourceUnavailable,
     /// The reservation lapsed before the transfer could run.
     HoldExpired,

@@ -911,6 +911,69 @@ async fn an_external_transfer_whose_hold_lapsed_before_any_call_fails_without_pa
     assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
 }
 
+/// A source account frozen after an external transfer was accepted but before anything was
+/// sent: the worker sends nothing and fails the transfer, releasing its hold. Paying would send
+/// money out of an account whose debits are stopped, and the ledger would then refuse the debit
+/// too, leaving the payout on the bank's suspense account. (A source cannot be closed while
+/// the transfer's hold is on it.)
+#[tokio::test]
+async fn an_external_transfer_from_an_account_frozen_before_any_call_fails_without_paying() {
+    let b = bank().await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.ledger.set_status(b.alice_usd, AccountStatus::Frozen).await.expect("freeze");
+    b.drain().await;
+    let stored = b.transfers.get(t.id).await.expect("transfer");
+    assert_eq!(stored.status, TransferStatus::Failed);
+    assert_eq!(stored.failure_reason.map(|r| r.code), Some(FailureCode::SourceUnavailable));
+    assert_eq!(b.rail.submit_calls(), 0, "nothing was sent");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the hold is released, nothing debited");
+    let suspense = b.system.suspense(Currency::Usd).expect("suspense");
+    assert_eq!(b.balance(suspense).await.0, dec("0"), "nothing booked to suspense");
+}
+
+/// Once a submission may have reached the rail, a freeze does not stop the payment: the rail's
+/// answer decides, and the payout the ledger can no longer debit from the frozen source is
+/// booked to suspense for an operator — never lost, never sent twice. The connection drops as
+/// the worker voids the hold after that booking: the redelivery finds the booking and still
+/// releases the hold (found by the simulation, seed 1859, once it froze accounts: the hold stayed
+/// active until it expired, the customer's money reserved for a payment already booked).
+#[tokio::test]
+async fn a_payment_of_unknown_outcome_from_an_account_frozen_meanwhile_is_still_booked() {
+    let b =
+        bank_with(SimulatorConfig { seed: 3, timeout_after_success_ppm: 1_000_000, ..SimulatorConfig::default() }, 100)
+            .await;
+    let t = b.accept(b.external("25.00")).await.expect("accept");
+    b.drain().await;
+    assert!(b.transfers.get(t.id).await.expect("transfer").outcome_unknown, "the rail's answer was lost");
+    b.ledger.set_status(b.alice_usd, AccountStatus::Frozen).await.expect("freeze");
+    // The redelivery's ledger calls: the settle entry looked up (none), the hold's post and the
+    // direct debit refused (frozen), the suspense booking, then the void — cut.
+    let cutter = Arc::new(CutOne(Mutex::new(Some((4, Cut::Before)))));
+    let ledger: Arc<dyn LedgerStore> = Arc::new(Lossy::new(Arc::clone(&b.ledger), cutter.clone()));
+    let breaker = Arc::new(CircuitBreaker::new("cut", BreakerConfig::default(), b.ports.clock.clone()));
+    let worker = PaymentsWorker::new(
+        PaymentsPorts { ledger, ..b.ports.clone() },
+        PaymentsConfig::default(),
+        b.system.clone(),
+        b.rail.clone(),
+        breaker,
+    );
+    b.clock.advance(TimeDelta::minutes(6));
+    b.scheduler.run_once().await.expect("scheduler");
+    while b.relay.run_once(1000).await.expect("relay") > 0 {}
+    assert_eq!(worker.run_once().await.expect("worker").interrupted, 1);
+    assert!(cutter.0.lock().is_none(), "the void was cut");
+    let suspense = b.system.suspense(Currency::Usd).expect("suspense");
+    assert_eq!(b.balance(suspense).await.0, dec("-25.00"), "booked before the cut");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("25.00")), "still held after the cut");
+    settle(&b, t.id).await;
+    assert_eq!(b.status(t.id).await, TransferStatus::Settled, "the rail paid");
+    assert_eq!(b.rail.payments_executed(t.id), 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "not debited, the hold released");
+    assert_eq!(b.balance(suspense).await.0, dec("-25.00"), "the payout waits on suspense, booked once");
+    assert_eq!(b.balance(b.system.rail(Currency::Usd).expect("rail")).await.0, dec("25.00"));
+}
+
 /// The transfers of an account page newest first with one cursor type, for its owner and for
 /// operators; anyone else finds no such account.
 #[tokio::test]
