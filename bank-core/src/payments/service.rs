@@ -25,12 +25,14 @@ use crate::ports::{Inserted, KeyAnswer};
 use crate::queue::QueueMessage;
 use crate::transfer::{Destination, Transfer, TransferRequest};
 
-/// The transfer a started key names: its id, when the key was first seen, and whether it may
-/// already be stored (a takeover, or a client-chosen id).
+/// The transfer a started key names: its id, when the key was first seen, whether it may
+/// already be stored (a takeover, or a client-chosen id), and whether an earlier attempt under
+/// the key may have placed its hold (a takeover).
 struct Attempt {
     id: TransferId,
     first_seen_at: DateTime<Utc>,
     may_exist: bool,
+    takeover: bool,
 }
 
 /// Who is asking.
@@ -139,7 +141,7 @@ impl PaymentsService {
         // first attempt under an id made just now skips the read.
         let may_exist = takeover || request.id.is_some();
         let key = KeyAnswer { scope: scope.clone(), token, answer: encode_accepted };
-        let attempt = Attempt { id, first_seen_at, may_exist };
+        let attempt = Attempt { id, first_seen_at, may_exist, takeover };
         match self.accept_started(caller, attempt, &request, &key, record).await {
             Ok((transfer, completed, unwritten)) => {
                 // The response is the transfer as accepted, also when a takeover finds it further
@@ -178,7 +180,7 @@ impl PaymentsService {
     /// Frees the key after a refusal that changed nothing. After a crash or a transient failure
     /// the key stays in flight: its lease runs out and a retry (or the recovery sweep) resumes.
     async fn give_up_key(&self, scope: &IdempotencyScope, token: LeaseToken, err: &Error) {
-        if matches!(err.action(), ErrorAction::Retry | ErrorAction::GiveUp) {
+        if !is_refusal(err) {
             return;
         }
         if let Err(release_err) = self.ports.idempotency.release(scope, token).await {
@@ -197,7 +199,7 @@ impl PaymentsService {
     where
         F: FnOnce(TransferId, bool) -> NewAuditRecord,
     {
-        let Attempt { id, first_seen_at, may_exist } = attempt;
+        let Attempt { id, first_seen_at, may_exist, takeover } = attempt;
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
         if may_exist {
             match self.ports.transfers.get(id).await {
@@ -207,7 +209,6 @@ impl PaymentsService {
                 Err(other) => return Err(other),
             }
         }
-        self.check_accounts(caller, request).await?;
         let hold = NewHold {
             id: HoldId::from(id),
             account_id: request.from_account_id,
@@ -216,7 +217,20 @@ impl PaymentsService {
             expires_at: first_seen_at + self.config.hold_duration,
             reference: request.reference.clone(),
         };
-        self.ports.ledger.hold(hold).await?;
+        let held = match self.check_accounts(caller, request).await {
+            Ok(()) => self.ports.ledger.hold(hold).await.map(|_| ()),
+            Err(refused) => Err(refused),
+        };
+        if let Err(err) = held {
+            if takeover && is_refusal(&err) {
+                // The earlier attempt may have placed its hold before it died, and the refusal
+                // frees the key (a destination closed meanwhile, say): the hold goes first, or
+                // nothing would be left to release it until it expires. A void that fails keeps
+                // the key (its error is retryable), so the recovery sweep tries again.
+                self.void_hold(id).await?;
+            }
+            return Err(err);
+        }
         self.ports.faults.check(FaultPoint::AcceptAfterHold, Some(id))?;
 
         let now = self.ports.clock.now();
@@ -407,6 +421,12 @@ impl AcceptedResponse {
         let seq = u64::from_be_bytes(bytes[29..37].try_into().map_err(|_| bad())?);
         Ok(AcceptedResponse { id, created_at, seq })
     }
+}
+
+/// Whether `err` refuses the request having changed nothing (its key is freed), rather than
+/// interrupting it (the key stays in flight for the retry or the recovery sweep).
+fn is_refusal(err: &Error) -> bool {
+    !matches!(err.action(), ErrorAction::Retry | ErrorAction::GiveUp)
 }
 
 /// An existing transfer under the same id must be the same request by the same caller.

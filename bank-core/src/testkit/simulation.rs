@@ -25,7 +25,8 @@
 //! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
 //! holds and idempotency leases, two relays claiming the outbox at once (a crashed relay's
 //! claim runs out and the records go to the next claim), the second worker and relay running on
-//! a clock up to two minutes off (in half the seeds), source accounts frozen and unfrozen by
+//! a clock up to two minutes off (in half the seeds), accounts opened and closed while transfers
+//! to them are on their way, source accounts frozen and unfrozen by
 //! an operator while their transfers are anywhere in the pipeline, and *stubborn* transfers (one in 40)
 //! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
 //! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
@@ -489,7 +490,9 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         .map_err(|e| format!("open: {e}"))?;
     ports.ledger.set_status(closed.id, AccountStatus::Closed).await.map_err(|e| format!("close: {e}"))?;
     let customer_accounts: Vec<AccountId> = customers.iter().flat_map(|c| c.accounts.iter().copied()).collect();
-    let all_accounts: Vec<AccountId> = customer_accounts.iter().copied().chain([closed.id]).collect();
+    // Grows as customers open accounts during the chaos.
+    let mut all_accounts: Vec<AccountId> = customer_accounts.iter().copied().chain([closed.id]).collect();
+    let mut opened: Vec<AccountId> = Vec::new();
 
     let mut report = SimReport::default();
     let mut calls: Vec<Call> = Vec::new();
@@ -612,6 +615,22 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                     let status =
                         if found.status == AccountStatus::Open { AccountStatus::Frozen } else { AccountStatus::Open };
                     let _ = ports.ledger.set_status(account, status).await;
+                }
+            }
+            93 => {
+                // A customer opens an account (a new destination), or closes one of those while
+                // it is empty (refused otherwise): transfers accepted to it before the close
+                // find it closed when they run.
+                if !opened.is_empty() && rng.chance(50) {
+                    let _ = ports.ledger.set_status(*rng.pick(&opened), AccountStatus::Closed).await;
+                } else {
+                    let owner = rng.pick(&customers).id;
+                    let new = NewAccount::customer(owner, format!("new {}", opened.len()), Currency::Usd);
+                    // Lost with its answer, an account nobody knows of receives nothing.
+                    if let Ok(account) = ports.ledger.open_account(new).await {
+                        opened.push(account.id);
+                        all_accounts.push(account.id);
+                    }
                 }
             }
             _ => {

@@ -534,6 +534,28 @@ async fn crash_during_accept_is_finished_by_the_retry_or_undone_by_recovery() {
     b.service.accept(&caller, key, b.internal("20.00")).await.expect("fresh start");
 }
 
+/// A request dies after its hold; before the client retries, the destination is closed. The
+/// retry (a takeover of the key) is refused, which frees the key — so it must release the hold
+/// the first attempt placed, or nothing would until the hold expires (days). Found by the
+/// simulation (seed 15,008) once customers opened and closed accounts during the chaos.
+#[tokio::test]
+async fn a_takeover_refused_because_the_destination_closed_meanwhile_releases_the_earlier_hold() {
+    let b = bank().await;
+    let caller = Caller { customer: b.alice };
+    *b.crash.point.lock() = Some(FaultPoint::AcceptAfterHold);
+    let key = IdempotencyKey::new("closed-meanwhile").expect("key");
+    assert!(matches!(b.service.accept(&caller, key.clone(), b.internal("20.00")).await, Err(Error::Interrupted(_))));
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "the first attempt's hold");
+    b.ledger.set_status(b.bob_usd, AccountStatus::Closed).await.expect("bob closes his empty account");
+    b.clock.advance(TimeDelta::seconds(31));
+    let refused = b.service.accept(&caller, key.clone(), b.internal("20.00")).await;
+    assert!(matches!(refused, Err(Error::AccountNotOpen { .. })), "{refused:?}");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the earlier hold is released");
+    // The key is free: the same request is refused again, not "in flight".
+    let again = b.service.accept(&caller, key, b.internal("20.00")).await;
+    assert!(matches!(again, Err(Error::AccountNotOpen { .. })), "{again:?}");
+}
+
 /// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
 #[derive(Debug)]
 struct CutOne(Mutex<Option<(u32, Cut)>>);
