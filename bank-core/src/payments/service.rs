@@ -222,7 +222,9 @@ impl PaymentsService {
             Err(refused) => Err(refused),
         };
         if let Err(err) = held {
-            if takeover && is_refusal(&err) {
+            // A hold of this id that differs (`KeyReused`) is another request's: a client reusing
+            // its own transfer id under another key. That one is left alone.
+            if takeover && is_refusal(&err) && !matches!(err, Error::KeyReused(_)) {
                 // The earlier attempt may have placed its hold before it died, and the refusal
                 // frees the key (a destination closed meanwhile, say): the hold goes first, or
                 // nothing would be left to release it until it expires. A void that fails keeps
