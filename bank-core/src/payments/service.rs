@@ -26,13 +26,14 @@ use crate::queue::QueueMessage;
 use crate::transfer::{Destination, Transfer, TransferRequest};
 
 /// The transfer a started key names: its id, when the key was first seen, whether it may
-/// already be stored (a takeover, or a client-chosen id), and whether an earlier attempt under
-/// the key may have placed its hold (a takeover).
+/// already be stored (a takeover, or a client-chosen id), whether an earlier attempt under the
+/// key may have placed its hold (a takeover), and when this attempt's lease on the key ends.
 struct Attempt {
     id: TransferId,
     first_seen_at: DateTime<Utc>,
     may_exist: bool,
     takeover: bool,
+    lease_ends: DateTime<Utc>,
 }
 
 /// Who is asking.
@@ -122,6 +123,8 @@ impl PaymentsService {
         request.validate()?;
         let scope = caller.scope(key);
         let proposed = request.id.unwrap_or_default();
+        // Read before the key is taken: the lease the store grants ends no earlier.
+        let lease_ends = self.ports.clock.now() + self.config.idempotency_lease;
         let begin = self
             .ports
             .idempotency
@@ -141,7 +144,7 @@ impl PaymentsService {
         // first attempt under an id made just now skips the read.
         let may_exist = takeover || request.id.is_some();
         let key = KeyAnswer { scope: scope.clone(), token, answer: encode_accepted };
-        let attempt = Attempt { id, first_seen_at, may_exist, takeover };
+        let attempt = Attempt { id, first_seen_at, may_exist, takeover, lease_ends };
         match self.accept_started(caller, attempt, &request, &key, record).await {
             Ok((transfer, completed, unwritten)) => {
                 // The response is the transfer as accepted, also when a takeover finds it further
@@ -199,7 +202,7 @@ impl PaymentsService {
     where
         F: FnOnce(TransferId, bool) -> NewAuditRecord,
     {
-        let Attempt { id, first_seen_at, may_exist, takeover } = attempt;
+        let Attempt { id, first_seen_at, may_exist, takeover, lease_ends } = attempt;
         // A takeover, or a client reusing its own transfer id: the transfer may already exist.
         if may_exist {
             match self.ports.transfers.get(id).await {
@@ -218,7 +221,10 @@ impl PaymentsService {
             reference: request.reference.clone(),
         };
         let held = match self.check_accounts(caller, request).await {
-            Ok(()) => self.ports.ledger.hold(hold).await.map(|_| ()),
+            Ok(()) => match self.within_lease(lease_ends) {
+                Ok(()) => self.ports.ledger.hold(hold).await.map(|_| ()),
+                Err(lost) => return Err(lost),
+            },
             Err(refused) => Err(refused),
         };
         if let Err(err) = held {
@@ -243,6 +249,7 @@ impl PaymentsService {
             let key = format!("{}:{id}", record.action);
             outbox.push(OutboxMessage::Audit(AuditMessage { group: request.from_account_id, key, record }));
         }
+        self.within_lease(lease_ends)?;
         let (inserted, completed) = match self.ports.transfers.insert_completing(transfer, outbox, key).await {
             Ok((Inserted::Created(t), completed)) => (t, completed),
             Ok((Inserted::Existing(t), _)) => return Ok((same_request(t, caller, request)?, None, None)),
@@ -290,6 +297,16 @@ impl PaymentsService {
         }
         // Status and funds are checked atomically by the hold itself.
         Ok(())
+    }
+
+    /// `LeaseLost` once this attempt's lease on its key has run out. An attempt that stalled
+    /// that long (a pause, a database failover) may have been taken over: a retry under the key
+    /// may already have been refused and freed it, and a write now — a hold, a transfer — would
+    /// be a second transfer beside the one a later retry makes. It stops before each write
+    /// instead; the key stays in flight for the retry (its hold, if placed, is the retry's to
+    /// reuse, or the recovery's to release). A stall inside one store call is not caught.
+    fn within_lease(&self, lease_ends: DateTime<Utc>) -> Result<()> {
+        if self.ports.clock.now() < lease_ends { Ok(()) } else { Err(Error::LeaseLost) }
     }
 
     async fn release_hold(&self, id: TransferId) {

@@ -25,7 +25,8 @@
 //! scheduler take the same transfer over, duplicate deliveries, long clock jumps across short
 //! holds and idempotency leases, two relays claiming the outbox at once (a crashed relay's
 //! claim runs out and the records go to the next claim), the second worker and relay running on
-//! a clock up to two minutes off (in half the seeds), accounts opened and closed while transfers
+//! a clock up to two minutes off (in half the seeds), acceptances that stall after their hold
+//! past their key's lease (2% while the chaos lasts; a retry may take the key over), accounts opened and closed while transfers
 //! to them are on their way, source accounts frozen and unfrozen by
 //! an operator while their transfers are anywhere in the pipeline, and *stubborn* transfers (one in 40)
 //! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
@@ -137,6 +138,8 @@ pub struct SimReport {
     pub crashes: usize,
     /// Store calls failed as over a dropped connection (before or after the store acted).
     pub cuts: usize,
+    /// Acceptances stalled past their key's lease.
+    pub stalls: usize,
     /// Rounds needed to reach quiescence.
     pub quiescence_rounds: usize,
     /// Messages in the dead-letter queue at the end (their transfers came back by the scheduler).
@@ -182,7 +185,13 @@ fn rng_index(rng: &mut Rng, len: usize) -> usize {
 #[derive(Debug)]
 struct SimFaults {
     state: Mutex<FaultState>,
+    /// The simulation's clock, which a stalled request moves on.
+    clock: ManualClock,
 }
+
+/// Percentage of acceptances, while the chaos lasts, that stall after their hold for longer than
+/// their key's lease (a pause, a failover): a retry may take the key over meanwhile.
+const STALL_PERCENT: u64 = 2;
 
 const CRASHES_PER_TRANSFER_MAX: u32 = 3;
 /// One started transfer in this many is stubborn (see [`SimFaults`]).
@@ -208,6 +217,9 @@ struct FaultState {
     /// a dropped connection.
     cut_percent: u64,
     cuts: usize,
+    /// How long a stalled acceptance stalls (past the key's lease).
+    stall_by: TimeDelta,
+    stalls: usize,
 }
 
 impl lossy::Cutter for SimFaults {
@@ -225,6 +237,10 @@ impl lossy::Cutter for SimFaults {
 impl Faults for SimFaults {
     fn check(&self, point: FaultPoint, transfer: Option<TransferId>) -> Result<()> {
         let mut s = self.state.lock();
+        if s.enabled && point == FaultPoint::AcceptAfterHold && s.rng.chance(STALL_PERCENT) {
+            self.clock.advance(s.stall_by);
+            s.stalls += 1;
+        }
         if point == FaultPoint::WorkerStart
             && let Some(id) = transfer
             && s.started_set.insert(id)
@@ -335,6 +351,7 @@ pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
                 total.refused += r.refused;
                 total.crashes += r.crashes;
                 total.cuts += r.cuts;
+                total.stalls += r.stalls;
                 total.quiescence_rounds = total.quiescence_rounds.max(r.quiescence_rounds);
                 total.dead_letters += r.dead_letters;
             }
@@ -365,7 +382,10 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             stubborn: BTreeSet::new(),
             cut_percent: rng.below(4),
             cuts: 0,
+            stall_by: TimeDelta::zero(),
+            stalls: 0,
         }),
+        clock: clock.clone(),
     });
     let stores = lossy::wrap(harness.stores(dyn_clock.clone(), queue_config).await, faults.clone());
     let ports = PaymentsPorts {
@@ -389,6 +409,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         idempotency_lease: TimeDelta::seconds(i64::try_from(5 + rng.below(56)).unwrap_or(30)),
         ..PaymentsConfig::default()
     };
+    faults.state.lock().stall_by = config.idempotency_lease + TimeDelta::seconds(1);
     let system = SystemAccounts::ensure(ports.ledger.as_ref(), &[Currency::Usd, Currency::Eur])
         .await
         .map_err(|e| format!("system accounts: {e}"))?;
@@ -680,9 +701,9 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     // Every request still on its way reaches the rail now: a transfer failed while its payment
     // was in transit would show up below as failed-but-paid.
     clock.advance(late_arrival_max + TimeDelta::seconds(1));
-    (report.crashes, report.cuts) = {
+    (report.crashes, report.cuts, report.stalls) = {
         let s = faults.state.lock();
-        (s.crashes, s.cuts)
+        (s.crashes, s.cuts, s.stalls)
     };
 
     // 1. Money is conserved.

@@ -556,6 +556,48 @@ async fn a_takeover_refused_because_the_destination_closed_meanwhile_releases_th
     assert!(matches!(again, Err(Error::AccountNotOpen { .. })), "{again:?}");
 }
 
+/// Lets virtual time pass at one step, as a request stalled there would (a pause, a failover).
+#[derive(Debug)]
+struct StallAt {
+    point: FaultPoint,
+    clock: ManualClock,
+    by: TimeDelta,
+}
+
+impl Faults for StallAt {
+    fn check(&self, point: FaultPoint, _transfer: Option<TransferId>) -> bank_core::Result<()> {
+        if point == self.point {
+            self.clock.advance(self.by);
+        }
+        Ok(())
+    }
+}
+
+/// A request stalls after its hold for longer than its key's lease: by then a retry may have
+/// taken the key over (and been refused and freed it, so that a later retry makes a transfer
+/// of its own). The stalled request writes nothing more: no transfer, the key still in flight;
+/// the client's retry takes it over and finishes the same transfer with the same hold.
+#[tokio::test]
+async fn a_request_stalled_past_its_keys_lease_stores_no_transfer() {
+    let b = bank().await;
+    let caller = Caller { customer: b.alice };
+    let lease = PaymentsConfig::default().idempotency_lease;
+    let stall = StallAt { point: FaultPoint::AcceptAfterHold, clock: b.clock.clone(), by: lease };
+    let stalled =
+        PaymentsService::new(PaymentsPorts { faults: Arc::new(stall), ..b.ports.clone() }, PaymentsConfig::default());
+    let key = IdempotencyKey::new("stalled").expect("key");
+    let answer = stalled.accept(&caller, key.clone(), b.internal("20.00")).await;
+    assert!(matches!(answer, Err(Error::LeaseLost)), "{answer:?}");
+    let page = b.transfers.list_for_account(b.alice_usd, 10, None).await.expect("list");
+    assert!(page.is_empty(), "no transfer stored after the lease ran out: {page:?}");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "its hold is kept for the retry");
+    let retried = b.service.accept(&caller, key, b.internal("20.00")).await.expect("the retry takes over");
+    assert!(!retried.replayed);
+    b.drain().await;
+    assert_eq!(b.status(retried.transfer.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("80.00"), dec("0")), "one transfer, one hold");
+}
+
 /// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
 #[derive(Debug)]
 struct CutOne(Mutex<Option<(u32, Cut)>>);
