@@ -171,7 +171,8 @@ pub struct FailureReason {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureCode {
-    /// The destination account was closed or frozen by the time the transfer ran.
+    /// The destination account was closed by the time the transfer ran (a frozen one still
+    /// takes credits).
     DestinationUnavailable,
     /// The source account was frozen or closed before the transfer ran (before anything was
     /// sent, for a payment out of the bank).
