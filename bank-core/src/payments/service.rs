@@ -220,14 +220,12 @@ impl PaymentsService {
             expires_at: first_seen_at + self.config.hold_duration,
             reference: request.reference.clone(),
         };
-        let held = match self.check_accounts(caller, request).await {
-            Ok(()) => match self.within_lease(lease_ends) {
-                Ok(()) => self.ports.ledger.hold(hold).await.map(|_| ()),
-                Err(lost) => return Err(lost),
-            },
-            Err(refused) => Err(refused),
+        let held = async {
+            self.check_accounts(caller, request).await?;
+            self.within_lease(lease_ends)?;
+            self.ports.ledger.hold(hold).await
         };
-        if let Err(err) = held {
+        if let Err(err) = held.await {
             // A hold of this id that differs (`KeyReused`) is another request's: a client reusing
             // its own transfer id under another key. That one is left alone.
             if takeover && is_refusal(&err) && !matches!(err, Error::KeyReused(_)) {

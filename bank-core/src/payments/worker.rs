@@ -100,6 +100,10 @@ fn lapsed() -> Outcome {
     Outcome::Failed(FailureCode::HoldExpired, "the reservation lapsed before the transfer ran".into())
 }
 
+fn source_unavailable() -> Outcome {
+    Outcome::Failed(FailureCode::SourceUnavailable, "the source account is no longer open".into())
+}
+
 /// Whether a transfer whose rail just answered `Unavailable` may be failed: only once its retry
 /// budget is spent **and** no earlier submission's outcome is unknown. "Unavailable" proves that
 /// this call never reached the rail, nothing about an earlier call that timed out or whose
@@ -296,12 +300,10 @@ impl PaymentsWorker {
             Err(Error::HoldNotActive { status: HoldStatus::Expired | HoldStatus::Voided, .. }) => Ok(lapsed()),
             Err(Error::AccountNotOpen { account, .. } | Error::AccountNotFound(account)) => {
                 self.void(transfer).await?;
-                let (code, detail) = if account == transfer.from_account_id {
-                    (FailureCode::SourceUnavailable, "the source account is no longer open")
-                } else {
-                    (FailureCode::DestinationUnavailable, "the destination account is closed")
-                };
-                Ok(Outcome::Failed(code, detail.into()))
+                if account == transfer.from_account_id {
+                    return Ok(source_unavailable());
+                }
+                Ok(Outcome::Failed(FailureCode::DestinationUnavailable, "the destination account is closed".into()))
             }
             Err(other) => Err(other),
         }
@@ -314,11 +316,12 @@ impl PaymentsWorker {
     async fn book_payout(&self, transfer: &Transfer, rail_account: AccountId) -> Result<Outcome> {
         if self.ports.ledger.entry(transfer.settle_key()).await.is_ok() {
             // Booked by an earlier attempt, one way or another. A direct or suspense booking
-            // voids the hold after it: that attempt may have stopped in between.
-            match self.ports.ledger.void_hold(HoldId::from(transfer.id)).await {
-                Ok(_) | Err(Error::HoldNotFound(_) | Error::HoldNotActive { .. }) => return Ok(Outcome::Settled),
-                Err(other) => return Err(other),
-            }
+            // voids the hold after it: that attempt may have stopped in between. (A posted hold,
+            // the usual booking, refuses the void.)
+            return match self.void(transfer).await {
+                Ok(()) | Err(Error::HoldNotActive { status: HoldStatus::Posted, .. }) => Ok(Outcome::Settled),
+                Err(other) => Err(other),
+            };
         }
         match self.ports.ledger.post_hold(settle_hold(transfer, rail_account)).await {
             Ok(_) => {
@@ -441,7 +444,7 @@ impl PaymentsWorker {
             Err(other) => return Err(other),
         }
         self.void(transfer).await?;
-        Ok(Some(Outcome::Failed(FailureCode::SourceUnavailable, "the source account is no longer open".into())))
+        Ok(Some(source_unavailable()))
     }
 
     async fn submit(

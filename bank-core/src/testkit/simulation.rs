@@ -26,12 +26,12 @@
 //! holds and idempotency leases, two relays claiming the outbox at once (a crashed relay's
 //! claim runs out and the records go to the next claim), the second worker and relay running on
 //! a clock up to two minutes off (in half the seeds), acceptances that stall after their hold
-//! past their key's lease (2% while the chaos lasts; a retry may take the key over), accounts opened and closed while transfers
-//! to them are on their way, source accounts frozen and unfrozen by
-//! an operator while their transfers are anywhere in the pipeline, and *stubborn* transfers (one in 40)
-//! whose worker crashes at every start, chaos over or not, more times than the queue delivers a
-//! message: their messages are dead-lettered and the scheduler's stuck sweep must bring them back
-//! (the summary line counts the dead letters left). An adapter adds faults of its own during the
+//! past their key's lease (2% while the chaos lasts; a retry may take the key over), accounts
+//! opened and closed while transfers to them are on their way, source accounts frozen and
+//! unfrozen by an operator while their transfers are anywhere in the pipeline, and *stubborn*
+//! transfers (one in 40) whose worker crashes at every start, chaos over or not, more times than
+//! the queue delivers a message: their messages are dead-lettered and the scheduler's stuck sweep
+//! must bring them back (the summary line counts the dead letters left). An adapter adds faults of its own during the
 //! chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores' connections at random
 //! moments, mid-batch and mid-commit. Every store call and every relay's publish may also fail as
 //! over a dropped connection (0–3% of calls per seed, during the chaos; [`super::lossy`]): before
