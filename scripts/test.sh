@@ -109,9 +109,10 @@ fi
 # The test run above replays the first 2,000 seeds (in-memory), 100 (SQLite) and 40 (PostgreSQL) in
 # debug. Here, in release: 100,000 fixed in-memory seeds, 100,000 more from a start derived from the
 # commit (so every commit searches fresh ground; the start is printed, a failure names its seed and
-# `SIM_SEED=k` replays it), 2,000 seeds on the SQLite stores, and 400 on the PostgreSQL ledger and
-# transfer store with their connections terminated during the chaos.
-step "fault simulation in release (in-memory: 100,000 fixed + 100,000 fresh seeds; SQLite: 2,000; PostgreSQL: 400)"
+# `SIM_SEED=k` replays it), 100,000 seeds of the deposit simulation, 2,000 seeds on the SQLite
+# stores, and 400 on the PostgreSQL ledger and transfer store with their connections terminated
+# during the chaos.
+step "fault simulation in release (in-memory: 100,000 fixed + 100,000 fresh seeds, deposits 100,000; SQLite: 2,000; PostgreSQL: 400)"
 commit="$(git rev-parse --short=8 HEAD 2>/dev/null || date +%s)"
 fresh_from=$(( (16#${commit:0:8} % 1000000) * 100000 + 1000000 ))
 echo "fresh seeds from SIM_FROM=${fresh_from} (commit ${commit})"
@@ -119,6 +120,8 @@ SIM_FROM=0 SIM_SEEDS="${SIM_FIXED_SEEDS:-100000}" \
   cargo test --release -p bank-core --all-features --test core -- simulation::pipeline_invariants_hold_under_random_faults --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 SIM_FROM="${fresh_from}" SIM_SEEDS="${SIM_FRESH_SEEDS:-100000}" \
   cargo test --release -p bank-core --all-features --test core -- simulation::pipeline_invariants_hold_under_random_faults --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
+SIM_FROM=0 SIM_SEEDS="${SIM_DEPOSIT_SEEDS:-100000}" \
+  cargo test --release -p bank-core --all-features --test core -- simulation::deposit_invariants_hold_under_random_faults --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 SIM_SEEDS="${SIM_SQLITE_SEEDS:-2000}" \
   cargo test --release -p bank-local --test local -- simulation::pipeline_invariants_hold_under_random_faults_on_sqlite --exact --nocapture 2>&1 | tee -a "$summary_log.sim"
 SIM_SEEDS="${SIM_POSTGRES_SEEDS:-400}" \

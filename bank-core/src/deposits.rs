@@ -15,6 +15,12 @@
 //!   many approvals come.
 //! - **Audit.** Every action is appended to the [`AuditLog`] before the answer; if that append
 //!   fails the caller gets the error (an action that cannot be audited is not answered as done).
+//!   A deposit posted, a request stored and an approval that counted each have exactly one record,
+//!   however their calls are retried: each is written after its effect with a key of its own
+//!   (`deposit.posted:<id>`, …), and every call that finds the effect done — a retry after a
+//!   crash, a replay, another operator's approval — writes it if it is missing (an approval's
+//!   record names its approver). A call interrupted and never retried can leave its effect
+//!   without its record: the ledger, the requests and the audit log are separate stores.
 
 use std::sync::Arc;
 
@@ -22,7 +28,7 @@ use tracing::instrument;
 
 use crate::account::Account;
 use crate::approvals::{self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore};
-use crate::audit::{AuditLog, AuditOutcome};
+use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, TransferId};
@@ -135,9 +141,8 @@ impl DepositsService {
         }
         let entry = self.entry(EntryKey::new(id, DEPOSIT_LEG), account.id, money, reference)?;
         let (posted, replayed) = self.post_once(entry).await?;
-        if !replayed {
-            self.record(by, "deposit.posted", target, AuditOutcome::Done).await?;
-        }
+        // Also on a replay: the call that posted may have died before its record.
+        self.record_once(id, by.record(self.clock.now(), "deposit.posted", target, AuditOutcome::Done)).await?;
         tracing::info!(transfer_id = %id, replayed, "deposit posted");
         Ok(DepositOutcome::Posted { entry: posted, account: account.id, money, replayed })
     }
@@ -172,11 +177,13 @@ impl DepositsService {
         };
         let request = match stored {
             Some(stored) if replayed => stored,
-            _ => {
-                self.record(by, "deposit.requested", format!("deposit-request:{id}"), AuditOutcome::Done).await?;
-                self.requests.create(wanted).await?
-            }
+            _ => self.requests.create(wanted).await?,
         };
+        // Recorded once stored (a request that was never stored has no record), and on a replay
+        // too: the call that stored it may have died before its record.
+        let record =
+            by.record(request.requested_at, "deposit.requested", format!("deposit-request:{id}"), AuditOutcome::Done);
+        self.record_once(id, record).await?;
         tracing::info!(transfer_id = %id, replayed, "deposit waits for a second operator");
         Ok(DepositOutcome::Pending { request, replayed })
     }
@@ -206,8 +213,16 @@ impl DepositsService {
         // exactly one is first.
         let (posted, _) = self.post_once(entry).await?;
         let first = approved.status == DepositRequestStatus::Approved { by: by.user, at: now };
-        if first {
-            self.record(by, "deposit.approved", target, AuditOutcome::Done).await?;
+        // The approval that counted is recorded by whichever call gets here first: the approver's
+        // own call may have died after approving, and a retry (its own, or another operator's)
+        // writes its record.
+        if let DepositRequestStatus::Approved { by: approver, at } = approved.status {
+            let actor = if approver == by.user {
+                by.clone()
+            } else {
+                Actor { user: approver, request_id: None, client_ip: None }
+            };
+            self.record_once(id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
         }
         tracing::info!(first, "deposit approved");
         Ok(Approved { entry: posted, request: approved, first })
@@ -226,6 +241,16 @@ impl DepositsService {
             Err(Error::EntryNotFound(_)) => Ok((self.ledger.post(entry).await?, false)),
             Err(other) => Err(other),
         }
+    }
+
+    /// Appends `record` of deposit `id` unless a record of its action on `id` is there already
+    /// (a retry after a crash, or a call beside the one that acted).
+    async fn record_once(&self, id: TransferId, record: NewAuditRecord) -> Result<()> {
+        let key = format!("{}:{id}", record.action);
+        let action = record.action.clone();
+        self.audit.append_once(&key, record).await.map(|_| ()).inspect_err(|error| {
+            tracing::error!(%error, action, "audit append failed");
+        })
     }
 
     async fn record(&self, by: &Actor, action: &str, target: String, outcome: AuditOutcome) -> Result<()> {

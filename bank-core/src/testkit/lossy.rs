@@ -1,4 +1,4 @@
-//! Stores (and an event publisher and an audit log) whose calls fail the way calls over a dropped
+//! Stores (and an event publisher, an audit log and the deposit requests) whose calls fail the way calls over a dropped
 //! connection do, for the fault simulation: before the store acted (nothing happened) or after it
 //! (it happened, its answer was lost). Either way the caller gets a retryable storage error and
 //! cannot tell which. A [`Cutter`] decides, call by call; the wrappers pass every call through
@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
 use super::simulation::SimStores;
 use crate::account::{Account, AccountStatus, Balance, NewAccount};
+use crate::approvals::{DepositRequest, DepositRequestStore};
 use crate::audit::{AuditLog, AuditRecord, Digest, NewAuditRecord, StoredCheckpoint};
 use crate::error::{Error, Result};
 use crate::events::{Event, OutboxMessage, OutboxRecord};
@@ -75,6 +77,37 @@ impl<T: ?Sized> Lossy<T> {
                 let _lost = call.await;
                 Err(dropped())
             }
+        }
+    }
+}
+
+/// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
+/// Set (or re-arm) it through the field: `*cutter.0.lock() = Some((skip, how))`; it reads `None`
+/// once it has cut.
+#[derive(Debug, Default)]
+pub struct CutOne(pub Mutex<Option<(u32, Cut)>>);
+
+impl CutOne {
+    /// Cuts the `skip`-th call from now as `how`.
+    pub fn new(skip: u32, how: Cut) -> Self {
+        CutOne(Mutex::new(Some((skip, how))))
+    }
+}
+
+impl Cutter for CutOne {
+    fn cut(&self) -> Cut {
+        let mut armed = self.0.lock();
+        match armed.as_mut() {
+            Some((0, how)) => {
+                let how = *how;
+                *armed = None;
+                how
+            }
+            Some((skip, _)) => {
+                *skip -= 1;
+                Cut::No
+            }
+            None => Cut::No,
         }
     }
 }
@@ -291,5 +324,21 @@ impl AuditLog for Lossy<dyn AuditLog> {
     }
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
         self.call(self.inner.latest_checkpoint()).await
+    }
+}
+
+#[async_trait]
+impl DepositRequestStore for Lossy<dyn DepositRequestStore> {
+    async fn create(&self, request: DepositRequest) -> Result<DepositRequest> {
+        self.call(self.inner.create(request)).await
+    }
+    async fn get(&self, id: TransferId) -> Result<Option<DepositRequest>> {
+        self.call(self.inner.get(id)).await
+    }
+    async fn approve(&self, id: TransferId, by: CustomerId, at: DateTime<Utc>) -> Result<DepositRequest> {
+        self.call(self.inner.approve(id, by, at)).await
+    }
+    async fn pending(&self, limit: usize) -> Result<Vec<DepositRequest>> {
+        self.call(self.inner.pending(limit)).await
     }
 }

@@ -23,6 +23,7 @@ macro_rules! conformance_cases {
 pub mod approvals;
 pub mod audit;
 pub mod blob;
+pub mod deposit_simulation;
 pub mod errors;
 pub mod idempotency;
 pub mod ledger;

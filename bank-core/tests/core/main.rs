@@ -1,7 +1,9 @@
 //! bank-core's integration tests, one binary (one link on 2 cores): conformance suites of the
-//! in-memory adapters, the ledger model, the pipeline scenarios and the fault simulation.
+//! in-memory adapters, the ledger model, the pipeline scenarios, deposits under failing calls and
+//! the fault simulations.
 
 mod cached_ledger;
+mod deposits;
 mod ledger_model;
 mod memory_blob;
 mod memory_conformance;

@@ -4,6 +4,7 @@
 //! seed exactly. `scripts/test.sh` runs 100,000 fixed seeds and 100,000 more from a seed derived
 //! from the commit, in release.
 
+use bank_core::testkit::deposit_simulation::{DEFAULT_DEPOSIT_SEEDS, run_deposit_seeds};
 use bank_core::testkit::simulation::{DEFAULT_SEEDS, MemorySimHarness, run_seed, run_seeds};
 
 #[tokio::test]
@@ -20,4 +21,11 @@ async fn a_seed_replays_exactly() {
         let again = run_seed(&MemorySimHarness, seed).await.expect("seed passes");
         assert_eq!(first, again, "seed {seed}");
     }
+}
+
+/// Operators' deposits and approvals under dropped connections (`SIM_SEEDS`, `SIM_FROM` and
+/// `SIM_SEED` as above; default 2,000 seeds).
+#[tokio::test]
+async fn deposit_invariants_hold_under_random_faults() {
+    run_deposit_seeds(DEFAULT_DEPOSIT_SEEDS).await;
 }

@@ -28,7 +28,7 @@ use bank_core::queue::QueueConfig;
 use bank_core::rail::breaker::{BreakerConfig, CircuitBreaker};
 use bank_core::rail::simulator::{SimulatedRail, SimulatorConfig};
 use bank_core::testkit::errors::variant_name;
-use bank_core::testkit::lossy::{Cut, Cutter, Lossy};
+use bank_core::testkit::lossy::{Cut, CutOne, Lossy};
 use bank_core::transfer::{Beneficiary, Destination, FailureCode, TransferRequest, TransferStatus};
 use chrono::TimeDelta;
 use parking_lot::Mutex;
@@ -596,28 +596,6 @@ async fn a_request_stalled_past_its_keys_lease_stores_no_transfer() {
     b.drain().await;
     assert_eq!(b.status(retried.transfer.id).await, TransferStatus::Settled);
     assert_eq!(b.balance(b.alice_usd).await, (dec("80.00"), dec("0")), "one transfer, one hold");
-}
-
-/// Cuts one call: the `skip`-th call from now (0: the next) is cut as `how`; all others pass.
-#[derive(Debug)]
-struct CutOne(Mutex<Option<(u32, Cut)>>);
-
-impl Cutter for CutOne {
-    fn cut(&self) -> Cut {
-        let mut armed = self.0.lock();
-        match armed.as_mut() {
-            Some((0, how)) => {
-                let how = *how;
-                *armed = None;
-                how
-            }
-            Some((skip, _)) => {
-                *skip -= 1;
-                Cut::No
-            }
-            None => Cut::No,
-        }
-    }
 }
 
 #[tokio::test]

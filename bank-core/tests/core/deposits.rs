@@ -1,0 +1,106 @@
+//! Operators' deposits whose store calls fail midway: each action keeps exactly one audit record
+//! however its calls are retried (what the deposit simulation checks at random, pinned here).
+
+use std::sync::Arc;
+
+use bank_core::account::{Account, NewAccount};
+use bank_core::approvals::DepositPolicy;
+use bank_core::audit::{Actor, AuditLog, AuditRecord};
+use bank_core::clock::{Clock, ManualClock};
+use bank_core::deposits::{DepositOutcome, DepositsService};
+use bank_core::ids::CustomerId;
+use bank_core::memory::MemoryLedger;
+use bank_core::memory::approvals::MemoryDepositRequests;
+use bank_core::memory::audit::MemoryAuditLog;
+use bank_core::money::{Currency, Money};
+use bank_core::payments::SystemAccounts;
+use bank_core::ports::LedgerStore;
+use bank_core::testkit::lossy::{Cut, CutOne, Lossy};
+
+struct Desk {
+    service: DepositsService,
+    ledger: Arc<dyn LedgerStore>,
+    audit: Arc<MemoryAuditLog>,
+    customer: Account,
+}
+
+/// Deposits above 100 wait for a second operator; the audit log's calls go through `audit_cut`,
+/// the deposit requests' through `requests_cut`.
+async fn desk(audit_cut: Arc<CutOne>, requests_cut: Arc<CutOne>) -> Desk {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch());
+    let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(clock.clone()));
+    let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd]).await.expect("system");
+    let audit = Arc::new(MemoryAuditLog::new());
+    let requests = Arc::new(MemoryDepositRequests::new());
+    let service = DepositsService::new(
+        ledger.clone(),
+        Arc::new(Lossy::new(requests as Arc<dyn bank_core::approvals::DepositRequestStore>, requests_cut)),
+        Arc::new(Lossy::new(audit.clone() as Arc<dyn AuditLog>, audit_cut)),
+        system,
+        DepositPolicy { approval_above: rust_decimal::Decimal::from(100) },
+        clock,
+    );
+    let customer =
+        ledger.open_account(NewAccount::customer(CustomerId::new(), "c", Currency::Usd)).await.expect("open");
+    Desk { service, ledger, audit, customer }
+}
+
+fn actor(user: CustomerId) -> Actor {
+    Actor { user, request_id: None, client_ip: None }
+}
+
+fn usd(text: &str) -> Money {
+    Money::parse(text, "USD").expect("money")
+}
+
+async fn records(audit: &MemoryAuditLog, action: &str) -> Vec<AuditRecord> {
+    audit.list(1, 1000).await.expect("audit").into_iter().filter(|r| r.record.action == action).collect()
+}
+
+#[tokio::test]
+async fn a_deposit_whose_record_was_lost_is_recorded_by_its_retry() {
+    let d = desk(Arc::new(CutOne::new(0, Cut::Before)), Arc::new(CutOne::default())).await;
+    let ann = actor(CustomerId::new());
+    let first = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await;
+    assert!(first.is_err_and(|e| e.is_retryable()), "the record's write failed: the caller retries");
+    assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("10.00").value());
+    let retried = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await.expect("retry");
+    assert!(matches!(retried, DepositOutcome::Posted { replayed: true, .. }));
+    assert_eq!(records(&d.audit, "deposit.posted").await.len(), 1, "the retry recorded the deposit");
+    d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await.expect("replay");
+    assert_eq!(records(&d.audit, "deposit.posted").await.len(), 1, "once");
+}
+
+#[tokio::test]
+async fn a_request_whose_store_call_failed_is_recorded_once_by_its_retry() {
+    // The deposit reads the requests (call 0), then stores its request (call 1): cut before.
+    let d = desk(Arc::new(CutOne::default()), Arc::new(CutOne::new(1, Cut::Before))).await;
+    let ann = actor(CustomerId::new());
+    let first = d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await;
+    assert!(first.is_err_and(|e| e.is_retryable()));
+    assert!(records(&d.audit, "deposit.requested").await.is_empty(), "nothing stored, nothing recorded");
+    let retried = d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await.expect("retry");
+    assert!(matches!(retried, DepositOutcome::Pending { replayed: false, .. }));
+    assert_eq!(records(&d.audit, "deposit.requested").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_approval_whose_record_was_lost_is_recorded_for_its_approver_by_another_operators_retry() {
+    let audit_cut = Arc::new(CutOne::default());
+    let d = desk(audit_cut.clone(), Arc::new(CutOne::default())).await;
+    let (ann, bea, cid) = (actor(CustomerId::new()), actor(CustomerId::new()), actor(CustomerId::new()));
+    let DepositOutcome::Pending { request, .. } =
+        d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await.expect("pending")
+    else {
+        panic!("above the threshold");
+    };
+    *audit_cut.0.lock() = Some((0, Cut::Before));
+    let approval = d.service.approve(&bea, request.id).await;
+    assert!(approval.is_err_and(|e| e.is_retryable()), "approved and posted, its record's write failed");
+    assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value());
+    let later = d.service.approve(&cid, request.id).await.expect("another operator's approval");
+    assert!(!later.first, "bea's approval counted");
+    let approved = records(&d.audit, "deposit.approved").await;
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0].record.subject, bea.user.to_string(), "recorded as bea's");
+}
