@@ -100,6 +100,8 @@ impl DepositRequest {
 ///   unchanged (the first approver stays); an unknown id is [`Error::TransferNotFound`]. The store
 ///   does not judge who approves ([`check_approver`] does, before).
 /// - `pending` answers pending requests, oldest first, at most `min(limit, PENDING_PAGE_MAX)`.
+/// - `approved_since` answers requests approved at or after `since`, in approval order (then by
+///   id), at most `min(limit, PENDING_PAGE_MAX)`.
 #[async_trait]
 pub trait DepositRequestStore: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new pending request (or answers the stored one).
@@ -113,6 +115,10 @@ pub trait DepositRequestStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Pending requests, oldest first.
     async fn pending(&self, limit: usize) -> Result<Vec<DepositRequest>>;
+
+    /// Requests approved at or after `since`, oldest approval first (what the sweep that
+    /// completes interrupted approvals reads: [`crate::deposits::DepositsService::complete_approved`]).
+    async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>>;
 }
 
 #[cfg(test)]

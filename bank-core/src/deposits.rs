@@ -12,7 +12,9 @@
 //!   deposit it requested ([`Error::SeparationOfDuties`]).
 //! - **Four eyes.** Above [`DepositPolicy::approval_above`] nothing is posted: a pending request
 //!   is stored under the deposit's id, and a second operator's approval posts it — once, however
-//!   many approvals come.
+//!   many approvals come. An approval interrupted after the request was marked approved (a crash,
+//!   a lost connection) and never retried is finished by [`DepositsService::complete_approved`],
+//!   which the server's scheduler runs every minute.
 //! - **Audit.** Every action is appended to the [`AuditLog`] before the answer; if that append
 //!   fails the caller gets the error (an action that cannot be audited is not answered as done).
 //!   A deposit posted, a request stored and an approval that counted each have exactly one record,
@@ -24,10 +26,13 @@
 
 use std::sync::Arc;
 
+use chrono::TimeDelta;
 use tracing::instrument;
 
 use crate::account::Account;
-use crate::approvals::{self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore};
+use crate::approvals::{
+    self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore, PENDING_PAGE_MAX,
+};
 use crate::audit::{AuditLog, AuditOutcome, NewAuditRecord};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -39,6 +44,11 @@ use crate::ports::LedgerStore;
 
 /// Ledger leg of a deposit entry.
 pub const DEPOSIT_LEG: u16 = 0;
+/// How often the server's scheduler completes interrupted approvals
+/// ([`DepositsService::complete_approved`]).
+pub const COMPLETE_APPROVED_PERIOD_SECONDS: u64 = 60;
+/// How far back it looks: approvals of the last day.
+pub const COMPLETE_APPROVED_WINDOW_SECONDS: i64 = 24 * 3600;
 
 /// The transfer id a deposit is booked under: a UUID v8 from SHA-256 over the operator and the
 /// idempotency key, so a retry names the same ledger entry.
@@ -206,26 +216,75 @@ impl DepositsService {
         }
         let now = self.clock.now();
         let approved = self.requests.approve(id, by.user, now).await?;
-        let entry =
-            self.entry(EntryKey::new(id, DEPOSIT_LEG), account.id, approved.money, approved.reference.clone())?;
-        // Posting is idempotent on the request's key; whether this call is the approval that
-        // counts is the store's answer (the first approver stays), so of concurrent approvals
-        // exactly one is first.
-        let (posted, _) = self.post_once(entry).await?;
+        // Whether this call is the approval that counts is the store's answer (the first
+        // approver stays), so of concurrent approvals exactly one is first.
         let first = approved.status == DepositRequestStatus::Approved { by: by.user, at: now };
-        // The approval that counted is recorded by whichever call gets here first: the approver's
-        // own call may have died after approving, and a retry (its own, or another operator's)
-        // writes its record.
-        if let DepositRequestStatus::Approved { by: approver, at } = approved.status {
-            let actor = if approver == by.user {
-                by.clone()
-            } else {
-                Actor { user: approver, request_id: None, client_ip: None }
-            };
-            self.record_once(id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
-        }
+        let (posted, _) = self.finish(&approved, Some(by)).await?;
         tracing::info!(first, "deposit approved");
         Ok(Approved { entry: posted, request: approved, first })
+    }
+
+    /// Completes approvals interrupted between their steps (a crash after the request was
+    /// marked approved, before its deposit was posted or its approval recorded, with no retry):
+    /// every request approved within `window` of now gets its deposit posted if it is not, and
+    /// its approval's record (naming its approver) if it is missing. Answers how many deposits it
+    /// posted. The server's scheduler runs it every [`COMPLETE_APPROVED_PERIOD_SECONDS`] over
+    /// [`COMPLETE_APPROVED_WINDOW_SECONDS`]. A request that can no longer be posted (its account
+    /// closed since the approval, say) is logged and skipped; a retryable failure ends the run
+    /// (the next one tries again).
+    pub async fn complete_approved(&self, window: TimeDelta) -> Result<usize> {
+        let mut since = self.clock.now() - window;
+        let mut posted = 0;
+        loop {
+            let page = self.requests.approved_since(since, PENDING_PAGE_MAX).await?;
+            for request in &page {
+                match self.finish(request, None).await {
+                    Ok((_, replayed)) => posted += usize::from(!replayed),
+                    Err(err) if err.is_retryable() => return Err(err),
+                    Err(err) => {
+                        tracing::warn!(transfer_id = %request.id, error = %err, "an approved deposit cannot be posted");
+                    }
+                }
+            }
+            let last = match page.last().map(|r| r.status) {
+                Some(DepositRequestStatus::Approved { at, .. }) if page.len() == PENDING_PAGE_MAX => at,
+                _ => break,
+            };
+            if last <= since {
+                break;
+            }
+            // The page's last instant is read again: its ties are not skipped, and finishing twice
+            // is harmless.
+            since = last;
+        }
+        if posted > 0 {
+            tracing::warn!(posted, "approved deposits posted by the sweep (their approvals were interrupted)");
+        }
+        Ok(posted)
+    }
+
+    /// Posts approved request `request`'s deposit (once; a replay if it is posted) and records
+    /// its approval (once) for its approver: with `by`'s request context when `by` is the
+    /// approver. Whoever gets here first writes the record: the approver's own call may have
+    /// died after approving, and a retry, another operator's call or the sweep writes it.
+    async fn finish(&self, request: &DepositRequest, by: Option<&Actor>) -> Result<(PostedEntry, bool)> {
+        let DepositRequestStatus::Approved { by: approver, at } = request.status else {
+            return Err(Error::storage(format!("deposit request {} is not approved", request.id), false));
+        };
+        let entry = self.entry(
+            EntryKey::new(request.id, DEPOSIT_LEG),
+            request.account_id,
+            request.money,
+            request.reference.clone(),
+        )?;
+        let posted = self.post_once(entry).await?;
+        let actor = match by {
+            Some(by) if by.user == approver => by.clone(),
+            _ => Actor { user: approver, request_id: None, client_ip: None },
+        };
+        let target = format!("deposit-request:{}", request.id);
+        self.record_once(request.id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
+        Ok(posted)
     }
 
     fn entry(&self, key: EntryKey, account: AccountId, money: Money, reference: String) -> Result<NewEntry> {

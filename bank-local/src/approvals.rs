@@ -1,5 +1,5 @@
 //! [`SqliteDepositRequests`]: the durable [`DepositRequestStore`], in the `deposit_requests` table
-//! (migration `0009_audit_and_deposit_requests.sql`).
+//! (migrations `0009_audit_and_deposit_requests.sql`, `0012_deposit_requests_by_approval.sql`).
 //!
 //! `create` and `approve` each read, decide and write in one job of the database's single writer,
 //! so of concurrent approvals exactly one sets the approver (`approved_by` is written only while
@@ -129,6 +129,22 @@ impl DepositRequestStore for SqliteDepositRequests {
                      ORDER BY requested_at, id LIMIT ?1"
                 ),
                 [limit],
+                request_of,
+            )
+        })
+    }
+
+    async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>> {
+        let limit = i64::try_from(limit.min(PENDING_PAGE_MAX)).unwrap_or(0);
+        let since = nanos(since)?;
+        self.db.read(|conn| {
+            fetch_all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM deposit_requests WHERE approved_by IS NOT NULL AND approved_at >= ?1 \
+                     ORDER BY approved_at, id LIMIT ?2"
+                ),
+                params![since, limit],
                 request_of,
             )
         })

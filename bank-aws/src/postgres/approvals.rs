@@ -1,6 +1,7 @@
 //! [`PgDepositRequests`]: the [`DepositRequestStore`] (four-eyes operator deposits) on
-//! PostgreSQL, in the `deposit_requests` table (migration
-//! `0006_notifications_and_deposit_requests.sql`), shared by every API process.
+//! PostgreSQL, in the `deposit_requests` table (migrations
+//! `0006_notifications_and_deposit_requests.sql`, `0007_deposit_requests_by_approval.sql`), shared
+//! by every API process.
 //!
 //! # Why it is safe under concurrency
 //! - `create` is one `INSERT … ON CONFLICT (id) DO NOTHING`; when the id is taken (by a replay,
@@ -154,6 +155,20 @@ impl DepositRequestStore for PgDepositRequests {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM deposit_requests WHERE approved_by IS NULL ORDER BY requested_at, id LIMIT $1"
         ))
+        .bind(limit)
+        .fetch_all(self.db.writer())
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(request_of).collect()
+    }
+
+    async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>> {
+        let limit = i64::try_from(limit.min(PENDING_PAGE_MAX)).unwrap_or(0);
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deposit_requests WHERE approved_by IS NOT NULL AND approved_at >= $1 \
+             ORDER BY approved_at, id LIMIT $2"
+        ))
+        .bind(nanos(since)?)
         .bind(limit)
         .fetch_all(self.db.writer())
         .await

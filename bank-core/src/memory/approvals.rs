@@ -59,4 +59,17 @@ impl DepositRequestStore for MemoryDepositRequests {
         pending.truncate(limit.min(PENDING_PAGE_MAX));
         Ok(pending)
     }
+
+    async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>> {
+        let requests = self.requests.lock();
+        let mut approved: Vec<(DateTime<Utc>, DepositRequest)> = requests
+            .values()
+            .filter_map(|r| match r.status {
+                DepositRequestStatus::Approved { at, .. } if at >= since => Some((at, r.clone())),
+                _ => None,
+            })
+            .collect();
+        approved.sort_by_key(|(at, r)| (*at, *r.id.as_uuid()));
+        Ok(approved.into_iter().take(limit.min(PENDING_PAGE_MAX)).map(|(_, r)| r).collect())
+    }
 }

@@ -1,6 +1,6 @@
 //! The [`DepositRequestStore`] conformance suite: idempotent `create` (replay answers the stored
 //! request, another request under the id is refused), `approve` once (the first approver stays),
-//! and the pending list.
+//! the pending list and the approvals since an instant.
 //!
 //! ```ignore
 //! bank_core::deposit_requests_conformance_tests!(Harness);
@@ -31,6 +31,7 @@ macro_rules! deposit_requests_conformance_tests {
             create_is_idempotent_and_refuses_another_request_under_the_id,
             approve_happens_once_and_keeps_the_first_approver,
             pending_lists_only_pending_requests_oldest_first,
+            approved_since_lists_approvals_from_an_instant_in_approval_order,
         );
     };
 }
@@ -105,4 +106,25 @@ pub async fn pending_lists_only_pending_requests_oldest_first(harness: &dyn Depo
     let pending = store.pending(10).await.expect("pending");
     assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), vec![early.id, late.id]);
     assert_eq!(store.pending(1).await.expect("pending").len(), 1);
+}
+
+/// `approved_since(since, limit)`: only requests approved at or after `since`, in approval order.
+pub async fn approved_since_lists_approvals_from_an_instant_in_approval_order(harness: &dyn DepositRequestsHarness) {
+    let store = harness.store().await;
+    let early = store.create(request("10000.01", 1)).await.expect("create");
+    let late = store.create(request("10000.02", 2)).await.expect("create");
+    let before = store.create(request("10000.03", 3)).await.expect("create");
+    store.create(request("10000.04", 4)).await.expect("create a pending one");
+    // Approved in another order than requested.
+    let approver = CustomerId::new();
+    store.approve(late.id, CustomerId::new(), at(20)).await.expect("approve");
+    store.approve(early.id, approver, at(30)).await.expect("approve");
+    store.approve(before.id, CustomerId::new(), at(10)).await.expect("approve");
+    let ids = |page: &[DepositRequest]| page.iter().map(|r| r.id).collect::<Vec<_>>();
+    let since_20 = store.approved_since(at(20), 10).await.expect("approved");
+    assert_eq!(ids(&since_20), vec![late.id, early.id]);
+    assert_eq!(since_20[1].status, DepositRequestStatus::Approved { by: approver, at: at(30) });
+    assert_eq!(ids(&store.approved_since(at(0), 10).await.expect("approved")), vec![before.id, late.id, early.id]);
+    assert_eq!(ids(&store.approved_since(at(0), 1).await.expect("approved")), vec![before.id]);
+    assert!(store.approved_since(at(31), 10).await.expect("approved").is_empty());
 }

@@ -8,9 +8,11 @@
 //! several at once, unknown ids). While the chaos lasts, calls to the ledger, to the deposit
 //! requests and to the audit log fail as over a dropped connection ([`super::lossy`]), before or
 //! after the store acted. A caller that gets a retryable error retries the same call later, as the
-//! API asks of its clients (an interrupted approval may be retried by another operator who may
-//! approve it); once the
-//! chaos is over every outstanding call is retried until it gets a definitive answer. Then:
+//! API asks of its clients — but an interrupted approval is taken up by another operator who may
+//! approve it in some cases, and left for good in one in five — and the scheduler's sweep
+//! ([`DepositsService::complete_approved`]) runs now and then under the same faults. Once the
+//! chaos is over every outstanding call is retried until it gets a definitive answer and the
+//! sweep runs once more. Then:
 //!
 //! - the ledger sums to zero per currency, and each deposits account paid out exactly the
 //!   deposits posted from it;
@@ -24,9 +26,10 @@
 //!   answered;
 //! - replays answered what the first answer said.
 //!
-//! Not simulated: a caller that never retries an interrupted call (the deposit may then be
-//! posted, or the request approved, without its audit record: the ledger, the requests and the
-//! audit log are separate stores), and two *different* requests under one key at the same instant.
+//! Not simulated: a *deposit* call interrupted and never retried (the deposit may then be posted,
+//! or its request stored, without its audit record: the ledger, the requests and the audit log
+//! are separate stores, and only approvals have a sweep), and two *different* requests under one
+//! key at the same instant.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -69,7 +72,14 @@ pub struct DepositSimReport {
     pub retried: usize,
     /// Store calls cut.
     pub cuts: usize,
+    /// Interrupted approvals nobody retried.
+    pub abandoned: usize,
+    /// Deposits the final sweep posted (approvals interrupted after the request was approved).
+    pub swept: usize,
 }
+
+/// Percentage of interrupted approvals nobody retries.
+const ABANDON_PERCENT: u64 = 20;
 
 /// Cuts store calls while the chaos lasts.
 #[derive(Debug)]
@@ -133,6 +143,8 @@ pub async fn run_deposit_seeds(default_count: u64) {
                 total.refused += r.refused;
                 total.retried += r.retried;
                 total.cuts += r.cuts;
+                total.abandoned += r.abandoned;
+                total.swept += r.swept;
             }
             Err(why) => panic!("deposit simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
         }
@@ -163,6 +175,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     let threshold = Decimal::from(50 + rng.below(100));
     let policy = DepositPolicy { approval_above: threshold };
     let service = DepositsService::new(ledger, requests, audit, system.clone(), policy, dyn_clock.clone());
+    let sweep_window = chrono::TimeDelta::seconds(crate::deposits::COMPLETE_APPROVED_WINDOW_SECONDS);
 
     let operators: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
     let mut accounts: Vec<Account> = Vec::new();
@@ -220,7 +233,12 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
                 let burst = if rng.chance(20) { 2 + rng.below(2) } else { 1 };
                 (0..burst).map(|_| Call::Approve { operator: rng_index(&mut rng, operators.len()), id }).collect()
             }
-            85..=94 if !outstanding.is_empty() => {
+            85..=87 => {
+                // The scheduler's sweep, under the same faults.
+                let _ = service.complete_approved(sweep_window).await;
+                Vec::new()
+            }
+            88..=94 if !outstanding.is_empty() => {
                 let index = rng_index(&mut rng, outstanding.len());
                 report.retried += 1;
                 vec![outstanding.swap_remove(index)]
@@ -237,6 +255,11 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
         .await;
         for (call, answer) in calls.into_iter().zip(answers) {
             if let Some(retry) = judge(call, answer, threshold, &mut told, &mut requested, &mut report)? {
+                if matches!(retry, Call::Approve { .. }) && rng.chance(ABANDON_PERCENT) {
+                    // Nobody retries it: the sweep must complete what it left.
+                    report.abandoned += 1;
+                    continue;
+                }
                 // An interrupted approval may be taken up by another operator who may approve it.
                 let retry = match retry {
                     Call::Approve { id, operator } if rng.chance(30) => {
@@ -272,6 +295,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     if !outstanding.is_empty() {
         return Err(format!("calls still failing without faults: {outstanding:?}"));
     }
+    report.swept = service.complete_approved(sweep_window).await.map_err(|e| format!("sweep: {e}"))?;
     report.cuts = cutter.state.lock().cuts;
 
     check(

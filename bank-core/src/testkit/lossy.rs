@@ -341,4 +341,7 @@ impl DepositRequestStore for Lossy<dyn DepositRequestStore> {
     async fn pending(&self, limit: usize) -> Result<Vec<DepositRequest>> {
         self.call(self.inner.pending(limit)).await
     }
+    async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>> {
+        self.call(self.inner.approved_since(since, limit)).await
+    }
 }

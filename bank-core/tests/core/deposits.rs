@@ -1,5 +1,6 @@
 //! Operators' deposits whose store calls fail midway: each action keeps exactly one audit record
-//! however its calls are retried (what the deposit simulation checks at random, pinned here).
+//! however its calls are retried, and an approval nobody retries is completed by the sweep (what
+//! the deposit simulation checks at random, pinned here).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use bank_core::account::{Account, NewAccount};
 use bank_core::approvals::DepositPolicy;
 use bank_core::audit::{Actor, AuditLog, AuditRecord};
 use bank_core::clock::{Clock, ManualClock};
-use bank_core::deposits::{DepositOutcome, DepositsService};
+use bank_core::deposits::{COMPLETE_APPROVED_WINDOW_SECONDS, DepositOutcome, DepositsService};
 use bank_core::ids::CustomerId;
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::approvals::MemoryDepositRequests;
@@ -16,6 +17,7 @@ use bank_core::money::{Currency, Money};
 use bank_core::payments::SystemAccounts;
 use bank_core::ports::LedgerStore;
 use bank_core::testkit::lossy::{Cut, CutOne, Lossy};
+use chrono::TimeDelta;
 
 struct Desk {
     service: DepositsService,
@@ -103,4 +105,29 @@ async fn an_approval_whose_record_was_lost_is_recorded_for_its_approver_by_anoth
     let approved = records(&d.audit, "deposit.approved").await;
     assert_eq!(approved.len(), 1);
     assert_eq!(approved[0].record.subject, bea.user.to_string(), "recorded as bea's");
+}
+
+#[tokio::test]
+async fn an_approval_interrupted_after_approving_and_never_retried_is_completed_by_the_sweep() {
+    let requests_cut = Arc::new(CutOne::default());
+    let d = desk(Arc::new(CutOne::default()), requests_cut.clone()).await;
+    let (ann, bea) = (actor(CustomerId::new()), actor(CustomerId::new()));
+    let DepositOutcome::Pending { request, .. } =
+        d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await.expect("pending")
+    else {
+        panic!("above the threshold");
+    };
+    // The approval reads the request (call 0), then marks it approved (call 1): done, answer lost.
+    *requests_cut.0.lock() = Some((1, Cut::After));
+    assert!(d.service.approve(&bea, request.id).await.is_err_and(|e| e.is_retryable()));
+    assert!(d.ledger.balance(d.customer.id).await.expect("balance").posted.is_zero(), "not posted");
+    let window = TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS);
+    assert_eq!(d.service.complete_approved(window).await.expect("sweep"), 1, "the sweep posted it");
+    assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value());
+    let approved = records(&d.audit, "deposit.approved").await;
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0].record.subject, bea.user.to_string(), "recorded as bea's");
+    assert_eq!(d.service.complete_approved(window).await.expect("sweep again"), 0);
+    assert_eq!(records(&d.audit, "deposit.approved").await.len(), 1, "once");
+    assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value(), "once");
 }

@@ -101,6 +101,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0009_audit_and_deposit_requests.sql")),
         M::up(include_str!("../../migrations/0010_outbox_claims.sql")),
         M::up(include_str!("../../migrations/0011_audit_chain.sql")),
+        M::up(include_str!("../../migrations/0012_deposit_requests_by_approval.sql")),
     ])
 }
 

@@ -1,5 +1,5 @@
-//! The background loops ([`Loops`]): worker, relay, scheduler, notifications, refresh-token purge,
-//! audit checkpoints and sealing, and the monthly statements (checked every [`STATEMENTS_PERIOD`]
+//! The background loops ([`Loops`]): worker, relay, scheduler (with the deposits sweep),
+//! notifications, refresh-token purge, audit checkpoints and sealing, and the monthly statements (checked every [`STATEMENTS_PERIOD`]
 //! against the backend's clock).
 //!
 //! Every loop runs one step at a time (`run_once` of a `bank-core` service), sleeps a little when
@@ -12,10 +12,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bank_core::approvals::DepositPolicy;
+use bank_core::deposits::{COMPLETE_APPROVED_PERIOD_SECONDS, COMPLETE_APPROVED_WINDOW_SECONDS, DepositsService};
 use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService, Notifier};
 use bank_core::payments::{OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsWorker, RELAY_BATCH_MAX};
 use bank_core::statements::{StatementScheduler, StatementsConfig};
 
+use chrono::TimeDelta;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +59,8 @@ pub struct LoopSet {
     pub worker: bool,
     /// Publish outbox rows as events.
     pub relay: bool,
-    /// Re-enqueue stuck transfers, expire holds, purge idempotency keys.
+    /// Re-enqueue stuck transfers, expire holds, purge idempotency keys; and (every minute)
+    /// complete deposit approvals interrupted between their steps.
     pub scheduler: bool,
     /// Send notifications of transfer events.
     pub notifications: bool,
@@ -164,6 +168,25 @@ impl Loops {
                 }
             };
             tasks.push(("scheduler", tokio::spawn(run_loop("scheduler", cancel.clone(), SCHEDULER_PERIOD, step))));
+            // Approvals interrupted between their steps: posted and recorded (the policy does
+            // not matter to the sweep).
+            let deposits = Arc::new(DepositsService::new(
+                backend.ledger.clone(),
+                backend.deposit_requests.clone(),
+                backend.audit.clone(),
+                backend.system.clone(),
+                DepositPolicy::default(),
+                backend.payments.clock.clone(),
+            ));
+            let step = move || {
+                let deposits = Arc::clone(&deposits);
+                async move {
+                    deposits.complete_approved(TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS)).await?;
+                    Ok(false)
+                }
+            };
+            let period = Duration::from_secs(COMPLETE_APPROVED_PERIOD_SECONDS);
+            tasks.push(("deposits_sweep", tokio::spawn(run_loop("deposits_sweep", cancel.clone(), period, step))));
         }
         if set.notifications {
             let mut all: Vec<Arc<dyn Notifier>> =

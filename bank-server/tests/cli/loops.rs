@@ -31,7 +31,16 @@ async fn running_loops_settle_accepted_transfers_and_stop_cleanly() {
     let backend = app.backend.clone();
     assert_eq!(
         loops.names(),
-        ["worker", "relay", "scheduler", "notifications", "refresh_purge", "statements", "audit_seal"]
+        [
+            "worker",
+            "relay",
+            "scheduler",
+            "deposits_sweep",
+            "notifications",
+            "refresh_purge",
+            "statements",
+            "audit_seal"
+        ]
     );
 
     let alice = CustomerId::new();
