@@ -1,5 +1,6 @@
-//! Four eyes on operator deposits: a deposit above a threshold is stored as a
-//! [`DepositRequest`], pending, and posted only after a **different** operator approved it.
+//! Four eyes on operator deposits: every deposit is stored as a [`DepositRequest`] before it is
+//! posted; one above a threshold is stored pending and posted only after a **different** operator
+//! approved it, one at or below it is stored approved by its own operator (the policy).
 //!
 //! This module owns the rule ([`DepositPolicy`], [`check_approver`]) and the
 //! [`DepositRequestStore`] port. Posting stays the ledger's: the request's id is the transfer id
@@ -94,8 +95,10 @@ impl DepositRequest {
 /// Deposit requests.
 ///
 /// # Contract
-/// - `create` is idempotent on the id: the same request again answers the stored one (whatever
-///   its status); a different request under a used id fails with [`Error::KeyReused`].
+/// - `create` stores the request with its status as given (pending, or approved already: a
+///   deposit the policy lets through), and is idempotent on the id: the same request again
+///   ([`DepositRequest::is_same_request`]) answers the stored one, whatever either's status; a
+///   different request under a used id fails with [`Error::KeyReused`].
 /// - `approve` moves a pending request to approved, once: approving an approved request answers it
 ///   unchanged (the first approver stays); an unknown id is [`Error::TransferNotFound`]. The store
 ///   does not judge who approves ([`check_approver`] does, before).
@@ -104,7 +107,7 @@ impl DepositRequest {
 ///   id), at most `min(limit, PENDING_PAGE_MAX)`.
 #[async_trait]
 pub trait DepositRequestStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Stores a new pending request (or answers the stored one).
+    /// Stores a new request, pending or approved (or answers the stored one).
     async fn create(&self, request: DepositRequest) -> Result<DepositRequest>;
 
     /// One request.

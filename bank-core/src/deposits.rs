@@ -5,24 +5,29 @@
 //!
 //! - **Exactly once.** A deposit is keyed by an id derived from (operator, idempotency key)
 //!   ([`deposit_id`]): the same request again answers the first result and moves no money; another
-//!   request under the key is [`Error::KeyReused`].
+//!   request under the key is [`Error::KeyReused`]. Every deposit is first stored as a
+//!   [`DepositRequest`] under that id — the store's atomic create is the key's claim, for any
+//!   amount — then posted under the same id as a ledger entry.
 //! - **Who pays.** The bank's deposits account of the account's currency
 //!   ([`SystemAccounts::deposits`]).
 //! - **Separation of duties.** An operator may not credit an account it owns, nor approve a
 //!   deposit it requested ([`Error::SeparationOfDuties`]).
-//! - **Four eyes.** Above [`DepositPolicy::approval_above`] nothing is posted: a pending request
-//!   is stored under the deposit's id, and a second operator's approval posts it — once, however
-//!   many approvals come. An approval interrupted after the request was marked approved (a crash,
-//!   a lost connection) and never retried is finished by [`DepositsService::complete_approved`],
-//!   which the server's scheduler runs every minute.
+//! - **Four eyes.** Above [`DepositPolicy::approval_above`] nothing is posted: the request is
+//!   stored pending, and a second operator's approval posts it — once, however many approvals
+//!   come. At or below it the request is stored approved by its own operator (the policy needs
+//!   no second one) and posted at once.
+//! - **Nothing half done.** A call interrupted after its request was stored approved — a crash, a
+//!   lost connection — and never retried is finished by [`DepositsService::complete_approved`]
+//!   (the deposit posted, its record written), which the server's scheduler runs every minute.
 //! - **Audit.** Every action is appended to the [`AuditLog`] before the answer; if that append
 //!   fails the caller gets the error (an action that cannot be audited is not answered as done).
 //!   A deposit posted, a request stored and an approval that counted each have exactly one record,
 //!   however their calls are retried: each is written after its effect with a key of its own
 //!   (`deposit.posted:<id>`, …), and every call that finds the effect done — a retry after a
-//!   crash, a replay, another operator's approval — writes it if it is missing (an approval's
-//!   record names its approver). A call interrupted and never retried can leave its effect
-//!   without its record: the ledger, the requests and the audit log are separate stores.
+//!   crash, a replay, another operator's approval, the sweep — writes it if it is missing (an
+//!   approval's record names its approver). Only a *pending* request whose call died between
+//!   storing it and recording it, and was never retried, goes without its `deposit.requested`
+//!   record until it is approved (nothing moves before; the approval writes the missing record).
 
 use std::sync::Arc;
 
@@ -141,18 +146,29 @@ impl DepositsService {
             return Err(Error::SeparationOfDuties("an operator may not credit an account it owns".into()));
         }
         let id = deposit_id(by.user, key);
-        let stored = self.requests.get(id).await?;
         if self.policy.needs_approval(money) {
+            let stored = self.requests.get(id).await?;
             return self.request_approval(by, id, account.id, money, reference, stored).await;
         }
-        if stored.is_some() {
-            // The key first asked for a deposit above the threshold: this is another request.
-            return Err(Error::KeyReused(format!("deposit key {key:?}")));
+        // Stored first, approved by the policy: the key is claimed atomically (another request
+        // under it is refused by the store), and what to post is durable before it is posted, so
+        // a call that dies before posting or recording is finished by the sweep.
+        let now = self.clock.now();
+        let wanted = DepositRequest {
+            id,
+            account_id: account.id,
+            money,
+            reference,
+            requested_by: by.user,
+            requested_at: now,
+            status: DepositRequestStatus::Approved { by: by.user, at: now },
+        };
+        let request = self.requests.create(wanted).await?;
+        if request.status == DepositRequestStatus::Pending {
+            // Stored pending under a stricter policy: it still waits for a second operator.
+            return Ok(DepositOutcome::Pending { request, replayed: true });
         }
-        let entry = self.entry(EntryKey::new(id, DEPOSIT_LEG), account.id, money, reference)?;
-        let (posted, replayed) = self.post_once(entry).await?;
-        // Also on a replay: the call that posted may have died before its record.
-        self.record_once(id, by.record(self.clock.now(), "deposit.posted", target, AuditOutcome::Done)).await?;
+        let (posted, replayed) = self.finish(&request, Some(by)).await?;
         tracing::info!(transfer_id = %id, replayed, "deposit posted");
         Ok(DepositOutcome::Posted { entry: posted, account: account.id, money, replayed })
     }
@@ -224,10 +240,11 @@ impl DepositsService {
         Ok(Approved { entry: posted, request: approved, first })
     }
 
-    /// Completes approvals interrupted between their steps (a crash after the request was
-    /// marked approved, before its deposit was posted or its approval recorded, with no retry):
-    /// every request approved within `window` of now gets its deposit posted if it is not, and
-    /// its approval's record (naming its approver) if it is missing. Answers how many deposits it
+    /// Completes deposits interrupted between their steps and never retried (a crash after the
+    /// request was stored approved — by a second operator, or by the policy for a deposit at or
+    /// below the threshold — before its deposit was posted or recorded): every request approved
+    /// within `window` of now gets its deposit posted if it is not, and its record
+    /// (`deposit.approved` naming its approver, or `deposit.posted`) if it is missing. Answers how many deposits it
     /// posted. The server's scheduler runs it every [`COMPLETE_APPROVED_PERIOD_SECONDS`] over
     /// [`COMPLETE_APPROVED_WINDOW_SECONDS`]. A request that can no longer be posted (its account
     /// closed since the approval, say) is logged and skipped; a retryable failure ends the run
@@ -264,7 +281,8 @@ impl DepositsService {
     }
 
     /// Posts approved request `request`'s deposit (once; a replay if it is posted) and records
-    /// its approval (once) for its approver: with `by`'s request context when `by` is the
+    /// it (once) for its approver — `deposit.posted` when that is its own operator (at or below
+    /// the threshold), else `deposit.approved` — with `by`'s request context when `by` is the
     /// approver. Whoever gets here first writes the record: the approver's own call may have
     /// died after approving, and a retry, another operator's call or the sweep writes it.
     async fn finish(&self, request: &DepositRequest, by: Option<&Actor>) -> Result<(PostedEntry, bool)> {
@@ -282,8 +300,19 @@ impl DepositsService {
             Some(by) if by.user == approver => by.clone(),
             _ => Actor { user: approver, request_id: None, client_ip: None },
         };
-        let target = format!("deposit-request:{}", request.id);
-        self.record_once(request.id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
+        if approver == request.requested_by {
+            // Approved by its own operator: a deposit at or below the threshold.
+            let target = format!("account:{}", request.account_id);
+            self.record_once(request.id, actor.record(at, "deposit.posted", target, AuditOutcome::Done)).await?;
+        } else {
+            // The request's own record first, should the call that stored it have died before it.
+            let target = format!("deposit-request:{}", request.id);
+            let requester = Actor { user: request.requested_by, request_id: None, client_ip: None };
+            let requested =
+                requester.record(request.requested_at, "deposit.requested", target.clone(), AuditOutcome::Done);
+            self.record_once(request.id, requested).await?;
+            self.record_once(request.id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
+        }
         Ok(posted)
     }
 

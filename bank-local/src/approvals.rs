@@ -1,9 +1,9 @@
 //! [`SqliteDepositRequests`]: the durable [`DepositRequestStore`], in the `deposit_requests` table
 //! (migrations `0009_audit_and_deposit_requests.sql`, `0012_deposit_requests_by_approval.sql`).
 //!
-//! `create` and `approve` each read, decide and write in one job of the database's single writer,
-//! so of concurrent approvals exactly one sets the approver (`approved_by` is written only while
-//! NULL) and the others read it back.
+//! `create` (of a pending request, or of one approved already) and `approve` each read, decide and
+//! write in one job of the database's single writer, so of concurrent approvals exactly one sets
+//! the approver (`approved_by` is written only while NULL) and the others read it back.
 
 use std::sync::Arc;
 
@@ -76,9 +76,14 @@ fn create_job(conn: &Connection, request: DepositRequest) -> Result<DepositReque
     }
     let amount = in_minor_units(request.money.value(), request.money.currency).to_string();
     let requested_at = nanos(request.requested_at)?;
+    let (approved_by, approved_at) = match request.status {
+        DepositRequestStatus::Pending => (None, None),
+        DepositRequestStatus::Approved { by, at } => (Some(*by.as_uuid()), Some(nanos(at)?)),
+    };
     conn.prepare_cached(
-        "INSERT INTO deposit_requests (id, account_id, amount, currency, reference, requested_by, requested_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO deposit_requests \
+         (id, account_id, amount, currency, reference, requested_by, requested_at, approved_by, approved_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -88,11 +93,13 @@ fn create_job(conn: &Connection, request: DepositRequest) -> Result<DepositReque
             request.money.currency.code(),
             &request.reference,
             request.requested_by.as_uuid(),
-            requested_at
+            requested_at,
+            approved_by,
+            approved_at
         ])
     })
     .map_err(db_err)?;
-    Ok(DepositRequest { status: DepositRequestStatus::Pending, ..request })
+    Ok(request)
 }
 
 fn approve_job(conn: &Connection, id: TransferId, by: CustomerId, at: DateTime<Utc>) -> Result<DepositRequest> {

@@ -4,9 +4,10 @@
 //! by every API process.
 //!
 //! # Why it is safe under concurrency
-//! - `create` is one `INSERT … ON CONFLICT (id) DO NOTHING`; when the id is taken (by a replay,
-//!   here or in another process), the stored request is read and compared: the same request
-//!   answers it, another is `KeyReused`. Requests are never deleted, so the read finds it.
+//! - `create` (pending, or approved already) is one `INSERT … ON CONFLICT (id) DO NOTHING`; when
+//!   the id is taken (by a replay, here or in another process), the stored request is read and
+//!   compared: the same request answers it, another is `KeyReused`. Requests are never deleted,
+//!   so the read finds it.
 //! - `approve` is one conditional `UPDATE … WHERE id = $1 AND approved_by IS NULL RETURNING …`:
 //!   concurrent approvals queue on the row lock and each re-checks the condition against the row
 //!   the first left, so exactly one sets the approver; the others read it back. The posting that
@@ -99,9 +100,14 @@ impl DepositRequestStore for PgDepositRequests {
             return Err(Error::InvalidInput("a deposit reference may not contain NUL characters".into()));
         }
         let requested_at = nanos(request.requested_at)?;
+        let (approved_by, approved_at) = match request.status {
+            DepositRequestStatus::Pending => (None, None),
+            DepositRequestStatus::Approved { by, at } => (Some(*by.as_uuid()), Some(nanos(at)?)),
+        };
         let inserted = sqlx::query(
-            "INSERT INTO deposit_requests (id, account_id, amount, currency, reference, requested_by, requested_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO deposit_requests \
+             (id, account_id, amount, currency, reference, requested_by, requested_at, approved_by, approved_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         )
         .bind(request.id.as_uuid())
         .bind(request.account_id.as_uuid())
@@ -110,11 +116,13 @@ impl DepositRequestStore for PgDepositRequests {
         .bind(&request.reference)
         .bind(request.requested_by.as_uuid())
         .bind(requested_at)
+        .bind(approved_by)
+        .bind(approved_at)
         .execute(self.db.writer())
         .await
         .map_err(db_err)?;
         if inserted.rows_affected() == 1 {
-            return Ok(DepositRequest { status: DepositRequestStatus::Pending, ..request });
+            return Ok(request);
         }
         // The id is taken (requests are never deleted, so it is there).
         let stored = self

@@ -31,9 +31,8 @@ impl DepositRequestStore for MemoryDepositRequests {
             Some(stored) if stored.is_same_request(&request) => Ok(stored.clone()),
             Some(_) => Err(Error::KeyReused(format!("deposit request {}", request.id.as_uuid()))),
             None => {
-                let stored = DepositRequest { status: DepositRequestStatus::Pending, ..request };
-                requests.insert(stored.id, stored.clone());
-                Ok(stored)
+                requests.insert(request.id, request.clone());
+                Ok(request)
             }
         }
     }

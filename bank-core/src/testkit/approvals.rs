@@ -32,6 +32,7 @@ macro_rules! deposit_requests_conformance_tests {
             approve_happens_once_and_keeps_the_first_approver,
             pending_lists_only_pending_requests_oldest_first,
             approved_since_lists_approvals_from_an_instant_in_approval_order,
+            a_request_created_approved_stays_approved_and_is_not_pending,
         );
     };
 }
@@ -127,4 +128,23 @@ pub async fn approved_since_lists_approvals_from_an_instant_in_approval_order(ha
     assert_eq!(ids(&store.approved_since(at(0), 10).await.expect("approved")), vec![before.id, late.id, early.id]);
     assert_eq!(ids(&store.approved_since(at(0), 1).await.expect("approved")), vec![before.id]);
     assert!(store.approved_since(at(31), 10).await.expect("approved").is_empty());
+}
+
+/// A request created approved (a deposit the policy lets through) is stored so: not pending,
+/// listed among the approvals, approving it again keeps its approver; a replay answers it.
+pub async fn a_request_created_approved_stays_approved_and_is_not_pending(harness: &dyn DepositRequestsHarness) {
+    let store = harness.store().await;
+    let pending = request("10.00", 1);
+    let approved = DepositRequest {
+        status: DepositRequestStatus::Approved { by: pending.requested_by, at: at(1) },
+        ..pending.clone()
+    };
+    assert_eq!(store.create(approved.clone()).await.expect("create"), approved);
+    assert_eq!(store.get(approved.id).await.expect("get"), Some(approved.clone()));
+    assert!(store.pending(10).await.expect("pending").is_empty());
+    assert_eq!(store.approved_since(at(0), 10).await.expect("approved"), vec![approved.clone()]);
+    assert_eq!(store.create(approved.clone()).await.expect("replay"), approved);
+    assert_eq!(store.create(pending).await.expect("the same request, pending"), approved, "a replay");
+    let again = store.approve(approved.id, CustomerId::new(), at(2)).await.expect("approve");
+    assert_eq!(again, approved, "the first approver stays");
 }

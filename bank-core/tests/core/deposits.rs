@@ -131,3 +131,24 @@ async fn an_approval_interrupted_after_approving_and_never_retried_is_completed_
     assert_eq!(records(&d.audit, "deposit.approved").await.len(), 1, "once");
     assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value(), "once");
 }
+
+#[tokio::test]
+async fn a_deposit_interrupted_after_storing_its_request_and_never_retried_is_completed_by_the_sweep() {
+    // A deposit below the threshold stores its request, approved by the policy (call 0): done,
+    // answer lost; its operator never retries.
+    let d = desk(Arc::new(CutOne::default()), Arc::new(CutOne::new(0, Cut::After))).await;
+    let ann = actor(CustomerId::new());
+    let first = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await;
+    assert!(first.is_err_and(|e| e.is_retryable()));
+    assert!(d.ledger.balance(d.customer.id).await.expect("balance").posted.is_zero(), "not posted");
+    let window = TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS);
+    assert_eq!(d.service.complete_approved(window).await.expect("sweep"), 1, "the sweep posted it");
+    assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("10.00").value());
+    let posted = records(&d.audit, "deposit.posted").await;
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].record.subject, ann.user.to_string(), "recorded as ann's");
+    // Her retry, late, is a replay.
+    let retried = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await.expect("retry");
+    assert!(matches!(retried, DepositOutcome::Posted { replayed: true, .. }));
+    assert_eq!(records(&d.audit, "deposit.posted").await.len(), 1, "once");
+}
