@@ -35,7 +35,9 @@ use crate::http::problem::ApiError;
 /// (operator, `Idempotency-Key`): the ledger entry is keyed by an id derived from both, so a
 /// replay answers the first deposit and moves no money; another request under the key is 422.
 /// Above the four-eyes threshold (`BANK_DEPOSIT_APPROVAL_ABOVE`) nothing is posted: a pending
-/// request is stored (202) for another operator to approve.
+/// request is stored (202) for another operator to approve. At or below it the request is stored
+/// approved by the operator itself and posted at once (201); should the call be interrupted
+/// between the two, the server's deposits sweep posts it within a minute.
 #[utoipa::path(post, path = "/v1/admin/deposits", tag = "admin", request_body = DepositRequest,
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
@@ -114,7 +116,8 @@ pub(crate) async fn approve_deposit(
     Ok(json_response(status, &body, replayed))
 }
 
-/// One deposit request.
+/// One deposit request: every deposit has one under its id, a deposit at or below the four-eyes
+/// threshold approved by the operator who made it.
 #[utoipa::path(get, path = "/v1/admin/deposits/{id}", tag = "admin", operation_id = "deposit_request",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Deposit request id")),
