@@ -17,8 +17,8 @@
 //!   come. At or below it the request is stored approved by its own operator (the policy needs
 //!   no second one) and posted at once.
 //! - **Nothing half done.** A call interrupted after its request was stored approved — a crash, a
-//!   lost connection — and never retried is finished by [`DepositsService::complete_approved`]
-//!   (the deposit posted, its record written), which the server's scheduler runs every minute.
+//!   lost connection — and never retried is finished by the [`DepositsSweep`] (the deposit
+//!   posted, its record written), which the server's scheduler runs every minute.
 //! - **Audit.** Every action is appended to the [`AuditLog`] before the answer; if that append
 //!   fails the caller gets the error (an action that cannot be audited is not answered as done).
 //!   A deposit posted, a request stored and an approval that counted each have exactly one record,
@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tracing::instrument;
 
 use crate::account::Account;
@@ -49,11 +49,14 @@ use crate::ports::LedgerStore;
 
 /// Ledger leg of a deposit entry.
 pub const DEPOSIT_LEG: u16 = 0;
-/// How often the server's scheduler completes interrupted approvals
-/// ([`DepositsService::complete_approved`]).
+/// How often the server's scheduler runs the [`DepositsSweep`].
 pub const COMPLETE_APPROVED_PERIOD_SECONDS: u64 = 60;
-/// How far back it looks: approvals of the last day.
+/// How far back a [`DepositsSweep`]'s first run looks (and any run, at most): a day.
 pub const COMPLETE_APPROVED_WINDOW_SECONDS: i64 = 24 * 3600;
+/// How far a [`DepositsSweep`]'s later runs look back past the start of the previous successful
+/// one: an approval is stamped with its caller's clock before it is stored, so one stored late
+/// (a slow call, another process's clock) still falls in a run.
+pub const COMPLETE_APPROVED_OVERLAP_SECONDS: i64 = 600;
 
 /// The transfer id a deposit is booked under: a UUID v8 from SHA-256 over the operator and the
 /// idempotency key, so a retry names the same ledger entry.
@@ -243,14 +246,14 @@ impl DepositsService {
     /// Completes deposits interrupted between their steps and never retried (a crash after the
     /// request was stored approved — by a second operator, or by the policy for a deposit at or
     /// below the threshold — before its deposit was posted or recorded): every request approved
-    /// within `window` of now gets its deposit posted if it is not, and its record
-    /// (`deposit.approved` naming its approver, or `deposit.posted`) if it is missing. Answers how many deposits it
-    /// posted. The server's scheduler runs it every [`COMPLETE_APPROVED_PERIOD_SECONDS`] over
-    /// [`COMPLETE_APPROVED_WINDOW_SECONDS`]. A request that can no longer be posted (its account
-    /// closed since the approval, say) is logged and skipped; a retryable failure ends the run
-    /// (the next one tries again).
-    pub async fn complete_approved(&self, window: TimeDelta) -> Result<usize> {
-        let mut since = self.clock.now() - window;
+    /// at or after `since` gets its deposit posted if it is not, and its record
+    /// (`deposit.approved` naming its approver, or `deposit.posted`) if it is missing. Answers
+    /// how many deposits it posted. [`DepositsSweep`] runs it over what is new since its last
+    /// run; the server's scheduler runs that every [`COMPLETE_APPROVED_PERIOD_SECONDS`]. A request
+    /// that can no longer be posted (its account closed since the approval, say) is logged and
+    /// skipped; a retryable failure ends the run (the next one tries again).
+    pub async fn complete_approved(&self, since: DateTime<Utc>) -> Result<usize> {
+        let mut since = since;
         let mut posted = 0;
         loop {
             let page = self.requests.approved_since(since, PENDING_PAGE_MAX).await?;
@@ -345,6 +348,37 @@ impl DepositsService {
         self.audit.append(by.record(self.clock.now(), action, target, outcome)).await.map(|_| ()).inspect_err(|error| {
             tracing::error!(%error, action, "audit append failed");
         })
+    }
+}
+
+/// The sweep that finishes interrupted deposits ([`DepositsService::complete_approved`]), run
+/// again and again: each run looks at the approvals since the previous successful run began
+/// (less [`COMPLETE_APPROVED_OVERLAP_SECONDS`]), the first — and any after a day of failures —
+/// at the last [`COMPLETE_APPROVED_WINDOW_SECONDS`].
+#[derive(Debug)]
+pub struct DepositsSweep {
+    service: DepositsService,
+    /// When the last successful run began.
+    last_ok: parking_lot::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl DepositsSweep {
+    /// A sweep through `service`, not yet run.
+    pub fn new(service: DepositsService) -> Self {
+        DepositsSweep { service, last_ok: parking_lot::Mutex::new(None) }
+    }
+
+    /// One run; answers how many deposits it posted.
+    pub async fn run_once(&self) -> Result<usize> {
+        let started = self.service.clock.now();
+        let floor = started - TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS);
+        let since = match *self.last_ok.lock() {
+            Some(last) => (last - TimeDelta::seconds(COMPLETE_APPROVED_OVERLAP_SECONDS)).max(floor),
+            None => floor,
+        };
+        let posted = self.service.complete_approved(since).await?;
+        *self.last_ok.lock() = Some(started);
+        Ok(posted)
     }
 }
 

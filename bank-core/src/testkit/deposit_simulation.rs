@@ -11,7 +11,7 @@
 //! ([`super::lossy`]), before or after the store acted. A caller that gets a retryable error
 //! retries the same call later, as the API asks of its clients — except one in five, who never do
 //! (an interrupted approval may also be taken up by another operator who may approve it) — and
-//! the scheduler's sweep ([`DepositsService::complete_approved`]) runs now and then under the
+//! the scheduler's sweep ([`DepositsSweep`]) runs now and then under the
 //! same faults. Once the chaos is over every outstanding call is retried until it gets a
 //! definitive answer and the sweep runs once more. Then:
 //!
@@ -40,7 +40,7 @@ use crate::account::{Account, NewAccount};
 use crate::approvals::{DepositPolicy, DepositRequestStatus, DepositRequestStore, PENDING_PAGE_MAX};
 use crate::audit::{Actor, AuditLog, AuditOutcome};
 use crate::clock::{Clock, ManualClock};
-use crate::deposits::{DEPOSIT_LEG, DepositOutcome, DepositsService, deposit_id};
+use crate::deposits::{DEPOSIT_LEG, DepositOutcome, DepositsService, DepositsSweep, deposit_id};
 use crate::error::{Error, ErrorAction};
 use crate::ids::{AccountId, CustomerId, TransferId};
 use crate::ledger::{EntryKey, Side};
@@ -172,7 +172,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     let threshold = Decimal::from(50 + rng.below(100));
     let policy = DepositPolicy { approval_above: threshold };
     let service = DepositsService::new(ledger, requests, audit, system.clone(), policy, dyn_clock.clone());
-    let sweep_window = chrono::TimeDelta::seconds(crate::deposits::COMPLETE_APPROVED_WINDOW_SECONDS);
+    let sweep = DepositsSweep::new(service.clone());
 
     let operators: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
     let mut accounts: Vec<Account> = Vec::new();
@@ -253,7 +253,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
             }
             85..=87 => {
                 // The scheduler's sweep, under the same faults.
-                let _ = service.complete_approved(sweep_window).await;
+                let _ = sweep.run_once().await;
                 Vec::new()
             }
             88..=94 if !outstanding.is_empty() => {
@@ -313,7 +313,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     if !outstanding.is_empty() {
         return Err(format!("calls still failing without faults: {outstanding:?}"));
     }
-    report.swept = service.complete_approved(sweep_window).await.map_err(|e| format!("sweep: {e}"))?;
+    report.swept = sweep.run_once().await.map_err(|e| format!("sweep: {e}"))?;
     report.cuts = cutter.state.lock().cuts;
 
     check(

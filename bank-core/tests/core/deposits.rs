@@ -8,7 +8,7 @@ use bank_core::account::{Account, NewAccount};
 use bank_core::approvals::DepositPolicy;
 use bank_core::audit::{Actor, AuditLog, AuditRecord};
 use bank_core::clock::{Clock, ManualClock};
-use bank_core::deposits::{COMPLETE_APPROVED_WINDOW_SECONDS, DepositOutcome, DepositsService};
+use bank_core::deposits::{DepositOutcome, DepositsService, DepositsSweep};
 use bank_core::ids::CustomerId;
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::approvals::MemoryDepositRequests;
@@ -17,7 +17,6 @@ use bank_core::money::{Currency, Money};
 use bank_core::payments::SystemAccounts;
 use bank_core::ports::LedgerStore;
 use bank_core::testkit::lossy::{Cut, CutOne, Lossy};
-use chrono::TimeDelta;
 
 struct Desk {
     service: DepositsService,
@@ -121,13 +120,13 @@ async fn an_approval_interrupted_after_approving_and_never_retried_is_completed_
     *requests_cut.0.lock() = Some((1, Cut::After));
     assert!(d.service.approve(&bea, request.id).await.is_err_and(|e| e.is_retryable()));
     assert!(d.ledger.balance(d.customer.id).await.expect("balance").posted.is_zero(), "not posted");
-    let window = TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS);
-    assert_eq!(d.service.complete_approved(window).await.expect("sweep"), 1, "the sweep posted it");
+    let sweep = DepositsSweep::new(d.service.clone());
+    assert_eq!(sweep.run_once().await.expect("sweep"), 1, "the sweep posted it");
     assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value());
     let approved = records(&d.audit, "deposit.approved").await;
     assert_eq!(approved.len(), 1);
     assert_eq!(approved[0].record.subject, bea.user.to_string(), "recorded as bea's");
-    assert_eq!(d.service.complete_approved(window).await.expect("sweep again"), 0);
+    assert_eq!(sweep.run_once().await.expect("sweep again"), 0);
     assert_eq!(records(&d.audit, "deposit.approved").await.len(), 1, "once");
     assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("500.00").value(), "once");
 }
@@ -141,8 +140,8 @@ async fn a_deposit_interrupted_after_storing_its_request_and_never_retried_is_co
     let first = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await;
     assert!(first.is_err_and(|e| e.is_retryable()));
     assert!(d.ledger.balance(d.customer.id).await.expect("balance").posted.is_zero(), "not posted");
-    let window = TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS);
-    assert_eq!(d.service.complete_approved(window).await.expect("sweep"), 1, "the sweep posted it");
+    let sweep = DepositsSweep::new(d.service.clone());
+    assert_eq!(sweep.run_once().await.expect("sweep"), 1, "the sweep posted it");
     assert_eq!(d.ledger.balance(d.customer.id).await.expect("balance").posted, usd("10.00").value());
     let posted = records(&d.audit, "deposit.posted").await;
     assert_eq!(posted.len(), 1);

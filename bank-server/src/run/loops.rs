@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bank_core::approvals::DepositPolicy;
-use bank_core::deposits::{COMPLETE_APPROVED_PERIOD_SECONDS, COMPLETE_APPROVED_WINDOW_SECONDS, DepositsService};
+use bank_core::deposits::{COMPLETE_APPROVED_PERIOD_SECONDS, DepositsService, DepositsSweep};
 use bank_core::notifications::{Channel, EventSubscription, LogNotifier, NotificationsService, Notifier};
 use bank_core::payments::{OutboxRelay, PaymentsConfig, PaymentsScheduler, PaymentsWorker, RELAY_BATCH_MAX};
 use bank_core::statements::{StatementScheduler, StatementsConfig};
 
-use chrono::TimeDelta;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -170,18 +169,18 @@ impl Loops {
             tasks.push(("scheduler", tokio::spawn(run_loop("scheduler", cancel.clone(), SCHEDULER_PERIOD, step))));
             // Approvals interrupted between their steps: posted and recorded (the policy does
             // not matter to the sweep).
-            let deposits = Arc::new(DepositsService::new(
+            let sweep = Arc::new(DepositsSweep::new(DepositsService::new(
                 backend.ledger.clone(),
                 backend.deposit_requests.clone(),
                 backend.audit.clone(),
                 backend.system.clone(),
                 DepositPolicy::default(),
                 backend.payments.clock.clone(),
-            ));
+            )));
             let step = move || {
-                let deposits = Arc::clone(&deposits);
+                let sweep = Arc::clone(&sweep);
                 async move {
-                    deposits.complete_approved(TimeDelta::seconds(COMPLETE_APPROVED_WINDOW_SECONDS)).await?;
+                    sweep.run_once().await?;
                     Ok(false)
                 }
             };
