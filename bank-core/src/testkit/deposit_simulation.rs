@@ -128,25 +128,20 @@ struct Told {
 
 /// Runs the seeds [`super::simulation::seeds_from_env`] names, panicking with the first failing seed.
 pub async fn run_deposit_seeds(default_count: u64) {
-    let seeds = super::simulation::seeds_from_env(default_count);
-    println!("deposit simulation: seeds {}..{}", seeds.start, seeds.end);
-    let mut total = DepositSimReport::default();
-    for seed in seeds.clone() {
-        match run_deposit_seed(seed).await {
-            Ok(r) => {
-                total.posted += r.posted;
-                total.pending += r.pending;
-                total.approved += r.approved;
-                total.refused += r.refused;
-                total.retried += r.retried;
-                total.cuts += r.cuts;
-                total.abandoned += r.abandoned;
-                total.swept += r.swept;
-            }
-            Err(why) => panic!("deposit simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
-        }
+    super::simulation::run_seed_range("deposit simulation", default_count, run_deposit_seed).await;
+}
+
+impl std::ops::AddAssign for DepositSimReport {
+    fn add_assign(&mut self, r: DepositSimReport) {
+        self.posted += r.posted;
+        self.pending += r.pending;
+        self.approved += r.approved;
+        self.refused += r.refused;
+        self.retried += r.retried;
+        self.cuts += r.cuts;
+        self.abandoned += r.abandoned;
+        self.swept += r.swept;
     }
-    println!("deposit simulation: {} seeds passed, {total:?}", seeds.end - seeds.start);
 }
 
 /// Runs one seed; `Err` names the broken invariant.

@@ -146,8 +146,7 @@ pub struct SimReport {
     pub dead_letters: u64,
 }
 
-/// SplitMix64: small, seedable, good enough to pick actions.
-/// The simulations' random numbers: SplitMix64, so a seed replays exactly.
+/// The simulations' random numbers: SplitMix64 — small, seedable, and a seed replays exactly.
 #[derive(Debug, Clone)]
 pub(super) struct Rng(pub(super) u64);
 
@@ -340,26 +339,41 @@ pub fn seeds_from_env(default_count: u64) -> std::ops::Range<u64> {
 
 /// Runs the seeds [`seeds_from_env`] names, panicking with the first failing seed.
 pub async fn run_seeds(harness: &dyn SimHarness, default_count: u64) {
+    run_seed_range("simulation", default_count, |seed| run_seed(harness, seed)).await;
+}
+
+/// Runs the seeds [`seeds_from_env`] names with `run`, prints the sum of their reports under
+/// `label`, and panics with the first failing seed.
+pub(super) async fn run_seed_range<R, F, Fut>(label: &str, default_count: u64, run: F)
+where
+    R: Default + std::fmt::Debug + std::ops::AddAssign,
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<R, String>>,
+{
     let seeds = seeds_from_env(default_count);
-    println!("simulation: seeds {}..{}", seeds.start, seeds.end);
-    let mut total = SimReport::default();
+    println!("{label}: seeds {}..{}", seeds.start, seeds.end);
+    let mut total = R::default();
     for seed in seeds.clone() {
-        match run_seed(harness, seed).await {
-            Ok(r) => {
-                total.accepted += r.accepted;
-                total.settled += r.settled;
-                total.failed += r.failed;
-                total.refused += r.refused;
-                total.crashes += r.crashes;
-                total.cuts += r.cuts;
-                total.stalls += r.stalls;
-                total.quiescence_rounds = total.quiescence_rounds.max(r.quiescence_rounds);
-                total.dead_letters += r.dead_letters;
-            }
-            Err(why) => panic!("simulation seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
+        match run(seed).await {
+            Ok(report) => total += report,
+            Err(why) => panic!("{label} seed {seed} failed: {why}\nreplay it alone with SIM_SEED={seed}"),
         }
     }
-    println!("simulation: {} seeds passed, {total:?}", seeds.end - seeds.start);
+    println!("{label}: {} seeds passed, {total:?}", seeds.end - seeds.start);
+}
+
+impl std::ops::AddAssign for SimReport {
+    fn add_assign(&mut self, r: SimReport) {
+        self.accepted += r.accepted;
+        self.settled += r.settled;
+        self.failed += r.failed;
+        self.refused += r.refused;
+        self.crashes += r.crashes;
+        self.cuts += r.cuts;
+        self.stalls += r.stalls;
+        self.quiescence_rounds = self.quiescence_rounds.max(r.quiescence_rounds);
+        self.dead_letters += r.dead_letters;
+    }
 }
 
 /// Runs one seed; `Err` names the broken invariant.
