@@ -34,7 +34,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use tracing::instrument;
 
-use crate::account::Account;
+use crate::account::{Account, AccountStatus};
 use crate::approvals::{
     self, DepositPolicy, DepositRequest, DepositRequestStatus, DepositRequestStore, PENDING_PAGE_MAX,
 };
@@ -219,7 +219,8 @@ impl DepositsService {
 
     /// A second operator approves deposit request `id`, which is then posted under its id:
     /// exactly once, however many times it is approved. Refused to the requester and to an
-    /// operator who owns the account; an unknown request is `TransferNotFound`.
+    /// operator who owns the account, and while the account is closed (the request stays
+    /// pending); an unknown request is `TransferNotFound`.
     #[instrument(skip_all, fields(operator = %by.user, transfer_id = %id))]
     pub async fn approve(&self, by: &Actor, id: TransferId) -> Result<Approved> {
         let target = format!("deposit-request:{id}");
@@ -232,6 +233,11 @@ impl DepositsService {
         if account.owner == by.user {
             self.record(by, "deposit.approve.refused.own_account", target, AuditOutcome::Refused).await?;
             return Err(Error::SeparationOfDuties("an operator may not credit an account it owns".into()));
+        }
+        if account.status == AccountStatus::Closed {
+            // Refused before it is marked approved: it stays pending rather than approved and
+            // never posted.
+            return Err(Error::AccountNotOpen { account: account.id, status: account.status });
         }
         let now = self.clock.now();
         let approved = self.requests.approve(id, by.user, now).await?;

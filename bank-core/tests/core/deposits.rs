@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use bank_core::account::{Account, NewAccount};
-use bank_core::approvals::DepositPolicy;
+use bank_core::account::{Account, AccountStatus, NewAccount};
+use bank_core::approvals::{DepositPolicy, DepositRequestStatus, DepositRequestStore};
 use bank_core::audit::{Actor, AuditLog, AuditRecord};
 use bank_core::clock::{Clock, ManualClock};
 use bank_core::deposits::{DepositOutcome, DepositsService, DepositsSweep};
@@ -22,6 +22,7 @@ struct Desk {
     service: DepositsService,
     ledger: Arc<dyn LedgerStore>,
     audit: Arc<MemoryAuditLog>,
+    requests: Arc<MemoryDepositRequests>,
     customer: Account,
 }
 
@@ -35,7 +36,7 @@ async fn desk(audit_cut: Arc<CutOne>, requests_cut: Arc<CutOne>) -> Desk {
     let requests = Arc::new(MemoryDepositRequests::new());
     let service = DepositsService::new(
         ledger.clone(),
-        Arc::new(Lossy::new(requests as Arc<dyn bank_core::approvals::DepositRequestStore>, requests_cut)),
+        Arc::new(Lossy::new(requests.clone() as Arc<dyn DepositRequestStore>, requests_cut)),
         Arc::new(Lossy::new(audit.clone() as Arc<dyn AuditLog>, audit_cut)),
         system,
         DepositPolicy { approval_above: rust_decimal::Decimal::from(100) },
@@ -43,7 +44,7 @@ async fn desk(audit_cut: Arc<CutOne>, requests_cut: Arc<CutOne>) -> Desk {
     );
     let customer =
         ledger.open_account(NewAccount::customer(CustomerId::new(), "c", Currency::Usd)).await.expect("open");
-    Desk { service, ledger, audit, customer }
+    Desk { service, ledger, audit, requests, customer }
 }
 
 fn actor(user: CustomerId) -> Actor {
@@ -150,4 +151,20 @@ async fn a_deposit_interrupted_after_storing_its_request_and_never_retried_is_co
     let retried = d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await.expect("retry");
     assert!(matches!(retried, DepositOutcome::Posted { replayed: true, .. }));
     assert_eq!(records(&d.audit, "deposit.posted").await.len(), 1, "once");
+}
+
+#[tokio::test]
+async fn a_request_for_a_closed_account_is_refused_before_it_is_marked_approved() {
+    let d = desk(Arc::new(CutOne::default()), Arc::new(CutOne::default())).await;
+    let (ann, bea) = (actor(CustomerId::new()), actor(CustomerId::new()));
+    let DepositOutcome::Pending { request, .. } =
+        d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await.expect("pending")
+    else {
+        panic!("above the threshold");
+    };
+    d.ledger.set_status(d.customer.id, AccountStatus::Closed).await.expect("close the empty account");
+    assert!(matches!(d.service.approve(&bea, request.id).await, Err(bank_core::Error::AccountNotOpen { .. })));
+    let stored = d.requests.get(request.id).await.expect("get").expect("stored");
+    assert_eq!(stored.status, DepositRequestStatus::Pending, "still pending, not approved and never posted");
+    assert!(records(&d.audit, "deposit.approved").await.is_empty());
 }
