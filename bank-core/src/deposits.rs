@@ -29,6 +29,7 @@
 //!   storing it and recording it, and was never retried, goes without its `deposit.requested`
 //!   record until it is approved (nothing moves before; the approval writes the missing record).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -259,13 +260,31 @@ impl DepositsService {
     /// that can no longer be posted (its account closed since the approval, say) is logged and
     /// skipped; a retryable failure ends the run (the next one tries again).
     pub async fn complete_approved(&self, since: DateTime<Utc>) -> Result<usize> {
+        self.complete_approved_except(since, &mut BTreeMap::new()).await
+    }
+
+    /// [`Self::complete_approved`], skipping the requests in `done` (finished by an earlier run)
+    /// and adding to it those it finishes, with their approval's time.
+    async fn complete_approved_except(
+        &self,
+        since: DateTime<Utc>,
+        done: &mut BTreeMap<TransferId, DateTime<Utc>>,
+    ) -> Result<usize> {
         let mut since = since;
         let mut posted = 0;
         loop {
             let page = self.requests.approved_since(since, PENDING_PAGE_MAX).await?;
             for request in &page {
+                if done.contains_key(&request.id) {
+                    continue;
+                }
                 match self.finish(request, None).await {
-                    Ok((_, replayed)) => posted += usize::from(!replayed),
+                    Ok((_, replayed)) => {
+                        posted += usize::from(!replayed);
+                        if let DepositRequestStatus::Approved { at, .. } = request.status {
+                            done.insert(request.id, at);
+                        }
+                    }
                     Err(err) if err.is_retryable() => return Err(err),
                     Err(err) => {
                         tracing::warn!(transfer_id = %request.id, error = %err, "an approved deposit cannot be posted");
@@ -360,18 +379,22 @@ impl DepositsService {
 /// The sweep that finishes interrupted deposits ([`DepositsService::complete_approved`]), run
 /// again and again: each run looks at the approvals since the previous successful run began
 /// (less [`COMPLETE_APPROVED_OVERLAP_SECONDS`]), the first — and any after a day of failures —
-/// at the last [`COMPLETE_APPROVED_WINDOW_SECONDS`].
+/// at the last [`COMPLETE_APPROVED_WINDOW_SECONDS`]; a request it finished once is skipped after
+/// (the overlap would otherwise check each about eleven times).
 #[derive(Debug)]
 pub struct DepositsSweep {
     service: DepositsService,
     /// When the last successful run began.
     last_ok: parking_lot::Mutex<Option<DateTime<Utc>>>,
+    /// Requests finished by earlier runs, with their approval's time (those before the current
+    /// run's start are dropped).
+    finished: parking_lot::Mutex<BTreeMap<TransferId, DateTime<Utc>>>,
 }
 
 impl DepositsSweep {
     /// A sweep through `service`, not yet run.
     pub fn new(service: DepositsService) -> Self {
-        DepositsSweep { service, last_ok: parking_lot::Mutex::new(None) }
+        DepositsSweep { service, last_ok: parking_lot::Mutex::new(None), finished: parking_lot::Mutex::default() }
     }
 
     /// One run; answers how many deposits it posted.
@@ -382,7 +405,12 @@ impl DepositsSweep {
             Some(last) => (last - TimeDelta::seconds(COMPLETE_APPROVED_OVERLAP_SECONDS)).max(floor),
             None => floor,
         };
-        let posted = self.service.complete_approved(since).await?;
+        let mut done = std::mem::take(&mut *self.finished.lock());
+        done.retain(|_, at| *at >= since);
+        let result = self.service.complete_approved_except(since, &mut done).await;
+        // Kept after a failure too: what was finished stays finished.
+        *self.finished.lock() = done;
+        let posted = result?;
         *self.last_ok.lock() = Some(started);
         Ok(posted)
     }

@@ -168,3 +168,18 @@ async fn a_request_for_a_closed_account_is_refused_before_it_is_marked_approved(
     assert_eq!(stored.status, DepositRequestStatus::Pending, "still pending, not approved and never posted");
     assert!(records(&d.audit, "deposit.approved").await.is_empty());
 }
+
+#[tokio::test]
+async fn the_sweep_finishes_a_deposit_once_and_skips_it_after() {
+    let audit_cut = Arc::new(CutOne::default());
+    let d = desk(audit_cut.clone(), Arc::new(CutOne::default())).await;
+    let ann = actor(CustomerId::new());
+    d.service.deposit(&ann, "k", &d.customer, usd("10.00"), "r".into()).await.expect("deposit");
+    let sweep = DepositsSweep::new(d.service.clone());
+    assert_eq!(sweep.run_once().await.expect("sweep"), 0, "posted by its own call");
+    // A second run within the overlap: were it to check the deposit again, its audit call would
+    // be cut and the run fail.
+    *audit_cut.0.lock() = Some((0, Cut::Before));
+    assert_eq!(sweep.run_once().await.expect("the deposit is skipped"), 0);
+    assert!(audit_cut.0.lock().is_some(), "no audit call");
+}
