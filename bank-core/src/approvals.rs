@@ -120,7 +120,7 @@ pub trait DepositRequestStore: Send + Sync + std::fmt::Debug + 'static {
     async fn pending(&self, limit: usize) -> Result<Vec<DepositRequest>>;
 
     /// Requests approved at or after `since`, oldest approval first (what the sweep that
-    /// completes interrupted deposits reads: [`crate::deposits::DepositsService::complete_approved`]).
+    /// completes interrupted deposits reads: [`crate::deposits::DepositsSweep`]).
     async fn approved_since(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<DepositRequest>>;
 }
 

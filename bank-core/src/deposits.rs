@@ -143,8 +143,8 @@ impl DepositsService {
         money: Money,
         reference: String,
     ) -> Result<DepositOutcome> {
-        let target = format!("account:{}", account.id);
         if account.owner == by.user {
+            let target = format!("account:{}", account.id);
             self.record(by, "deposit.refused.own_account", target, AuditOutcome::Refused).await?;
             tracing::warn!("operator tried to credit its own account");
             return Err(Error::SeparationOfDuties("an operator may not credit an account it owns".into()));
@@ -199,7 +199,8 @@ impl DepositsService {
             Some(stored) if stored.is_same_request(&wanted) => true,
             Some(_) => return Err(Error::KeyReused(format!("deposit request {id}"))),
             None => match self.ledger.entry(EntryKey::new(id, DEPOSIT_LEG)).await {
-                // The key already posted a deposit below the threshold.
+                // The key already posted a deposit below the threshold before such deposits
+                // were stored as requests too.
                 Ok(_) => return Err(Error::KeyReused(format!("deposit {id}"))),
                 Err(Error::EntryNotFound(_)) => false,
                 Err(other) => return Err(other),
@@ -253,19 +254,15 @@ impl DepositsService {
     /// Completes deposits interrupted between their steps and never retried (a crash after the
     /// request was stored approved — by a second operator, or by the policy for a deposit at or
     /// below the threshold — before its deposit was posted or recorded): every request approved
-    /// at or after `since` gets its deposit posted if it is not, and its record
-    /// (`deposit.approved` naming its approver, or `deposit.posted`) if it is missing. Answers
-    /// how many deposits it posted. [`DepositsSweep`] runs it over what is new since its last
-    /// run; the server's scheduler runs that every [`COMPLETE_APPROVED_PERIOD_SECONDS`]. A request
-    /// that can no longer be posted (its account closed since the approval, say) is logged and
-    /// skipped; a retryable failure ends the run (the next one tries again).
-    pub async fn complete_approved(&self, since: DateTime<Utc>) -> Result<usize> {
-        self.complete_approved_except(since, &mut BTreeMap::new()).await
-    }
-
-    /// [`Self::complete_approved`], skipping the requests in `done` (finished by an earlier run)
-    /// and adding to it those it finishes, with their approval's time.
-    async fn complete_approved_except(
+    /// at or after `since`, but those in `done` (finished by an earlier run), gets its deposit
+    /// posted if it is not, and its record (`deposit.approved` naming its approver, or
+    /// `deposit.posted`) if it is missing; those it finishes are added to `done` with their
+    /// approval's time. Answers how many deposits it posted. [`DepositsSweep`] runs it over what
+    /// is new since its last run; the server's scheduler runs that every
+    /// [`COMPLETE_APPROVED_PERIOD_SECONDS`]. A request that can no longer be posted (its account
+    /// closed since the approval, say) is logged and skipped; a retryable failure ends the run
+    /// (the next one tries again).
+    async fn complete_approved(
         &self,
         since: DateTime<Utc>,
         done: &mut BTreeMap<TransferId, DateTime<Utc>>,
@@ -376,7 +373,7 @@ impl DepositsService {
     }
 }
 
-/// The sweep that finishes interrupted deposits ([`DepositsService::complete_approved`]), run
+/// The sweep that finishes interrupted deposits (`DepositsService::complete_approved`), run
 /// again and again: each run looks at the approvals since the previous successful run began
 /// (less [`COMPLETE_APPROVED_OVERLAP_SECONDS`]), the first — and any after a day of failures —
 /// at the last [`COMPLETE_APPROVED_WINDOW_SECONDS`]; a request it finished once is skipped after
@@ -407,7 +404,7 @@ impl DepositsSweep {
         };
         let mut done = std::mem::take(&mut *self.finished.lock());
         done.retain(|_, at| *at >= since);
-        let result = self.service.complete_approved_except(since, &mut done).await;
+        let result = self.service.complete_approved(since, &mut done).await;
         // Kept after a failure too: what was finished stays finished.
         *self.finished.lock() = done;
         let posted = result?;

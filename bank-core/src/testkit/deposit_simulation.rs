@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
 use super::lossy::{Cut, Cutter, Lossy};
-use super::simulation::Rng;
+use super::simulation::{Rng, rng_index};
 use crate::account::{Account, NewAccount};
 use crate::approvals::{DepositPolicy, DepositRequestStatus, DepositRequestStore, PENDING_PAGE_MAX};
 use crate::audit::{Actor, AuditLog, AuditOutcome};
@@ -95,12 +95,15 @@ struct CutState {
 impl Cutter for SimCutter {
     fn cut(&self) -> Cut {
         let mut s = self.state.lock();
-        let percent = s.percent;
-        if !s.enabled || !s.rng.chance(percent) {
+        if !s.enabled {
             return Cut::No;
         }
-        s.cuts += 1;
-        if s.rng.chance(50) { Cut::Before } else { Cut::After }
+        let percent = s.percent;
+        let cut = s.rng.cut(percent);
+        if cut != Cut::No {
+            s.cuts += 1;
+        }
+        cut
     }
 }
 
@@ -326,10 +329,6 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     )
     .await?;
     Ok(report)
-}
-
-fn rng_index(rng: &mut Rng, len: usize) -> usize {
-    usize::try_from(rng.below(len as u64)).unwrap_or(0)
 }
 
 /// An amount around the threshold: about half need a second operator.

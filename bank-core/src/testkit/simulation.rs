@@ -31,9 +31,9 @@
 //! unfrozen by an operator while their transfers are anywhere in the pipeline, and *stubborn*
 //! transfers (one in 40) whose worker crashes at every start, chaos over or not, more times than
 //! the queue delivers a message: their messages are dead-lettered and the scheduler's stuck sweep
-//! must bring them back (the summary line counts the dead letters left). An adapter adds faults of its own during the
-//! chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores' connections at random
-//! moments, mid-batch and mid-commit. Every store call and every relay's publish may also fail as
+//! must bring them back (the summary line counts the dead letters left). An adapter adds faults
+//! of its own during the chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores'
+//! connections at random moments, mid-batch and mid-commit. Every store call and every relay's publish may also fail as
 //! over a dropped connection (0–3% of calls per seed, during the chaos; [`super::lossy`]): before
 //! the store acted, or after it (done, the answer lost).
 
@@ -167,13 +167,21 @@ impl Rng {
         self.below(100) < percent
     }
 
+    /// A dropped connection in `percent` of draws: before or after the store acted, evenly.
+    pub(super) fn cut(&mut self, percent: u64) -> lossy::Cut {
+        if !self.chance(percent) {
+            return lossy::Cut::No;
+        }
+        if self.chance(50) { lossy::Cut::Before } else { lossy::Cut::After }
+    }
+
     pub(super) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         let index = usize::try_from(self.below(items.len() as u64)).unwrap_or(0);
         &items[index]
     }
 }
 
-fn rng_index(rng: &mut Rng, len: usize) -> usize {
+pub(super) fn rng_index(rng: &mut Rng, len: usize) -> usize {
     usize::try_from(rng.below(len as u64)).unwrap_or(0)
 }
 
@@ -225,12 +233,15 @@ struct FaultState {
 impl lossy::Cutter for SimFaults {
     fn cut(&self) -> lossy::Cut {
         let mut s = self.state.lock();
-        let percent = s.cut_percent;
-        if !s.enabled || !s.rng.chance(percent) {
+        if !s.enabled {
             return lossy::Cut::No;
         }
-        s.cuts += 1;
-        if s.rng.chance(50) { lossy::Cut::Before } else { lossy::Cut::After }
+        let percent = s.cut_percent;
+        let cut = s.rng.cut(percent);
+        if cut != lossy::Cut::No {
+            s.cuts += 1;
+        }
+        cut
     }
 }
 
