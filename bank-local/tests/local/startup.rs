@@ -13,7 +13,7 @@ use bank_core::ids::CustomerId;
 use bank_core::money::Currency;
 use bank_core::ports::LedgerStore;
 use bank_local::backend::{LocalBackend, LocalConfig};
-use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LEDGER_FILE_NAME, LOCK_FILE_NAME, LocalDb};
+use bank_local::db::{APPLICATION_ID, DB_FILE_NAME, LEDGER_FILE_NAME, LOCK_FILE_NAME, LocalDb, PAGE_SIZE};
 use bank_local::ledger::SqliteLedger;
 use tempfile::TempDir;
 
@@ -114,10 +114,32 @@ async fn a_new_directory_gets_a_claimed_database_that_reopens() {
     let mode: String =
         db.connect().expect("connect").query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("mode");
     assert_eq!(mode, "wal");
+    let page_size: i64 =
+        db.connect().expect("connect").query_row("PRAGMA page_size", [], |row| row.get(0)).expect("page size");
+    assert_eq!(page_size, PAGE_SIZE, "a new database has the crate's page size");
     db.close().await;
     drop(db);
     let again = LocalDb::open(&data_dir).await.expect("reopen");
     again.close().await;
+}
+
+/// A database created with another page size (before this crate chose one) is opened as it is.
+#[tokio::test]
+async fn an_existing_database_keeps_its_page_size() {
+    let root = TempDir::new().expect("temp dir");
+    let data_dir = root.path().join("data");
+    std::fs::create_dir_all(&data_dir).expect("mkdir");
+    {
+        let conn = rusqlite::Connection::open(data_dir.join(DB_FILE_NAME)).expect("create");
+        conn.pragma_update(None, "page_size", 4096).expect("page size");
+        conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        conn.pragma_update(None, "application_id", APPLICATION_ID).expect("claim");
+    }
+    let db = LocalDb::open(&data_dir).await.expect("open");
+    let page_size: i64 =
+        db.connect().expect("connect").query_row("PRAGMA page_size", [], |row| row.get(0)).expect("page size");
+    assert_eq!(page_size, 4096);
+    db.close().await;
 }
 
 #[tokio::test]
