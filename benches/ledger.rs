@@ -23,8 +23,11 @@ use bank_core::memory::MemoryLedger;
 use bank_core::money::{Currency, Money, TRANSFER_AMOUNT_MAX};
 use bank_core::ports::LedgerStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rust_decimal::Decimal;
 use tokio::runtime::Runtime;
+
+#[path = "common/xorshift.rs"]
+mod xorshift;
+use xorshift::XorShift;
 
 /// Customer accounts postings pick from.
 const ACCOUNTS: usize = 1_000;
@@ -33,43 +36,9 @@ const BATCH_ENTRIES: usize = 64;
 /// A ledger is replaced before it would hold more postings than this (about 0.7 GB at ~350 bytes
 /// per posting: the entry, its two lines, its key index and two history slots).
 const POSTINGS_PER_LEDGER_MAX: u64 = 2_000_000;
-/// Largest amount one posting moves, in cents (100.00 USD).
-const AMOUNT_CENTS_MAX: u32 = 10_000;
 /// Deposits of [`TRANSFER_AMOUNT_MAX`] into the hot account. One would do
 /// (`POSTINGS_PER_LEDGER_MAX × 100.00 = 2e8 ≪ 1e12`); several keep it funded if the limits above grow.
 const HOT_ACCOUNT_DEPOSITS: u32 = 4;
-
-/// A xorshift32 generator: a few cycles per number, deterministic, no `rand` dependency.
-struct XorShift(u32);
-
-impl XorShift {
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-
-    /// An index below `len` (the modulo bias is irrelevant for picking accounts).
-    fn below(&mut self, len: usize) -> usize {
-        self.next() as usize % len
-    }
-
-    /// Two distinct indices below `len`.
-    fn pair(&mut self, len: usize) -> (usize, usize) {
-        let from = self.below(len);
-        let to = (from + 1 + self.below(len - 1)) % len;
-        (from, to)
-    }
-
-    /// A USD amount between 0.01 and [`AMOUNT_CENTS_MAX`] cents.
-    fn usd(&mut self) -> Money {
-        let cents = 1 + self.next() % AMOUNT_CENTS_MAX;
-        Money::new(Decimal::new(i64::from(cents), 2), Currency::Usd).expect("cents are a valid USD amount")
-    }
-}
 
 /// A ledger with [`ACCOUNTS`] funded customer accounts, and how many postings it has taken.
 struct Fixture {

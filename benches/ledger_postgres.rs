@@ -35,8 +35,11 @@ use bank_core::money::{Currency, Money, TRANSFER_AMOUNT_MAX};
 use bank_core::ports::LedgerStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use rust_decimal::Decimal;
 use tokio::runtime::Runtime;
+
+#[path = "common/xorshift.rs"]
+mod xorshift;
+use xorshift::XorShift;
 
 /// Customer accounts.
 const ACCOUNTS: usize = 1_000;
@@ -48,39 +51,8 @@ const CALLERS: usize = 256;
 const ROUNDS_PER_ITERATION: u64 = 4;
 /// Connections of the ledger's pool (its committers hold one each while they run a batch).
 const POOL_CONNECTIONS: u32 = 16;
-/// Largest amount one posting moves, in cents (100.00 USD).
-const AMOUNT_CENTS_MAX: u32 = 10_000;
 /// Deposits of [`TRANSFER_AMOUNT_MAX`] into each account (far more than a run can move).
 const DEPOSITS_PER_ACCOUNT: usize = 1;
-
-/// A xorshift32 generator: deterministic, no `rand` dependency in the timed loop.
-struct XorShift(u32);
-
-impl XorShift {
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, len: usize) -> usize {
-        self.next() as usize % len
-    }
-
-    /// Two distinct indices below `len`.
-    fn pair(&mut self, len: usize) -> (usize, usize) {
-        let from = self.below(len);
-        (from, (from + 1 + self.below(len - 1)) % len)
-    }
-
-    fn usd(&mut self) -> Money {
-        let cents = 1 + self.next() % AMOUNT_CENTS_MAX;
-        Money::new(Decimal::new(i64::from(cents), 2), Currency::Usd).expect("cents are a valid USD amount")
-    }
-}
 
 /// The ledger's batching for this run.
 fn config() -> LedgerConfig {
