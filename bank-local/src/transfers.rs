@@ -503,7 +503,8 @@ impl TransferStore for SqliteTransferStore {
 
     async fn count_by_status(&self) -> Result<Vec<(TransferStatus, u64)>> {
         let rows = self.db.read(|conn| {
-            fetch_all(conn, "SELECT status, count(*) AS n FROM transfers GROUP BY status", [], |row| {
+            // Kept by triggers with every insert and status change (migration 0013).
+            fetch_all(conn, "SELECT status, n FROM transfer_counts", [], |row| {
                 Ok((status_of(&ROW.get::<String>(row, "status")?)?, unsigned(ROW.get(row, "n")?, "count")?))
             })
         })?;
@@ -520,7 +521,7 @@ impl TransferStore for SqliteTransferStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // `transfers_by_status` narrows to the pending ones; the flag lives in the body.
+        // The WHERE repeats the partial index's, so `transfers_unresolved` serves it in order.
         const SQL: &str = "SELECT seq, version, body FROM transfers \
              WHERE status = 'pending' AND json_extract(body, '$.outcome_unknown') = 1 ORDER BY seq LIMIT ?1";
         self.db.read(|conn| fetch_all(conn, SQL, [sql_limit(limit)], transfer_of))

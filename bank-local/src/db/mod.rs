@@ -118,6 +118,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0010_outbox_claims.sql")),
         M::up(include_str!("../../migrations/0011_audit_chain.sql")),
         M::up(include_str!("../../migrations/0012_deposit_requests_by_approval.sql")),
+        M::up(include_str!("../../migrations/0013_transfer_counts.sql")),
     ])
 }
 
@@ -434,5 +435,65 @@ mod tests {
         conn.execute("INSERT INTO outbox (message, created_at, grp) VALUES ('{}', 8, ?1)", [group]).expect("insert");
         let next: i64 = conn.query_row("SELECT seq FROM outbox", [], |r| r.get(0)).expect("seq");
         assert_eq!(next, 4, "positions go on after the rebuild");
+    }
+
+    fn transfer_counts(conn: &Connection) -> Vec<(String, i64)> {
+        let mut statement = conn.prepare("SELECT status, n FROM transfer_counts ORDER BY status").expect("select");
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    fn counts(accepted: i64, failed: i64, pending: i64, processing: i64, settled: i64) -> Vec<(String, i64)> {
+        [
+            ("accepted", accepted),
+            ("failed", failed),
+            ("pending", pending),
+            ("processing", processing),
+            ("settled", settled),
+        ]
+        .map(|(s, n)| (s.to_owned(), n))
+        .to_vec()
+    }
+
+    /// Migration 0013 counts the transfers an existing database holds per status, and its
+    /// triggers keep the counts with every insert and status change after it; a transfer cannot
+    /// be deleted (a count would go wrong) and a write rolled back takes its count change along.
+    #[test]
+    fn transfer_counts_start_from_the_rows_and_follow_every_write() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrations().to_version(&mut conn, 12).expect("migrate to 12");
+        let insert = "INSERT INTO transfers (id, seq, owner, from_account, status, version, created_at, body) \
+                      VALUES (randomblob(16), ?1, x'00', x'01', ?2, 0, 0, '{}')";
+        for (seq, status) in [(1, "settled"), (2, "settled"), (3, "pending"), (4, "accepted")] {
+            conn.execute(insert, rusqlite::params![seq, status]).expect("insert");
+        }
+        migrations().to_latest(&mut conn).expect("migrate to latest");
+        assert_eq!(transfer_counts(&conn), counts(1, 0, 1, 0, 2), "counted from the rows");
+
+        conn.execute(insert, rusqlite::params![5, "accepted"]).expect("insert");
+        conn.execute("UPDATE transfers SET status = 'processing' WHERE seq = 4", []).expect("update");
+        conn.execute("UPDATE transfers SET status = 'failed', version = 1 WHERE seq = 3", []).expect("update");
+        conn.execute("UPDATE transfers SET version = 2 WHERE seq = 3", []).expect("same status");
+        assert_eq!(transfer_counts(&conn), counts(1, 1, 0, 1, 2), "every insert and status change");
+
+        conn.execute_batch(
+            "SAVEPOINT job; UPDATE transfers SET status = 'settled' WHERE seq = 4; ROLLBACK TO job; RELEASE job;",
+        )
+        .expect("rolled back");
+        assert_eq!(transfer_counts(&conn), counts(1, 1, 0, 1, 2), "a rolled-back change counts nothing");
+        let deleted = conn.execute("DELETE FROM transfers WHERE seq = 1", []);
+        assert!(deleted.is_err(), "transfers are never deleted: {deleted:?}");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM transfers WHERE status = 'pending' \
+                 AND json_extract(body, '$.outcome_unknown') = 1 ORDER BY seq LIMIT 10",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("transfers_unresolved"), "the unresolved query reads its partial index: {plan}");
     }
 }
