@@ -13,7 +13,8 @@
 //! - per source account, transfers started processing in the order they were accepted;
 //! - no hold is left behind, and sequence numbers are gap-free;
 //! - every event was notified exactly once per channel and recipient;
-//! - one idempotency key never produced two transfers, and replays returned the first response.
+//! - one idempotency key never produced two transfers, and replays returned the first response;
+//! - the store's counts per status agree with its transfers.
 //!
 //! A failing seed is reported by number; `SIM_SEED=k` (or [`run_seed`]) replays it alone, with
 //! the same ids (they come from the seed, see [`crate::ids::seeded`]) and so the same run.
@@ -801,6 +802,18 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
         }
     }
     report.accepted = transfers.len();
+    // The store's counts per status (what the metrics show; kept apart from the rows by some
+    // stores) agree with the transfers themselves.
+    let counted = ports.transfers.count_by_status().await.map_err(|e| e.to_string())?;
+    let listed: Vec<(TransferStatus, u64)> = TransferStatus::ALL
+        .iter()
+        .map(|status| (*status, transfers.iter().filter(|t| t.status == *status).count() as u64))
+        .collect();
+    if counted.iter().copied().filter(|(_, n)| *n > 0).collect::<BTreeSet<_>>()
+        != listed.iter().copied().filter(|(_, n)| *n > 0).collect::<BTreeSet<_>>()
+    {
+        return Err(format!("the store counts {counted:?} transfers per status, its rows {listed:?}"));
+    }
     for (currency, amount) in paid_out {
         let rail_account = system.rail(currency).map_err(|e| e.to_string())?;
         let posted = ports.ledger.balance(rail_account).await.map_err(|e| e.to_string())?.posted;
