@@ -111,12 +111,12 @@ async fn a_new_directory_gets_a_claimed_database_that_reopens() {
         .read(|c| c.query_row("PRAGMA application_id", [], |row| row.get(0)).map_err(|e| Error::storage(e, false)))
         .expect("read id");
     assert_eq!(id, APPLICATION_ID);
-    let mode: String =
-        db.connect().expect("connect").query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("mode");
+    let conn = db.connect().expect("connect");
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("mode");
     assert_eq!(mode, "wal");
-    let page_size: i64 =
-        db.connect().expect("connect").query_row("PRAGMA page_size", [], |row| row.get(0)).expect("page size");
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0)).expect("page size");
     assert_eq!(page_size, PAGE_SIZE, "a new database has the crate's page size");
+    drop(conn);
     db.close().await;
     drop(db);
     let again = LocalDb::open(&data_dir).await.expect("reopen");
