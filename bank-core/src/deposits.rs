@@ -25,11 +25,12 @@
 //!   however their calls are retried: each is written after its effect with a key of its own
 //!   (`deposit.posted:<id>`, …), and every call that finds the effect done — a retry after a
 //!   crash, a replay, another operator's approval, the sweep — writes it if it is missing (an
-//!   approval's record names its approver). Only a *pending* request whose call died between
-//!   storing it and recording it, and was never retried, goes without its `deposit.requested`
-//!   record until it is approved (nothing moves before; the approval writes the missing record).
+//!   approval's record names its approver). A *pending* request whose call died between storing
+//!   it and recording it, and was never retried, gets its `deposit.requested` record from the
+//!   sweep once it is [`PENDING_RECORD_GRACE_SECONDS`] old (the sweep looks at the
+//!   [`PENDING_PAGE_MAX`] oldest pending requests; the approval writes the record too).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -58,6 +59,10 @@ pub const COMPLETE_APPROVED_WINDOW_SECONDS: i64 = 24 * 3600;
 /// one: an approval is stamped with its caller's clock before it is stored, so one stored late
 /// (a slow call, another process's clock) still falls in a run.
 pub const COMPLETE_APPROVED_OVERLAP_SECONDS: i64 = 600;
+/// Age from which the [`DepositsSweep`] writes a pending request's missing `deposit.requested`
+/// record: its own call has had this long to write it (with its request id and client address,
+/// which the sweep's record lacks).
+pub const PENDING_RECORD_GRACE_SECONDS: i64 = 60;
 
 /// The transfer id a deposit is booked under: a UUID v8 from SHA-256 over the operator and the
 /// idempotency key, so a retry names the same ledger entry.
@@ -305,6 +310,24 @@ impl DepositsService {
         Ok(posted)
     }
 
+    /// Writes the `deposit.requested` record, if it is missing, of each of the
+    /// [`PENDING_PAGE_MAX`] oldest pending requests at least [`PENDING_RECORD_GRACE_SECONDS`] old
+    /// that `checked` does not hold (checked by an earlier run), and adds it there; `checked`
+    /// keeps only requests still among them. A retryable failure ends the run (the next one
+    /// tries again).
+    async fn record_pending(&self, checked: &mut BTreeSet<TransferId>) -> Result<()> {
+        let cutoff = self.clock.now() - TimeDelta::seconds(PENDING_RECORD_GRACE_SECONDS);
+        let pending = self.requests.pending(PENDING_PAGE_MAX).await?;
+        checked.retain(|id| pending.iter().any(|request| request.id == *id));
+        for request in &pending {
+            if request.requested_at <= cutoff && !checked.contains(&request.id) {
+                self.record_once(request.id, requested_record(request)).await?;
+                checked.insert(request.id);
+            }
+        }
+        Ok(())
+    }
+
     /// Posts approved request `request`'s deposit (once; a replay if it is posted) and records
     /// it (once) for its approver — `deposit.posted` when that is its own operator (at or below
     /// the threshold), else `deposit.approved` — with `by`'s request context when `by` is the
@@ -331,11 +354,8 @@ impl DepositsService {
             self.record_once(request.id, actor.record(at, "deposit.posted", target, AuditOutcome::Done)).await?;
         } else {
             // The request's own record first, should the call that stored it have died before it.
+            self.record_once(request.id, requested_record(request)).await?;
             let target = format!("deposit-request:{}", request.id);
-            let requester = Actor { user: request.requested_by, request_id: None, client_ip: None };
-            let requested =
-                requester.record(request.requested_at, "deposit.requested", target.clone(), AuditOutcome::Done);
-            self.record_once(request.id, requested).await?;
             self.record_once(request.id, actor.record(at, "deposit.approved", target, AuditOutcome::Done)).await?;
         }
         Ok(posted)
@@ -373,11 +393,21 @@ impl DepositsService {
     }
 }
 
+/// `request`'s `deposit.requested` record as written by a call other than the one that stored
+/// it (no request context).
+fn requested_record(request: &DepositRequest) -> NewAuditRecord {
+    let requester = Actor { user: request.requested_by, request_id: None, client_ip: None };
+    let target = format!("deposit-request:{}", request.id);
+    requester.record(request.requested_at, "deposit.requested", target, AuditOutcome::Done)
+}
+
 /// The sweep that finishes interrupted deposits (`DepositsService::complete_approved`), run
 /// again and again: each run looks at the approvals since the previous successful run began
 /// (less [`COMPLETE_APPROVED_OVERLAP_SECONDS`]), the first — and any after a day of failures —
 /// at the last [`COMPLETE_APPROVED_WINDOW_SECONDS`]; a request it finished once is skipped after
-/// (the overlap would otherwise check each about eleven times).
+/// (the overlap would otherwise check each about eleven times). Each run then writes the missing
+/// `deposit.requested` records of pending requests (`DepositsService::record_pending`), each
+/// request checked once.
 #[derive(Debug)]
 pub struct DepositsSweep {
     service: DepositsService,
@@ -386,12 +416,19 @@ pub struct DepositsSweep {
     /// Requests finished by earlier runs, with their approval's time (those before the current
     /// run's start are dropped).
     finished: parking_lot::Mutex<BTreeMap<TransferId, DateTime<Utc>>>,
+    /// Pending requests whose record earlier runs checked (only those still pending are kept).
+    recorded: parking_lot::Mutex<BTreeSet<TransferId>>,
 }
 
 impl DepositsSweep {
     /// A sweep through `service`, not yet run.
     pub fn new(service: DepositsService) -> Self {
-        DepositsSweep { service, last_ok: parking_lot::Mutex::new(None), finished: parking_lot::Mutex::default() }
+        DepositsSweep {
+            service,
+            last_ok: parking_lot::Mutex::new(None),
+            finished: parking_lot::Mutex::default(),
+            recorded: parking_lot::Mutex::default(),
+        }
     }
 
     /// One run; answers how many deposits it posted.
@@ -408,6 +445,10 @@ impl DepositsSweep {
         // Kept after a failure too: what was finished stays finished.
         *self.finished.lock() = done;
         let posted = result?;
+        let mut recorded = std::mem::take(&mut *self.recorded.lock());
+        let result = self.service.record_pending(&mut recorded).await;
+        *self.recorded.lock() = recorded;
+        result?;
         *self.last_ok.lock() = Some(started);
         Ok(posted)
     }

@@ -8,7 +8,7 @@ use bank_core::account::{Account, AccountStatus, NewAccount};
 use bank_core::approvals::{DepositPolicy, DepositRequestStatus, DepositRequestStore};
 use bank_core::audit::{Actor, AuditLog, AuditRecord};
 use bank_core::clock::{Clock, ManualClock};
-use bank_core::deposits::{DepositOutcome, DepositsService, DepositsSweep};
+use bank_core::deposits::{DepositOutcome, DepositsService, DepositsSweep, PENDING_RECORD_GRACE_SECONDS};
 use bank_core::ids::CustomerId;
 use bank_core::memory::MemoryLedger;
 use bank_core::memory::approvals::MemoryDepositRequests;
@@ -23,13 +23,15 @@ struct Desk {
     ledger: Arc<dyn LedgerStore>,
     audit: Arc<MemoryAuditLog>,
     requests: Arc<MemoryDepositRequests>,
+    clock: Arc<ManualClock>,
     customer: Account,
 }
 
 /// Deposits above 100 wait for a second operator; the audit log's calls go through `audit_cut`,
 /// the deposit requests' through `requests_cut`.
 async fn desk(audit_cut: Arc<CutOne>, requests_cut: Arc<CutOne>) -> Desk {
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch());
+    let manual = Arc::new(ManualClock::at_epoch());
+    let clock: Arc<dyn Clock> = manual.clone();
     let ledger: Arc<dyn LedgerStore> = Arc::new(MemoryLedger::new(clock.clone()));
     let system = SystemAccounts::ensure(ledger.as_ref(), &[Currency::Usd]).await.expect("system");
     let audit = Arc::new(MemoryAuditLog::new());
@@ -44,7 +46,7 @@ async fn desk(audit_cut: Arc<CutOne>, requests_cut: Arc<CutOne>) -> Desk {
     );
     let customer =
         ledger.open_account(NewAccount::customer(CustomerId::new(), "c", Currency::Usd)).await.expect("open");
-    Desk { service, ledger, audit, requests, customer }
+    Desk { service, ledger, audit, requests, clock: manual, customer }
 }
 
 fn actor(user: CustomerId) -> Actor {
@@ -182,4 +184,37 @@ async fn the_sweep_finishes_a_deposit_once_and_skips_it_after() {
     *audit_cut.0.lock() = Some((0, Cut::Before));
     assert_eq!(sweep.run_once().await.expect("the deposit is skipped"), 0);
     assert!(audit_cut.0.lock().is_some(), "no audit call");
+}
+
+#[tokio::test]
+async fn a_pending_request_whose_call_died_before_its_record_is_recorded_once_by_the_sweep() {
+    // The request is stored pending, then its record's write fails (audit call 0); nobody retries.
+    let audit_cut = Arc::new(CutOne::new(0, Cut::Before));
+    let d = desk(audit_cut.clone(), Arc::new(CutOne::default())).await;
+    let (ann, bea) = (actor(CustomerId::new()), actor(CustomerId::new()));
+    let first = d.service.deposit(&ann, "big", &d.customer, usd("500.00"), "r".into()).await;
+    assert!(first.is_err_and(|e| e.is_retryable()));
+    let stored = d.requests.pending(10).await.expect("pending");
+    let [request] = stored.as_slice() else { panic!("one request stored") };
+    assert!(records(&d.audit, "deposit.requested").await.is_empty());
+
+    let sweep = DepositsSweep::new(d.service.clone());
+    sweep.run_once().await.expect("sweep");
+    assert!(records(&d.audit, "deposit.requested").await.is_empty(), "its own call may still write it");
+    d.clock.advance(chrono::TimeDelta::seconds(PENDING_RECORD_GRACE_SECONDS));
+    sweep.run_once().await.expect("sweep");
+    let requested = records(&d.audit, "deposit.requested").await;
+    assert_eq!(requested.len(), 1, "written by the sweep");
+    assert_eq!(requested[0].record.subject, ann.user.to_string(), "as the requester's");
+    assert_eq!(requested[0].record.target, format!("deposit-request:{}", request.id));
+    assert_eq!(requested[0].record.at, request.requested_at);
+
+    // Checked once: were the next run to look again, its audit call would be cut and it would fail.
+    *audit_cut.0.lock() = Some((0, Cut::Before));
+    sweep.run_once().await.expect("the request is skipped");
+    assert!(audit_cut.0.lock().is_some(), "no audit call");
+    *audit_cut.0.lock() = None;
+    d.service.approve(&bea, request.id).await.expect("approve");
+    assert_eq!(records(&d.audit, "deposit.requested").await.len(), 1, "once, after the approval too");
+    assert_eq!(records(&d.audit, "deposit.approved").await.len(), 1);
 }
