@@ -220,6 +220,13 @@ impl From<TransferId> for HoldId {
     }
 }
 
+impl From<HoldId> for TransferId {
+    /// The transfer a hold would belong to (see `From<TransferId> for HoldId`).
+    fn from(id: HoldId) -> Self {
+        TransferId(id.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

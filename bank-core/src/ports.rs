@@ -13,7 +13,7 @@ use crate::events::{Event, OutboxMessage, OutboxRecord};
 use crate::idempotency::{Begin, IdempotencyRecord, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, ClaimToken, CustomerId, HoldId, TransferId};
 use crate::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldMark, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
 use crate::money::Currency;
 use crate::queue::{Delivery, QueueMessage, QueueStats, Receipt};
@@ -88,6 +88,19 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Marks every hold past its expiry as expired; returns how many it marked.
     async fn expire_holds(&self) -> Result<u64>;
+
+    /// Marks `id` as given up while no hold of it could be seen — a void that found none, whose
+    /// caller then forgets the id (the payments pipeline, freeing an abandoned request's key).
+    /// A hold under `id` may still land afterwards: a call placing it was on its way (a commit
+    /// the database finished after its client gave up). Marking an id again keeps the first mark.
+    async fn mark_hold(&self, id: HoldId) -> Result<()>;
+
+    /// Up to `limit` marks in id order, after `after` (from the first when `None`), each with its
+    /// hold as of now, if one was placed.
+    async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>>;
+
+    /// Removes the marks of `ids` (ids not marked are ignored).
+    async fn unmark_holds(&self, ids: &[HoldId]) -> Result<()>;
 
     /// Balances of one account.
     async fn balance(&self, id: AccountId) -> Result<Balance>;

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, HoldId};
 use crate::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldMark, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
 use crate::money::Currency;
 use crate::ports::LedgerStore;
@@ -299,6 +299,19 @@ impl LedgerStore for CachedLedger {
         // Views with funds on hold are never cached, and an expired hold already stopped counting
         // in every balance read after its expiry: marking it changes no view.
         self.inner.expire_holds().await
+    }
+
+    async fn mark_hold(&self, id: HoldId) -> Result<()> {
+        // A mark changes no balance.
+        self.inner.mark_hold(id).await
+    }
+
+    async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>> {
+        self.inner.marked_holds(after, limit).await
+    }
+
+    async fn unmark_holds(&self, ids: &[HoldId]) -> Result<()> {
+        self.inner.unmark_holds(ids).await
     }
 
     async fn balance(&self, id: AccountId) -> Result<Balance> {

@@ -88,6 +88,19 @@ impl NewHold {
     }
 }
 
+/// A hold id marked by [`crate::ports::LedgerStore::mark_hold`]: given up while no hold of it
+/// could be seen, so that a hold placed under it afterwards — by a call still on its way — is
+/// found and dealt with instead of reserving funds until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldMark {
+    /// The marked id.
+    pub id: HoldId,
+    /// When it was marked (first marked, if marked again).
+    pub marked_at: DateTime<Utc>,
+    /// Its hold as of now, if one was placed.
+    pub hold: Option<Hold>,
+}
+
 /// A hold as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {

@@ -14,4 +14,4 @@ pub use entry::{
     check_reference,
 };
 pub use history::{HistoryItem, HistoryQuery};
-pub use hold::{HOLD_DURATION_SECONDS_MAX, Hold, HoldStatus, NewHold, PostHold};
+pub use hold::{HOLD_DURATION_SECONDS_MAX, Hold, HoldMark, HoldStatus, NewHold, PostHold};

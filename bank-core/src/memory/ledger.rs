@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CustomerId, EntryId, HoldId};
 use crate::ledger::rules::{self, Release};
 use crate::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry, PostedLine,
-    Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldMark, HoldStatus, NewEntry, NewHold, Page, PostHold, PostedEntry,
+    PostedLine, Reversal,
 };
 use crate::money::{Currency, checked_add, checked_sub};
 use crate::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
@@ -45,6 +45,8 @@ struct Inner {
     /// original entry → the key of its reversal.
     reversed_by: FxHashMap<EntryKey, EntryKey>,
     holds: FxHashMap<HoldId, Hold>,
+    /// Marked hold ids ([`LedgerStore::mark_hold`]) and when each was marked.
+    marks: FxHashMap<HoldId, DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -373,6 +375,36 @@ impl LedgerStore for MemoryLedger {
         }
         let after = inner.holds.values().filter(|h| h.status == HoldStatus::Expired).count();
         Ok((after - before) as u64)
+    }
+
+    async fn mark_hold(&self, id: HoldId) -> Result<()> {
+        let now = self.clock.now();
+        self.inner.lock().marks.entry(id).or_insert(now);
+        Ok(())
+    }
+
+    async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>> {
+        let now = self.clock.now();
+        let inner = self.inner.lock();
+        let mut ids: Vec<HoldId> = inner.marks.keys().copied().filter(|id| after.is_none_or(|a| *id > a)).collect();
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .take(limit)
+            .map(|id| HoldMark {
+                id,
+                marked_at: inner.marks[&id],
+                hold: inner.holds.get(&id).map(|h| h.clone().as_of(now)),
+            })
+            .collect())
+    }
+
+    async fn unmark_holds(&self, ids: &[HoldId]) -> Result<()> {
+        let mut inner = self.inner.lock();
+        for id in ids {
+            inner.marks.remove(id);
+        }
+        Ok(())
     }
 
     async fn balance(&self, id: AccountId) -> Result<Balance> {

@@ -3,7 +3,9 @@
 //! - re-enqueues transfers that are due: `pending` ones whose retry time came, and `accepted` or
 //!   `processing` ones untouched for `stuck_after` (their message was lost to a crash or the
 //!   dead-letter queue), through the outbox, with the pushed deadline;
-//! - resolves idempotency keys whose request died ([`super::PaymentsService::recover_abandoned`]);
+//! - resolves idempotency keys whose request died ([`super::PaymentsService::recover_abandoned`]),
+//!   then voids holds that landed after their request was given up
+//!   ([`super::PaymentsService::void_orphan_holds`]);
 //! - releases expired holds and forgets expired idempotency keys.
 
 use super::{PaymentsConfig, PaymentsPorts, PaymentsService};
@@ -21,6 +23,8 @@ pub struct SchedulerReport {
     pub requeued: usize,
     /// Abandoned idempotency keys resolved.
     pub recovered_keys: usize,
+    /// Holds voided because they landed after their request was given up.
+    pub orphan_holds: usize,
     /// Holds released by expiry.
     pub expired_holds: u64,
     /// Idempotency records forgotten.
@@ -66,6 +70,7 @@ impl PaymentsScheduler {
             }
         }
         report.recovered_keys = self.service.recover_abandoned(SCHEDULER_BATCH_MAX).await?;
+        report.orphan_holds = self.service.void_orphan_holds().await?;
         report.expired_holds = self.ports.ledger.expire_holds().await?;
         report.purged_keys = self.ports.idempotency.purge_expired().await?;
         Ok(report)

@@ -19,7 +19,7 @@ use crate::events::{AuditMessage, Event, OutboxMessage};
 use crate::faults::FaultPoint;
 use crate::idempotency::{Begin, IdempotencyKey, IdempotencyScope, LeaseToken};
 use crate::ids::{AccountId, CustomerId, HoldId, TransferId};
-use crate::ledger::NewHold;
+use crate::ledger::{HoldStatus, NewHold};
 use crate::page::{Page, PageQuery};
 use crate::ports::{Inserted, KeyAnswer};
 use crate::queue::QueueMessage;
@@ -57,6 +57,9 @@ pub struct Accepted {
     /// Whether this is a replay of an earlier request with the same key.
     pub replayed: bool,
 }
+
+/// Marks [`PaymentsService::void_orphan_holds`] reads per page.
+const MARKS_PAGE: usize = 256;
 
 /// Accepts transfers and answers questions about them.
 #[derive(Debug, Clone)]
@@ -302,7 +305,9 @@ impl PaymentsService {
     /// may already have been refused and freed it, and a write now — a hold, a transfer — would
     /// be a second transfer beside the one a later retry makes. It stops before each write
     /// instead; the key stays in flight for the retry (its hold, if placed, is the retry's to
-    /// reuse, or the recovery's to release). A stall inside one store call is not caught.
+    /// reuse, or the recovery's to release). A stall inside one store call is not caught here:
+    /// a hold that lands after its request was given up is voided by
+    /// [`PaymentsService::void_orphan_holds`].
     fn within_lease(&self, lease_ends: DateTime<Utc>) -> Result<()> {
         if self.ports.clock.now() < lease_ends { Ok(()) } else { Err(Error::LeaseLost) }
     }
@@ -313,12 +318,70 @@ impl PaymentsService {
         }
     }
 
-    /// Voids the hold of transfer `id`, if there is one.
+    /// Voids the hold of transfer `id`, if there is one. If none can be seen, the id is marked
+    /// ([`crate::ports::LedgerStore::mark_hold`]) before the caller forgets it: a hold still on
+    /// its way lands unseen by anyone, and [`PaymentsService::void_orphan_holds`] finds it.
     async fn void_hold(&self, id: TransferId) -> Result<()> {
         match self.ports.ledger.void_hold(HoldId::from(id)).await {
-            Ok(_) | Err(Error::HoldNotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(Error::HoldNotFound(hold)) => self.ports.ledger.mark_hold(hold).await,
             Err(err) => Err(err),
         }
+    }
+
+    /// Voids the holds that landed after their request was given up: a request's hold call
+    /// still on its way (a commit the database finished after its client stopped waiting) when
+    /// the recovery sweep or a refused retry voided its hold — finding none — and freed the key.
+    /// Such a hold belongs to no transfer, and nothing else would release it before it expires
+    /// (days). Reads the marks [`PaymentsService::void_hold`] left, and for each:
+    /// - a hold that ended, or that a transfer owns (a retry reusing the transfer id), leaves the
+    ///   marks: the transfer ends it;
+    /// - an active hold without a transfer, placed at least one idempotency lease ago (a live
+    ///   request stores its transfer within its lease), is voided;
+    /// - no hold yet: the mark stays until no hold can land any more — a hold's expiry is at most
+    ///   `hold_duration` after its request first came, and an expired hold is refused.
+    ///
+    /// Returns how many holds it voided.
+    pub async fn void_orphan_holds(&self) -> Result<usize> {
+        let now = self.ports.clock.now();
+        let mut voided = 0;
+        let mut after = None;
+        loop {
+            let marks = self.ports.ledger.marked_holds(after, MARKS_PAGE).await?;
+            let Some(last) = marks.last() else { break };
+            after = Some(last.id);
+            let mut done = Vec::new();
+            for mark in &marks {
+                let Some(hold) = &mark.hold else {
+                    if mark.marked_at + self.config.hold_duration + self.config.idempotency_lease <= now {
+                        done.push(mark.id);
+                    }
+                    continue;
+                };
+                if hold.status != HoldStatus::Active {
+                    done.push(mark.id);
+                    continue;
+                }
+                match self.ports.transfers.get(TransferId::from(mark.id)).await {
+                    Ok(_) => done.push(mark.id),
+                    Err(Error::TransferNotFound(_)) if hold.created_at + self.config.idempotency_lease <= now => {
+                        self.ports.ledger.void_hold(mark.id).await?;
+                        tracing::warn!(hold_id = %mark.id, account_id = %hold.account_id, "voided a hold that landed after its request was given up");
+                        voided += 1;
+                        done.push(mark.id);
+                    }
+                    Err(Error::TransferNotFound(_)) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            if !done.is_empty() {
+                self.ports.ledger.unmark_holds(&done).await?;
+            }
+            if marks.len() < MARKS_PAGE {
+                break;
+            }
+        }
+        Ok(voided)
     }
 
     /// A transfer, if `caller` may see it (one they sent, or one into an account they own);

@@ -56,6 +56,7 @@ macro_rules! ledger_conformance_tests {
             sequences_are_gap_free_and_history_pages,
             holds_reserve_and_release_funds,
             holds_expire_by_themselves,
+            hold_marks_list_their_holds_and_can_be_removed,
             reversals_restore_balances_once,
             multi_currency_entries_balance_per_currency,
             post_batch_results_are_independent,
@@ -558,6 +559,50 @@ pub async fn holds_expire_by_themselves(harness: &dyn LedgerHarness) {
     assert_eq!(w.ledger.get_hold(long.id).await.expect("hold").status, HoldStatus::Expired);
     let balance = w.ledger.balance(w.alice).await.expect("balance");
     assert_eq!((balance.posted, balance.pending, balance.available), (dec("3.00"), dec("0"), Some(dec("3.00"))));
+}
+
+/// Marks: marking again keeps the first mark; listed in id order, paged, each with its hold as of
+/// now (one placed after the mark too); removed by id; moving no money.
+pub async fn hold_marks_list_their_holds_and_can_be_removed(harness: &dyn LedgerHarness) {
+    let w = World::new(harness).await;
+    w.deposit(w.alice, usd("10.00")).await;
+    assert!(w.ledger.marked_holds(None, 10).await.expect("marks").is_empty());
+    let mut ids = [HoldId::new(), HoldId::new(), HoldId::new()];
+    ids.sort();
+    let [first, second, third] = ids;
+    let before = w.snapshot(&[w.alice]).await;
+    let marked_at = w.clock.now();
+    w.ledger.mark_hold(second).await.expect("mark");
+    w.ledger.mark_hold(first).await.expect("mark");
+    w.clock.advance(TimeDelta::minutes(1));
+    w.ledger.mark_hold(second).await.expect("mark again");
+    w.ledger.mark_hold(third).await.expect("mark");
+    assert_eq!(w.snapshot(&[w.alice]).await, before, "a mark moved money");
+    // A hold lands under a marked id: listed with its mark, as of now.
+    let expiry = w.clock.now() + TimeDelta::minutes(5);
+    let hold = w.ledger.hold(NewHold { id: second, ..new_hold(w.alice, usd("4.00"), expiry) }).await.expect("hold");
+    let marks = w.ledger.marked_holds(None, 10).await.expect("marks");
+    assert_eq!(marks.iter().map(|m| m.id).collect::<Vec<_>>(), ids, "listed in id order");
+    assert_eq!((marks[0].marked_at, marks[1].marked_at), (marked_at, marked_at), "the first mark is kept");
+    assert_eq!(marks[2].marked_at, marked_at + TimeDelta::minutes(1));
+    assert_eq!(marks[1].hold.as_ref(), Some(&hold));
+    assert!(marks[0].hold.is_none() && marks[2].hold.is_none());
+    w.clock.advance(TimeDelta::minutes(5));
+    let marks = w.ledger.marked_holds(None, 10).await.expect("marks");
+    assert_eq!(marks[1].hold.as_ref().map(|h| h.status), Some(HoldStatus::Expired), "the hold as of now");
+    // Paged after an id.
+    let page = w.ledger.marked_holds(None, 2).await.expect("page");
+    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), [first, second]);
+    let rest = w.ledger.marked_holds(Some(second), 2).await.expect("page");
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), [third]);
+    // Removed by id; an id never marked is ignored.
+    w.ledger.unmark_holds(&[first, HoldId::new(), third]).await.expect("unmark");
+    let left = w.ledger.marked_holds(None, 10).await.expect("marks");
+    assert_eq!(left.iter().map(|m| m.id).collect::<Vec<_>>(), [second]);
+    w.ledger.unmark_holds(&[]).await.expect("unmark nothing");
+    w.ledger.unmark_holds(&[second]).await.expect("unmark");
+    assert!(w.ledger.marked_holds(None, 10).await.expect("marks").is_empty());
+    assert_eq!(w.ledger.get_hold(second).await.expect("the hold stays").status, HoldStatus::Expired);
 }
 
 /// A reversal swaps every line, restores balances, and happens at most once.

@@ -36,7 +36,10 @@
 //! of its own during the chaos ([`SimHarness::chaos`]): the PostgreSQL run terminates the stores'
 //! connections at random moments, mid-batch and mid-commit. Every store call and every relay's publish may also fail as
 //! over a dropped connection (0–3% of calls per seed, during the chaos; [`super::lossy`]): before
-//! the store acted, or after it (done, the answer lost).
+//! the store acted, or after it (done, the answer lost), or — a write, in 30% of the cuts — late:
+//! it lands after up to 400 further store calls (a commit the database finished after its client
+//! gave up), across clock jumps, takeovers and recovery sweeps; what is still on its way when the
+//! chaos ends lands at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -139,8 +142,12 @@ pub struct SimReport {
     pub crashes: usize,
     /// Store calls failed as over a dropped connection (before or after the store acted).
     pub cuts: usize,
+    /// Of the cut calls, writes that landed late (after other calls).
+    pub late: usize,
     /// Acceptances stalled past their key's lease.
     pub stalls: usize,
+    /// Holds that landed after their request was given up, voided by the scheduler.
+    pub orphan_holds: usize,
     /// Rounds needed to reach quiescence.
     pub quiescence_rounds: usize,
     /// Messages in the dead-letter queue at the end (their transfers came back by the scheduler).
@@ -198,6 +205,12 @@ struct SimFaults {
     clock: ManualClock,
 }
 
+/// Percentage of cut store calls that are writes landing late ([`lossy::Cut::Late`]).
+const LATE_PERCENT_OF_CUTS: u64 = 30;
+/// A late write lands after up to this many further store calls (while the chaos lasts; all land
+/// as soon as it ends).
+const LATE_CALLS_MAX: u64 = 400;
+
 /// Percentage of acceptances, while the chaos lasts, that stall after their hold for longer than
 /// their key's lease (a pause, a failover): a retry may take the key over meanwhile.
 const STALL_PERCENT: u64 = 2;
@@ -226,6 +239,9 @@ struct FaultState {
     /// a dropped connection.
     cut_percent: u64,
     cuts: usize,
+    /// Writes cut late, each with the number of store calls left before it lands.
+    late: Vec<(u64, lossy::LateWrite)>,
+    late_count: usize,
     /// How long a stalled acceptance stalls (past the key's lease).
     stall_by: TimeDelta,
     stalls: usize,
@@ -238,11 +254,33 @@ impl lossy::Cutter for SimFaults {
             return lossy::Cut::No;
         }
         let percent = s.cut_percent;
-        let cut = s.rng.cut(percent);
+        let mut cut = s.rng.cut(percent);
         if cut != lossy::Cut::No {
             s.cuts += 1;
+            if s.rng.chance(LATE_PERCENT_OF_CUTS) {
+                cut = lossy::Cut::Late;
+            }
         }
         cut
+    }
+
+    fn defer(&self, write: lossy::LateWrite) {
+        let mut s = self.state.lock();
+        let after = 1 + s.rng.below(LATE_CALLS_MAX);
+        s.late.push((after, write));
+        s.late_count += 1;
+    }
+
+    fn landing(&self) -> Vec<lossy::LateWrite> {
+        let mut s = self.state.lock();
+        if s.late.is_empty() {
+            return Vec::new();
+        }
+        let enabled = s.enabled;
+        let (due, waiting) =
+            std::mem::take(&mut s.late).into_iter().partition::<Vec<_>, _>(|(after, _)| !enabled || *after <= 1);
+        s.late = waiting.into_iter().map(|(after, write)| (after - 1, write)).collect();
+        due.into_iter().map(|(_, write)| write).collect()
     }
 }
 
@@ -382,7 +420,9 @@ impl std::ops::AddAssign for SimReport {
         self.refused += r.refused;
         self.crashes += r.crashes;
         self.cuts += r.cuts;
+        self.late += r.late;
         self.stalls += r.stalls;
+        self.orphan_holds += r.orphan_holds;
         self.quiescence_rounds = self.quiescence_rounds.max(r.quiescence_rounds);
         self.dead_letters += r.dead_letters;
     }
@@ -409,6 +449,8 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             stubborn: BTreeSet::new(),
             cut_percent: rng.below(4),
             cuts: 0,
+            late: Vec::new(),
+            late_count: 0,
             stall_by: TimeDelta::zero(),
             stalls: 0,
         }),
@@ -636,7 +678,9 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                 let (_, _) = futures::join!(relay.run_once(64), other_relay.run_once(16));
             }
             65..=71 => {
-                let _ = scheduler.run_once().await;
+                if let Ok(run) = scheduler.run_once().await {
+                    report.orphan_holds += run.orphan_holds;
+                }
             }
             72..=77 => {
                 let _ = notifications.run_once(subscription.as_ref(), 64).await;
@@ -650,7 +694,8 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
                 // Two workers and the scheduler at once, the rail slow: deliveries of one
                 // transfer race each other and its re-drive.
                 slow.set(true);
-                let (_, _, _) = futures::join!(worker.run_once(), other_worker.run_once(), scheduler.run_once());
+                let (_, _, run) = futures::join!(worker.run_once(), other_worker.run_once(), scheduler.run_once());
+                report.orphan_holds += run.map_or(0, |run| run.orphan_holds);
                 slow.set(false);
             }
             88..=91 => rail.set_outage(rng.chance(50)),
@@ -696,6 +741,12 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
 
     // Quiescence: no more faults, the rail comes back, time moves on.
     faults.state.lock().enabled = false;
+    // What is still on its way lands now, before time moves on: a claim or a hold landing late
+    // is then seen by the recovery sweeps below, as it would be by the next ones in a process.
+    let late = std::mem::take(&mut faults.state.lock().late);
+    for (_, write) in late {
+        write.land().await;
+    }
     harness.chaos(false).await;
     rail.set_outage(false);
     let mut rounds = 0;
@@ -710,7 +761,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             ));
         }
         clock.advance(TimeDelta::seconds(61));
-        let _ = scheduler.run_once().await.map_err(|e| format!("scheduler: {e}"))?;
+        report.orphan_holds += scheduler.run_once().await.map_err(|e| format!("scheduler: {e}"))?.orphan_holds;
         while relay.run_once(1024).await.map_err(|e| format!("relay: {e}"))? > 0 {}
         while worker.run_once().await.map_err(|e| format!("worker: {e}"))?.received > 0 {}
         while relay.run_once(1024).await.map_err(|e| format!("relay: {e}"))? > 0 {}
@@ -728,9 +779,9 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     // Every request still on its way reaches the rail now: a transfer failed while its payment
     // was in transit would show up below as failed-but-paid.
     clock.advance(late_arrival_max + TimeDelta::seconds(1));
-    (report.crashes, report.cuts, report.stalls) = {
+    (report.crashes, report.cuts, report.late, report.stalls) = {
         let s = faults.state.lock();
-        (s.crashes, s.cuts, s.stalls)
+        (s.crashes, s.cuts, s.late_count, s.stalls)
     };
 
     // 1. Money is conserved.

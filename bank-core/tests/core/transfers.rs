@@ -601,7 +601,7 @@ async fn a_request_stalled_past_its_keys_lease_stores_no_transfer() {
 #[tokio::test]
 async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_recovery_frees_both() {
     let b = bank().await;
-    let cutter = Arc::new(CutOne(Mutex::new(None)));
+    let cutter = Arc::new(CutOne::default());
     let ledger: Arc<dyn LedgerStore> = Arc::new(Lossy::new(Arc::clone(&b.ledger), cutter.clone()));
     let service = PaymentsService::new(PaymentsPorts { ledger, ..b.ports.clone() }, PaymentsConfig::default());
     let caller = Caller { customer: b.alice };
@@ -625,6 +625,74 @@ async fn an_abandoned_hold_that_cannot_be_voided_keeps_its_key_until_a_later_rec
 }
 
 #[tokio::test]
+async fn a_hold_landing_after_its_request_was_given_up_is_voided_by_the_scheduler() {
+    let b = bank().await;
+    // The request's third ledger call (after reading the two accounts) is its hold: its
+    // connection drops at once, the hold lands later (a commit finished after its client gave up).
+    let cutter = Arc::new(CutOne::new(2, Cut::Late));
+    let ledger: Arc<dyn LedgerStore> = Arc::new(Lossy::new(Arc::clone(&b.ledger), cutter.clone()));
+    let service = PaymentsService::new(PaymentsPorts { ledger, ..b.ports.clone() }, PaymentsConfig::default());
+    let caller = Caller { customer: b.alice };
+    let key = IdempotencyKey::new("late-hold").expect("key");
+    assert!(service.accept(&caller, key.clone(), b.internal("20.00")).await.is_err(), "the hold call failed");
+    assert!(cutter.0.lock().is_none(), "the hold was cut");
+    // Its key is abandoned: the recovery voids the hold — finding none, it marks the id — and
+    // frees the key.
+    b.clock.advance(TimeDelta::seconds(31));
+    assert_eq!(b.service.recover_abandoned(10).await.expect("recovery"), 1);
+    let marks = b.ledger.marked_holds(None, 10).await.expect("marks");
+    assert_eq!(marks.len(), 1, "the id of the hold it did not find is marked");
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")));
+    // Then the hold lands: it belongs to no transfer, and nothing else would release it for days.
+    assert_eq!(cutter.land().await, 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("20.00")), "the late hold reserves funds");
+    // Within an idempotency lease of its placing it is left alone (a live request stores its
+    // transfer within its lease); after that the scheduler voids it and forgets the mark.
+    assert_eq!(b.scheduler.run_once().await.expect("scheduler").orphan_holds, 0);
+    b.clock.advance(TimeDelta::seconds(31));
+    assert_eq!(b.scheduler.run_once().await.expect("scheduler").orphan_holds, 1);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("0")), "the orphan hold is released");
+    assert_eq!(b.ledger.get_hold(marks[0].id).await.expect("hold").status, HoldStatus::Voided);
+    assert!(b.ledger.marked_holds(None, 10).await.expect("marks").is_empty());
+    assert_eq!(b.scheduler.run_once().await.expect("scheduler").orphan_holds, 0);
+    // The key was freed: the client's retry makes the one transfer.
+    let retried = b.service.accept(&caller, key, b.internal("20.00")).await.expect("retry");
+    b.drain().await;
+    assert_eq!(b.status(retried.transfer.id).await, TransferStatus::Settled);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("80.00"), dec("0")), "one transfer, one hold");
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_leaves_a_transfers_hold_and_keeps_a_mark_until_no_hold_can_land() {
+    let b = bank().await;
+    let config = PaymentsConfig::default();
+    // A marked id whose hold a transfer owns (a retry reusing its transfer id): left to the
+    // transfer, the mark forgotten.
+    let owned = b.accept(b.internal("10.00")).await.expect("accepted");
+    b.ledger.mark_hold(HoldId::from(owned.id)).await.expect("mark");
+    // A marked id with no hold: kept while a hold could still land under it.
+    let hold_less = HoldId::new();
+    b.ledger.mark_hold(hold_less).await.expect("mark");
+    b.clock.advance(TimeDelta::seconds(31));
+    assert_eq!(b.scheduler.run_once().await.expect("scheduler").orphan_holds, 0);
+    let marks = b.ledger.marked_holds(None, 10).await.expect("marks");
+    assert_eq!(marks.iter().map(|m| m.id).collect::<Vec<_>>(), [hold_less]);
+    assert_eq!(b.balance(b.alice_usd).await, (dec("100.00"), dec("10.00")), "the transfer's hold stays");
+    b.drain().await;
+    assert_eq!(b.status(owned.id).await, TransferStatus::Settled);
+    // A hold can land no later than its expiry, at most `hold_duration` after its request first
+    // came (before the mark): past that (and a lease), the mark goes.
+    let marked_at = marks[0].marked_at;
+    let gone_at = marked_at + config.hold_duration + config.idempotency_lease;
+    b.clock.advance(gone_at - TimeDelta::seconds(1) - b.clock.now());
+    b.scheduler.run_once().await.expect("scheduler");
+    assert_eq!(b.ledger.marked_holds(None, 10).await.expect("marks").len(), 1, "kept to the last moment");
+    b.clock.advance(TimeDelta::seconds(1));
+    b.scheduler.run_once().await.expect("scheduler");
+    assert!(b.ledger.marked_holds(None, 10).await.expect("marks").is_empty());
+}
+
+#[tokio::test]
 async fn a_redrive_whose_answer_is_lost_keeps_the_accounts_order() {
     let b = bank().await;
     // Two transfers from one account, their messages lost (never relayed), overdue.
@@ -633,7 +701,7 @@ async fn a_redrive_whose_answer_is_lost_keeps_the_accounts_order() {
     b.clock.advance(PaymentsConfig::default().stuck_after + TimeDelta::seconds(1));
     // The scheduler re-drives the first; the write lands, its answer is lost (the `due` read
     // passes, the update is cut after the store acted).
-    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::After)))));
+    let cutter = Arc::new(CutOne::new(1, Cut::After));
     let transfers: Arc<dyn TransferStore> = Arc::new(Lossy::new(Arc::clone(&b.transfers), cutter.clone()));
     let scheduler = PaymentsScheduler::new(PaymentsPorts { transfers, ..b.ports.clone() }, PaymentsConfig::default());
     assert!(scheduler.run_once().await.is_err(), "the lost answer is reported");
@@ -656,7 +724,7 @@ async fn a_redrive_whose_answer_is_lost_keeps_the_accounts_order() {
 async fn an_accepted_transfer_is_answered_even_when_its_key_cannot_be_completed() {
     let b = bank().await;
     // The key's second call (after `begin`) is the completion: it fails (a lost connection).
-    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::Before)))));
+    let cutter = Arc::new(CutOne::new(1, Cut::Before));
     let idempotency: Arc<dyn IdempotencyStore> = Arc::new(Lossy::new(Arc::clone(&b.ports.idempotency), cutter.clone()));
     let ports = PaymentsPorts { idempotency, ..b.ports.clone() };
     let service = PaymentsService::new(ports, PaymentsConfig::default());
@@ -723,7 +791,7 @@ async fn an_acceptance_is_audited_with_the_transfer_and_a_replay_by_the_caller()
     let audit = Arc::new(bank_core::memory::audit::MemoryAuditLog::new());
     // A relay whose `done` is lost delivers everything again: still one record.
     // (Its second call, `done`, never reaches the store; the claim is given back.)
-    let cutter = Arc::new(CutOne(Mutex::new(Some((1, Cut::Before)))));
+    let cutter = Arc::new(CutOne::new(1, Cut::Before));
     let transfers: Arc<dyn TransferStore> = Arc::new(Lossy::new(Arc::clone(&b.ports.transfers), cutter));
     let lost_done =
         OutboxRelay::new(PaymentsPorts { transfers, ..b.ports.clone() }, b.bus.clone()).with_audit(audit.clone());
@@ -990,7 +1058,7 @@ async fn a_payment_of_unknown_outcome_from_an_account_frozen_meanwhile_is_still_
     b.ledger.set_status(b.alice_usd, AccountStatus::Frozen).await.expect("freeze");
     // The redelivery's ledger calls: the settle entry looked up (none), the hold's post and the
     // direct debit refused (frozen), the suspense booking, then the void — cut.
-    let cutter = Arc::new(CutOne(Mutex::new(Some((4, Cut::Before)))));
+    let cutter = Arc::new(CutOne::new(4, Cut::Before));
     let ledger: Arc<dyn LedgerStore> = Arc::new(Lossy::new(Arc::clone(&b.ledger), cutter.clone()));
     let breaker = Arc::new(CircuitBreaker::new("cut", BreakerConfig::default(), b.ports.clock.clone()));
     let worker = PaymentsWorker::new(

@@ -119,6 +119,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0011_audit_chain.sql")),
         M::up(include_str!("../../migrations/0012_deposit_requests_by_approval.sql")),
         M::up(include_str!("../../migrations/0013_transfer_counts.sql")),
+        M::up(include_str!("../../migrations/0014_hold_marks.sql")),
     ])
 }
 

@@ -48,7 +48,7 @@ use bank_core::account::{Account, AccountStatus, Balance, NewAccount};
 use bank_core::clock::Clock;
 use bank_core::ids::{AccountId, CustomerId, HoldId};
 use bank_core::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal, Side,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldMark, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal, Side,
 };
 use bank_core::money::{Currency, checked_add, checked_sub};
 use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
@@ -61,7 +61,7 @@ use views::AccountViews;
 
 use crate::db::LocalDb;
 use crate::db::rows::sql_limit;
-use crate::db::writer::{WriterHandle, writer_gone};
+use crate::db::writer::{WriterHandle, exec, writer_gone};
 use rows::{ACCOUNT_COLUMNS, db_err, nanos, sql_sequence};
 
 pub use crate::db::writer::{WRITE_QUEUE_CAPACITY, WriterStats};
@@ -178,6 +178,52 @@ impl LedgerStore for SqliteLedger {
 
     async fn expire_holds(&self) -> Result<u64> {
         self.write(|l, conn| l.expire_holds(conn)).await
+    }
+
+    async fn mark_hold(&self, id: HoldId) -> Result<()> {
+        let at = nanos(self.clock.now())?;
+        self.write(move |_, conn| {
+            exec(
+                conn,
+                "INSERT INTO hold_marks (id, marked_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                params![id.as_uuid(), at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>> {
+        let now = self.clock.now();
+        let after = after.map_or(uuid::Uuid::nil(), |id| *id.as_uuid());
+        self.db.read(|conn| {
+            let marks = rows::fetch_all(
+                conn,
+                "SELECT id, marked_at FROM hold_marks WHERE id > ?1 ORDER BY id LIMIT ?2",
+                params![after, sql_limit(limit)],
+                |row| {
+                    let id = rows::uuid_to(rows::ROW.get(row, "id")?, HoldId::from_uuid)?;
+                    Ok((id, rows::time(rows::ROW.get(row, "marked_at")?)))
+                },
+            )?;
+            marks
+                .into_iter()
+                .map(|(id, marked_at)| {
+                    Ok(HoldMark { id, marked_at, hold: rows::load_hold(conn, id)?.map(|hold| hold.as_of(now)) })
+                })
+                .collect()
+        })
+    }
+
+    async fn unmark_holds(&self, ids: &[HoldId]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write(move |_, conn| {
+            for id in ids {
+                exec(conn, "DELETE FROM hold_marks WHERE id = ?1", params![id.as_uuid()])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn balance(&self, id: AccountId) -> Result<Balance> {

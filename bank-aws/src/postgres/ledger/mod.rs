@@ -36,7 +36,7 @@ use bank_core::account::{Account, AccountStatus, Balance, NewAccount};
 use bank_core::clock::Clock;
 use bank_core::ids::{AccountId, CustomerId, HoldId};
 use bank_core::ledger::{
-    EntryKey, HistoryItem, HistoryQuery, Hold, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
+    EntryKey, HistoryItem, HistoryQuery, Hold, HoldMark, NewEntry, NewHold, Page, PostHold, PostedEntry, Reversal,
 };
 use bank_core::money::{Currency, checked_sub};
 use bank_core::ports::{ACCOUNTS_PER_OWNER_MAX, LedgerStore};
@@ -257,6 +257,47 @@ impl LedgerStore for PgLedger {
 
     async fn expire_holds(&self) -> Result<u64> {
         lifecycle::expire_holds(self.db.writer(), self.clock.now()).await
+    }
+
+    async fn mark_hold(&self, id: HoldId) -> Result<()> {
+        sqlx::query("INSERT INTO hold_marks (id, marked_at_ns) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id.as_uuid())
+            .bind(nanos(self.clock.now())?)
+            .execute(self.db.writer())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>> {
+        let now = self.clock.now();
+        let marks = sqlx::query("SELECT id, marked_at_ns FROM hold_marks WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after.map_or(Uuid::nil(), |id| *id.as_uuid()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.db.writer())
+            .await
+            .map_err(db_err)?;
+        let ids = marks.iter().map(|row| get(row, "id")).collect::<Result<Vec<Uuid>>>()?;
+        let mut holds = rows::load_holds(self.db.writer(), &ids).await?;
+        marks
+            .iter()
+            .zip(ids)
+            .map(|(row, id)| {
+                let id = HoldId::from_uuid(id)?;
+                let hold = holds.remove(&id).map(|hold| hold.as_of(now));
+                Ok(HoldMark { id, marked_at: rows::time(get(row, "marked_at_ns")?), hold })
+            })
+            .collect()
+    }
+
+    async fn unmark_holds(&self, ids: &[HoldId]) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        sqlx::query("DELETE FROM hold_marks WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(self.db.writer())
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn balance(&self, id: AccountId) -> Result<Balance> {
