@@ -8,7 +8,8 @@
 //! pending list — by any operator (the requester and the account's owner too, several at once,
 //! unknown ids). While the chaos lasts, calls to the
 //! ledger, to the deposit requests and to the audit log fail as over a dropped connection
-//! ([`super::lossy`]), before or after the store acted. A caller that gets a retryable error
+//! ([`super::lossy`]), before or after the store acted, or — a write — late, landing after up to
+//! 400 further calls (what is still on its way when the chaos ends lands then). A caller that gets a retryable error
 //! retries the same call later, as the API asks of its clients — except one in five, who never do
 //! (an interrupted approval may also be taken up by another operator who may approve it) — and
 //! the scheduler's sweep ([`DepositsSweep`]) runs now and then under the
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
-use super::lossy::{Cut, Cutter, Lossy};
+use super::lossy::{Cut, Cutter, LateQueue, LateWrite, Lossy};
 use super::simulation::{Rng, rng_index};
 use crate::account::{Account, NewAccount};
 use crate::approvals::{DepositPolicy, DepositRequestStatus, DepositRequestStore, PENDING_PAGE_MAX};
@@ -72,6 +73,8 @@ pub struct DepositSimReport {
     pub retried: usize,
     /// Store calls cut.
     pub cuts: usize,
+    /// Of the cut calls, writes that landed late (after other calls).
+    pub late: usize,
     /// Interrupted calls nobody retried.
     pub abandoned: usize,
     /// Deposits the final sweep posted (calls interrupted after their request was stored approved).
@@ -93,6 +96,9 @@ struct CutState {
     enabled: bool,
     percent: u64,
     cuts: usize,
+    /// Writes cut late, waiting to land.
+    late: LateQueue,
+    late_count: usize,
 }
 
 impl Cutter for SimCutter {
@@ -107,6 +113,17 @@ impl Cutter for SimCutter {
             s.cuts += 1;
         }
         cut
+    }
+
+    fn defer(&self, write: LateWrite) {
+        let mut s = self.state.lock();
+        let calls = s.rng.late_calls();
+        s.late.push(calls, write);
+        s.late_count += 1;
+    }
+
+    fn landing(&self) -> Vec<LateWrite> {
+        self.state.lock().late.due()
     }
 }
 
@@ -145,6 +162,7 @@ impl std::ops::AddAssign for DepositSimReport {
         self.refused += r.refused;
         self.retried += r.retried;
         self.cuts += r.cuts;
+        self.late += r.late;
         self.abandoned += r.abandoned;
         self.swept += r.swept;
     }
@@ -157,7 +175,14 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     let clock = ManualClock::at_epoch();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let cutter = Arc::new(SimCutter {
-        state: Mutex::new(CutState { rng: Rng(seed ^ 0xDE90), enabled: false, percent: 1 + rng.below(10), cuts: 0 }),
+        state: Mutex::new(CutState {
+            rng: Rng(seed ^ 0xDE90),
+            enabled: false,
+            percent: 1 + rng.below(10),
+            cuts: 0,
+            late: LateQueue::default(),
+            late_count: 0,
+        }),
     });
     let ledger_inner = Arc::new(MemoryLedger::new(dyn_clock.clone()));
     let requests_inner = Arc::new(MemoryDepositRequests::new());
@@ -299,6 +324,11 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
         }
     }
     cutter.state.lock().enabled = false;
+    // What is still on its way lands now.
+    let late = cutter.state.lock().late.take_all();
+    for write in late {
+        write.land().await;
+    }
     // Every caller retries until it gets a definitive answer (no faults now: one round each).
     for _ in 0..3 {
         let calls = std::mem::take(&mut outstanding);
@@ -317,7 +347,10 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     // Late enough for the sweep to write pending requests' missing records.
     clock.advance(chrono::TimeDelta::seconds(PENDING_RECORD_GRACE_SECONDS));
     report.swept = sweep.run_once().await.map_err(|e| format!("sweep: {e}"))?;
-    report.cuts = cutter.state.lock().cuts;
+    (report.cuts, report.late) = {
+        let s = cutter.state.lock();
+        (s.cuts, s.late_count)
+    };
 
     check(
         &ledger_inner,

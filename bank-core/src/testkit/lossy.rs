@@ -62,6 +62,33 @@ impl std::fmt::Debug for LateWrite {
     }
 }
 
+/// Late writes waiting to land, each after a number of further calls: the queue a simulation's
+/// cutter keeps ([`Cutter::defer`], [`Cutter::landing`]).
+#[derive(Debug, Default)]
+pub struct LateQueue(Vec<(u64, LateWrite)>);
+
+impl LateQueue {
+    /// Keeps `write` until `calls` more calls have been made (at least one).
+    pub fn push(&mut self, calls: u64, write: LateWrite) {
+        self.0.push((calls.max(1), write));
+    }
+
+    /// Counts one call: the writes due now.
+    pub fn due(&mut self) -> Vec<LateWrite> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let (due, waiting) = std::mem::take(&mut self.0).into_iter().partition::<Vec<_>, _>(|(calls, _)| *calls <= 1);
+        self.0 = waiting.into_iter().map(|(calls, write)| (calls - 1, write)).collect();
+        due.into_iter().map(|(_, write)| write).collect()
+    }
+
+    /// Every write still waiting.
+    pub fn take_all(&mut self) -> Vec<LateWrite> {
+        std::mem::take(&mut self.0).into_iter().map(|(_, write)| write).collect()
+    }
+}
+
 /// Decides each call's [`Cut`].
 pub trait Cutter: Send + Sync + std::fmt::Debug {
     /// What happens to the next call.

@@ -175,12 +175,21 @@ impl Rng {
         self.below(100) < percent
     }
 
-    /// A dropped connection in `percent` of draws: before or after the store acted, evenly.
+    /// A dropped connection in `percent` of draws: [`LATE_PERCENT_OF_CUTS`] of them late (for a
+    /// write), the rest before or after the store acted, evenly.
     pub(super) fn cut(&mut self, percent: u64) -> lossy::Cut {
         if !self.chance(percent) {
             return lossy::Cut::No;
         }
+        if self.chance(LATE_PERCENT_OF_CUTS) {
+            return lossy::Cut::Late;
+        }
         if self.chance(50) { lossy::Cut::Before } else { lossy::Cut::After }
+    }
+
+    /// After how many further calls a late write lands: 1..=[`LATE_CALLS_MAX`].
+    pub(super) fn late_calls(&mut self) -> u64 {
+        1 + self.below(LATE_CALLS_MAX)
     }
 
     pub(super) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -206,10 +215,10 @@ struct SimFaults {
 }
 
 /// Percentage of cut store calls that are writes landing late ([`lossy::Cut::Late`]).
-const LATE_PERCENT_OF_CUTS: u64 = 30;
-/// A late write lands after up to this many further store calls (while the chaos lasts; all land
-/// as soon as it ends).
-const LATE_CALLS_MAX: u64 = 400;
+pub(super) const LATE_PERCENT_OF_CUTS: u64 = 30;
+/// A late write lands after up to this many further store calls (while the chaos lasts; the rest
+/// land as soon as it ends).
+pub(super) const LATE_CALLS_MAX: u64 = 400;
 
 /// Percentage of acceptances, while the chaos lasts, that stall after their hold for longer than
 /// their key's lease (a pause, a failover): a retry may take the key over meanwhile.
@@ -239,8 +248,8 @@ struct FaultState {
     /// a dropped connection.
     cut_percent: u64,
     cuts: usize,
-    /// Writes cut late, each with the number of store calls left before it lands.
-    late: Vec<(u64, lossy::LateWrite)>,
+    /// Writes cut late, waiting to land.
+    late: lossy::LateQueue,
     late_count: usize,
     /// How long a stalled acceptance stalls (past the key's lease).
     stall_by: TimeDelta,
@@ -254,33 +263,22 @@ impl lossy::Cutter for SimFaults {
             return lossy::Cut::No;
         }
         let percent = s.cut_percent;
-        let mut cut = s.rng.cut(percent);
+        let cut = s.rng.cut(percent);
         if cut != lossy::Cut::No {
             s.cuts += 1;
-            if s.rng.chance(LATE_PERCENT_OF_CUTS) {
-                cut = lossy::Cut::Late;
-            }
         }
         cut
     }
 
     fn defer(&self, write: lossy::LateWrite) {
         let mut s = self.state.lock();
-        let after = 1 + s.rng.below(LATE_CALLS_MAX);
-        s.late.push((after, write));
+        let calls = s.rng.late_calls();
+        s.late.push(calls, write);
         s.late_count += 1;
     }
 
     fn landing(&self) -> Vec<lossy::LateWrite> {
-        let mut s = self.state.lock();
-        if s.late.is_empty() {
-            return Vec::new();
-        }
-        let enabled = s.enabled;
-        let (due, waiting) =
-            std::mem::take(&mut s.late).into_iter().partition::<Vec<_>, _>(|(after, _)| !enabled || *after <= 1);
-        s.late = waiting.into_iter().map(|(after, write)| (after - 1, write)).collect();
-        due.into_iter().map(|(_, write)| write).collect()
+        self.state.lock().late.due()
     }
 }
 
@@ -449,7 +447,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             stubborn: BTreeSet::new(),
             cut_percent: rng.below(4),
             cuts: 0,
-            late: Vec::new(),
+            late: lossy::LateQueue::default(),
             late_count: 0,
             stall_by: TimeDelta::zero(),
             stalls: 0,
@@ -743,8 +741,8 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     faults.state.lock().enabled = false;
     // What is still on its way lands now, before time moves on: a claim or a hold landing late
     // is then seen by the recovery sweeps below, as it would be by the next ones in a process.
-    let late = std::mem::take(&mut faults.state.lock().late);
-    for (_, write) in late {
+    let late = faults.state.lock().late.take_all();
+    for write in late {
         write.land().await;
     }
     harness.chaos(false).await;

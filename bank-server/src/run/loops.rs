@@ -159,7 +159,11 @@ impl Loops {
                 let scheduler = Arc::clone(&scheduler);
                 async move {
                     let report = scheduler.run_once().await?;
-                    if report.requeued > 0 || report.recovered_keys > 0 || report.expired_holds > 0 {
+                    if report.requeued > 0
+                        || report.recovered_keys > 0
+                        || report.orphan_holds > 0
+                        || report.expired_holds > 0
+                    {
                         tracing::info!(?report, "scheduler re-drove work");
                     }
                     // Periodic whatever it found: it sweeps, it does not drain.
