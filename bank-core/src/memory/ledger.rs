@@ -5,6 +5,7 @@
 //! sizes an in-process ledger sees.
 
 use std::collections::{BTreeMap, BTreeSet, btree_map};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,8 +46,8 @@ struct Inner {
     /// original entry → the key of its reversal.
     reversed_by: FxHashMap<EntryKey, EntryKey>,
     holds: FxHashMap<HoldId, Hold>,
-    /// Marked hold ids ([`LedgerStore::mark_hold`]) and when each was marked.
-    marks: FxHashMap<HoldId, DateTime<Utc>>,
+    /// Marked hold ids ([`LedgerStore::mark_hold`]) and when each was marked, in id order.
+    marks: BTreeMap<HoldId, DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -386,15 +387,15 @@ impl LedgerStore for MemoryLedger {
     async fn marked_holds(&self, after: Option<HoldId>, limit: usize) -> Result<Vec<HoldMark>> {
         let now = self.clock.now();
         let inner = self.inner.lock();
-        let mut ids: Vec<HoldId> = inner.marks.keys().copied().filter(|id| after.is_none_or(|a| *id > a)).collect();
-        ids.sort_unstable();
-        Ok(ids
-            .into_iter()
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .marks
+            .range((from, Bound::Unbounded))
             .take(limit)
-            .map(|id| HoldMark {
-                id,
-                marked_at: inner.marks[&id],
-                hold: inner.holds.get(&id).map(|h| h.clone().as_of(now)),
+            .map(|(id, marked_at)| HoldMark {
+                id: *id,
+                marked_at: *marked_at,
+                hold: inner.holds.get(id).map(|h| h.clone().as_of(now)),
             })
             .collect())
     }
