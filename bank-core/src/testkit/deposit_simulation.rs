@@ -73,7 +73,7 @@ pub struct DepositSimReport {
     pub retried: usize,
     /// Store calls cut.
     pub cuts: usize,
-    /// Of the cut calls, writes that landed late (after other calls).
+    /// Of the cut calls, writes cut late (to land after other calls).
     pub late: usize,
     /// Interrupted calls nobody retried.
     pub abandoned: usize,
@@ -98,7 +98,6 @@ struct CutState {
     cuts: usize,
     /// Writes cut late, waiting to land.
     late: LateQueue,
-    late_count: usize,
 }
 
 impl Cutter for SimCutter {
@@ -119,7 +118,6 @@ impl Cutter for SimCutter {
         let mut s = self.state.lock();
         let calls = s.rng.late_calls();
         s.late.push(calls, write);
-        s.late_count += 1;
     }
 
     fn landing(&self) -> Vec<LateWrite> {
@@ -181,7 +179,6 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
             percent: 1 + rng.below(10),
             cuts: 0,
             late: LateQueue::default(),
-            late_count: 0,
         }),
     });
     let ledger_inner = Arc::new(MemoryLedger::new(dyn_clock.clone()));
@@ -349,7 +346,7 @@ pub async fn run_deposit_seed(seed: u64) -> std::result::Result<DepositSimReport
     report.swept = sweep.run_once().await.map_err(|e| format!("sweep: {e}"))?;
     (report.cuts, report.late) = {
         let s = cutter.state.lock();
-        (s.cuts, s.late_count)
+        (s.cuts, s.late.pushed())
     };
 
     check(

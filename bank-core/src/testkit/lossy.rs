@@ -63,29 +63,39 @@ impl std::fmt::Debug for LateWrite {
 }
 
 /// Late writes waiting to land, each after a number of further calls: the queue a simulation's
-/// cutter keeps ([`Cutter::defer`], [`Cutter::landing`]).
+/// cutter keeps ([`Cutter::defer`], [`Cutter::landing`]), and how many it was given.
 #[derive(Debug, Default)]
-pub struct LateQueue(Vec<(u64, LateWrite)>);
+pub struct LateQueue {
+    waiting: Vec<(u64, LateWrite)>,
+    pushed: usize,
+}
 
 impl LateQueue {
     /// Keeps `write` until `calls` more calls have been made (at least one).
     pub fn push(&mut self, calls: u64, write: LateWrite) {
-        self.0.push((calls.max(1), write));
+        self.waiting.push((calls.max(1), write));
+        self.pushed += 1;
     }
 
     /// Counts one call: the writes due now.
     pub fn due(&mut self) -> Vec<LateWrite> {
-        if self.0.is_empty() {
+        if self.waiting.is_empty() {
             return Vec::new();
         }
-        let (due, waiting) = std::mem::take(&mut self.0).into_iter().partition::<Vec<_>, _>(|(calls, _)| *calls <= 1);
-        self.0 = waiting.into_iter().map(|(calls, write)| (calls - 1, write)).collect();
+        let (due, waiting) =
+            std::mem::take(&mut self.waiting).into_iter().partition::<Vec<_>, _>(|(calls, _)| *calls <= 1);
+        self.waiting = waiting.into_iter().map(|(calls, write)| (calls - 1, write)).collect();
         due.into_iter().map(|(_, write)| write).collect()
     }
 
     /// Every write still waiting.
     pub fn take_all(&mut self) -> Vec<LateWrite> {
-        std::mem::take(&mut self.0).into_iter().map(|(_, write)| write).collect()
+        std::mem::take(&mut self.waiting).into_iter().map(|(_, write)| write).collect()
+    }
+
+    /// How many writes it was given in all.
+    pub fn pushed(&self) -> usize {
+        self.pushed
     }
 }
 

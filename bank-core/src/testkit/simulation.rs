@@ -142,7 +142,7 @@ pub struct SimReport {
     pub crashes: usize,
     /// Store calls failed as over a dropped connection (before or after the store acted).
     pub cuts: usize,
-    /// Of the cut calls, writes that landed late (after other calls).
+    /// Of the cut calls, writes cut late (to land after other calls).
     pub late: usize,
     /// Acceptances stalled past their key's lease.
     pub stalls: usize,
@@ -250,7 +250,6 @@ struct FaultState {
     cuts: usize,
     /// Writes cut late, waiting to land.
     late: lossy::LateQueue,
-    late_count: usize,
     /// How long a stalled acceptance stalls (past the key's lease).
     stall_by: TimeDelta,
     stalls: usize,
@@ -274,7 +273,6 @@ impl lossy::Cutter for SimFaults {
         let mut s = self.state.lock();
         let calls = s.rng.late_calls();
         s.late.push(calls, write);
-        s.late_count += 1;
     }
 
     fn landing(&self) -> Vec<lossy::LateWrite> {
@@ -448,7 +446,6 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
             cut_percent: rng.below(4),
             cuts: 0,
             late: lossy::LateQueue::default(),
-            late_count: 0,
             stall_by: TimeDelta::zero(),
             stalls: 0,
         }),
@@ -779,7 +776,7 @@ pub async fn run_seed(harness: &dyn SimHarness, seed: u64) -> std::result::Resul
     clock.advance(late_arrival_max + TimeDelta::seconds(1));
     (report.crashes, report.cuts, report.late, report.stalls) = {
         let s = faults.state.lock();
-        (s.crashes, s.cuts, s.late_count, s.stalls)
+        (s.crashes, s.cuts, s.late.pushed(), s.stalls)
     };
 
     // 1. Money is conserved.
