@@ -330,6 +330,9 @@ impl Writer {
                 }
             }
             self.run_batch(&conn, &mut batch);
+            if let Some(checkpoints) = &checkpoints {
+                checkpoints.restart_log(&conn);
+            }
         }
         drop(checkpoints);
     }

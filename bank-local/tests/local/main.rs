@@ -1,5 +1,5 @@
 //! bank-local's integration tests, one binary: every store against its conformance suite, the
-//! ledger model, the SQLite fault simulation, start-up refusals and the kill -9 test.
+//! ledger model, the SQLite fault simulation, start-up refusals, the WAL's restart and the kill -9 test.
 
 mod audit;
 mod blob;
@@ -16,3 +16,4 @@ mod startup;
 mod statements;
 mod transfers;
 mod users;
+mod wal;
