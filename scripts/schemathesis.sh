@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the API against the committed OpenAPI document (openapi/openapi.json) with schemathesis,
 # every check, on a release server: starts `serve --demo` on a loopback port with a throw-away
-# data directory and rate limits raised, signs in alice (customer routes) and the operator (admin
-# routes), runs both, and stops the server it started. 0 server errors, 0 schema violations and 0
+# data directory and rate limits raised, signs in alice (customer routes, her transfers pointed at
+# her own accounts by scripts/schemathesis_hooks.py) and the operator (admin routes), runs both,
+# and stops the server it started. 0 server errors, 0 schema violations and 0
 # undocumented status codes, or it fails.
 #
 #   ./scripts/schemathesis.sh [max-examples per operation, default 100]
@@ -71,11 +72,21 @@ customer="$(login alice@demo.bank alice-demo-password)"
 sleep 1 # the next TOTP claim must not reuse alice's step on a shared secret store
 operator="$(login operator@demo.bank operator-demo-password)"
 
+# The customer's transfers go between two of alice's accounts (the demo's and one opened here),
+# so they reach the money rules (scripts/schemathesis_hooks.py).
+json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+customer_auth=(-H "Authorization: Bearer ${customer}" -H 'content-type: application/json')
+BANK_ST_FROM_ACCOUNT="$(curl -sf "${base}/v1/accounts" "${customer_auth[@]}" | json_field '["items"][0]["id"]')"
+BANK_ST_TO_ACCOUNT="$(curl -sf -X POST "${base}/v1/accounts" "${customer_auth[@]}" \
+  -d '{"currency":"USD","name":"fuzzed transfers"}' | json_field '["id"]')"
+export BANK_ST_FROM_ACCOUNT BANK_ST_TO_ACCOUNT
+
 status=0
 cd "${work}" # schemathesis keeps its replay cache in the working directory
 common=(--url "${base}" --checks all --workers 1
   --max-examples "${examples}" --seed "${BANK_ST_SEED:-1}")
-"${st}" --config-file "${root}/schemathesis.toml" run "${root}/openapi/openapi.json" "${common[@]}" -H "Authorization: Bearer ${customer}" \
+PYTHONPATH="${root}/scripts" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  "${st}" --config-file "${root}/schemathesis.toml" run "${root}/openapi/openapi.json" "${common[@]}" -H "Authorization: Bearer ${customer}" \
   --exclude-path-regex '^/v1/admin' || status=1
 "${st}" --config-file "${root}/schemathesis.toml" run "${root}/openapi/openapi.json" "${common[@]}" -H "Authorization: Bearer ${operator}" \
   --include-path-regex '^/v1/admin' || status=1
