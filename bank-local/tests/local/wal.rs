@@ -10,13 +10,17 @@ use bank_local::db::writer::WriterHandle;
 use bank_local::db::{DB_FILE_NAME, LocalDb};
 use tempfile::TempDir;
 
-/// Bytes written per job, and jobs: 160 MiB in all, more than the writer's own auto-checkpoint
-/// bound (128 MiB), so a log that never started over before it would be seen.
+/// Bytes written per job, jobs, and the pause after each: 200 MiB at most ~100 MB/s (the
+/// checkpoint thread looks every 200 ms, so ~20 MB land between two of its looks), more than the
+/// writer's own auto-checkpoint bound (128 MiB), so a log that never started over before it
+/// would be seen.
 const BODY_BYTES: usize = 1 << 20;
-const WRITES: i64 = 160;
-/// The log starts over at 32 MiB of frames; what lands before the writer finishes the copy
-/// (a checkpoint pass of writes) stays well under this.
-const WAL_FILE_MAX_BYTES: u64 = 96 << 20;
+const WRITES: i64 = 200;
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+/// The log starts over at 32 MiB of frames, plus what lands before the writer finishes the copy;
+/// without the writer's part only the auto-checkpoint (128 MiB) bounds it. In between: room for
+/// the thread to be ~800 ms late on a busy machine.
+const WAL_FILE_MAX_BYTES: u64 = 120 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_starts_over_under_steady_writes_and_reads() {
@@ -62,6 +66,7 @@ async fn the_log_starts_over_under_steady_writes_and_reads() {
             })
             .await
             .expect("write");
+        tokio::time::sleep(PAUSE).await;
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
     stop.store(true, Ordering::Relaxed);
