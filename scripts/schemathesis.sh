@@ -61,12 +61,15 @@ trap 'kill "${server}" 2>/dev/null || true; wait "${server}" 2>/dev/null || true
 for _ in $(seq 100); do grep -q "listening on" "${work}/server.log" && break; sleep 0.2; done
 grep -q "listening on" "${work}/server.log" || { cat "${work}/server.log" >&2; echo "the server did not start" >&2; exit 1; }
 
+# Prints a field of the JSON on stdin, e.g. `json_field '["id"]'`.
+json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+
 login() {
   local email="$1" password="$2" secret
   secret="$(grep "^  ${email}" "${work}/server.log" | sed 's/.*totp_secret \([A-Z2-7]*\).*/\1/')"
   curl -sf -X POST "${base}/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"email\":\"${email}\",\"password\":\"${password}\",\"totp_code\":\"$("${binary}" totp "${secret}")\"}" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+    json_field '["access_token"]'
 }
 customer="$(login alice@demo.bank alice-demo-password)"
 sleep 1 # the next TOTP claim must not reuse alice's step on a shared secret store
@@ -74,7 +77,6 @@ operator="$(login operator@demo.bank operator-demo-password)"
 
 # The customer's transfers go between two of alice's accounts (the demo's and one opened here),
 # so they reach the money rules (scripts/schemathesis_hooks.py).
-json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 customer_auth=(-H "Authorization: Bearer ${customer}" -H 'content-type: application/json')
 BANK_ST_FROM_ACCOUNT="$(curl -sf "${base}/v1/accounts" "${customer_auth[@]}" | json_field '["items"][0]["id"]')"
 BANK_ST_TO_ACCOUNT="$(curl -sf -X POST "${base}/v1/accounts" "${customer_auth[@]}" \
