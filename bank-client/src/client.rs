@@ -230,6 +230,13 @@ impl BankClient {
         self.session.get().is_some()
     }
 
+    /// The access token calls send now, refreshed first when it expires within
+    /// [`crate::REFRESH_MARGIN`] — for a component that reaches the API by other means than this
+    /// client (a load generator's own connections, a WebSocket). Treat it as a secret.
+    pub async fn access_token(&self) -> Result<String, ClientError> {
+        Ok(self.bearer().await?.expose().to_owned())
+    }
+
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
     }

@@ -157,6 +157,22 @@ async fn expiring_token_is_refreshed_before_the_call() {
 }
 
 #[tokio::test]
+async fn access_token_is_the_one_calls_send_refreshed_when_expiring() {
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let log = Log::default();
+    let client = spawn(auth_router(10, &["Bearer at-2"], refreshes.clone(), log.clone())).await;
+    assert!(matches!(client.access_token().await, Err(ClientError::NotLoggedIn)));
+    client.login("alice@example.com", "pw", "123456").await.expect("login");
+
+    // at-1 expires in 10 s, inside the margin: asking for the token refreshes it first.
+    assert_eq!(client.access_token().await.expect("token"), "at-2");
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(client.access_token().await.expect("token again"), "at-2");
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1, "a fresh token is handed out as it is");
+    assert_eq!(client.with_access_token("external").access_token().await.expect("external"), "external");
+}
+
+#[tokio::test]
 async fn unauthorized_triggers_one_refresh_and_one_retry() {
     let refreshes = Arc::new(AtomicUsize::new(0));
     let log = Log::default();

@@ -20,21 +20,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bank_api::{TransferRequest, TransferStatus};
-use bank_client::ClientError;
+use bank_api::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, TransferRequest, TransferStatus, paths};
 use futures::StreamExt;
+use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use rand::Rng;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::setup::Fixture;
-use crate::stats::{Recorder, Route, RouteSummary, error_label};
+use crate::stats::{Recorder, Route, RouteSummary};
 use crate::watch::ProcessSample;
+use crate::wire::{Bearer, Wire, WireError};
 
 /// Page size of the history reads.
 pub const HISTORY_PAGE: u32 = 20;
@@ -187,28 +189,55 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     let periods = Arc::new(Mutex::new(Vec::new()));
     let period_task = tokio::spawn(cut_periods(Arc::clone(&recorder), Arc::clone(&periods), start, plan.clone()));
 
+    let wire = Arc::clone(&fixture.wire);
+    let paths: Arc<Vec<UserPaths>> = Arc::new(fixture.users.iter().map(|user| UserPaths::of(user.account)).collect());
+    let refresh = tokio::spawn({
+        let fixture = Arc::clone(&fixture);
+        async move {
+            let mut ticker = tokio::time::interval_at(Instant::now() + TOKEN_LOOK, TOKEN_LOOK);
+            loop {
+                ticker.tick().await;
+                fixture.refresh().await;
+            }
+        }
+    });
     let reads: Maker = {
-        let (fixture, recorder) = (Arc::clone(&fixture), Arc::clone(&recorder));
+        let (fixture, recorder, wire, paths) =
+            (Arc::clone(&fixture), Arc::clone(&recorder), Arc::clone(&wire), Arc::clone(&paths));
         Box::new(move |i, intended| {
-            let user = &fixture.users[index(i, fixture.users.len())];
-            let (client, account, recorder) = (user.client.clone(), user.account, Arc::clone(&recorder));
-            Box::pin(async move { measure(&recorder, Route::Account, intended, client.account(account).await) })
+            let u = index(i, fixture.users.len());
+            let (bearer, account) = (Arc::clone(&fixture.users[u].bearer), fixture.users[u].account);
+            let (recorder, wire, paths) = (Arc::clone(&recorder), Arc::clone(&wire), Arc::clone(&paths));
+            Box::pin(async move {
+                let viewed = wire.get(&paths[u].account, &bearer).await.and_then(|answer| {
+                    let named: Named = answer.json()?;
+                    if named.id == account {
+                        Ok(())
+                    } else {
+                        Err(WireError::Decode(format!("account {} for {account}", named.id)))
+                    }
+                });
+                measure(&recorder, Route::Account, intended, viewed);
+            })
         })
     };
     let history: Maker = {
-        let (fixture, recorder) = (Arc::clone(&fixture), Arc::clone(&recorder));
+        let (fixture, recorder, wire, paths) =
+            (Arc::clone(&fixture), Arc::clone(&recorder), Arc::clone(&wire), Arc::clone(&paths));
         Box::new(move |i, intended| {
-            let user = &fixture.users[index(i, fixture.users.len())];
-            let (client, account, recorder) = (user.client.clone(), user.account, Arc::clone(&recorder));
+            let u = index(i, fixture.users.len());
+            let bearer = Arc::clone(&fixture.users[u].bearer);
+            let (recorder, wire, paths) = (Arc::clone(&recorder), Arc::clone(&wire), Arc::clone(&paths));
             Box::pin(async move {
-                let page = client.transactions_page(account, HISTORY_PAGE, None).await;
-                measure(&recorder, Route::History, intended, page)
+                let page =
+                    wire.get(&paths[u].history, &bearer).await.and_then(|answer| answer.json::<Items>().map(drop));
+                measure(&recorder, Route::History, intended, page);
             })
         })
     };
     let transfers: Maker = {
         let (fixture, recorder, tracker) = (Arc::clone(&fixture), Arc::clone(&recorder), tracker.clone());
-        let (plan, shared) = (plan.clone(), Arc::clone(&shared));
+        let (plan, shared, wire) = (plan.clone(), Arc::clone(&shared), Arc::clone(&wire));
         let cancel = cancel.clone();
         Box::new(move |i, intended| {
             let n = fixture.users.len();
@@ -222,23 +251,26 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
                 "bank-load",
             );
             let key = Uuid::now_v7().to_string();
-            let client = fixture.users[from].client.clone();
-            let (recorder, shared, tracker, cancel, plan) =
-                (Arc::clone(&recorder), Arc::clone(&shared), tracker.clone(), cancel.clone(), plan.clone());
+            let bearer = Arc::clone(&fixture.users[from].bearer);
+            let (recorder, shared, tracker, cancel, plan, wire) = (
+                Arc::clone(&recorder),
+                Arc::clone(&shared),
+                tracker.clone(),
+                cancel.clone(),
+                plan.clone(),
+                Arc::clone(&wire),
+            );
             Box::pin(async move {
-                let result = client.transfer_with_key(&key, &request).await;
-                let answer = match &result {
-                    Ok(submitted) => {
+                let answer = match submit(&wire, &bearer, &key, &request).await {
+                    Ok((id, replayed)) => {
                         recorder.ok(Route::Transfer, intended.elapsed());
-                        TransferAnswer::Accepted { id: submitted.value.id, replayed: submitted.replayed }
+                        TransferAnswer::Accepted { id, replayed }
                     }
                     Err(error) => {
-                        recorder.error(Route::Transfer, &error_label(error));
-                        match error.status() {
-                            Some(status) if matches!(error, ClientError::Problem { .. }) => {
-                                TransferAnswer::Refused { status }
-                            }
-                            _ => TransferAnswer::NoAnswer { reason: error_chain(error) },
+                        recorder.error(Route::Transfer, &error.label());
+                        match error {
+                            WireError::Status(status) => TransferAnswer::Refused { status },
+                            other => TransferAnswer::NoAnswer { reason: other.to_string() },
                         }
                     }
                 };
@@ -249,7 +281,7 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
                         let (recorder, shared) = (Arc::clone(&recorder), Arc::clone(&shared));
                         tracker.spawn(async move {
                             let timeout = plan.settle_timeout;
-                            let look = || async { client.get_transfer(id).await.map(|t| t.status) };
+                            let look = || transfer_status(&wire, &bearer, id);
                             follow(look, accepted, timeout, &recorder, true, &shared, &cancel).await;
                         });
                     } else {
@@ -275,8 +307,8 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
     let checked_after = u64::try_from(unfollowed.len()).unwrap_or(u64::MAX);
     futures::stream::iter(unfollowed)
         .for_each_concurrent(CHECKS_IN_FLIGHT, |(user, id, accepted)| {
-            let client = &fixture.users[user].client;
-            let look = move || async move { client.get_transfer(id).await.map(|t| t.status) };
+            let (wire, bearer) = (&fixture.wire, &fixture.users[user].bearer);
+            let look = move || transfer_status(wire, bearer, id);
             follow(look, accepted, plan.settle_timeout, &recorder, false, &shared, cancel)
         })
         .await;
@@ -284,6 +316,7 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
         progress.abort();
     }
     period_task.abort();
+    refresh.abort();
     let mut periods = std::mem::take(&mut *periods.lock());
     let last_end = periods.last().map_or(Duration::ZERO, |p: &Period| Duration::from_secs(p.end_s));
     let since_start = Instant::now().saturating_duration_since(start);
@@ -321,11 +354,76 @@ fn index(i: u64, n: usize) -> usize {
     usize::try_from(i % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
-fn measure<T>(recorder: &Recorder, route: Route, intended: Instant, result: Result<T, ClientError>) {
+fn measure(recorder: &Recorder, route: Route, intended: Instant, result: Result<(), WireError>) {
     match result {
-        Ok(_) => recorder.ok(route, intended.elapsed()),
-        Err(error) => recorder.error(route, &error_label(&error)),
+        Ok(()) => recorder.ok(route, intended.elapsed()),
+        Err(error) => recorder.error(route, &error.label()),
     }
+}
+
+/// How often the users' access tokens are looked at (each is refreshed when it expires within
+/// [`bank_client::REFRESH_MARGIN`], 30 s).
+const TOKEN_LOOK: Duration = Duration::from_secs(10);
+
+/// The paths of a user's reads, made once.
+#[derive(Debug)]
+struct UserPaths {
+    account: Uri,
+    history: Uri,
+}
+
+impl UserPaths {
+    fn of(account: Uuid) -> Self {
+        let path = |p: String| Uri::try_from(p).unwrap_or_else(|_| unreachable!("a UUID makes a valid path"));
+        Self {
+            account: path(paths::account(account)),
+            history: path(format!("{}?limit={HISTORY_PAGE}", paths::account_transactions(account))),
+        }
+    }
+}
+
+/// What a read checks of an account: that it is the one asked for.
+#[derive(Deserialize)]
+struct Named {
+    id: Uuid,
+}
+
+/// What a read checks of a history page: that it is one.
+#[derive(Deserialize)]
+struct Items {
+    #[allow(dead_code, reason = "read only to check the page's shape")]
+    items: Vec<serde::de::IgnoredAny>,
+}
+
+/// What the run reads of a transfer.
+#[derive(Deserialize)]
+struct TransferShape {
+    id: Uuid,
+    status: TransferStatus,
+}
+
+/// `POST /v1/transfers` under `key`: the transfer's id and whether the answer was a replay.
+async fn submit(wire: &Wire, bearer: &Bearer, key: &str, request: &TransferRequest) -> Result<(Uuid, bool), WireError> {
+    let body = serde_json::to_vec(request).map_err(|e| WireError::Decode(e.to_string()))?;
+    let key = HeaderValue::try_from(key).map_err(|e| WireError::Decode(e.to_string()))?;
+    let name =
+        HeaderName::from_bytes(IDEMPOTENCY_KEY_HEADER.as_bytes()).map_err(|e| WireError::Decode(e.to_string()))?;
+    let headers = [(name, key)];
+    let answer = wire.post(&Uri::from_static(paths::TRANSFERS), bearer, &headers, body.into()).await?;
+    let transfer: TransferShape = answer.json()?;
+    let replayed = answer
+        .headers
+        .get(IDEMPOTENT_REPLAYED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    Ok((transfer.id, replayed))
+}
+
+/// `GET /v1/transfers/{id}`: its status.
+async fn transfer_status(wire: &Wire, bearer: &Bearer, id: Uuid) -> Result<TransferStatus, WireError> {
+    let path = Uri::try_from(paths::transfer(id)).map_err(|e| WireError::Decode(e.to_string()))?;
+    let transfer: TransferShape = wire.get(&path, bearer).await?.json()?;
+    Ok(transfer.status)
 }
 
 /// Makes the request of one route whose index and intended send time it is given, as a task.
@@ -470,7 +568,7 @@ async fn follow<F, Fut>(
     cancel: &CancellationToken,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<TransferStatus, ClientError>>,
+    Fut: Future<Output = Result<TransferStatus, WireError>>,
 {
     // A transfer followed as it goes is first looked at after 2 ms; one checked after the run at
     // once. Every transfer is looked at at least once before the timeout can count it unsettled:
@@ -591,7 +689,7 @@ mod tests {
     }
 
     /// Looks at a transfer that is settled, counting the looks.
-    fn settled(looks: &AtomicU64) -> impl FnMut() -> std::future::Ready<Result<TransferStatus, ClientError>> + '_ {
+    fn settled(looks: &AtomicU64) -> impl FnMut() -> std::future::Ready<Result<TransferStatus, WireError>> + '_ {
         move || {
             looks.fetch_add(1, Ordering::Relaxed);
             std::future::ready(Ok(TransferStatus::Settled))
@@ -661,8 +759,9 @@ mod tests {
         // Signed in (the server never checks): a client without a session sends nothing.
         let signed_in = client.with_access_token("token");
         let user =
-            crate::setup::LoadUser { email: "load@example.com".into(), client: signed_in, account: Uuid::now_v7() };
-        let fixture = Fixture { users: vec![user], currency: "USD".into(), operator: client };
+            crate::setup::LoadUser::new("load@example.com".into(), signed_in, Uuid::now_v7()).await.expect("user");
+        let wire = Arc::new(Wire::new(&format!("http://{addr}"), Duration::from_secs(5)).expect("wire"));
+        let fixture = Fixture { users: vec![user], currency: "USD".into(), operator: client, wire };
         let plan = Plan {
             account_rate: 1_000,
             history_rate: 0,

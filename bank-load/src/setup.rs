@@ -1,7 +1,10 @@
 //! The load's own users: each registered through the API, signed in with a TOTP code computed by
 //! the server's own [`bank_server::auth::totp::code_at`], given one account, and funded by an
-//! operator's deposit (an idempotent admin deposit, below the four-eyes threshold).
+//! operator's deposit (an idempotent admin deposit, below the four-eyes threshold). The run's own
+//! connections ([`Wire`]) are opened to the same server, and each user's access token is handed
+//! to them ([`Bearer`]).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bank_api::DepositRequest;
@@ -9,6 +12,8 @@ use bank_client::{BankClient, ClientError, RetryPolicy};
 use futures::{StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 use uuid::Uuid;
+
+use crate::wire::{Bearer, Wire};
 
 /// Registrations and sign-ins in flight at once during setup (each hashes a password with argon2).
 pub const SETUP_CONCURRENCY: usize = 4;
@@ -37,6 +42,8 @@ pub enum SetupError {
     TotpSecret(String),
     #[error("the deposit to {0} needs a second operator's approval: lower --deposit below the server's threshold")]
     DepositNeedsApproval(Uuid),
+    #[error("{0}")]
+    Wire(String),
 }
 
 /// How the clients talk to the server.
@@ -53,7 +60,19 @@ pub struct ClientOptions {
 pub struct LoadUser {
     pub email: String,
     pub client: BankClient,
+    /// The user's `Authorization` header on the run's own connections ([`Fixture::refresh`]
+    /// keeps it current).
+    pub bearer: Arc<Bearer>,
     pub account: Uuid,
+}
+
+impl LoadUser {
+    /// The user of `client`, signed in, and its `account`.
+    pub async fn new(email: String, client: BankClient, account: Uuid) -> Result<Self, SetupError> {
+        let token = client.access_token().await.map_err(api(format!("reading the access token of {email}")))?;
+        let bearer = Arc::new(Bearer::new(&token).map_err(|e| SetupError::Wire(e.to_string()))?);
+        Ok(Self { email, client, bearer, account })
+    }
 }
 
 /// The users of a run, with the currency of their accounts.
@@ -63,6 +82,21 @@ pub struct Fixture {
     pub currency: String,
     /// The operator's signed-in client.
     pub operator: BankClient,
+    /// The connections the run's scheduled requests go on.
+    pub wire: Arc<Wire>,
+}
+
+impl Fixture {
+    /// Hands each user's access token to the run's connections again, refreshed first when it
+    /// expires within [`bank_client::REFRESH_MARGIN`] (a run may outlast a token). A user whose
+    /// refresh fails keeps its token (its requests then count their 401s).
+    pub async fn refresh(&self) {
+        for user in &self.users {
+            if let Ok(token) = user.client.access_token().await {
+                let _ = user.bearer.set(&token);
+            }
+        }
+    }
 }
 
 /// The current TOTP code of `secret`, as the server computes it.
@@ -111,6 +145,7 @@ pub async fn prepare(
     deposit: Decimal,
     options: ClientOptions,
 ) -> Result<Fixture, SetupError> {
+    let wire = Arc::new(Wire::new(base_url, options.timeout).map_err(SetupError::Wire)?);
     let operator = sign_in_operator(base_url, operator, options).await?;
     let run = Uuid::new_v4().simple().to_string();
     let run = &run[..12];
@@ -135,11 +170,11 @@ pub async fn prepare(
                     Err(ClientError::PendingApproval(_)) => return Err(SetupError::DepositNeedsApproval(account.id)),
                     Err(e) => return Err(api(format!("depositing into {}", account.id))(e)),
                 }
-                Ok::<_, SetupError>(LoadUser { email, client, account: account.id })
+                LoadUser::new(email, client, account.id).await
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(Fixture { users: made, currency: currency.to_owned(), operator })
+    Ok(Fixture { users: made, currency: currency.to_owned(), operator, wire })
 }
