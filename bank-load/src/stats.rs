@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bank_client::ClientError;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -49,18 +48,6 @@ impl Route {
             Route::Transfer => 2,
             Route::Settle => 3,
         }
-    }
-}
-
-/// The error label of a failed call: the HTTP status, or what went wrong without one.
-pub fn error_label(error: &ClientError) -> String {
-    match error {
-        ClientError::Problem { status, .. } => status.to_string(),
-        ClientError::Transport(e) if e.is_timeout() => "timeout".to_owned(),
-        ClientError::Transport(e) if e.is_connect() => "connect".to_owned(),
-        ClientError::Transport(_) => "transport".to_owned(),
-        ClientError::Decode(_) => "decode".to_owned(),
-        _ => "client".to_owned(),
     }
 }
 

@@ -49,8 +49,7 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// The label the run's error counts use: the status, or what went wrong without one (the
-    /// same labels as [`crate::stats::error_label`]).
+    /// The label the run's error counts use: the status, or what went wrong without one.
     pub fn label(&self) -> String {
         match self {
             Self::Status(status) => status.to_string(),
@@ -276,8 +275,84 @@ mod tests {
         }
     }
 
+    /// A loopback server that answers each connection's requests in turn with `answers` (raw
+    /// HTTP/1.1 answers; after the last one it closes the connection), recording the requests'
+    /// heads; returns its address, the heads and the connections accepted.
+    async fn server(answers: &'static [&'static str]) -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let (heads, accepted) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
+        let (heads_seen, accepted_seen) = (Arc::clone(&heads), Arc::clone(&accepted));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                *accepted.lock() += 1;
+                let heads = Arc::clone(&heads);
+                tokio::spawn(async move {
+                    let (mut request, mut buf, mut answered) = (Vec::new(), [0u8; 4096], 0);
+                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                        request.extend_from_slice(&buf[..n]);
+                        // Bodiless GETs: a request ends with its blank line.
+                        while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            heads.lock().push(String::from_utf8_lossy(&request[..end]).into_owned());
+                            request.drain(..end + 4);
+                            if socket.write_all(answers[answered].as_bytes()).await.is_err() {
+                                return;
+                            }
+                            answered += 1;
+                            if answered == answers.len() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, heads_seen, accepted_seen)
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_carries_the_next_request_and_a_closed_one_is_replaced() {
+        const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"id\":1}";
+        const NOT_FOUND: &str = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        // Each connection answers two requests, then the server closes it.
+        let (address, heads, accepted) = server(&[OK, NOT_FOUND]).await;
+        let wire = Wire::new(&address, Duration::from_secs(5)).expect("wire");
+        let bearer = Bearer::new("token-1").expect("bearer");
+        let path = Uri::from_static("/v1/accounts/1");
+
+        let answer = wire.get(&path, &bearer).await.expect("200");
+        assert_eq!(&answer.body[..], b"{\"id\":1}");
+        bearer.set("token-2").expect("new token");
+        assert_eq!(wire.get(&path, &bearer).await.expect_err("404"), WireError::Status(404));
+        assert_eq!(*accepted.lock(), 1, "the second request went on the kept connection");
+        // That connection was closed after its second answer: the next request opens another.
+        wire.get(&path, &bearer).await.expect("200 on a new connection");
+        assert_eq!(*accepted.lock(), 2);
+
+        let heads = heads.lock();
+        assert!(heads[0].starts_with("GET /v1/accounts/1 HTTP/1.1\r\n"), "{}", heads[0]);
+        let host = address.trim_start_matches("http://");
+        for (head, token) in heads.iter().zip(["token-1", "token-2", "token-2"]) {
+            let head = head.to_ascii_lowercase();
+            assert!(head.contains(&format!("host: {host}")), "{head}");
+            assert!(head.contains(&format!("authorization: bearer {token}")), "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_server_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        drop(listener);
+        let wire = Wire::new(&address, Duration::from_secs(5)).expect("wire");
+        let bearer = Bearer::new("token").expect("bearer");
+        let error = wire.get(&Uri::from_static("/"), &bearer).await.expect_err("nothing listens");
+        assert!(matches!(error, WireError::Connect(_)), "{error:?}");
+    }
+
     #[test]
-    fn labels_match_the_clients() {
+    fn labels_name_the_status_or_what_failed() {
         assert_eq!(WireError::Status(503).label(), "503");
         assert_eq!(WireError::Timeout.label(), "timeout");
         assert_eq!(WireError::Connect("refused".into()).label(), "connect");
