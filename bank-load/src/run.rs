@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bank_api::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, TransferRequest, TransferStatus, paths};
+use bank_api::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER, Page, TransferRequest, TransferStatus, paths};
 use futures::StreamExt;
 use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use rand::Rng;
 use rust_decimal::Decimal;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -229,8 +230,10 @@ pub async fn run(fixture: &Fixture, plan: &Plan, cancel: &CancellationToken) -> 
             let bearer = Arc::clone(&fixture.users[u].bearer);
             let (recorder, wire, paths) = (Arc::clone(&recorder), Arc::clone(&wire), Arc::clone(&paths));
             Box::pin(async move {
-                let page =
-                    wire.get(&paths[u].history, &bearer).await.and_then(|answer| answer.json::<Items>().map(drop));
+                let page = wire
+                    .get(&paths[u].history, &bearer)
+                    .await
+                    .and_then(|answer| answer.json::<Page<IgnoredAny>>().map(drop));
                 measure(&recorder, Route::History, intended, page);
             })
         })
@@ -386,13 +389,6 @@ impl UserPaths {
 #[derive(Deserialize)]
 struct Named {
     id: Uuid,
-}
-
-/// What a read checks of a history page: that it is one.
-#[derive(Deserialize)]
-struct Items {
-    #[allow(dead_code, reason = "read only to check the page's shape")]
-    items: Vec<serde::de::IgnoredAny>,
 }
 
 /// What the run reads of a transfer.
