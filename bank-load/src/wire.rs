@@ -104,7 +104,6 @@ impl Bearer {
 }
 
 /// How connections reach the server.
-#[derive(Clone)]
 struct Target {
     /// `host:port` to connect to.
     address: String,
