@@ -10,7 +10,8 @@
 //! checks after a run stay on `bank-client`.
 //!
 //! Connections are opened when none is idle and kept while they stay usable; the run's
-//! connection cap ([`crate::run::Plan::connections`]) bounds how many exist. HTTPS targets are
+//! connection cap ([`crate::run::Plan::connections`]) bounds how many scheduled requests are on
+//! them at once (the settlement polls come on top, as they did through `bank-client`). HTTPS targets are
 //! reached with rustls and the Web PKI roots, as `bank-client` does.
 
 use std::sync::Arc;
@@ -189,17 +190,17 @@ impl Wire {
         body: Bytes,
     ) -> Result<Answer, WireError> {
         let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = path.clone();
         let headers = request.headers_mut();
         headers.insert(HOST, self.target.host.clone());
         headers.insert(AUTHORIZATION, bearer.get());
-        if request.method() == Method::POST {
-            request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if method == Method::POST {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         for (name, value) in extra {
-            request.headers_mut().insert(name.clone(), value.clone());
+            headers.insert(name.clone(), value.clone());
         }
+        *request.method_mut() = method;
+        *request.uri_mut() = path.clone();
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(answer) => answer,
             Err(_) => Err(WireError::Timeout),

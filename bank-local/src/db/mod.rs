@@ -187,7 +187,7 @@ impl LocalDb {
     }
 
     /// A new read-write connection with this crate's settings (`synchronous=FULL`, foreign
-    /// keys, busy timeout, statement cache). The writer thread uses one; anything else writing
+    /// keys, busy timeout, statement cache, the writer's page cache). The writer thread uses one; anything else writing
     /// beside a running writer would only contend with it.
     pub fn connect(&self) -> rusqlite::Result<Connection> {
         LocalDb::connect_at(&self.path)
@@ -195,9 +195,8 @@ impl LocalDb {
 
     fn connect_at(path: &Path) -> rusqlite::Result<Connection> {
         let conn = Connection::open(path)?;
-        configure(&conn)?;
+        configure(&conn, WRITER_CACHE_KIB)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         Ok(conn)
     }
 
@@ -248,7 +247,7 @@ impl LocalDb {
     fn open_reader(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
-        configure(&conn)?;
+        configure(&conn, READER_CACHE_KIB)?;
         Ok(conn)
     }
 
@@ -259,9 +258,12 @@ impl LocalDb {
     }
 }
 
+/// Page cache of a read-only connection, in KiB (64 MiB).
+pub const READER_CACHE_KIB: i64 = 65_536;
+
 /// Page cache of a read-write connection (the writer thread's), in KiB: 4,096 pages of 2 KiB.
 ///
-/// Smaller than a reader's (64 MiB) on purpose. Every COMMIT ends with SQLite dropping cached pages
+/// Smaller than a reader's ([`READER_CACHE_KIB`]) on purpose. Every COMMIT ends with SQLite dropping cached pages
 /// past the database's end (`pager_end_transaction` → `pcache1Truncate`), and a B-tree balance
 /// that swaps two pages parks one of them, for a moment, at the lock-byte page's number (page
 /// 524,289 with 2 KiB pages), so that the cache's largest page number stays far past the end and
@@ -278,15 +280,16 @@ pub const WRITER_CACHE_KIB: i64 = 8_192;
 /// in memory: the writer opens a savepoint per command, and with the default (a temp file) the
 /// first change of a page in each savepoint was copied out to disk (measured: a fifth of the
 /// writer's time). They only ever serve rollbacks inside a transaction, never recovery.
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+///
+/// `cache_kib`: the connection's page cache in KiB ([`READER_CACHE_KIB`], [`WRITER_CACHE_KIB`]).
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // The WAL file shrinks back to this when the log starts over (see `checkpoint`).
     conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT_BYTES)?;
-    // 64 MiB of page cache (a negative size is in KiB); read-write connections then take less
-    // ([`WRITER_CACHE_KIB`]).
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // A negative size is in KiB.
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
