@@ -11,8 +11,8 @@
 //!
 //! Connections are opened when none is idle and kept while they stay usable; the run's
 //! connection cap ([`crate::run::Plan::connections`]) bounds how many scheduled requests are on
-//! them at once (the settlement polls come on top, as they did through `bank-client`). HTTPS targets are
-//! reached with rustls and the Web PKI roots, as `bank-client` does.
+//! them at once (the settlement polls come on top, as they did through `bank-client`). HTTPS
+//! targets are reached with rustls and the Web PKI roots, as `bank-client` does.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -187,8 +187,8 @@ impl LocalDb {
     }
 
     /// A new read-write connection with this crate's settings (`synchronous=FULL`, foreign
-    /// keys, busy timeout, statement cache, the writer's page cache). The writer thread uses one; anything else writing
-    /// beside a running writer would only contend with it.
+    /// keys, busy timeout, statement cache, the writer's page cache). The writer thread uses
+    /// one; anything else writing beside a running writer would only contend with it.
     pub fn connect(&self) -> rusqlite::Result<Connection> {
         LocalDb::connect_at(&self.path)
     }
@@ -263,8 +263,9 @@ pub const READER_CACHE_KIB: i64 = 65_536;
 
 /// Page cache of a read-write connection (the writer thread's), in KiB: 4,096 pages of 2 KiB.
 ///
-/// Smaller than a reader's ([`READER_CACHE_KIB`]) on purpose. Every COMMIT ends with SQLite dropping cached pages
-/// past the database's end (`pager_end_transaction` → `pcache1Truncate`), and a B-tree balance
+/// Smaller than a reader's ([`READER_CACHE_KIB`]) on purpose. Every COMMIT ends with SQLite
+/// dropping cached pages past the database's end (`pager_end_transaction` → `pcache1Truncate`),
+/// and a B-tree balance
 /// that swaps two pages parks one of them, for a moment, at the lock-byte page's number (page
 /// 524,289 with 2 KiB pages), so that the cache's largest page number stays far past the end and
 /// the drop walks the cache's whole hash table and every page in it, on every commit, as long as
