@@ -264,17 +264,16 @@ pub const READER_CACHE_KIB: i64 = 65_536;
 /// Page cache of a read-write connection (the writer thread's), in KiB: 4,096 pages of 2 KiB.
 ///
 /// Smaller than a reader's ([`READER_CACHE_KIB`]) on purpose. Every COMMIT ends with SQLite
-/// dropping cached pages past the database's end (`pager_end_transaction` → `pcache1Truncate`),
-/// and a B-tree balance
-/// that swaps two pages parks one of them, for a moment, at the lock-byte page's number (page
-/// 524,289 with 2 KiB pages), so that the cache's largest page number stays far past the end and
-/// the drop walks the cache's whole hash table and every page in it, on every commit, as long as
-/// the connection lives (SQLite 3.46 to 3.54 alike). With 64 MiB (32,768 pages) that walk was the
-/// hottest function of the SQLite pipeline bench (7.5% of its CPU; `perf`); 2.9% with 8 MiB, 1.3%
-/// with 2 MiB. The writer's working set is small — the B-trees' inner pages and the leaves where
-/// time-ordered ids land — so a miss is rare (`pread` 0.1–0.2% of the CPU at either size) and costs
-/// a read from the OS's cache; 8 MiB leaves room for a large batch's dirty pages (keys a client
-/// made at random land on random leaves) without spilling them before the commit.
+/// dropping cached pages past the database's end (`pager_end_transaction` → `pcache1Truncate`), and
+/// a B-tree balance that swaps two pages parks one of them, for a moment, at the lock-byte page's
+/// number (page 524,289 with 2 KiB pages), so that the cache's largest page number stays far past
+/// the end and the drop walks the cache's whole hash table and every page in it, on every commit,
+/// as long as the connection lives (SQLite 3.46 to 3.54 alike). With 64 MiB (32,768 pages) that
+/// walk was the hottest function of the SQLite pipeline bench (7.5% of its CPU; `perf`); 2.9% with
+/// 8 MiB, 1.3% with 2 MiB. The writer's working set is small — the B-trees' inner pages and the
+/// leaves where time-ordered ids land — so a miss is rare (`pread` 0.1–0.2% of the CPU at either
+/// size) and costs a read from the OS's cache; 8 MiB leaves room for a large batch's dirty pages
+/// (keys a client made at random land on random leaves) without spilling them before the commit.
 pub const WRITER_CACHE_KIB: i64 = 8_192;
 
 /// Settings every connection gets. `temp_store=MEMORY` keeps statement and savepoint journals
