@@ -95,8 +95,8 @@ pub mod patterns {
     /// digits (below the one-trillion cap) and 3 decimals. The account's currency may allow fewer
     /// decimals (2 for most, 0 for JPY): more are refused, never rounded.
     pub const POSITIVE_AMOUNT: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$";
-    /// Any amount or balance as the server writes it (the amount grammar).
-    pub const AMOUNT: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$";
+    /// Any amount or balance as the server writes it (the amount grammar: never a negative zero).
+    pub const AMOUNT: &str = r"^(-?[1-9][0-9]*(\.[0-9]+)?|0(\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*)$";
     /// A display name: no control character, not only spaces.
     pub const NAME: &str =
         r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
@@ -226,13 +226,16 @@ mod tests {
         assert_eq!(amount_text::AMOUNT_PATTERN, patterns::AMOUNT);
     }
 
-    /// Every text the positive-amount pattern admits is a positive amount the grammar accepts
-    /// for a 3-decimal currency (checked over a sample by hand: no regex engine here).
-    #[test]
-    fn positive_amount_pattern_samples() {
-        for text in ["1", "0.001", "0.01", "0.1", "999999999999.999", "12.34", "0.010"] {
-            let value = amount_text::parse_amount_text(text, 3).expect(text);
-            assert!(value > rust_decimal::Decimal::ZERO, "{text}");
+    proptest::proptest! {
+        /// The positive-amount pattern admits only positive amounts the grammar accepts for a
+        /// 3-decimal currency, and every such amount below one trillion.
+        #[test]
+        fn the_positive_amount_pattern_states_the_grammar(text in "[-+ ._e0-9]{0,16}|-?[0-9]{1,14}(\\.[0-9]{0,4})?") {
+            static PATTERN: std::sync::LazyLock<regex::Regex> =
+                std::sync::LazyLock::new(|| regex::Regex::new(patterns::POSITIVE_AMOUNT).expect("the pattern compiles"));
+            let positive = amount_text::parse_amount_text(&text, 3)
+                .is_ok_and(|value| value > rust_decimal::Decimal::ZERO && value < rust_decimal::Decimal::new(1_000_000_000_000, 0));
+            proptest::prop_assert_eq!(PATTERN.is_match(&text), positive, "{:?}", text);
         }
     }
 

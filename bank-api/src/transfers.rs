@@ -260,6 +260,8 @@ mod tests {
             "0x10",
             "NaN",
             "1,00",
+            "-0",
+            "-0.00",
         ];
         for text in refused {
             let transfer = json!({"from_account_id": id(1), "to_account_id": id(2), "amount": text, "currency": "USD", "reference": "r"});

@@ -2,12 +2,13 @@
 //! conversion to a `Decimal` (which would round past 28 digits and forget how the text was
 //! written).
 //!
-//! An amount is a plain decimal string matching [`AMOUNT_PATTERN`],
-//! `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, with at most the currency's number of decimals. Refused: an
-//! exponent (`1e3`), a `+` sign, underscores (`1_0`), leading zeros (`00001.00`), a bare dot (`.5`,
-//! `1.`), whitespace, anything but ASCII digits, and any digit past the currency's scale — zeros
-//! included (`"1.000"` is not a USD amount). An accepted text converts to the `Decimal` it names
-//! exactly, and that `Decimal` prints back as the same bytes.
+//! An amount is a plain decimal string matching [`AMOUNT_PATTERN`] —
+//! `-?(0|[1-9][0-9]*)(\.[0-9]+)?` but never a negative zero — with at most the currency's number
+//! of decimals. Refused: an exponent (`1e3`), a `+` sign, underscores (`1_0`), leading zeros
+//! (`00001.00`), a bare dot (`.5`, `1.`), a minus on zero (`-0`, `-0.00`: `Decimal` forgets that
+//! sign, so the text could not print back), whitespace, anything but ASCII digits, and any digit
+//! past the currency's scale — zeros included (`"1.000"` is not a USD amount). An accepted text
+//! converts to the `Decimal` it names exactly, and that `Decimal` prints back as the same bytes.
 //!
 //! This file depends on nothing but `std` and `rust_decimal`, on purpose: `bank-core` owns it,
 //! and `bank-api` (which must build for `wasm32` without `bank-core`) compiles this same file
@@ -16,8 +17,9 @@
 
 use rust_decimal::Decimal;
 
-/// The grammar as a regular expression (stated in the OpenAPI document).
-pub const AMOUNT_PATTERN: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$";
+/// The grammar as a regular expression (stated in the OpenAPI document): a signed non-zero
+/// integer part, an unsigned zero, or a minus zero whose decimals are not all zeros.
+pub const AMOUNT_PATTERN: &str = r"^(-?[1-9][0-9]*(\.[0-9]+)?|0(\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*)$";
 
 /// Most digits before the decimal point: enough for one trillion (`1000000000000`, the largest
 /// amount of a transfer), far below `Decimal`'s 28 digits, so the conversion never rounds.
@@ -30,7 +32,7 @@ pub const AMOUNT_DECIMALS_MAX: u32 = 3;
 /// Why a text is not an amount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AmountTextError {
-    /// Not `-?(0|[1-9][0-9]*)(\.[0-9]+)?`.
+    /// Not [`AMOUNT_PATTERN`] (a negative zero included).
     NotANumber,
     /// More decimals than allowed (zeros included).
     TooManyDecimals {
@@ -45,7 +47,7 @@ impl std::fmt::Display for AmountTextError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AmountTextError::NotANumber => {
-                f.write_str("not a plain decimal string (digits, an optional '-' and '.'; no exponent, '+', '_', leading zero or space)")
+                f.write_str("not a plain decimal string (digits, an optional '-' and '.'; no exponent, '+', '_', leading zero, negative zero or space)")
             }
             AmountTextError::TooManyDecimals { max } => write!(f, "at most {max} decimals"),
             AmountTextError::TooLarge => f.write_str("too many digits before the decimal point"),
@@ -82,6 +84,9 @@ pub fn parse_decimal_text(
         return Err(AmountTextError::NotANumber);
     }
     if fraction.is_some_and(|f| !digits(f)) {
+        return Err(AmountTextError::NotANumber);
+    }
+    if text.starts_with('-') && !unsigned.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
         return Err(AmountTextError::NotANumber);
     }
     let decimals = fraction.map_or(0, str::len);

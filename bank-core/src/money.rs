@@ -5,8 +5,8 @@
 //! panic or a wrap), and an amount with more decimals than its currency allows is **rejected, never
 //! rounded**. On the wire every value is a decimal string (`"12.34"`).
 //!
-//! Text is parsed by one grammar ([`text`]): `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with at most the
-//! currency's decimals, checked on the characters before any conversion ([`Amount::parse`],
+//! Text is parsed by one grammar ([`text`]): `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, never a negative
+//! zero, with at most the currency's decimals, checked on the characters before any conversion ([`Amount::parse`],
 //! [`Money::parse`], [`parse_decimal`] and every serde path go through it).
 
 use std::fmt;
@@ -300,9 +300,13 @@ impl Serialize for Money {
 
 /// `value` written with exactly the currency's decimals (`12.5` USD → `12.50`, `-3` KWD →
 /// `-3.000`): how amounts and balances are shown and sent. A value with more decimals than the
-/// currency (impossible for a ledger balance) keeps them rather than being rounded.
+/// currency (impossible for a ledger balance) keeps them rather than being rounded. A zero is
+/// always written unsigned (`Decimal` negation can make a `-0.00`, which the grammar refuses).
 pub fn in_minor_units(value: Decimal, currency: Currency) -> Decimal {
     let mut shown = value;
+    if shown.is_zero() {
+        shown.set_sign_positive(true);
+    }
     if shown.scale() < currency.exponent() {
         shown.rescale(currency.exponent());
     }
@@ -462,7 +466,7 @@ mod tests {
         for bad in [
             "", "abc", "1e3", "1E3", "1e-2", "0.1e1", "1_0", "1_000.00", "+1", "+1.00", " 1", "1 ", "1.", ".5",
             "1.2.3", "NaN", "inf", "0x10", "１", "00001.00", "01", "-01", "--1", "-", "-.5", "1.-5", "\u{7f}1", "1\n",
-            "1,00",
+            "1,00", "-0", "-0.00", "-0.0",
         ] {
             assert!(
                 matches!(Amount::parse(bad, usd), Err(Error::InvalidAmount { reason: AmountError::NotANumber })),
@@ -511,6 +515,8 @@ mod tests {
         assert_eq!(Money::parse("7", "JPY").unwrap().to_string(), "7 JPY");
         assert!(Money::parse("7.00", "JPY").is_err(), "no decimals past the currency's");
         assert_eq!(in_minor_units(Decimal::new(-3, 0), Currency::Bhd).to_string(), "-3.000");
+        assert_eq!(in_minor_units(-Decimal::ZERO, Currency::Usd).to_string(), "0.00");
+        assert_eq!(in_minor_units(-Decimal::new(0, 2), Currency::Jpy).to_string(), "0.00");
         assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
         assert!(serde_json::from_str::<Money>(r#"{"amount":12.34,"currency":"EUR"}"#).is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1.001","currency":"EUR"}"#).is_err());
@@ -519,14 +525,16 @@ mod tests {
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1e3","currency":"EUR"}"#).is_err());
     }
 
-    /// A model of the grammar written independently of the parser: digits, an optional minus,
-    /// no leading zero, at most `max` decimals, at most 13 integer digits.
+    /// A model of the grammar written independently of the parser: digits, an optional minus
+    /// (not on a zero), no leading zero, at most `max` decimals, at most 13 integer digits.
     fn grammar_accepts(text: &str, max: usize) -> bool {
         let unsigned = text.strip_prefix('-').unwrap_or(text);
+        let negative_zero = unsigned.len() < text.len() && unsigned.chars().all(|c| c == '0' || c == '.');
         let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
         let has_point = unsigned.contains('.');
         let all_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
         !integer.is_empty()
+            && !negative_zero
             && all_digits(integer)
             && all_digits(fraction)
             && !(has_point && fraction.is_empty())
@@ -541,14 +549,13 @@ mod tests {
         /// Any text: accepted exactly when the model accepts it; an accepted text prints back
         /// byte for byte (nothing rounded, no digit dropped or added).
         #[test]
-        fn the_grammar_is_exact(text in "[-+ ._e0-9]{0,20}|-?[0-9]{1,14}(\\.[0-9]{0,5})?", currency in 0..Currency::ALL.len()) {
+        fn the_grammar_is_exact(text in "[-+ ._e0-9]{0,20}|-?[0-9]{1,14}(\\.[0-9]{0,5})?|-0(\\.0{0,3})?", currency in 0..Currency::ALL.len()) {
             let currency = Currency::ALL[currency];
             let max = usize::try_from(currency.exponent()).unwrap();
             let parsed = text::parse_amount_text(&text, currency.exponent());
             proptest::prop_assert_eq!(parsed.is_ok(), grammar_accepts(&text, max), "{:?} {}", text, currency);
             if let Ok(value) = parsed {
-                let shown = value.to_string();
-                proptest::prop_assert_eq!(shown.trim_start_matches('-'), text.trim_start_matches('-'));
+                proptest::prop_assert_eq!(value.to_string(), text.clone());
                 let amount = Amount::parse(&text, currency);
                 if value > Decimal::ZERO && value <= TRANSFER_AMOUNT_MAX {
                     let amount = amount.unwrap();
@@ -562,6 +569,16 @@ mod tests {
                 proptest::prop_assert!(Amount::parse(&text, currency).is_err());
                 proptest::prop_assert!(Money::parse(&text, currency.code()).is_err());
             }
+        }
+
+        /// [`AMOUNT_PATTERN`], as the OpenAPI document states it, accepts exactly the texts the
+        /// grammar accepts (with room for every digit the generated texts have).
+        #[test]
+        fn the_pattern_states_the_grammar(text in "[-+ ._e0-9]{0,12}|-?[0-9]{1,12}(\\.[0-9]{0,8})?|-0(\\.0{0,3})?") {
+            static PATTERN: std::sync::LazyLock<regex::Regex> =
+                std::sync::LazyLock::new(|| regex::Regex::new(AMOUNT_PATTERN).expect("the pattern compiles"));
+            let grammar = text::parse_decimal_text(&text, 12, 12);
+            proptest::prop_assert_eq!(PATTERN.is_match(&text), grammar.is_ok(), "{:?}", text);
         }
 
         /// A valid amount followed by more digits (zeros included) past the currency's scale is
