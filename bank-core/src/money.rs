@@ -6,8 +6,8 @@
 //! rounded**. On the wire every value is a decimal string (`"12.34"`).
 //!
 //! Text is parsed by one grammar ([`text`]): `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, never a negative
-//! zero, with at most the currency's decimals, checked on the characters before any conversion ([`Amount::parse`],
-//! [`Money::parse`], [`parse_decimal`] and every serde path go through it).
+//! zero, with at most the currency's decimals, checked on the characters before any conversion
+//! ([`Amount::parse`], [`Money::parse`], [`parse_decimal`] and every serde path go through it).
 
 use std::fmt;
 use std::str::FromStr;
