@@ -292,10 +292,11 @@ async fn admin_deposit_sends_its_key_and_reports_a_fresh_answer() {
 }
 
 /// The client reads amounts with the one grammar too: an answer with `"1e3"` (or a rounded-looking
-/// 32-decimal text) is a decode error, never 1000.00; and every body it sends is JSON-typed.
+/// 32-decimal text, or a negative zero) is a decode error, never 1000.00; and every body it sends
+/// is JSON-typed.
 #[tokio::test]
 async fn amounts_outside_the_grammar_are_refused_and_bodies_are_json() {
-    for amount in ["1e3", "0.00999999999999999999999999999999", "+1.00", "00001.00"] {
+    for amount in ["1e3", "0.00999999999999999999999999999999", "+1.00", "00001.00", "-0.00"] {
         let router = Router::new().route(
             "/v1/admin/deposits",
             post(move |headers: HeaderMap| async move {

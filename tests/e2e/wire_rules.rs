@@ -45,6 +45,8 @@ const REFUSED_AMOUNTS: &[&str] = &[
     "NaN",
     "1.001",
     "12345678901234.00",
+    "-0",
+    "-0.00",
 ];
 
 fn dec(text: &str) -> Decimal {
